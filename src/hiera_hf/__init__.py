@@ -1,0 +1,33 @@
+"""hiera-hf: Meta's Hiera and SAM 2 behind the Hugging Face interfaces.
+
+Importing the package registers its configs, models and processors with transformers' Auto classes.
+"""
+
+from .hiera import (
+    HIERA_PRESETS,
+    HieraBackbone,
+    HieraConfig,
+    HieraForImageClassification,
+    HieraForVideoClassification,
+    HieraModel,
+    HieraModelOutput,
+    HieraPreTrainedModel,
+    get_preset,
+)
+from .registration import register_auto_classes
+
+register_auto_classes()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HIERA_PRESETS",
+    "HieraBackbone",
+    "HieraConfig",
+    "HieraForImageClassification",
+    "HieraForVideoClassification",
+    "HieraModel",
+    "HieraModelOutput",
+    "HieraPreTrainedModel",
+    "get_preset",
+]

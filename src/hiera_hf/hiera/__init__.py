@@ -1,0 +1,24 @@
+"""Hiera: configuration, presets, models and processors."""
+
+from .configuration_hiera import HieraConfig
+from .modeling_hiera import (
+    HieraBackbone,
+    HieraForImageClassification,
+    HieraForVideoClassification,
+    HieraModel,
+    HieraModelOutput,
+    HieraPreTrainedModel,
+)
+from .presets import HIERA_PRESETS, get_preset
+
+__all__ = [
+    "HIERA_PRESETS",
+    "HieraBackbone",
+    "HieraConfig",
+    "HieraForImageClassification",
+    "HieraForVideoClassification",
+    "HieraModel",
+    "HieraModelOutput",
+    "HieraPreTrainedModel",
+    "get_preset",
+]

@@ -1,0 +1,36 @@
+"""The one place that registers hiera-hf's classes with transformers' Auto classes."""
+
+from __future__ import annotations
+
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForVideoClassification,
+)
+
+_done = False
+
+
+def register_auto_classes() -> None:
+    """Register configs and models (idempotent). Our `HieraConfig` shares its class name with transformers'
+    built-in one, and the Auto model mappings are keyed by that name, hence `exist_ok=True`; the built-in
+    `hiera` model type keeps loading transformers' own classes."""
+    global _done
+    if _done:
+        return
+    from .hiera import (
+        HieraBackbone,
+        HieraConfig,
+        HieraForImageClassification,
+        HieraForVideoClassification,
+        HieraModel,
+    )
+
+    AutoConfig.register(HieraConfig.model_type, HieraConfig, exist_ok=True)
+    AutoModel.register(HieraConfig, HieraModel, exist_ok=True)
+    AutoModelForImageClassification.register(HieraConfig, HieraForImageClassification, exist_ok=True)
+    AutoModelForVideoClassification.register(HieraConfig, HieraForVideoClassification, exist_ok=True)
+    AutoBackbone.register(HieraConfig, HieraBackbone, exist_ok=True)
+    _done = True
