@@ -8,6 +8,18 @@ from huggingface_hub.dataclasses import strict
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
+_TUPLE_FIELDS = (
+    "image_size",
+    "num_heads",
+    "depths",
+    "query_stride",
+    "masked_unit_size",
+    "masked_unit_attention",
+    "patch_size",
+    "patch_stride",
+    "patch_padding",
+)
+
 
 @strict
 class HieraConfig(BackboneConfigMixin, PreTrainedConfig):
@@ -72,8 +84,7 @@ class HieraConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        for name in ("image_size", "num_heads", "depths", "query_stride", "masked_unit_size",
-                     "masked_unit_attention", "patch_size", "patch_stride", "patch_padding"):
+        for name in _TUPLE_FIELDS:  # JSON gives lists; keep one type
             setattr(self, name, tuple(getattr(self, name)))
         self.hidden_size = self.stage_dims[-1]
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
