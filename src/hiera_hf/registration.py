@@ -7,6 +7,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForPreTraining,
     AutoModelForVideoClassification,
 )
 
@@ -24,6 +25,7 @@ def register_auto_classes() -> None:
         HieraBackbone,
         HieraConfig,
         HieraForImageClassification,
+        HieraForPreTraining,
         HieraForVideoClassification,
         HieraModel,
     )
@@ -33,4 +35,5 @@ def register_auto_classes() -> None:
     AutoModelForImageClassification.register(HieraConfig, HieraForImageClassification, exist_ok=True)
     AutoModelForVideoClassification.register(HieraConfig, HieraForVideoClassification, exist_ok=True)
     AutoBackbone.register(HieraConfig, HieraBackbone, exist_ok=True)
+    AutoModelForPreTraining.register(HieraConfig, HieraForPreTraining, exist_ok=True)
     _done = True

@@ -9,6 +9,7 @@ from .modeling_hiera import (
     HieraModelOutput,
     HieraPreTrainedModel,
 )
+from .modeling_hiera_mae import HieraForPreTraining, HieraForPreTrainingOutput
 from .presets import HIERA_PRESETS, get_preset
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "HieraBackbone",
     "HieraConfig",
     "HieraForImageClassification",
+    "HieraForPreTraining",
+    "HieraForPreTrainingOutput",
     "HieraForVideoClassification",
     "HieraModel",
     "HieraModelOutput",
