@@ -1,5 +1,23 @@
-"""Pure functions that turn official and transformers-format checkpoints into hiera-hf state dicts."""
+"""Pure functions that turn official and transformers-format checkpoints into hiera-hf models and folders."""
 
-from .hiera import convert_meta_hiera_state_dict
+from .export import convert_hiera, model_card, preprocessor_config
+from .hiera import (
+    config_from_transformers,
+    convert_meta_hiera_state_dict,
+    convert_transformers_hiera_state_dict,
+    load_meta_state_dict,
+)
+from .verify import ParityReport, verify_against_meta, verify_against_transformers
 
-__all__ = ["convert_meta_hiera_state_dict"]
+__all__ = [
+    "ParityReport",
+    "config_from_transformers",
+    "convert_hiera",
+    "convert_meta_hiera_state_dict",
+    "convert_transformers_hiera_state_dict",
+    "load_meta_state_dict",
+    "model_card",
+    "preprocessor_config",
+    "verify_against_meta",
+    "verify_against_transformers",
+]

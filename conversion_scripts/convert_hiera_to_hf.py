@@ -1,0 +1,13 @@
+"""Convert a Hiera checkpoint (Meta's .pth or a transformers folder) to hiera-hf: `hiera-hf convert` as a script,
+with the same flags (see `--help`).
+
+    python conversion_scripts/convert_hiera_to_hf.py --checkpoint hiera_base_224.pth --variant hiera_base_224 \
+        --output hiera-base-224
+"""
+
+import sys
+
+from hiera_hf.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["convert", *sys.argv[1:]]))
