@@ -11,10 +11,13 @@ from .hiera import (
     HieraForPreTraining,
     HieraForPreTrainingOutput,
     HieraForVideoClassification,
+    HieraImageProcessor,
     HieraModel,
     HieraModelOutput,
     HieraPreTrainedModel,
+    HieraVideoProcessor,
     get_preset,
+    save_for_hub,
 )
 from .registration import register_auto_classes
 
@@ -30,8 +33,11 @@ __all__ = [
     "HieraForPreTraining",
     "HieraForPreTrainingOutput",
     "HieraForVideoClassification",
+    "HieraImageProcessor",
     "HieraModel",
     "HieraModelOutput",
     "HieraPreTrainedModel",
+    "HieraVideoProcessor",
     "get_preset",
+    "save_for_hub",
 ]

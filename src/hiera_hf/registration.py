@@ -5,10 +5,12 @@ from __future__ import annotations
 from transformers import (
     AutoBackbone,
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
+    AutoVideoProcessor,
 )
 
 _done = False
@@ -27,7 +29,9 @@ def register_auto_classes() -> None:
         HieraForImageClassification,
         HieraForPreTraining,
         HieraForVideoClassification,
+        HieraImageProcessor,
         HieraModel,
+        HieraVideoProcessor,
     )
 
     AutoConfig.register(HieraConfig.model_type, HieraConfig, exist_ok=True)
@@ -36,4 +40,9 @@ def register_auto_classes() -> None:
     AutoModelForVideoClassification.register(HieraConfig, HieraForVideoClassification, exist_ok=True)
     AutoBackbone.register(HieraConfig, HieraBackbone, exist_ok=True)
     AutoModelForPreTraining.register(HieraConfig, HieraForPreTraining, exist_ok=True)
+    # One exact (Pillow) image processor serves both backend names. Registering both also matters: the mapping
+    # inherits the BitImageProcessor entries of transformers' `hiera` through the shared class name.
+    processors = {"torchvision": HieraImageProcessor, "pil": HieraImageProcessor}
+    AutoImageProcessor.register(HieraConfig, image_processor_classes=processors, exist_ok=True)
+    AutoVideoProcessor.register(HieraConfig, HieraVideoProcessor, exist_ok=True)
     _done = True

@@ -1,0 +1,133 @@
+"""Image processor for Hiera: Meta's evaluation preprocessing, bit-exact with torchvision on PIL images.
+
+Meta's notebook applies `Resize(256, BICUBIC)`, `CenterCrop(224)`, `ToTensor()` and
+`Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)` to a PIL image. torchvision resizes PIL images
+with Pillow itself, so this processor resizes with Pillow as well (the tensor bicubic kernel differs by up
+to one grey level) and rounds the crop offset the way torchvision does.
+
+This module only imports transformers, numpy and Pillow so that it can be shipped as remote code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
+
+_CHANNELS = (1, 3, 4)
+
+
+def to_rgb_array(image, channels_first: bool = False) -> np.ndarray:
+    """Validates one image and returns it as an RGB `uint8` array `(H, W, 3)`.
+
+    Accepts a PIL image (any mode), or a numpy array / torch tensor of shape `(H, W)`, `(H, W, C)` (or
+    `(C, H, W)` with `channels_first=True`) with C in {1, 3, 4}, holding `uint8` values in [0, 255] or
+    floating-point values in [0, 1]. Floats are rounded to 8 bits, the precision of Meta's PIL pipeline, so
+    `x / 255` gives exactly the result of `x`. Grey levels are repeated to RGB; an alpha channel is dropped
+    (as `Image.convert("RGB")` does).
+    """
+    if isinstance(image, Image.Image):
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    if type(image).__module__.startswith("torch"):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise TypeError(
+            f"Unsupported image type {type(image).__name__}; expected a PIL image, a numpy array or a torch tensor"
+        )
+    shape, layout = tuple(image.shape), "(C, H, W)" if channels_first else "(H, W, C)"
+    if image.ndim == 2:
+        image = image[..., None]
+    elif image.ndim == 3 and channels_first:
+        image = np.moveaxis(image, 0, -1)
+    if image.ndim != 3 or image.shape[-1] not in _CHANNELS or min(image.shape[:2]) < 1:
+        raise ValueError(f"Image of shape {shape} is neither (H, W) nor {layout} with C in {_CHANNELS}")
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ValueError(
+                f"Floating-point images must hold values in [0, 1], got [{image.min()}, {image.max()}]; "
+                "pass uint8 arrays for values in [0, 255]"
+            )
+        image = np.rint(image * 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise TypeError(f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255] or float in [0, 1]")
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _with_channel_axis(image):
+    """transformers' batching only accepts 3-D arrays: give grey `(H, W)` arrays/tensors a channel axis."""
+    if getattr(image, "ndim", None) != 2:
+        return image
+    return image[None] if type(image).__module__.startswith("torch") else image[..., None]
+
+
+class HieraImageProcessor(PilBackend):
+    r"""
+    Hiera's image preprocessing (Meta's evaluation recipe): resize the shorter side to 256 with bicubic
+    interpolation, center-crop 224x224, scale to [0, 1] and normalise with the ImageNet mean and std.
+
+    Inputs: a PIL image (any mode), a numpy array `(H, W)` / `(H, W, C)` or a torch tensor `(H, W)` /
+    `(C, H, W)` with C in {1, 3, 4}, either `uint8` in [0, 255] or floating-point in [0, 1]; or a list of
+    these, or a batched array `(B, H, W, C)` / tensor `(B, C, H, W)`. Grey images are repeated to RGB and
+    alpha channels dropped; floats are rounded to 8 bits. The result equals torchvision's pipeline on the
+    equivalent PIL image exactly.
+
+    Returns `pixel_values` of shape `(batch, 3, crop_height, crop_width)`.
+    """
+
+    resample = PILImageResampling.BICUBIC
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 256}
+    default_to_square = False
+    crop_size = {"height": 224, "width": 224}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3) -> list:
+        if isinstance(images, (list, tuple)):
+            images = [_with_channel_axis(image) for image in images]
+        return super()._prepare_images_structure(_with_channel_axis(images), expected_ndims=expected_ndims)
+
+    def process_image(self, image, **kwargs) -> np.ndarray:
+        """One input image -> RGB `uint8` array `(3, H, W)`."""
+        is_tensor = type(image).__module__.startswith("torch")
+        return np.moveaxis(to_rgb_array(image, channels_first=is_tensor), -1, 0)
+
+    def resize(self, image: np.ndarray, size: SizeDict, resample: int | None = None, **kwargs) -> np.ndarray:
+        """Resizes a `(3, H, W)` image like torchvision's `Resize`: `shortest_edge` keeps the aspect ratio
+        (the longer side is truncated to an int), `height`/`width` give the exact output size."""
+        height, width = image.shape[-2:]
+        if size.shortest_edge:
+            short, long = sorted((height, width))
+            new_short, new_long = size.shortest_edge, int(size.shortest_edge * long / short)
+            new_size = (new_short, new_long) if height <= width else (new_long, new_short)
+        elif size.height and size.width:
+            new_size = (size.height, size.width)
+        else:
+            raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width', got {dict(size)}")
+        resample = PILImageResampling(self.resample if resample is None else resample)
+        resized = Image.fromarray(np.moveaxis(image, 0, -1)).resize(new_size[::-1], resample)
+        return np.moveaxis(np.asarray(resized), -1, 0)
+
+    def center_crop(self, image: np.ndarray, size: SizeDict, **kwargs) -> np.ndarray:
+        """torchvision's `CenterCrop` on a `(3, H, W)` image: zero-pads when the crop is larger than the image
+        and rounds the offsets half to even (Pillow/torchvision), where transformers' crop floors them."""
+        if not (size.height and size.width):
+            raise ValueError(f"crop_size must have 'height' and 'width', got {dict(size)}")
+        crop_h, crop_w = size.height, size.width
+        height, width = image.shape[-2:]
+        pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+        if pad_h or pad_w:
+            image = np.pad(image, ((0, 0), (pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2)))
+            height, width = image.shape[-2:]
+        top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+        return image[:, top : top + crop_h, left : left + crop_w]
+
+
+__all__ = ["HieraImageProcessor"]

@@ -1,0 +1,104 @@
+"""Make a saved Hiera folder loadable without hiera-hf, through `trust_remote_code=True`.
+
+transformers' remote-code mechanism: the folder carries the Python files that define its classes, and the
+`auto_map` of `config.json` / `preprocessor_config.json` names them, e.g.
+`AutoModel.from_pretrained(folder, trust_remote_code=True)`. With hiera-hf imported, the registered
+classes are used and the copied files are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers.dynamic_module_utils import custom_object_save
+
+from . import configuration_hiera, image_processing_hiera, modeling_hiera, modeling_hiera_mae
+
+# Auto class -> class. The folder of any head answers all of them (the weights decide what loads).
+_AUTO_MAP = {
+    "AutoConfig": configuration_hiera.HieraConfig,
+    "AutoModel": modeling_hiera.HieraModel,
+    "AutoModelForImageClassification": modeling_hiera.HieraForImageClassification,
+    "AutoModelForVideoClassification": modeling_hiera.HieraForVideoClassification,
+    "AutoBackbone": modeling_hiera.HieraBackbone,
+    "AutoModelForPreTraining": modeling_hiera_mae.HieraForPreTraining,
+}
+
+
+def _class_ref(cls: type) -> str:
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+
+
+def _add_auto_map(json_path: Path, auto_map: dict[str, str]) -> None:
+    data = json.loads(json_path.read_text())
+    data["auto_map"] = {**data.get("auto_map", {}), **auto_map}
+    handle, partial = tempfile.mkstemp(prefix=f".{json_path.name}.", dir=json_path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(partial, json_path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def add_remote_code(folder: str | os.PathLike) -> list[Path]:
+    """Adds remote code to a folder written by `save_pretrained` (model, and optionally `HieraImageProcessor`).
+
+    Copies `modeling_hiera.py`, `modeling_hiera_mae.py` and the files they import (relative imports only),
+    sets the `auto_map` of `config.json` (AutoConfig, AutoModel, AutoModelForImageClassification,
+    AutoModelForVideoClassification, AutoBackbone, AutoModelForPreTraining) and, when `preprocessor_config.json` names `HieraImageProcessor`, copies
+    `image_processing_hiera.py` and sets its `AutoImageProcessor` entry. Video processors are not shipped as
+    remote code (they need `hiera_hf.video_io`). Returns the copied files.
+    """
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found; save the model with save_pretrained first")
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type != configuration_hiera.HieraConfig.model_type:
+        raise ValueError(f"{config_path} is not a hiera-hf Hiera config (model_type={model_type!r})")
+    one_class_per_module = {cls.__module__: cls for cls in _AUTO_MAP.values()}.values()
+    files = {path for cls in one_class_per_module for path in custom_object_save(cls, folder)}
+    _add_auto_map(config_path, {auto: _class_ref(cls) for auto, cls in _AUTO_MAP.items()})
+    processor_path = folder / "preprocessor_config.json"
+    processor_class = image_processing_hiera.HieraImageProcessor
+    if processor_path.is_file() and json.loads(processor_path.read_text()).get("image_processor_type") == (
+        processor_class.__name__
+    ):
+        files.update(custom_object_save(processor_class, folder))
+        _add_auto_map(processor_path, {"AutoImageProcessor": _class_ref(processor_class)})
+    return sorted(files)
+
+
+def save_for_hub(model, save_directory: str | os.PathLike, image_processor=None, video_processor=None) -> Path:
+    """Saves `model` and its processors with remote code (see `add_remote_code`), atomically: everything is
+    written to a temporary folder beside `save_directory`, which is then renamed. `save_directory` must not
+    exist or be empty. Returns its path."""
+    if not isinstance(model, modeling_hiera.HieraPreTrainedModel):
+        raise TypeError(f"save_for_hub expects a hiera-hf Hiera model, got {type(model).__name__}")
+    target = Path(save_directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"{target} already exists and is not an empty folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        for processor in (image_processor, video_processor):
+            if processor is not None:
+                processor.save_pretrained(staging)
+        add_remote_code(staging)
+        if target.exists():
+            target.rmdir()
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+__all__ = ["add_remote_code", "save_for_hub"]
