@@ -115,8 +115,9 @@ def verify_against_meta(
 
 @torch.no_grad()
 def verify_against_transformers(model: torch.nn.Module, folder: str | Path, architecture: str) -> ParityReport:
-    """Compare with transformers' own Hiera loaded from `folder`: logits and probabilities for classifiers, and
-    every stage's features (transformers' `reshaped_hidden_states`) of the unmasked encoder."""
+    """Compare with transformers' own Hiera loaded from `folder`: logits and probabilities for classifiers,
+    predictions and loss under the same masking noise for MAE models, and every stage's features (transformers'
+    `reshaped_hidden_states`) of the unmasked encoder."""
     import transformers
 
     report = ParityReport(f"transformers' {architecture} ({transformers.__version__})")
@@ -131,8 +132,19 @@ def verify_against_transformers(model: torch.nn.Module, folder: str | Path, arch
             report.errors["logits"] = _max_abs(ours, theirs)
             report.errors["probabilities"] = _max_abs(ours.softmax(-1), theirs.softmax(-1))
             reference = reference.hiera
-        else:  # the encoder of an MAE or bare model, without masking
-            reference = transformers.HieraModel.from_pretrained(folder, add_pooling_layer=False).eval()
+        elif architecture == "HieraForPreTraining":
+            reference = transformers.HieraForPreTraining.from_pretrained(folder).eval()
+            noise = torch.rand(1, model.config.num_mask_units, generator=torch.Generator().manual_seed(0))
+            theirs, ours = reference(pixel_values, noise=noise), model(pixel_values, noise=noise)
+            report.errors["predictions"] = _max_abs(ours.logits, theirs.logits)
+            report.errors["loss"] = _max_abs(ours.loss, theirs.loss)
+            # transformers' MAE encoder always masks: compare the stages on its unmasked twin
+            masked_trunk = reference.hiera
+            reference = transformers.HieraModel(reference.config, add_pooling_layer=False).eval()
+            reference.load_state_dict(masked_trunk.state_dict())
+            trunk(pixel_values)
+        else:
+            reference = transformers.HieraModel.from_pretrained(folder).eval()
             trunk(pixel_values)
         stages = reference(pixel_values, output_hidden_states=True).reshaped_hidden_states[1:]
         _stage_errors(report, encoder.output.intermediates, list(stages))
