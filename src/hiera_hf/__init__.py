@@ -20,6 +20,7 @@ from .hiera import (
     save_for_hub,
 )
 from .registration import register_auto_classes
+from .sam2 import SAM2_PRESETS, Sam2Config, Sam2HieraBackbone, Sam2Model
 
 register_auto_classes()
 
@@ -38,6 +39,10 @@ __all__ = [
     "HieraModelOutput",
     "HieraPreTrainedModel",
     "HieraVideoProcessor",
+    "SAM2_PRESETS",
+    "Sam2Config",
+    "Sam2HieraBackbone",
+    "Sam2Model",
     "get_preset",
     "save_for_hub",
 ]

@@ -45,4 +45,10 @@ def register_auto_classes() -> None:
     processors = {"torchvision": HieraImageProcessor, "pil": HieraImageProcessor}
     AutoImageProcessor.register(HieraConfig, image_processor_classes=processors, exist_ok=True)
     AutoVideoProcessor.register(HieraConfig, HieraVideoProcessor, exist_ok=True)
+    # SAM 2: our `Sam2Config` also shares its class name with a built-in one (model type `sam2`), same remedy.
+    from .sam2 import Sam2Config, Sam2HieraBackbone, Sam2Model
+
+    AutoConfig.register(Sam2Config.model_type, Sam2Config, exist_ok=True)
+    AutoModel.register(Sam2Config, Sam2Model, exist_ok=True)
+    AutoBackbone.register(Sam2Config, Sam2HieraBackbone, exist_ok=True)
     _done = True

@@ -7,6 +7,7 @@ from .hiera import (
     convert_transformers_hiera_state_dict,
     load_meta_state_dict,
 )
+from .sam2 import convert_meta_sam2_state_dict
 from .verify import ParityReport, verify_against_meta, verify_against_transformers
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "config_from_transformers",
     "convert_hiera",
     "convert_meta_hiera_state_dict",
+    "convert_meta_sam2_state_dict",
     "convert_transformers_hiera_state_dict",
     "load_meta_state_dict",
     "model_card",
