@@ -210,7 +210,10 @@ def test_short_video_repeats_last_frame(video_processor, video_thwc):
     torch.testing.assert_close(out[0], meta_video_clip(short, indices), atol=1e-5, rtol=0)
     custom = video_processor(video_thwc, num_frames=4, frame_stride=2, start_frame=5, size=(32, 40))
     torch.testing.assert_close(
-        torch.as_tensor(custom.pixel_values[0]), meta_video_clip(video_thwc, [5, 7, 9, 11], (32, 40)), atol=1e-5, rtol=0
+        torch.as_tensor(custom.pixel_values[0]),
+        meta_video_clip(video_thwc, [5, 7, 9, 11], (32, 40)),
+        atol=1e-5,
+        rtol=0,
     )
 
 
