@@ -204,7 +204,7 @@ def model_card(model: torch.nn.Module, preset: HieraPreset | None, card: dict, r
         pipeline_tag = "video-classification" if config.is_video else "image-classification"
     tags = ["hiera", "hiera-hf", "vision", "video" if config.is_video else "image", "mae" if is_mae else pipeline_tag]
     if report is None:
-        parity = "Not verified: the reference code (`hiera-transformer`) was not available during conversion."
+        parity = "Not verified during conversion (skipped, or the reference package `hiera-transformer` was missing)."
     else:
         parity = (
             f"Measured during conversion against {report.reference}, same random input "
