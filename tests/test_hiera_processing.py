@@ -102,6 +102,8 @@ def test_image_processor_input_types(image_processor):
     for name, image in inputs.items():
         out = image_processor(image, return_tensors="pt").pixel_values
         torch.testing.assert_close(out[0], reference, atol=1e-6, rtol=0, msg=name)
+    channels_first = image_processor(tensor.numpy(), input_data_format="channels_first", return_tensors="pt")
+    torch.testing.assert_close(channels_first.pixel_values[0], reference, atol=1e-6, rtol=0)
     batched = {
         "numpy BHWC": np.stack([array, array]),
         "torch BCHW": torch.stack([tensor, tensor]),
@@ -225,6 +227,7 @@ def test_short_video_repeats_last_frame(video_processor, video_thwc):
         (np.zeros((4, 8, 8, 3), np.uint8), {"start_frame": 4}, ValueError, "past the end"),
         (np.zeros((4, 8, 8, 3), np.uint8), {"frame_stride": 0}, ValueError, "frame_stride >= 1"),
         (np.zeros((4, 8, 8, 3), np.int32), {}, TypeError, "dtype int32"),
+        (np.zeros((4, 8, 8, 3), np.uint8), {"do_center_crop": True, "crop_size": 4}, ValueError, "without cropping"),
         (12, {}, TypeError, "Unsupported videos int"),
         ("/nonexistent/video.mp4", {}, FileNotFoundError, "No video file"),
     ],

@@ -13,7 +13,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ChannelDimension,
+    PILImageResampling,
+    SizeDict,
+)
 
 _CHANNELS = (1, 3, 4)
 
@@ -87,17 +93,20 @@ class HieraImageProcessor(PilBackend):
     do_center_crop = True
     do_rescale = True
     do_normalize = True
-    do_convert_rgb = True
 
     def _prepare_images_structure(self, images, expected_ndims: int = 3) -> list:
         if isinstance(images, (list, tuple)):
             images = [_with_channel_axis(image) for image in images]
         return super()._prepare_images_structure(_with_channel_axis(images), expected_ndims=expected_ndims)
 
-    def process_image(self, image, **kwargs) -> np.ndarray:
-        """One input image -> RGB `uint8` array `(3, H, W)`."""
-        is_tensor = type(image).__module__.startswith("torch")
-        return np.moveaxis(to_rgb_array(image, channels_first=is_tensor), -1, 0)
+    def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> np.ndarray:
+        """One input image -> RGB `uint8` array `(3, H, W)`. Arrays are read channels-last and tensors
+        channels-first unless `input_data_format` says otherwise."""
+        if input_data_format is None:
+            channels_first = type(image).__module__.startswith("torch")
+        else:
+            channels_first = ChannelDimension(input_data_format) == ChannelDimension.FIRST
+        return np.moveaxis(to_rgb_array(image, channels_first=channels_first), -1, 0)
 
     def resize(self, image: np.ndarray, size: SizeDict, resample: int | None = None, **kwargs) -> np.ndarray:
         """Resizes a `(3, H, W)` image like torchvision's `Resize`: `shortest_edge` keeps the aspect ratio

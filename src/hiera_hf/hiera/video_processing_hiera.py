@@ -58,7 +58,6 @@ class HieraVideoProcessor(BaseVideoProcessor):
     do_center_crop = False
     do_rescale = True
     do_normalize = True
-    do_convert_rgb = True
     image_mean = (0.45, 0.45, 0.45)
     image_std = (0.225, 0.225, 0.255)
     do_sample_frames = True
@@ -146,9 +145,12 @@ class HieraVideoProcessor(BaseVideoProcessor):
         image_mean: tuple[float, ...],
         image_std: tuple[float, ...],
         num_frames: int,
+        do_center_crop: bool | None = None,
         return_tensors=None,
         **kwargs,
     ) -> BatchFeature:
+        if do_center_crop:
+            raise ValueError("Meta's video recipe resizes without cropping; do_center_crop is not supported")
         if do_resize and not (size.height and size.width):
             raise ValueError(f"size must have 'height' and 'width', got {dict(size)}")
         if do_resize and resample != PILImageResampling.BILINEAR:
