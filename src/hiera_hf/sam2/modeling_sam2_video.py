@@ -1,0 +1,539 @@
+"""SAM 2 / SAM 2.1 video: the stateless building blocks of tracking.
+
+- `Sam2MemoryAttention` conditions the current frame's image embedding on the memory bank: self-attention and
+  cross-attention to the memories, both with axial 2-D rotary position encoding (RoPE).
+- `Sam2MemoryEncoder` fuses a predicted mask with the frame's image embedding into a small spatial memory.
+- `Sam2VideoModel` is the image model plus those two and the memory-bank parameters (temporal encodings, object
+  pointers, "no memory" / "no object" embeddings), all under the names of Meta's checkpoints. It offers the steps
+  of one frame as plain functions of tensors; the session that keeps the memory bank lives elsewhere.
+
+All tensors are batch first; the batch is the set of tracked objects (one frame of one video). The memory bank of
+`N` objects is `(N, M, memory_dim)` tokens: the spatial memories of the selected frames (`H * W` tokens each),
+then the object-pointer tokens (each 256-d pointer split into 4 tokens of 64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from ..hiera.modeling_hiera import eager_attention_forward
+from .configuration_sam2 import Sam2Config
+from .modeling_sam2 import (
+    Sam2Attention,
+    Sam2FpnNeck,
+    Sam2HieraModel,
+    Sam2LayerNorm2d,
+    Sam2MaskDecoder,
+    Sam2MLP,
+    Sam2Model,
+    Sam2PreTrainedModel,
+    Sam2PromptEncoder,
+    sine_position_encoding,
+)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Position encodings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def axial_rope_angles(height: int, width: int, head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
+    """Rotation angles of 2-D axial RoPE for a row-major `height x width` grid, `(height * width, head_dim // 2)`
+    float32: channel pair `j` is rotated by `x * f_j` for the first `head_dim // 4` pairs and by `y * f_j` for the
+    rest, with `f_j = theta ** (-4j / head_dim)`."""
+    if head_dim % 4:
+        raise ValueError(f"2-D rotary encoding needs a head size divisible by 4, got {head_dim}")
+    exponents = torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim
+    frequencies = 1.0 / theta**exponents
+    index = torch.arange(height * width, device=device)
+    x, y = (index % width).float(), torch.div(index, width, rounding_mode="floor").float()
+    return torch.cat([torch.outer(x, frequencies), torch.outer(y, frequencies)], dim=-1)
+
+
+def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the channel pairs `(2j, 2j + 1)` of `hidden_states` `(..., L, D)` by the angles whose cosines and sines
+    are `cos`, `sin` `(L, D // 2)`. Computed in float32 and returned in the input dtype (like Meta's complex
+    multiply)."""
+    pairs = hidden_states.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).to(hidden_states.dtype)
+
+
+def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Transformer sine encoding of scalar positions: `(...,)` -> `(..., dim)` float32, sines then cosines."""
+    half = dim // 2
+    dim_t = torch.arange(half, dtype=torch.float32, device=positions.device)
+    dim_t = temperature ** (2 * (dim_t // 2) / half)
+    angles = positions.float()[..., None] / dim_t
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory attention
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Sam2RoPEAttention(Sam2Attention):
+    """`Sam2Attention` with 2-D RoPE on queries and keys, keys and values of `kv_in_dim` channels, and attention
+    dropout in training. Keys longer than the queries (memories of several frames) are rotated with the query
+    angles repeated over the frames; the last `num_k_exclude_rope` keys (object pointers) are not rotated."""
+
+    def __init__(self, config: Sam2Config, kv_in_dim: int):
+        hidden = config.fpn_hidden_size
+        super().__init__(config, hidden, config.memory_attention_num_heads)
+        if kv_in_dim != hidden:
+            self.k_proj = nn.Linear(kv_in_dim, hidden)
+            self.v_proj = nn.Linear(kv_in_dim, hidden)
+        self.dropout = config.memory_attention_dropout
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        num_k_exclude_rope: int = 0,
+    ) -> torch.Tensor:
+        """`query` `(N, L, hidden)`, `key`/`value` `(N, Lk, kv_in_dim)` with `Lk - num_k_exclude_rope` a multiple of
+        `L`, `rope` the `(cos, sin)` `(L, head_dim // 2)` of the query grid. Returns `(N, L, hidden)`."""
+
+        def heads_first(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+        batch, length = query.shape[:2]
+        query, key, value = (
+            heads_first(self.q_proj(query)),
+            heads_first(self.k_proj(key)),
+            heads_first(self.v_proj(value)),
+        )
+        cos, sin = rope
+        query = apply_rotary(query, cos, sin)
+        num_rope = key.shape[2] - num_k_exclude_rope
+        if num_rope % length:
+            raise ValueError(
+                f"{num_rope} rotated keys ({key.shape[2]} keys minus {num_k_exclude_rope} object-pointer tokens) "
+                f"are not a whole number of {length}-token frames"
+            )
+        # View the rotated keys as (frames, L) so every frame reuses the query angles without a copy.
+        rotated = apply_rotary(key[:, :, :num_rope].unflatten(2, (-1, length)), cos, sin).flatten(2, 3)
+        key = torch.cat((rotated, key[:, :, num_rope:]), dim=2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(attn_output.reshape(batch, length, self.num_heads * self.head_dim))
+
+
+class Sam2MemoryAttentionLayer(GradientCheckpointingLayer):
+    """Pre-norm layer: self-attention, cross-attention to the memories, ReLU feed-forward; each added back."""
+
+    def __init__(self, config: Sam2Config):
+        super().__init__()
+        hidden = config.fpn_hidden_size
+        self.self_attn = Sam2RoPEAttention(config, hidden)
+        self.cross_attn_image = Sam2RoPEAttention(config, config.memory_encoder_hidden_size)
+        self.linear1 = nn.Linear(hidden, config.memory_attention_feedforward_dim)
+        self.linear2 = nn.Linear(config.memory_attention_feedforward_dim, hidden)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.norm3 = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(config.memory_attention_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        memory_keys: torch.Tensor,
+        memory: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        num_pointer_tokens: int,
+    ) -> torch.Tensor:
+        """`hidden_states` `(N, L, hidden)`, `memory_keys` (memory plus its position encoding) and `memory`
+        `(N, M, memory_dim)`. Returns `(N, L, hidden)`."""
+        normed = self.norm1(hidden_states)
+        hidden_states = hidden_states + self.dropout(self.self_attn(normed, normed, normed, rope))
+        normed = self.norm2(hidden_states)
+        attended = self.cross_attn_image(normed, memory_keys, memory, rope, num_pointer_tokens)
+        hidden_states = hidden_states + self.dropout(attended)
+        normed = self.norm3(hidden_states)
+        feed_forward = self.linear2(self.dropout(F.relu(self.linear1(normed))))
+        return hidden_states + self.dropout(feed_forward)
+
+
+class Sam2MemoryAttention(nn.Module):
+    """Meta's `MemoryAttention`: the current frame's tokens (plus 0.1 times their position encoding) go through
+    `memory_attention_num_layers` layers attending to the memory bank, then a final LayerNorm. The RoPE angles of
+    each feature-map size are computed once and cached."""
+
+    def __init__(self, config: Sam2Config):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            Sam2MemoryAttentionLayer(config) for _ in range(config.memory_attention_num_layers)
+        )
+        self.norm = nn.LayerNorm(config.fpn_hidden_size)
+        self.head_dim = config.fpn_hidden_size // config.memory_attention_num_heads
+        self.rope_theta = config.memory_attention_rope_theta
+        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rope(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosines and sines of the RoPE angles of a `height x width` map, each `(height * width, head_dim // 2)`."""
+        key = (height, width, device)
+        if key not in self._rope_cache:
+            angles = axial_rope_angles(height, width, self.head_dim, self.rope_theta, device)
+            self._rope_cache[key] = (angles.cos(), angles.sin())
+        return self._rope_cache[key]
+
+    def forward(
+        self,
+        vision_features: torch.Tensor,
+        vision_position_encoding: torch.Tensor,
+        memory: torch.Tensor,
+        memory_position_encoding: torch.Tensor,
+        num_pointer_tokens: int = 0,
+    ) -> torch.Tensor:
+        """Condition a frame on its memories.
+
+        Args:
+            vision_features: `(N, hidden, H, W)` image embedding of the frame, one copy per object.
+            vision_position_encoding: `(N or 1, hidden, H, W)` its sine position encoding.
+            memory: `(N, M, memory_dim)` memory tokens: spatial memories (`H * W` tokens per frame) first, then
+                `num_pointer_tokens` object-pointer tokens.
+            memory_position_encoding: `(N, M, memory_dim)`.
+        Returns:
+            `(N, hidden, H, W)` memory-conditioned features.
+        """
+        if memory.ndim != 3 or memory.shape[:2] != memory_position_encoding.shape[:2]:
+            raise ValueError(
+                f"memory and memory_position_encoding must both be (num_objects, tokens, memory_dim), got "
+                f"{tuple(memory.shape)} and {tuple(memory_position_encoding.shape)}"
+            )
+        if memory.shape[0] != vision_features.shape[0]:
+            raise ValueError(
+                f"memory has {memory.shape[0]} objects but vision_features has {vision_features.shape[0]}"
+            )
+        if not 0 <= num_pointer_tokens <= memory.shape[1]:
+            raise ValueError(f"num_pointer_tokens={num_pointer_tokens} must be in [0, {memory.shape[1]}]")
+        batch, channels, height, width = vision_features.shape
+        hidden_states = (vision_features + 0.1 * vision_position_encoding).flatten(2).transpose(1, 2)
+        rope = self.rope(height, width, vision_features.device)
+        memory_keys = memory + memory_position_encoding
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, memory_keys, memory, rope, num_pointer_tokens)
+        hidden_states = self.norm(hidden_states)
+        return hidden_states.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory encoder
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Sam2MaskDownsampler(nn.Module):
+    """Downsample a full-resolution mask to the image-embedding grid: [conv (stride `mask_downsampler_stride`),
+    LayerNorm2d, GELU] until the backbone stride is reached, the channels growing by stride**2 each time, then a
+    1x1 convolution to `fpn_hidden_size`."""
+
+    def __init__(self, config: Sam2Config):
+        super().__init__()
+        stride = config.mask_downsampler_stride
+        layers, channels, total = [], 1, 1
+        while total < config.backbone_stride:
+            layers += [
+                nn.Conv2d(
+                    channels,
+                    channels * stride**2,
+                    kernel_size=config.mask_downsampler_kernel_size,
+                    stride=stride,
+                    padding=config.mask_downsampler_padding,
+                ),
+                Sam2LayerNorm2d(channels * stride**2, eps=1e-6),
+                nn.GELU(),
+            ]
+            channels, total = channels * stride**2, total * stride
+        if total != config.backbone_stride:
+            raise ValueError(
+                f"mask_downsampler_stride={stride} must be a root of the backbone stride {config.backbone_stride}"
+            )
+        layers.append(nn.Conv2d(channels, config.fpn_hidden_size, kernel_size=1))
+        self.encoder = nn.Sequential(*layers)
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        """`(N, 1, s*H, s*W)` -> `(N, fpn_hidden_size, H, W)`, `s` the backbone stride."""
+        return self.encoder(masks)
+
+
+class Sam2MemoryFuserBlock(nn.Module):
+    """ConvNeXt block: depthwise conv, LayerNorm2d, Linear (4x) - GELU - Linear, layer scale `gamma`, residual."""
+
+    def __init__(self, config: Sam2Config):
+        super().__init__()
+        dim = config.fpn_hidden_size
+        self.dwconv = nn.Conv2d(
+            dim, dim, config.memory_fuser_kernel_size, padding=config.memory_fuser_padding, groups=dim
+        )
+        self.norm = Sam2LayerNorm2d(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), config.memory_fuser_layer_scale_init_value))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(N, C, H, W)` -> `(N, C, H, W)`."""
+        update = self.norm(self.dwconv(hidden_states)).permute(0, 2, 3, 1)
+        update = self.gamma * self.pwconv2(self.act(self.pwconv1(update)))
+        return hidden_states + update.permute(0, 3, 1, 2)
+
+
+class Sam2MemoryFuser(nn.Module):
+    def __init__(self, config: Sam2Config):
+        super().__init__()
+        self.layers = nn.ModuleList(Sam2MemoryFuserBlock(config) for _ in range(config.memory_fuser_num_layers))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return hidden_states
+
+
+class Sam2MemoryEncoder(nn.Module):
+    """Meta's `MemoryEncoder`: downsampled mask plus projected image embedding, two ConvNeXt blocks, projection to
+    `memory_encoder_hidden_size` channels."""
+
+    def __init__(self, config: Sam2Config):
+        super().__init__()
+        hidden = config.fpn_hidden_size
+        self.mask_downsampler = Sam2MaskDownsampler(config)
+        self.pix_feat_proj = nn.Conv2d(hidden, hidden, kernel_size=1)
+        self.fuser = Sam2MemoryFuser(config)
+        self.out_proj = nn.Conv2d(hidden, config.memory_encoder_hidden_size, kernel_size=1)
+
+    def forward(self, vision_features: torch.Tensor, mask_inputs: torch.Tensor) -> torch.Tensor:
+        """`vision_features` `(N, hidden, H, W)` (the frame's image embedding, without memory), `mask_inputs`
+        `(N, 1, s*H, s*W)` already scaled (see `Sam2VideoModel.encode_memory`). Returns `(N, memory_dim, H, W)`."""
+        fused = self.pix_feat_proj(vision_features) + self.mask_downsampler(mask_inputs)
+        return self.out_proj(self.fuser(fused))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Video model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Sam2VideoModel(Sam2Model):
+    """SAM 2 for video: the image model (`Sam2Model`) plus memory attention, memory encoder and the memory-bank
+    parameters under Meta's names (`maskmem_tpos_enc`, `no_mem_pos_enc`, `no_obj_ptr`, `no_obj_embed_spatial`,
+    `obj_ptr_proj`, `obj_ptr_tpos_proj`, `mask_downsample`), so a converted SAM 2 folder loads without any key
+    left over. Stateless: every method maps tensors to tensors for the `N` objects of one frame."""
+
+    _keys_to_ignore_on_load_unexpected = None
+    _no_split_modules = ["Sam2HieraBlock", "Sam2TwoWayAttentionBlock", "Sam2MemoryAttentionLayer"]
+
+    def __init__(self, config: Sam2Config):
+        # `Sam2Model.__init__` ends with `post_init`, which must come after the video modules: build both here.
+        Sam2PreTrainedModel.__init__(self, config)
+        hidden, memory_dim = config.fpn_hidden_size, config.memory_encoder_hidden_size
+        if config.fpn_hidden_size % memory_dim:
+            raise ValueError(
+                f"memory_encoder_hidden_size={memory_dim} must divide fpn_hidden_size={hidden} (object pointers "
+                "are split into memory-sized tokens)"
+            )
+        if not config.use_obj_ptrs_in_encoder:
+            raise ValueError("use_obj_ptrs_in_encoder=False is not supported (every official SAM 2 model uses them)")
+        if config.non_overlap_masks_for_mem_enc:
+            raise ValueError("non_overlap_masks_for_mem_enc=True is not supported (no official model uses it)")
+        if config.proj_tpos_enc_in_obj_ptrs and not config.add_tpos_enc_to_obj_ptrs:
+            raise ValueError("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
+        self.hiera = Sam2HieraModel(config)
+        self.neck = Sam2FpnNeck(config)
+        self.prompt_encoder = Sam2PromptEncoder(config)
+        self.mask_decoder = Sam2MaskDecoder(config)
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, hidden))
+
+        self.memory_attention = Sam2MemoryAttention(config)
+        self.memory_encoder = Sam2MemoryEncoder(config)
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, memory_dim))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, memory_dim)) if config.no_obj_embed_spatial else None
+        # Turns a mask prompt into low-resolution logits for the decoder when a mask is used as output.
+        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        if config.use_mlp_for_obj_ptr_proj:
+            self.obj_ptr_proj = Sam2MLP(hidden, hidden, hidden, 3, "relu")
+        else:
+            self.obj_ptr_proj = nn.Linear(hidden, hidden)
+        self.no_obj_ptr = nn.Parameter(torch.zeros(1, hidden)) if config.pred_obj_scores else None
+        self.obj_ptr_tpos_proj = nn.Linear(hidden, memory_dim) if config.proj_tpos_enc_in_obj_ptrs else None
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, Sam2VideoModel):
+            for parameter in (
+                module.maskmem_tpos_enc,
+                module.no_mem_pos_enc,
+                module.no_obj_embed_spatial,
+                module.no_obj_ptr,
+            ):
+                if parameter is not None:
+                    init.trunc_normal_(parameter, std=std)
+        elif isinstance(module, Sam2MemoryFuserBlock):
+            init.constant_(module.gamma, self.config.memory_fuser_layer_scale_init_value)
+
+    # Memory encoding -----------------------------------------------------------------------------------------
+
+    def encode_memory(
+        self,
+        vision_features: torch.Tensor,
+        mask_logits: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        from_points: bool | torch.Tensor = False,
+    ) -> torch.Tensor:
+        """Encode each object's predicted mask on this frame into a spatial memory (Meta's `_encode_new_memory`).
+
+        Args:
+            vision_features: `(N, hidden, H, W)` the frame's image embedding (without memory conditioning).
+            mask_logits: `(N, 1, s*H, s*W)` full-resolution mask logits (`s` the backbone stride: 1024x1024).
+            object_score_logits: `(N, 1)`; objects with a logit <= 0 get `no_obj_embed_spatial` added (SAM 2.1).
+            from_points: per object (`bool` or `(N,)` bool tensor), whether the mask answers clicks on this frame;
+                in eval with `binarize_mask_from_pts_for_mem_enc` those masks enter as hard `logits > 0` masks
+                instead of sigmoid probabilities.
+        Returns:
+            `(N, memory_encoder_hidden_size, H, W)` memory features.
+        """
+        config = self.config
+        probabilities = mask_logits.sigmoid()
+        from_points = torch.as_tensor(from_points, dtype=torch.bool, device=mask_logits.device)
+        if from_points.ndim > 1 or from_points.numel() not in (1, mask_logits.shape[0]):
+            raise ValueError(
+                f"from_points must be a bool or a ({mask_logits.shape[0]},) tensor, got shape {tuple(from_points.shape)}"
+            )
+        hard = from_points.reshape(-1, 1, 1, 1) & (config.binarize_mask_from_pts_for_mem_enc and not self.training)
+        mask_inputs = torch.where(hard, (mask_logits > 0).to(probabilities.dtype), probabilities)
+        mask_inputs = mask_inputs * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
+        features = self.memory_encoder(vision_features, mask_inputs)
+        if self.no_obj_embed_spatial is not None:
+            absent = (object_score_logits <= 0).to(features.dtype)[..., None, None]
+            features = features + absent * self.no_obj_embed_spatial[..., None, None]
+        return features
+
+    # Object pointers -------------------------------------------------------------------------------------------
+
+    def object_pointer(self, sam_token: torch.Tensor, object_score_logits: torch.Tensor) -> torch.Tensor:
+        """Object pointer `(N, hidden)` from the chosen mask token `(N, hidden)` of the decoder; absent objects
+        (`object_score_logits` `(N, 1)` <= 0) get `no_obj_ptr` (mixed softly with `soft_no_obj_ptr`)."""
+        pointer = self.obj_ptr_proj(sam_token)
+        if self.no_obj_ptr is None:
+            return pointer
+        if self.config.soft_no_obj_ptr:
+            present = object_score_logits.sigmoid()
+        else:
+            present = (object_score_logits > 0).to(pointer.dtype)
+        if self.config.fixed_no_obj_ptr:
+            pointer = present * pointer
+        return pointer + (1 - present) * self.no_obj_ptr
+
+    def pointer_position_encoding(self, frame_offsets: torch.Tensor, max_offset: int) -> torch.Tensor:
+        """Temporal encoding `(P, memory_dim)` of object pointers taken `frame_offsets` `(P,)` frames before the
+        current frame (negative: after; unsigned unless `use_signed_tpos_enc_to_obj_ptrs`). `max_offset` is the
+        normaliser, Meta's `min(num_frames, max_obj_ptrs_in_encoder) - 1`. Zeros for SAM 2 (no temporal
+        encoding)."""
+        config, memory_dim = self.config, self.config.memory_encoder_hidden_size
+        if not config.add_tpos_enc_to_obj_ptrs:
+            return self.maskmem_tpos_enc.new_zeros(frame_offsets.shape[0], memory_dim)
+        if max_offset < 1:
+            raise ValueError(f"max_offset must be >= 1 to normalise pointer distances, got {max_offset}")
+        if not config.use_signed_tpos_enc_to_obj_ptrs:
+            frame_offsets = frame_offsets.abs()
+        dim = config.fpn_hidden_size if config.proj_tpos_enc_in_obj_ptrs else memory_dim
+        encoding = sine_encoding_1d(frame_offsets.float() / max_offset, dim)
+        return self.obj_ptr_tpos_proj(encoding) if self.obj_ptr_tpos_proj is not None else encoding
+
+    # Memory bank -----------------------------------------------------------------------------------------------
+
+    def prepare_memory(
+        self,
+        memory_features: torch.Tensor,
+        memory_temporal_positions: Sequence[int] | torch.Tensor,
+        object_pointers: torch.Tensor | None = None,
+        pointer_frame_offsets: Sequence[int] | torch.Tensor | None = None,
+        max_pointer_offset: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Assemble the memory tokens memory attention reads (Meta's `_prepare_memory_conditioned_features`,
+        with the frames already selected by the caller).
+
+        Args:
+            memory_features: `(N, F, memory_dim, H, W)` spatial memories of `F` frames, in attention order
+                (Meta: conditioning frames first, then the previous frames from the oldest).
+            memory_temporal_positions: `F` ints in `[0, num_maskmem)`: 0 for conditioning frames, else how recent
+                the frame is (`num_maskmem - 1` is the previous frame).
+            object_pointers: `(N, P, hidden)` pointers, in attention order.
+            pointer_frame_offsets: `P` ints, current frame index minus the pointer's frame index.
+            max_pointer_offset: normaliser of the offsets (Meta: `min(num_frames, max_obj_ptrs_in_encoder) - 1`);
+                defaults to `max_obj_ptrs_in_encoder - 1`.
+        Returns:
+            memory `(N, M, memory_dim)`, its position encoding `(N, M, memory_dim)`, the number of pointer tokens
+            at the end (`4 * P` for 256-d pointers and 64-d memories).
+        """
+        config = self.config
+        if memory_features.ndim != 5 or memory_features.shape[2] != config.memory_encoder_hidden_size:
+            raise ValueError(
+                f"memory_features must be (num_objects, frames, {config.memory_encoder_hidden_size}, H, W), got "
+                f"{tuple(memory_features.shape)}"
+            )
+        batch, frames, memory_dim, height, width = memory_features.shape
+        positions = torch.as_tensor(memory_temporal_positions, device=memory_features.device).long()
+        if positions.shape != (frames,) or bool(((positions < 0) | (positions >= config.num_maskmem)).any()):
+            raise ValueError(
+                f"memory_temporal_positions must be {frames} ints in [0, {config.num_maskmem}), got "
+                f"{positions.tolist()}"
+            )
+        spatial = sine_position_encoding(height, width, memory_dim, memory_features.device)
+        spatial = spatial.flatten(2).transpose(1, 2).to(memory_features.dtype)  # (1, H*W, memory_dim)
+        temporal = self.maskmem_tpos_enc[config.num_maskmem - 1 - positions].reshape(frames, 1, memory_dim)
+        memory = memory_features.permute(0, 1, 3, 4, 2).reshape(batch, frames * height * width, memory_dim)
+        memory_pos = (spatial + temporal).reshape(1, -1, memory_dim).expand(batch, -1, -1)
+        if object_pointers is None:
+            return memory, memory_pos, 0
+
+        hidden = config.fpn_hidden_size
+        if object_pointers.ndim != 3 or object_pointers.shape[0] != batch or object_pointers.shape[2] != hidden:
+            raise ValueError(
+                f"object_pointers must be ({batch}, num_pointers, {hidden}), got {tuple(object_pointers.shape)}"
+            )
+        num_pointers = object_pointers.shape[1]
+        offsets = torch.as_tensor(pointer_frame_offsets, device=memory_features.device)
+        if offsets.shape != (num_pointers,):
+            raise ValueError(f"pointer_frame_offsets must hold {num_pointers} ints, got {offsets.tolist()}")
+        if max_pointer_offset is None:
+            max_pointer_offset = config.max_obj_ptrs_in_encoder - 1
+        splits = hidden // memory_dim
+        pointer_tokens = object_pointers.reshape(batch, num_pointers * splits, memory_dim)
+        pointer_pos = self.pointer_position_encoding(offsets, max_pointer_offset).repeat_interleave(splits, dim=0)
+        memory = torch.cat((memory, pointer_tokens.to(memory.dtype)), dim=1)
+        memory_pos = torch.cat((memory_pos, pointer_pos.to(memory_pos.dtype).expand(batch, -1, -1)), dim=1)
+        return memory, memory_pos, num_pointers * splits
+
+
+__all__ = [
+    "Sam2MemoryAttention",
+    "Sam2MemoryEncoder",
+    "Sam2VideoModel",
+    "apply_rotary",
+    "axial_rope_angles",
+    "sine_encoding_1d",
+]
