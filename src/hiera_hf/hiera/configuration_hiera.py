@@ -120,6 +120,11 @@ class HieraConfig(BackboneConfigMixin, PreTrainedConfig):
     def is_video(self) -> bool:
         return len(self.image_size) == 3
 
+    @property
+    def num_frames(self) -> int | None:
+        """Frames per clip of a video model (read by transformers' video-classification pipeline); `None` for images."""
+        return self.image_size[0] if self.is_video else None
+
     def validate_architecture(self):
         """Checks that the options describe a buildable Hiera; called by `@strict` validation."""
         dims = len(self.image_size)
