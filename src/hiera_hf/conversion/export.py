@@ -110,7 +110,7 @@ def _from_meta(
         raise ValueError(f"{checkpoint}: {error.args[0]}") from None
     config = HieraConfig.from_preset(preset.name)
     model, notes = build_model(model_class_for(config), config, state_dict, allow_new_head=not preset.is_mae)
-    new_head = bool(notes)
+    new_head = not preset.is_mae and "classifier.weight" not in state_dict
     for note in notes:
         logger.warning(note)
     steps.update()
@@ -199,7 +199,7 @@ def model_card(model: torch.nn.Module, preset: HieraPreset | None, card: dict, r
     config = model.config
     is_mae = config.decoder_hidden_size is not None
     if is_mae:
-        pipeline_tag = "image-feature-extraction" if not config.is_video else "video-classification"
+        pipeline_tag = "feature-extraction" if config.is_video else "image-feature-extraction"
     else:
         pipeline_tag = "video-classification" if config.is_video else "image-classification"
     tags = ["hiera", "hiera-hf", "vision", "video" if config.is_video else "image", "mae" if is_mae else pipeline_tag]

@@ -19,7 +19,6 @@ from accelerate import init_empty_weights
 from safetensors.torch import load_file
 
 from ..hiera import HieraConfig, HieraForImageClassification, HieraForVideoClassification, HieraModel
-from ..hiera.presets import HieraPreset
 
 # Meta name (regex) -> our name. Trunk weights live under `hiera.`; the MAE modules keep Meta's names.
 _META_HIERA_RULES: list[tuple[str, str]] = [
@@ -185,10 +184,6 @@ def model_class_for(config: HieraConfig, architecture: str | None = None) -> typ
     if architecture == "HieraModel":
         return HieraModel
     return HieraForVideoClassification if config.is_video else HieraForImageClassification
-
-
-def model_class_for_preset(preset: HieraPreset) -> type:
-    return model_class_for(HieraConfig(**preset.config))
 
 
 def build_model(

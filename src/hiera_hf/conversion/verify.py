@@ -7,6 +7,7 @@ compared output. Conversion fails when one exceeds `TOLERANCE`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -87,7 +88,7 @@ def verify_against_meta(
         reference.norm.load_state_dict(model.hiera.norm.state_dict(), assign=True)
         reference.head.projection.load_state_dict(model.classifier.state_dict(), assign=True)
     reference.eval()
-    report = ParityReport(f"Meta's hiera.{preset.name} (hiera-transformer)")
+    report = ParityReport(f"Meta's hiera.{preset.name} (hiera-transformer {version('hiera-transformer')})")
     pixel_values = random_input(model.config.num_channels, model.config.image_size)
     encoder = _Capture(model.hiera)
     try:
