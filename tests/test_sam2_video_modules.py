@@ -1,4 +1,4 @@
-"""SAM 2.1 video building blocks against Meta's `sam2` (random weights, `sam2.1_hiera_t.yaml`).
+"""SAM 2.1 video building blocks and tracking steps against Meta's `sam2` (random weights, `sam2.1_hiera_t.yaml`).
 
 Meta's model is built by Meta's own classes, its state dict goes through our converter into a saved folder, and
 `Sam2VideoModel.from_pretrained` loads it; every comparison then runs both on the same inputs.
@@ -10,7 +10,7 @@ import pytest
 import sam2  # noqa: F401  (the reference must be installed: a missing one fails the suite)
 import torch
 from safetensors.torch import save_file
-from sam2.build_sam import build_sam2
+from sam2.build_sam import build_sam2_video_predictor
 from sam2.modeling.position_encoding import compute_axial_cis
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
@@ -25,15 +25,26 @@ MEMORY_DIM, HIDDEN = 64, 256
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     torch.manual_seed(0)
-    meta = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    # 512x512 inputs (32x32 embeddings) keep the tracking steps cheap; the modules do not depend on the size.
+    meta = build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        ckpt_path=None,
+        device="cpu",
+        hydra_overrides_extra=["++model.image_size=512"],
+    )
     with torch.no_grad():
         # Meta initialises biases and LayerNorm shifts to zero and the layer scales to 1e-6: randomise every 1-D
         # tensor so that no path of the modules under test is trivially zero.
         for parameter in meta.parameters():
             if parameter.ndim <= 1:
                 parameter.add_(0.1 * torch.randn_like(parameter))
+        # Random weights give every object the same object score; spread the scores and centre them so that the
+        # tracking steps below see objects both present and absent (asserted there).
+        score_layer = meta.sam_mask_decoder.pred_obj_score_head.layers[2]
+        score_layer.weight.mul_(30.0)
+        score_layer.bias.sub_(3.0)
     folder = tmp_path_factory.mktemp("sam2_video")
-    Sam2Config.from_preset("sam2.1_hiera_tiny").save_pretrained(folder)
+    Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=512).save_pretrained(folder)
     converted = convert_meta_sam2_state_dict(meta.state_dict())
     save_file(
         {k: v.contiguous() for k, v in converted.items()}, folder / "model.safetensors", metadata={"format": "pt"}
@@ -212,3 +223,88 @@ def test_bad_inputs_raise(models):
         ours.memory_attention(features, position, memory, memory_pos, 100)
     with pytest.raises(ValueError, match="from_points"):
         ours.encode_memory(torch.zeros(2, HIDDEN, 4, 4), torch.zeros(2, 1, 64, 64), torch.ones(2, 1), torch.ones(3))
+
+
+def _meta_frame(fpn_features, position, num_objects):
+    """Meta's per-frame inputs: sequence-first features of every level, their position encodings and sizes."""
+    features = [f.expand(num_objects, -1, -1, -1).flatten(2).permute(2, 0, 1) for f in fpn_features]
+    positions = [position.expand(num_objects, -1, -1, -1).flatten(2).permute(2, 0, 1)] * len(features)
+    return {
+        "current_vision_feats": features,
+        "current_vision_pos_embeds": positions,
+        "feat_sizes": [tuple(f.shape[-2:]) for f in fpn_features],
+    }
+
+
+def _assert_step_matches(ours_out, meta_out):
+    torch.testing.assert_close(ours_out.pred_masks, meta_out["pred_masks"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours_out.object_pointers, meta_out["obj_ptr"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours_out.object_score_logits, meta_out["object_score_logits"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours_out.maskmem_features, meta_out["maskmem_features"], rtol=0, atol=1e-4)
+
+
+@torch.no_grad()
+def test_tracking_steps_match_meta(models):
+    """Two objects through a clicked conditioning frame, a memory-conditioned frame and a mask-prompted frame,
+    against Meta's `track_step` (which Meta's video predictor calls once per object)."""
+    meta, ours = models
+    num_objects, num_frames = 2, 10
+    generator = torch.Generator().manual_seed(5)
+    # One frame's features as `get_vision_features` gives them (512 input: 128, 64 and 32 pixel maps).
+    fpn = tuple(torch.randn(1, c, s, s, generator=generator) for c, s in ((32, 128), (64, 64), (256, 32)))
+    position = sine_position_encoding(32, 32, HIDDEN, torch.device("cpu"))
+    frame = _meta_frame(fpn, position, num_objects)
+    empty_bank = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+
+    # Frame 0: one click per object (positive, negative) -> multimask output, best mask chosen by IoU.
+    points, labels = torch.tensor([[[100.0, 200.0]], [[400.0, 50.0]]]), torch.tensor([[1], [0]])
+    expected = meta.track_step(
+        frame_idx=0,
+        is_init_cond_frame=True,
+        point_inputs={"point_coords": points, "point_labels": labels.int()},
+        mask_inputs=None,
+        output_dict=empty_bank,
+        num_frames=num_frames,
+        **frame,
+    )
+    clicked = ours(fpn, position, input_points=points, input_labels=labels)
+    _assert_step_matches(clicked, expected)
+    assert clicked.iou_scores.shape == (num_objects, 3)
+    scores = clicked.object_score_logits.flatten()
+    assert scores[0] < 0 < scores[1]  # one object absent (mask -1024, no_obj_ptr, no_obj_embed_spatial), one present
+    assert (clicked.pred_masks[0] == -1024).all() and (clicked.pred_masks[1] != -1024).any()
+
+    # Frame 1: tracked from the memory of frame 0 (its spatial memory and its pointer).
+    expected = meta.track_step(
+        frame_idx=1,
+        is_init_cond_frame=False,
+        point_inputs=None,
+        mask_inputs=None,
+        output_dict={"cond_frame_outputs": {0: expected}, "non_cond_frame_outputs": {}},
+        num_frames=num_frames,
+        **frame,
+    )
+    memory = ours.prepare_memory(
+        clicked.maskmem_features[:, None],
+        memory_temporal_positions=[0],
+        object_pointers=clicked.object_pointers[:, None],
+        pointer_frame_offsets=[1],
+        max_pointer_offset=min(num_frames, ours.config.max_obj_ptrs_in_encoder) - 1,
+    )
+    tracked = ours(fpn, position, *memory)
+    _assert_step_matches(tracked, expected)
+    assert (tracked.object_score_logits > 0).any()
+
+    # Frame 2: mask prompts (the second one empty: object absent) are taken as the output.
+    masks = torch.zeros(num_objects, 1, 512, 512, dtype=torch.bool)
+    masks[0, :, 100:300, 50:200] = True
+    expected = meta.track_step(
+        frame_idx=2,
+        is_init_cond_frame=True,
+        point_inputs=None,
+        mask_inputs=masks,
+        output_dict=empty_bank,
+        num_frames=num_frames,
+        **frame,
+    )
+    _assert_step_matches(ours(fpn, position, input_masks=masks), expected)

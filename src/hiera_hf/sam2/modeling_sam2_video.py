@@ -15,6 +15,7 @@ then the object-pointer tokens (each 256-d pointer split into 4 tokens of 64).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +23,14 @@ from torch import nn
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from ..hiera.modeling_hiera import eager_attention_forward
 from .configuration_sam2 import Sam2Config
 from .modeling_sam2 import (
+    NOT_A_POINT_LABEL,
+    PADDING_LABEL,
     Sam2Attention,
     Sam2FpnNeck,
     Sam2HieraModel,
@@ -37,6 +42,8 @@ from .modeling_sam2 import (
     Sam2PromptEncoder,
     sine_position_encoding,
 )
+
+NO_OBJECT_SCORE = -1024.0  # mask logits of objects predicted absent (Meta's NO_OBJ_SCORE)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Position encodings
@@ -333,6 +340,30 @@ class Sam2MemoryEncoder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Sam2VideoFrameOutput(ModelOutput):
+    r"""
+    pred_masks (`torch.FloatTensor` of shape `(num_objects, 1, 256, 256)`):
+        Low-resolution mask logits of each object (a quarter of the model input size); the best of the multimask
+        outputs when several were predicted, `-1024` everywhere for objects predicted absent.
+    iou_scores (`torch.FloatTensor` of shape `(num_objects, num_masks)`):
+        Predicted IoU of every candidate mask (`num_masks` 3 with multimask output, else 1; all ones when a mask
+        prompt is used as the output).
+    object_score_logits (`torch.FloatTensor` of shape `(num_objects, 1)`):
+        Logit that each object is visible in the frame.
+    object_pointers (`torch.FloatTensor` of shape `(num_objects, hidden_size)`):
+        The objects' pointers, for the memory bank of later frames.
+    maskmem_features (`torch.FloatTensor` of shape `(num_objects, memory_dim, 64, 64)`, *optional*):
+        The frame's new spatial memory of each object (`None` with `run_memory_encoder=False`).
+    """
+
+    pred_masks: torch.FloatTensor | None = None
+    iou_scores: torch.FloatTensor | None = None
+    object_score_logits: torch.FloatTensor | None = None
+    object_pointers: torch.FloatTensor | None = None
+    maskmem_features: torch.FloatTensor | None = None
+
+
 class Sam2VideoModel(Sam2Model):
     """SAM 2 for video: the image model (`Sam2Model`) plus memory attention, memory encoder and the memory-bank
     parameters under Meta's names (`maskmem_tpos_enc`, `no_mem_pos_enc`, `no_obj_ptr`, `no_obj_embed_spatial`,
@@ -355,6 +386,8 @@ class Sam2VideoModel(Sam2Model):
             raise ValueError("use_obj_ptrs_in_encoder=False is not supported (every official SAM 2 model uses them)")
         if config.non_overlap_masks_for_mem_enc:
             raise ValueError("non_overlap_masks_for_mem_enc=True is not supported (no official model uses it)")
+        if not config.directly_add_no_mem_embed:
+            raise ValueError("directly_add_no_mem_embed=False is not supported (every official SAM 2 model sets it)")
         if config.proj_tpos_enc_in_obj_ptrs and not config.add_tpos_enc_to_obj_ptrs:
             raise ValueError("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
         self.hiera = Sam2HieraModel(config)
@@ -431,21 +464,168 @@ class Sam2VideoModel(Sam2Model):
             features = features + absent * self.no_obj_embed_spatial[..., None, None]
         return features
 
+    # One frame ---------------------------------------------------------------------------------------------------
+
+    @can_return_tuple
+    def forward(
+        self,
+        fpn_features: tuple[torch.Tensor, ...],
+        vision_position_encoding: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        memory_position_encoding: torch.Tensor | None = None,
+        num_pointer_tokens: int = 0,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        run_memory_encoder: bool = True,
+        **kwargs,
+    ) -> Sam2VideoFrameOutput:
+        r"""
+        One tracking step of the `N` objects of a frame, all at once (Meta's `SAM2Base.track_step`).
+
+        fpn_features (`tuple(torch.FloatTensor)`):
+            `Sam2VisionOutput.fpn_features` of the frame, batch 1 (shared by the objects) or `N`.
+        vision_position_encoding (`torch.FloatTensor` of shape `(1, hidden_size, h, w)`):
+            `Sam2VisionOutput.position_encoding`.
+        memory, memory_position_encoding (`torch.FloatTensor` of shape `(N, M, memory_dim)`), num_pointer_tokens:
+            The output of `prepare_memory`. `None` on an initial conditioning frame (the objects' first prompts,
+            before any memory exists): the frame then gets `no_mem_embed` instead of memory attention.
+        input_points (`torch.FloatTensor` of shape `(N, K, 2)`), input_labels (`torch.LongTensor` of shape `(N, K)`):
+            Clicks as (x, y) in model-input pixels, box corners first (labels 2 and 3); pad with label -10. Multimask
+            output follows Meta's rule on `K` (0 or 1 clicks).
+        input_masks (`torch.FloatTensor` of shape `(N, 1, image_size, image_size)`):
+            A mask prompt (> 0 inside), taken as the output without the decoder (Meta's
+            `use_mask_input_as_output_without_sam`); not combined with clicks.
+        run_memory_encoder (`bool`): also encode the new masks into `maskmem_features`.
+        """
+        config = self.config
+        if input_masks is not None and input_points is not None:
+            raise ValueError("Give either input_points or input_masks for a frame, not both")
+        if (memory is None) != (memory_position_encoding is None):
+            raise ValueError("memory and memory_position_encoding must be given together")
+        sizes = {x.shape[0] for x in (memory, input_points, input_masks) if x is not None}
+        if len(sizes) != 1:
+            raise ValueError(
+                "The number of objects comes from memory, input_points or input_masks: give at least one, all with "
+                f"the same first dimension (got {sorted(sizes)})"
+            )
+        num_objects = sizes.pop()
+        if any(x.shape[0] not in (1, num_objects) for x in fpn_features):
+            raise ValueError(f"fpn_features must have batch 1 or {num_objects}, got {[x.shape for x in fpn_features]}")
+        *high_res, embedding = (x.expand(num_objects, -1, -1, -1) for x in fpn_features)
+        high_res = tuple(high_res) if config.use_high_res_features else None
+
+        if input_masks is not None:
+            size = config.image_size
+            if input_masks.shape[1:] != (1, size, size):
+                raise ValueError(
+                    f"input_masks must be (num_objects, 1, {size}, {size}), got {tuple(input_masks.shape)}"
+                )
+            pred_masks, iou_scores, scores, pointers, high_res_masks = self._mask_as_output(
+                embedding, high_res, input_masks
+            )
+        else:
+            if memory is None:
+                conditioned = embedding + self.no_mem_embed.reshape(1, -1, 1, 1)
+            else:
+                conditioned = self.memory_attention(
+                    embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
+                )
+            num_points = 0 if input_points is None else input_points.shape[1]
+            multimask = (
+                config.multimask_output_in_sam
+                and (memory is None or config.multimask_output_for_tracking)
+                and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
+            )
+            pred_masks, iou_scores, scores, pointers, high_res_masks = self._sam_heads(
+                conditioned, high_res, input_points, input_labels, None, multimask
+            )
+        maskmem = None
+        if run_memory_encoder:
+            maskmem = self.encode_memory(embedding, high_res_masks, scores, from_points=input_points is not None)
+        return Sam2VideoFrameOutput(
+            pred_masks=pred_masks,
+            iou_scores=iou_scores,
+            object_score_logits=scores,
+            object_pointers=pointers,
+            maskmem_features=maskmem,
+        )
+
+    def _sam_heads(
+        self,
+        embedding: torch.Tensor,
+        high_res: tuple[torch.Tensor, ...] | None,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        mask_prompt: torch.Tensor | None,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, ...]:
+        """Prompt encoder and mask decoder on memory-conditioned `embedding` `(N, C, h, w)` (Meta's
+        `_forward_sam_heads`). Returns the best low-resolution mask `(N, 1, 4h, 4w)` float32 (-1024 for absent
+        objects), IoU scores `(N, M)`, object-score logits `(N, 1)`, pointers `(N, C)` and the best mask upsampled
+        to the input size `(N, 1, image_size, image_size)`."""
+        num_objects = embedding.shape[0]
+        if points is None:  # like Meta, an empty prompt is one "not a point" (plus the padding point)
+            points = embedding.new_zeros(num_objects, 1, 2)
+            labels = torch.full((num_objects, 1), NOT_A_POINT_LABEL, device=embedding.device)
+        points, labels, masks, _ = self._flatten_prompts(
+            num_objects, points[:, None], labels[:, None], None, None if mask_prompt is None else mask_prompt[:, None]
+        )
+        sparse, dense = self.prompt_encoder(points, labels, masks, num_objects)
+        masks, iou_scores, sam_tokens, scores = self.mask_decoder(
+            embedding,
+            self.prompt_encoder.dense_positional_embedding(),
+            sparse,
+            dense,
+            high_res,
+            multimask,
+            sparse_mask=labels != PADDING_LABEL,
+        )
+        if self.config.pred_obj_scores:
+            masks = torch.where(scores[..., None, None] > 0, masks, NO_OBJECT_SCORE)
+        masks = masks.float()
+        best = iou_scores.argmax(dim=-1) if multimask else torch.zeros_like(iou_scores[:, 0], dtype=torch.long)
+        rows = torch.arange(num_objects, device=masks.device)
+        masks = masks[rows, best][:, None]
+        token = sam_tokens[rows, best] if sam_tokens.shape[1] > 1 else sam_tokens[:, 0]
+        size = self.config.image_size
+        high_res_masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+        return masks, iou_scores, scores, self.object_pointer(token, scores), high_res_masks
+
+    def _mask_as_output(
+        self, embedding: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None, input_masks: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """A mask prompt `(N, 1, S, S)` as the output, logits +-10 (Meta's `_use_mask_as_output`); the pointer comes
+        from the decoder prompted with the mask, presence from the mask itself. Same returns as `_sam_heads`."""
+        mask = input_masks.float()
+        high_res_masks = mask * 20.0 - 10.0
+        size = high_res_masks.shape[-1] // 4
+        low_res = F.interpolate(
+            high_res_masks, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        *_, pointers, _ = self._sam_heads(embedding, high_res, None, None, self.mask_downsample(mask), False)
+        present = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()
+        iou_scores = mask.new_ones(mask.shape[0], 1)
+        return low_res, iou_scores, present * 20.0 - 10.0, self._mark_absent(pointers, present), high_res_masks
+
     # Object pointers -------------------------------------------------------------------------------------------
 
     def object_pointer(self, sam_token: torch.Tensor, object_score_logits: torch.Tensor) -> torch.Tensor:
         """Object pointer `(N, hidden)` from the chosen mask token `(N, hidden)` of the decoder; absent objects
         (`object_score_logits` `(N, 1)` <= 0) get `no_obj_ptr` (mixed softly with `soft_no_obj_ptr`)."""
         pointer = self.obj_ptr_proj(sam_token)
+        if self.config.soft_no_obj_ptr:
+            return self._mark_absent(pointer, object_score_logits.sigmoid())
+        return self._mark_absent(pointer, (object_score_logits > 0).to(pointer.dtype))
+
+    def _mark_absent(self, pointer: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+        """Mix `no_obj_ptr` into pointers `(N, hidden)` by `1 - presence` `(N, 1)` (replace with
+        `fixed_no_obj_ptr`)."""
         if self.no_obj_ptr is None:
             return pointer
-        if self.config.soft_no_obj_ptr:
-            present = object_score_logits.sigmoid()
-        else:
-            present = (object_score_logits > 0).to(pointer.dtype)
         if self.config.fixed_no_obj_ptr:
-            pointer = present * pointer
-        return pointer + (1 - present) * self.no_obj_ptr
+            pointer = presence * pointer
+        return pointer + (1 - presence) * self.no_obj_ptr
 
     def pointer_position_encoding(self, frame_offsets: torch.Tensor, max_offset: int) -> torch.Tensor:
         """Temporal encoding `(P, memory_dim)` of object pointers taken `frame_offsets` `(P,)` frames before the
@@ -530,8 +710,10 @@ class Sam2VideoModel(Sam2Model):
 
 
 __all__ = [
+    "NO_OBJECT_SCORE",
     "Sam2MemoryAttention",
     "Sam2MemoryEncoder",
+    "Sam2VideoFrameOutput",
     "Sam2VideoModel",
     "apply_rotary",
     "axial_rope_angles",
