@@ -133,7 +133,9 @@ def run_group(args, short: str, batch: int, models: dict[str, nn.Module], compil
                 f"max|d prob| {prob_err:.2e}  max|d logit| {logit_err:.2e}"
             )
             if dtype_name == "fp32" and prob_err > FP32_TOLERANCE:
-                raise RuntimeError(f"{impl} disagrees with Meta's Hiera ({prob_err:.2e} > {FP32_TOLERANCE}); not timing")
+                raise RuntimeError(
+                    f"{impl} disagrees with Meta's Hiera ({prob_err:.2e} > {FP32_TOLERANCE}); not timing"
+                )
 
     if {"fp32", "bf16"} <= set(args.dtypes):
         with torch.inference_mode():
@@ -233,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         models = {}
         for dtype_name in args.dtypes:
             for impl, model in fp32.items():
-                models[(impl, dtype_name)] = model if dtype_name == "fp32" else copy.deepcopy(model).to(DTYPES[dtype_name])
+                models[(impl, dtype_name)] = (
+                    model if dtype_name == "fp32" else copy.deepcopy(model).to(DTYPES[dtype_name])
+                )
         compiled = {}
         for batch in args.batch_sizes:
             group_rows, group_notes = run_group(args, short, batch, models, compiled)

@@ -495,7 +495,9 @@ class HieraModel(HieraPreTrainedModel):
         interpolate_pos_encoding (`bool`): resize the position embeddings to an input of another size.
         """
         self._check_pixel_values(pixel_values)
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         unit_grid = self.unit_grid(pixel_values)
         keep_index = None
