@@ -161,7 +161,7 @@ class Sam2HieraModel(nn.Module):
         self.stage_ends = [sum(config.depths[: i + 1]) - 1 for i in range(len(config.depths))]
         pool_blocks = {end + 1 for end in self.stage_ends[: config.num_query_pool]}
         depth = sum(config.depths)
-        drop_rates = torch.linspace(0, config.drop_path_rate, depth).tolist()
+        drop_rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # meta-device safe
         dims, stage = config.stage_dims, 0
         self.blocks = nn.ModuleList()
         for i in range(depth):
