@@ -237,7 +237,9 @@ class Sam2MemoryAttention(nn.Module):
         batch, channels, height, width = vision_features.shape
         hidden_states = (vision_features + 0.1 * vision_position_encoding).flatten(2).transpose(1, 2)
         rope = self.rope(height, width, vision_features.device)
-        memory_keys = memory + memory_position_encoding
+        # Memories may be stored in a lower precision than the model runs in (Meta keeps them in bf16).
+        memory = memory.to(hidden_states.dtype)
+        memory_keys = memory + memory_position_encoding.to(hidden_states.dtype)
         for layer in self.layers:
             hidden_states = layer(hidden_states, memory_keys, memory, rope, num_pointer_tokens)
         hidden_states = self.norm(hidden_states)
@@ -386,6 +388,10 @@ class Sam2VideoModel(Sam2Model):
             raise ValueError("use_obj_ptrs_in_encoder=False is not supported (every official SAM 2 model uses them)")
         if config.non_overlap_masks_for_mem_enc:
             raise ValueError("non_overlap_masks_for_mem_enc=True is not supported (no official model uses it)")
+        if not config.use_mask_input_as_output_without_sam:
+            raise ValueError(
+                "use_mask_input_as_output_without_sam=False is not supported (every official model sets it)"
+            )
         if not config.directly_add_no_mem_embed:
             raise ValueError("directly_add_no_mem_embed=False is not supported (every official SAM 2 model sets it)")
         if config.proj_tpos_enc_in_obj_ptrs and not config.add_tpos_enc_to_obj_ptrs:
