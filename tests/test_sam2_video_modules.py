@@ -119,7 +119,7 @@ def test_memory_attention_bf16(models):
     # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.004) over 4 layers of ~unit-scale activations: measured
     # against Meta in float32, max error 0.062 and mean 0.0046 at 64x64 with a full bank, 0.066 / 0.0047 here.
     assert error.mean() < 0.01, error.mean()
-    assert error.max() < 0.25, error.max()
+    assert error.max() < 0.15, error.max()
 
 
 @pytest.mark.parametrize("from_points", [False, True])

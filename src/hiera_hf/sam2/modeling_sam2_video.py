@@ -497,8 +497,9 @@ class Sam2VideoModel(Sam2Model):
             The output of `prepare_memory`. `None` on an initial conditioning frame (the objects' first prompts,
             before any memory exists): the frame then gets `no_mem_embed` instead of memory attention.
         input_points (`torch.FloatTensor` of shape `(N, K, 2)`), input_labels (`torch.LongTensor` of shape `(N, K)`):
-            Clicks as (x, y) in model-input pixels, box corners first (labels 2 and 3); pad with label -10. Multimask
-            output follows Meta's rule on `K` (0 or 1 clicks).
+            Clicks as (x, y) in model-input pixels, box corners first (labels 2 and 3); pad with label -10. Whether
+            to predict 3 masks follows Meta's rule on `K` (3 masks for 0 or 1 click) for the whole batch: objects
+            for which Meta would decide differently (e.g. 1 click and 2 clicks) go in separate calls.
         input_masks (`torch.FloatTensor` of shape `(N, 1, image_size, image_size)`):
             A mask prompt (> 0 inside), taken as the output without the decoder (Meta's
             `use_mask_input_as_output_without_sam`); not combined with clicks.
@@ -702,6 +703,8 @@ class Sam2VideoModel(Sam2Model):
                 f"object_pointers must be ({batch}, num_pointers, {hidden}), got {tuple(object_pointers.shape)}"
             )
         num_pointers = object_pointers.shape[1]
+        if pointer_frame_offsets is None:
+            raise ValueError("pointer_frame_offsets are required with object_pointers")
         offsets = torch.as_tensor(pointer_frame_offsets, device=memory_features.device)
         if offsets.shape != (num_pointers,):
             raise ValueError(f"pointer_frame_offsets must hold {num_pointers} ints, got {offsets.tolist()}")
