@@ -16,7 +16,7 @@ from sam2.modeling.sam2_utils import get_1d_sine_pe
 from hiera_hf.conversion.sam2 import convert_meta_sam2_state_dict
 from hiera_hf.sam2 import Sam2Config
 from hiera_hf.sam2.modeling_sam2 import sine_position_encoding
-from hiera_hf.sam2.modeling_sam2_video import Sam2VideoModel, axial_rope_angles, sine_encoding_1d
+from hiera_hf.sam2.modeling_sam2_video import Sam2VideoFrameOutput, Sam2VideoModel, axial_rope_angles, sine_encoding_1d
 
 MEMORY_DIM, HIDDEN = 64, 256
 
@@ -335,3 +335,23 @@ def test_tracking_steps_match_meta(models):
         **frame,
     )
     _assert_step_matches(ours(fpn, position, input_masks=masks), expected)
+
+    # Frame 3: different numbers of clicks (2 and 3; padding label -10) in one batch equal Meta's per-object calls.
+    points = torch.tensor([[[30.0, 40.0], [120.0, 90.0], [0.0, 0.0]], [[200.0, 25.0], [60.0, 180.0], [90.0, 90.0]]])
+    labels = torch.tensor([[1, 0, -10], [1, 1, 0]])
+    batched = ours(fpn, position, input_points=points, input_labels=labels)
+    for index, count in enumerate((2, 3)):
+        expected = meta.track_step(
+            frame_idx=3,
+            is_init_cond_frame=True,
+            point_inputs={
+                "point_coords": points[index, None, :count],
+                "point_labels": labels[index, None, :count].int(),
+            },
+            mask_inputs=None,
+            output_dict=empty_bank,
+            num_frames=num_frames,
+            **_meta_frame(fpn, position, 1),
+        )
+        single = Sam2VideoFrameOutput(**{k: v[index, None] for k, v in batched.items() if k != "iou_scores"})
+        _assert_step_matches(single, expected)
