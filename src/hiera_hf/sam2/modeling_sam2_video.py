@@ -635,10 +635,10 @@ class Sam2VideoModel(Sam2Model):
         return pointer + (1 - presence) * self.no_obj_ptr
 
     def pointer_position_encoding(self, frame_offsets: torch.Tensor, max_offset: int) -> torch.Tensor:
-        """Temporal encoding `(P, memory_dim)` of object pointers taken `frame_offsets` `(P,)` frames before the
-        current frame (negative: after; unsigned unless `use_signed_tpos_enc_to_obj_ptrs`). `max_offset` is the
-        normaliser, Meta's `min(num_frames, max_obj_ptrs_in_encoder) - 1`. Zeros for SAM 2 (no temporal
-        encoding)."""
+        """Temporal encoding `(P, memory_dim)` of object pointers made `frame_offsets` `(P,)` frames before the
+        current frame in the tracking direction (negative for a conditioning frame ahead of it; made unsigned
+        unless `use_signed_tpos_enc_to_obj_ptrs`). `max_offset` is the normaliser, Meta's
+        `min(num_frames, max_obj_ptrs_in_encoder) - 1`. Zeros for SAM 2 (no temporal encoding)."""
         config, memory_dim = self.config, self.config.memory_encoder_hidden_size
         if not config.add_tpos_enc_to_obj_ptrs:
             return self.maskmem_tpos_enc.new_zeros(frame_offsets.shape[0], memory_dim)
@@ -669,7 +669,8 @@ class Sam2VideoModel(Sam2Model):
             memory_temporal_positions: `F` ints in `[0, num_maskmem)`: 0 for conditioning frames, else how recent
                 the frame is (`num_maskmem - 1` is the previous frame).
             object_pointers: `(N, P, hidden)` pointers, in attention order.
-            pointer_frame_offsets: `P` ints, current frame index minus the pointer's frame index.
+            pointer_frame_offsets: `P` ints, how many frames before the current one each pointer was made, in the
+                tracking direction (see `pointer_position_encoding`).
             max_pointer_offset: normaliser of the offsets (Meta: `min(num_frames, max_obj_ptrs_in_encoder) - 1`);
                 defaults to `max_obj_ptrs_in_encoder - 1`.
         Returns:
