@@ -316,15 +316,21 @@ def _example_args(tmp_path: Path, data: Path, steps: int, **extra) -> list[str]:
 
 def test_accelerate_two_processes_keep_parameters_identical(tmp_path):
     data = _image_folder(tmp_path / "images", 8)
-    launcher = ["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1"]
-    launcher[0] = str(Path(sys.executable).parent / "accelerate")
-    _run_example(_example_args(tmp_path, data, 3, save_strategy="no", parameter_checksums=True), launcher)
+    # accelerate 1.15's `launch --cpu --num_processes 2` silently starts ONE process (its CPU path only spreads over
+    # mpirun); the multi-process launcher (torchrun, gloo backend) with the Trainer's `--use_cpu` runs two CPU ranks.
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = _example_args(tmp_path, data, 3, save_strategy="no", parameter_checksums=True, use_cpu=True)
+    _run_example(args, launcher)
     run = tmp_path / "run"
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["log_history"][0]["epoch"] == 0.5  # 8 images, 2 per rank and step: two ranks took part
     checksums = sorted(run.glob("parameter_checksum_rank*.txt"))
     assert [p.name for p in checksums] == ["parameter_checksum_rank0.txt", "parameter_checksum_rank1.txt"]
     first, second = (p.read_text() for p in checksums)
     assert first == second and first.strip()
-    assert sorted(p.name for p in (run / "reconstructions").glob("*.png")) == ["step_2.png"]
+    assert sorted(p.name for p in (run / "reconstructions").glob("*")) == ["step_2.png"]
 
 
 def test_resume_from_checkpoint_continues_the_loss_curve(tmp_path):
