@@ -19,6 +19,7 @@ from transformers.initialization import no_init_weights
 
 from hiera_hf import HIERA_PRESETS, HieraConfig, HieraForImageClassification, HieraForPreTraining
 from hiera_hf.conversion import convert_meta_hiera_state_dict
+from hiera_hf.metrics import load_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 MAE_PRESETS = sorted(name for name, preset in HIERA_PRESETS.items() if preset.is_mae)
@@ -277,9 +278,11 @@ def test_trainer_overfits_a_fixed_batch(tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def _run_example(args: list[str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def _run_example(
+    args: list[str], launcher: list[str] | None = None, script: str = "pretrain_mae.py"
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [*(launcher or [sys.executable]), str(ROOT / "examples" / "pretrain_mae.py"), *args]
+    command = [*(launcher or [sys.executable]), str(ROOT / "examples" / script), *args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -288,7 +291,7 @@ def _run_example(args: list[str], launcher: list[str] | None = None) -> subproce
 def _image_folder(path: Path, count: int) -> Path:
     from PIL import Image
 
-    path.mkdir()
+    path.mkdir(parents=True)
     generator = torch.Generator().manual_seed(0)
     for i in range(count):
         array = (torch.rand(48, 56, 3, generator=generator) * 255).to(torch.uint8).numpy()
@@ -349,3 +352,36 @@ def test_resume_from_checkpoint_continues_the_loss_curve(tmp_path):
     resumed = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert len(full) == 6 and len(resumed) == 6
     assert resumed[3:] == pytest.approx(full[3:], rel=1e-5, abs=0)
+
+
+def test_packaged_accuracy_metric_matches_numpy():
+    metric = load_accuracy()
+    generator = torch.Generator().manual_seed(0)
+    predictions, references = (torch.randint(0, 5, (50,), generator=generator).tolist() for _ in range(2))
+    expected = sum(p == r for p, r in zip(predictions, references)) / 50
+    assert metric.compute(predictions=predictions, references=references)["accuracy"] == pytest.approx(expected)
+
+
+def test_finetune_example_from_an_mae_checkpoint(tmp_path):
+    HieraForPreTraining(tiny_config()).save_pretrained(tmp_path / "mae")
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            _image_folder(tmp_path / split / name, 3)
+    args = {
+        "model_name_or_path": tmp_path / "mae",
+        "image_folder": tmp_path / "train",
+        "eval_folder": tmp_path / "val",
+        "output_dir": tmp_path / "run",
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "report_to": "none",
+        "save_strategy": "no",
+    }
+    result = _run_example(
+        [x for k, v in args.items() for x in (f"--{k}", str(v))], script="finetune_classification.py"
+    )
+    metrics = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["id2label"] == {"0": "cat", "1": "dog"} and config["num_query_pool"] == 3
+    assert "decoder" in result.stdout + result.stderr  # the dropped decoder is reported
