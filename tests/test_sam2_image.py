@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import sam2  # noqa: F401  (the reference; a missing package must fail, not skip)
 import torch
+import transformers
 from safetensors.torch import save_file
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from transformers import AutoConfig, AutoModel
-from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING, MODEL_MAPPING
 
 from hiera_hf import SAM2_PRESETS, Sam2Config, Sam2HieraBackbone, Sam2Model
 from hiera_hf.conversion import convert_meta_sam2_state_dict
@@ -242,12 +243,15 @@ def test_auto_classes_backbone_and_pixel_path(tiny):
     assert type(AutoConfig.from_pretrained(str(folder))) is Sam2Config
     assert type(AutoModel.from_pretrained(str(folder))) is Sam2Model
     torch.manual_seed(4)
-    pixel_values = torch.randn(2, 3, SMALL_SIZE, SMALL_SIZE)
+    pixel_values = torch.randn(1, 3, SMALL_SIZE, SMALL_SIZE)
     with torch.no_grad():
         meta_stages = meta.image_encoder.trunk(pixel_values)
     # transformers 5.23's AutoBackbone.from_pretrained asks the Hub about any name before looking for a local
     # folder (HFValidationError on an absolute path), so check the Auto mapping and load through the class.
     assert MODEL_FOR_BACKBONE_MAPPING[Sam2Config] is Sam2HieraBackbone
+    # transformers' own SAM 2 keeps its classes despite the shared config class name.
+    assert type(AutoConfig.for_model("sam2")) is transformers.Sam2Config
+    assert MODEL_MAPPING[transformers.Sam2Config] is transformers.Sam2Model
     for implementation in ("sdpa", "eager"):
         backbone = Sam2HieraBackbone.from_pretrained(folder, image_size=SMALL_SIZE, attn_implementation=implementation)
         with torch.no_grad():
@@ -257,12 +261,12 @@ def test_auto_classes_backbone_and_pixel_path(tiny):
             torch.testing.assert_close(ours, reference, **TOL)
 
     model = Sam2Model.from_pretrained(folder, image_size=SMALL_SIZE).eval()
-    prompts = {"input_points": torch.tensor([[[[100.0, 120.0]], [[300.0, 40.0]]]]).expand(2, -1, -1, -1)}
-    prompts["input_labels"] = torch.ones(2, 2, 1, dtype=torch.long)
+    prompts = {"input_points": torch.tensor([[[[100.0, 120.0]], [[300.0, 40.0]]]])}
+    prompts["input_labels"] = torch.ones(1, 2, 1, dtype=torch.long)
     with torch.no_grad():
         direct = model(pixel_values=pixel_values, **prompts)
         cached = model(**model.get_image_embeddings(pixel_values), **prompts)
-    assert direct.pred_masks.shape == (2, 2, 3, SMALL_SIZE // 4, SMALL_SIZE // 4)
+    assert direct.pred_masks.shape == (1, 2, 3, SMALL_SIZE // 4, SMALL_SIZE // 4)
     torch.testing.assert_close(direct.pred_masks, cached.pred_masks, rtol=0, atol=0)
 
 
@@ -284,7 +288,7 @@ def test_conversion_is_strict(tiny):
 
 def test_bad_inputs(tiny):
     model, embeddings = tiny["ours"], tiny["embeddings"]
-    points, labels = torch.zeros(2, 1, 1, 2), torch.ones(2, 1, 1, dtype=torch.long)
+    points, labels = torch.zeros(1, 1, 1, 2), torch.ones(1, 1, 1, dtype=torch.long)
     with pytest.raises(ValueError, match="exactly one of pixel_values or image_embeddings"):
         model(input_points=points, input_labels=labels)
     with pytest.raises(ValueError, match="at least one prompt"):
@@ -294,13 +298,16 @@ def test_bad_inputs(tiny):
     with pytest.raises(ValueError, match="input_points must be a 4-D"):
         model(**embeddings, input_points=points[0], input_labels=labels[0])
     with pytest.raises(ValueError, match="batch, num_prompts"):
-        model(**embeddings, input_points=points[:1], input_labels=labels[:1])
+        model(**embeddings, input_points=points.expand(2, -1, -1, -1), input_labels=labels.expand(2, -1, -1))
     with pytest.raises(ValueError, match="input_labels must be integers"):
         model(**embeddings, input_points=points, input_labels=labels * 5)
     with pytest.raises(ValueError, match="input_boxes"):
-        model(**embeddings, input_boxes=torch.zeros(2, 1, 3))
+        model(**embeddings, input_boxes=torch.zeros(1, 1, 3))
     with pytest.raises(ValueError, match="input_masks"):
-        model(**embeddings, input_masks=torch.zeros(2, 1, 1, 64, 64))
+        model(**embeddings, input_masks=torch.zeros(1, 1, 1, 64, 64))
+    with pytest.raises(ValueError, match="image_embeddings must have shape"):
+        model(image_embeddings=torch.zeros(1, 256, 32, 32), high_res_features=embeddings.high_res_features,
+              input_points=points, input_labels=labels)  # fmt: skip
     with pytest.raises(ValueError, match="high_res_features"):
         model(image_embeddings=embeddings.image_embeddings, input_points=points, input_labels=labels)
     with pytest.raises(ValueError, match="image_size=1024"):
@@ -332,10 +339,13 @@ def test_variant_matches_meta(name):
     torch.manual_seed(2)
     pixel_values = torch.randn(1, 3, SMALL_SIZE, SMALL_SIZE)
     small = assign_ours(Sam2Config.from_preset(name, image_size=SMALL_SIZE), converted)
+    captured = {}
+    hook = meta.image_encoder.trunk.register_forward_hook(lambda m, i, o: captured.update(stages=o))
     with torch.no_grad():
         meta_out = meta.forward_image(pixel_values)
-        meta_stages = meta.image_encoder.trunk(pixel_values)
         ours = small.get_vision_features(pixel_values)
+    hook.remove()
+    meta_stages = captured["stages"]
     for ours_stage, meta_stage in zip(ours.intermediates, meta_stages, strict=True):
         torch.testing.assert_close(ours_stage, meta_stage, **TOL)
     for ours_level, meta_level in zip(ours.fpn_features, meta_out["backbone_fpn"][:3], strict=True):

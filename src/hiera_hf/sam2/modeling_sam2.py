@@ -8,7 +8,9 @@ Prompts. `forward` takes `P` prompts per image: points `(B, P, N, 2)` with label
 and low-resolution mask logits `(B, P, 1, 256, 256)`, all in the coordinates of the 1024x1024 model input. Like
 Meta's predictors, a box becomes two points with labels 2 and 3 placed before the clicks, and a padding point
 (label -1) is always appended. Label `-10` marks a point as absent: prompts with fewer clicks are padded with it and
-the mask decoder does not attend to those tokens, so the result equals the prompt without them.
+the mask decoder does not attend to those tokens, so the result equals the prompt without them. Images with fewer
+prompts than others in a batch are padded with whole prompts (clicks labelled -10, any box) whose outputs the caller
+drops.
 """
 
 from __future__ import annotations
@@ -200,18 +202,18 @@ class Sam2HieraModel(nn.Module):
         (embeddings and every block's output, same layout), attention weights)."""
         embeddings = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)
         hidden_states = embeddings + self.position_grid(*embeddings.shape[1:3])
-        stages, all_hidden, all_attn = [], [hidden_states], []
+        stages = []
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_attn = [] if output_attentions else None
         for i, block in enumerate(self.blocks):
             hidden_states, attn_weights = block(hidden_states)
-            all_hidden.append(hidden_states)
-            all_attn.append(attn_weights)
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            if output_attentions:
+                all_attn.append(attn_weights)
             if i in self.stage_ends:
                 stages.append(hidden_states)
-        return (
-            tuple(stages),
-            tuple(all_hidden) if output_hidden_states else None,
-            tuple(all_attn) if output_attentions else None,
-        )
+        return tuple(stages), tuple(all_hidden) if all_hidden else None, tuple(all_attn) if all_attn else None
 
 
 class Sam2FpnNeck(nn.Module):
@@ -760,8 +762,15 @@ class Sam2Model(Sam2PreTrainedModel):
         if pixel_values is not None:
             embedded = self.get_image_embeddings(pixel_values)
             image_embeddings, high_res_features = embedded.image_embeddings, embedded.high_res_features
-        elif self.config.use_high_res_features and high_res_features is None:
-            raise ValueError("high_res_features are required with image_embeddings (see get_image_embeddings)")
+        else:
+            size, channels = self.config.image_embedding_size, self.config.fpn_hidden_size
+            if image_embeddings.ndim != 4 or tuple(image_embeddings.shape[1:]) != (channels, size, size):
+                raise ValueError(
+                    f"image_embeddings must have shape (batch, {channels}, {size}, {size}) as returned by "
+                    f"get_image_embeddings, got {tuple(image_embeddings.shape)}"
+                )
+            if self.config.use_high_res_features and high_res_features is None:
+                raise ValueError("high_res_features are required with image_embeddings (see get_image_embeddings)")
         batch = image_embeddings.shape[0]
         points, labels, masks, num_prompts = self._flatten_prompts(
             batch, input_points, input_labels, input_boxes, input_masks

@@ -483,6 +483,7 @@ class Sam2VideoModel(Sam2Model):
         input_points: torch.Tensor | None = None,
         input_labels: torch.Tensor | None = None,
         input_masks: torch.Tensor | None = None,
+        prompt_masks: torch.Tensor | None = None,
         run_memory_encoder: bool = True,
         **kwargs,
     ) -> Sam2VideoFrameOutput:
@@ -503,11 +504,16 @@ class Sam2VideoModel(Sam2Model):
         input_masks (`torch.FloatTensor` of shape `(N, 1, image_size, image_size)`):
             A mask prompt (> 0 inside), taken as the output without the decoder (Meta's
             `use_mask_input_as_output_without_sam`); not combined with clicks.
+        prompt_masks (`torch.FloatTensor` of shape `(N, 1, 4h, 4w)`):
+            Low-resolution mask logits given to the decoder together with `input_points` (Meta's
+            `prev_sam_mask_logits`: the object's previous mask on this frame when clicks are added to it).
         run_memory_encoder (`bool`): also encode the new masks into `maskmem_features`.
         """
         config = self.config
         if input_masks is not None and input_points is not None:
             raise ValueError("Give either input_points or input_masks for a frame, not both")
+        if prompt_masks is not None and input_points is None:
+            raise ValueError("prompt_masks go with input_points (they refine a previous mask with new clicks)")
         if (memory is None) != (memory_position_encoding is None):
             raise ValueError("memory and memory_position_encoding must be given together")
         sizes = {x.shape[0] for x in (memory, input_points, input_masks) if x is not None}
@@ -545,7 +551,7 @@ class Sam2VideoModel(Sam2Model):
                 and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
             )
             pred_masks, iou_scores, scores, pointers, high_res_masks = self._sam_heads(
-                conditioned, high_res, input_points, input_labels, None, multimask
+                conditioned, high_res, input_points, input_labels, prompt_masks, multimask
             )
         maskmem = None
         if run_memory_encoder:
