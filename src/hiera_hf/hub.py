@@ -1,7 +1,7 @@
-"""Official Hiera checkpoints: download from Meta and convert once into a local cache.
+"""Official Hiera and SAM 2 checkpoints: download from Meta and convert once into a local cache.
 
-The cache is `$HIERA_HF_CACHE`, or `~/.cache/hiera_hf`: `checkpoints/` holds Meta's `.pth` files as downloaded,
-`models/<variant>.<checkpoint>/` the converted folders.
+The cache is `$HIERA_HF_CACHE`, or `~/.cache/hiera_hf`: `checkpoints/` holds Meta's `.pth` / `.pt` files as
+downloaded, `models/<variant>.<checkpoint>/` (Hiera) and `models/<variant>/` (SAM 2) the converted folders.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .hiera.presets import HIERA_PRESETS, HieraPreset, get_preset
+from .sam2.presets import SAM2_PRESETS
 
 
 def cache_dir() -> Path:
@@ -22,11 +23,17 @@ def cache_dir() -> Path:
 
 
 def download_checkpoint(variant: str, checkpoint_name: str | None = None, progress: bool = True) -> Path:
-    """Path of Meta's `.pth` for `variant` (default checkpoint unless `checkpoint_name`), downloaded on first use.
+    """Path of Meta's checkpoint for `variant`, downloaded on first use: a Hiera `.pth` (the default checkpoint
+    unless `checkpoint_name`) or a SAM 2 `.pt` (one per variant, so no `checkpoint_name`).
 
     Raises `ConnectionError` when the download fails (e.g. offline), naming the offline alternatives.
     """
-    url = checkpoint_url(official_preset(variant), checkpoint_name)
+    if variant in SAM2_PRESETS:
+        if checkpoint_name is not None:
+            raise ValueError(f"{variant} has one official checkpoint; do not pass a checkpoint name")
+        url = SAM2_PRESETS[variant].checkpoint
+    else:
+        url = checkpoint_url(official_preset(variant), checkpoint_name)
     target = cache_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
     if target.is_file():
         return target
@@ -48,31 +55,34 @@ def download_checkpoint(variant: str, checkpoint_name: str | None = None, progre
 
 
 def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, progress: bool = True) -> Path:
-    """A folder loadable with `from_pretrained`: an existing folder as is, or an official variant name converted
-    once into the cache (its checkpoint downloaded on first use) and reused afterwards."""
+    """A folder loadable with `from_pretrained`: an existing folder as is, or an official Hiera or SAM 2 variant
+    name converted once into the cache (its checkpoint downloaded on first use) and reused afterwards."""
     path = Path(name_or_dir)
     if path.is_dir():
         return path
-    if str(name_or_dir) not in HIERA_PRESETS:
+    name = str(name_or_dir)
+    if name in SAM2_PRESETS:
+        folder, checkpoint_name = cache_dir() / "models" / name, None
+    elif name in HIERA_PRESETS:
+        checkpoint_name = checkpoint_name or HIERA_PRESETS[name].default_checkpoint
+        folder = cache_dir() / "models" / f"{name}.{checkpoint_name}"
+    else:
         raise ValueError(
-            f"{str(name_or_dir)!r} is neither an existing folder nor a known Hiera variant; "
-            f"variants: {', '.join(sorted(HIERA_PRESETS))}"
+            f"{name!r} is neither an existing folder nor a known Hiera variant or SAM 2 variant; variants: "
+            f"{', '.join(sorted(HIERA_PRESETS))}, {', '.join(SAM2_PRESETS)}"
         )
-    preset = HIERA_PRESETS[str(name_or_dir)]
-    name = checkpoint_name or preset.default_checkpoint
-    folder = cache_dir() / "models" / f"{preset.name}.{name}"
     if (folder / "config.json").is_file():
         return folder
     try:
-        checkpoint = download_checkpoint(preset.name, name, progress=progress)
+        checkpoint = download_checkpoint(name, checkpoint_name, progress=progress)
     except ConnectionError as error:
-        raise ConnectionError(
-            f"{preset.name} is not in the cache ({folder}) and could not be downloaded: {error}"
-        ) from error
-    from .conversion import convert_hiera
+        raise ConnectionError(f"{name} is not in the cache ({folder}) and could not be downloaded: {error}") from error
+    from .conversion import convert_hiera, convert_sam2
 
+    if name in SAM2_PRESETS:
+        return convert_sam2(folder, name, checkpoint=checkpoint, overwrite=True, progress=progress)
     return convert_hiera(
-        folder, preset.name, checkpoint=checkpoint, checkpoint_name=name, overwrite=True, progress=progress
+        folder, name, checkpoint=checkpoint, checkpoint_name=checkpoint_name, overwrite=True, progress=progress
     )
 
 

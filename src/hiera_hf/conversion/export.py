@@ -1,7 +1,8 @@
-"""Convert a Hiera checkpoint into a hiera-hf folder: weights, config, preprocessing, model card, parity check.
+"""Convert a Hiera or SAM 2 checkpoint into a hiera-hf folder: weights, config, preprocessing, model card, parity.
 
-`convert_hiera` is what `hiera-hf convert` and `conversion_scripts/convert_hiera_to_hf.py` run. The folder is
-written atomically: into a temporary folder beside the output, renamed at the end, removed on any failure.
+`convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_hiera_to_hf.py` run.
+Both share the folder writing (atomic: into a temporary folder beside the output, renamed at the end, removed on
+any failure), the model-card filling and the upload.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
@@ -20,9 +23,13 @@ import torch
 from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
 
-from ..hiera import HieraConfig
+from ..hiera import HieraConfig, add_remote_code
 from ..hiera.presets import IMAGENET_MEAN, IMAGENET_STD, HieraPreset
 from ..hub import checkpoint_url, download_checkpoint, official_preset
+from ..sam2 import Sam2Config, Sam2Model
+from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
+from ..sam2.modeling_sam2_video import Sam2VideoModel
+from ..sam2.presets import SAM2_MEAN, SAM2_STD, Sam2Preset, get_sam2_preset
 from .hiera import (
     build_model,
     config_from_transformers,
@@ -32,11 +39,19 @@ from .hiera import (
     load_transformers_folder,
     model_class_for,
 )
-from .verify import ParityReport, verify_against_meta, verify_against_transformers
+from .sam2 import convert_meta_sam2_state_dict, convert_transformers_sam2_state_dict, sam2_config_from_transformers
+from .verify import (
+    ParityReport,
+    verify_against_meta,
+    verify_against_transformers,
+    verify_sam2_against_meta,
+    verify_sam2_against_transformers,
+)
 
 logger = logging.getLogger(__name__)
 
 META_HIERA_REPO = "https://github.com/facebookresearch/hiera"
+META_SAM2_REPO = "https://github.com/facebookresearch/sam2"
 _TRANSFORMERS_ARCHITECTURES = ("HieraModel", "HieraForImageClassification", "HieraForPreTraining")
 
 
@@ -88,14 +103,15 @@ def convert_hiera(
     else:
         model, card, report = _from_meta(Path(checkpoint), preset, checkpoint_name, verify, steps)
     steps.set_postfix_str("writing")
-    _write_folder(output, model, preset, card, report, overwrite)
+    mean, std = (preset.mean, preset.std) if preset else (IMAGENET_MEAN, IMAGENET_STD)
+    files = {
+        "preprocessor_config.json": json.dumps(preprocessor_config(model.config, mean, std), indent=2) + "\n",
+        "README.md": model_card(model, preset, card, report),
+    }
+    _write_folder(output, model, files, overwrite, finish=add_remote_code)
     steps.update()
     steps.close()
-    if push_to_hub:
-        create_repo(push_to_hub, exist_ok=True)
-        upload_folder(
-            repo_id=push_to_hub, folder_path=str(output), commit_message="Upload Hiera converted by hiera-hf"
-        )
+    _push(output, push_to_hub, "Hiera")
     return output
 
 
@@ -203,33 +219,54 @@ def model_card(model: torch.nn.Module, preset: HieraPreset | None, card: dict, r
     else:
         pipeline_tag = "video-classification" if config.is_video else "image-classification"
     tags = ["hiera", "hiera-hf", "vision", "video" if config.is_video else "image", "mae" if is_mae else pipeline_tag]
-    if report is None:
-        parity = "Not verified during conversion (skipped, or the reference package `hiera-transformer` was missing)."
-    else:
-        parity = (
-            f"Measured during conversion against {report.reference}, same random input "
-            f"(seed 0, batch 1, {'x'.join(map(str, config.image_size))}), float32:\n\n{report.to_markdown()}"
-        )
-    notes = "".join(f"\n> **Note:** {note}\n" for note in card["notes"])
-    template = Template((resources.files("hiera_hf") / "model_cards" / "hiera.md").read_text())
-    return template.substitute(
+    return _fill_card(
+        "hiera.md",
+        card,
+        _parity_section(report, "the same random input", "hiera-transformer", config.image_size),
         license=preset.license if preset else "cc-by-nc-4.0",
         pipeline_tag=pipeline_tag,
         tags="\n".join(f"- {tag}" for tag in tags),
         dataset=preset.dataset if preset else "imagenet-1k",
         variant=preset.name if preset else "unknown (converted from a transformers folder)",
-        checkpoint=card["checkpoint"],
-        source_url=card["source_url"],
         model_class=type(model).__name__,
-        parity=parity,
-        notes=notes,
     )
 
 
+def _parity_section(report: ParityReport | None, inputs: str, package: str, size: tuple[int, ...]) -> str:
+    if report is None:
+        return f"Not verified during conversion (skipped, or the reference package `{package}` was missing)."
+    return (
+        f"Measured during conversion against {report.reference}, {inputs} (seed 0, batch 1, "
+        f"{'x'.join(map(str, size))}), float32:\n\n{report.to_markdown()}"
+    )
+
+
+def _fill_card(template: str, card: dict, parity: str, **fields: str) -> str:
+    """A model card from `model_cards/<template>`: the conversion's `card` (checkpoint, source_url, notes), the
+    parity section and the template's other `fields`."""
+    notes = "".join(f"\n> **Note:** {note}\n" for note in card["notes"])
+    text = (resources.files("hiera_hf") / "model_cards" / template).read_text()
+    return Template(text).substitute(
+        checkpoint=card["checkpoint"], source_url=card["source_url"], notes=notes, parity=parity, **fields
+    )
+
+
+def _push(output: Path, repo: str | None, what: str) -> None:
+    """Upload the written folder to the Hub repo `repo` (created if needed); nothing when `repo` is None."""
+    if repo:
+        create_repo(repo, exist_ok=True)
+        upload_folder(repo_id=repo, folder_path=str(output), commit_message=f"Upload {what} converted by hiera-hf")
+
+
 def _write_folder(
-    output: Path, model: torch.nn.Module, preset: HieraPreset | None, card: dict, report: ParityReport | None,
+    output: Path,
+    model: torch.nn.Module,
+    files: dict[str, str],
     overwrite: bool,
-) -> None:  # fmt: skip
+    finish: Callable[[Path], object] | None = None,
+) -> None:
+    """Write `model.save_pretrained` plus the text `files` (name -> content), then `finish(folder)`, into a
+    temporary folder beside `output`, and rename it to `output` (replacing it only when `overwrite`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     umask = os.umask(0)
@@ -238,10 +275,10 @@ def _write_folder(
     previous = None
     try:
         model.save_pretrained(staging)
-        mean, std = (preset.mean, preset.std) if preset else (IMAGENET_MEAN, IMAGENET_STD)
-        processor = preprocessor_config(model.config, mean, std)
-        (staging / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
-        (staging / "README.md").write_text(model_card(model, preset, card, report))
+        for name, content in files.items():
+            (staging / name).write_text(content)
+        if finish is not None:
+            finish(staging)
         if output.exists() and overwrite:
             previous = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
             os.replace(output, previous / output.name)
@@ -256,4 +293,137 @@ def _write_folder(
             shutil.rmtree(previous, ignore_errors=True)
 
 
-__all__ = ["convert_hiera", "model_card", "preprocessor_config"]
+# ---------------------------------------------------------------------------------------------------------------
+# SAM 2
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def convert_sam2(
+    output: str | Path,
+    variant: str | None = None,
+    checkpoint: str | Path | None = None,
+    from_transformers: str | Path | None = None,
+    verify: bool = True,
+    push_to_hub: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Convert one SAM 2 / 2.1 checkpoint to the folder `output` and return its path.
+
+    The folder holds every weight of the checkpoint (image model and video model), so `Sam2Model`,
+    `Sam2HieraBackbone` and `Sam2VideoModel` all load it.
+
+    Args:
+        output: folder to create (`config.json`, `model.safetensors`, `preprocessor_config.json`, `README.md`).
+        variant: official variant name (`sam2_hiera_tiny` ... `sam2.1_hiera_large`; see `SAM2_PRESETS`). Required
+            for Meta checkpoints; optional with `from_transformers` (it then only names the variant in the card).
+        checkpoint: Meta's `.pt` (`{"model": ...}`). When neither `checkpoint` nor `from_transformers` is given, the
+            variant's official checkpoint is downloaded into the cache (see `hiera_hf.hub`).
+        from_transformers: a transformers-format SAM 2 folder (`facebook/sam2*-hiera-*` layout: `Sam2Model` or
+            `Sam2VideoModel` saved with `save_pretrained`) instead of a `.pt`.
+        verify: compare with the reference code (Meta's `sam2` when installed; transformers' `Sam2Model` for
+            `from_transformers`) and fail, writing nothing, if any output differs by more than 1e-4 (mask logits:
+            relative to their largest magnitude).
+        push_to_hub: upload the folder to this Hub repo (created if needed) after writing it.
+        overwrite: replace an existing `output` folder.
+        progress: show progress bars.
+    """
+    output = Path(output)
+    if checkpoint is not None and from_transformers is not None:
+        raise ValueError("Pass either checkpoint (a Meta .pt) or from_transformers (a folder), not both")
+    if variant is None and from_transformers is None:
+        raise ValueError("variant is required to convert a Meta SAM 2 checkpoint (e.g. sam2.1_hiera_tiny)")
+    preset = get_sam2_preset(variant) if variant is not None else None
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite")
+    if preset is not None and checkpoint is None and from_transformers is None:
+        checkpoint = download_checkpoint(preset.name, progress=progress)
+
+    steps = tqdm(total=3, desc="convert", disable=not progress)
+    steps.set_postfix_str("loading")
+    if from_transformers is not None:
+        folder = Path(from_transformers)
+        config_dict, transformers_state_dict = load_transformers_folder(folder)
+        config = sam2_config_from_transformers(config_dict)
+        source, convert = folder, convert_transformers_sam2_state_dict
+        card = {
+            "checkpoint": f"transformers {config_dict['model_type']} ({folder.name})",
+            "source_url": META_SAM2_REPO,
+        }
+    else:
+        transformers_state_dict = load_meta_state_dict(checkpoint, entry="model")
+        config = Sam2Config.from_preset(preset.name)
+        source, convert = Path(checkpoint), convert_meta_sam2_state_dict
+        official = preset.checkpoint.rsplit("/", 1)[-1] == source.name
+        card = {"checkpoint": source.name, "source_url": preset.checkpoint if official else META_SAM2_REPO}
+    try:
+        state_dict = convert(transformers_state_dict)
+    except KeyError as error:
+        raise ValueError(f"{source}: {error.args[0]}") from None
+    image_weights = {k: v for k, v in state_dict.items() if not any(re.match(p, k) for p in VIDEO_ONLY_KEYS)}
+    has_video = len(image_weights) < len(state_dict)
+    model, _ = build_model(Sam2VideoModel if has_video else Sam2Model, config, state_dict)
+    card["notes"] = (
+        [] if has_video else ["The checkpoint holds the image model only: `Sam2VideoModel` cannot load it."]
+    )
+    steps.update()
+    report = None
+    if verify and (from_transformers is not None or find_spec("sam2") is not None):
+        steps.set_postfix_str("verifying")
+        image_model, _ = build_model(Sam2Model, config, image_weights)  # shares the tensors of `model`
+        if from_transformers is not None:
+            report = verify_sam2_against_transformers(image_model, from_transformers)
+        else:
+            report = verify_sam2_against_meta(image_model, preset, transformers_state_dict)
+        report.check()
+    elif verify:
+        logger.warning("sam2 is not installed: the conversion is not verified against Meta's code")
+    steps.update()
+    steps.set_postfix_str("writing")
+    files = {
+        "preprocessor_config.json": json.dumps(sam2_preprocessor_config(config), indent=2) + "\n",
+        "README.md": sam2_model_card(model, preset, card, report),
+    }
+    _write_folder(output, model, files, overwrite)
+    steps.update()
+    steps.close()
+    _push(output, push_to_hub, "SAM 2")
+    return output
+
+
+def sam2_preprocessor_config(config: Sam2Config) -> dict:
+    """Meta's SAM 2 preprocessing for `Sam2ImageProcessor`: stretch to `image_size` x `image_size` (no aspect
+    preservation, no padding), scale to [0, 1], normalise with ImageNet mean/std."""
+    return {
+        "image_processor_type": "Sam2ImageProcessor",
+        "do_resize": True,
+        "size": {"height": config.image_size, "width": config.image_size},
+        "resample": 2,  # bilinear
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": SAM2_MEAN,
+        "image_std": SAM2_STD,
+    }
+
+
+def sam2_model_card(model: torch.nn.Module, preset: Sam2Preset | None, card: dict, report: ParityReport | None) -> str:
+    """The README of a converted SAM 2 folder, from the `model_cards/sam2.md` template."""
+    return _fill_card(
+        "sam2.md",
+        card,
+        _parity_section(report, "the same random image and prompts", "sam2", (model.config.image_size,) * 2),
+        license=preset.license if preset else "apache-2.0",
+        variant=preset.name if preset else "unknown (converted from a transformers folder)",
+        hub_id=preset.hub_id if preset else "facebook/sam2.1-hiera-*",
+    )
+
+
+__all__ = [
+    "convert_hiera",
+    "convert_sam2",
+    "model_card",
+    "preprocessor_config",
+    "sam2_model_card",
+    "sam2_preprocessor_config",
+]

@@ -134,9 +134,11 @@ def config_from_transformers(transformers_config: dict) -> HieraConfig:
     return HieraConfig(**kwargs)
 
 
-def load_meta_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The `"model_state"` of an official Hiera `.pth`, loaded with `weights_only=True` (memory-mapped)."""
+def load_meta_state_dict(path: str | Path, entry: str = "model_state") -> dict[str, torch.Tensor]:
+    """The state dict of an official checkpoint, loaded with `weights_only=True` (memory-mapped): the
+    `"model_state"` of a Hiera `.pth`, or with `entry="model"` the `"model"` of a SAM 2 `.pt`."""
     path = Path(path)
+    kind = "SAM 2" if entry == "model" else "Hiera"
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     try:
@@ -146,26 +148,26 @@ def load_meta_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if "Weights only load failed" in str(error):
             raise ValueError(f"{path} holds objects that weights_only=True refuses to load: {error}") from error
         raise ValueError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt or not a .pth file): {error}"
+            f"{path} is not a readable PyTorch checkpoint (corrupt or not a .pth/.pt file): {error}"
         ) from error
-    if not isinstance(checkpoint, dict) or "model_state" not in checkpoint:
+    if not isinstance(checkpoint, dict) or entry not in checkpoint:
         found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(
-            f"{path} is not an official Hiera checkpoint: expected a dict with a 'model_state' entry, found {found}"
+            f"{path} is not an official {kind} checkpoint: expected a dict with a {entry!r} entry, found {found}"
         )
-    state = checkpoint["model_state"]
+    state = checkpoint[entry]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: 'model_state' must map parameter names to tensors")
+        raise ValueError(f"{path}: {entry!r} must map parameter names to tensors")
     return state
 
 
 def load_transformers_folder(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """`(config dict, state dict)` of a transformers-format Hiera folder (`config.json` + `model.safetensors`)."""
+    """`(config dict, state dict)` of a transformers-format folder (`config.json` + `model.safetensors`)."""
     folder = Path(folder)
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
     for file in (config_file, weights_file):
         if not file.is_file():
-            raise FileNotFoundError(f"{folder} is not a transformers Hiera folder: {file.name} is missing")
+            raise FileNotFoundError(f"{folder} is not a transformers model folder: {file.name} is missing")
     try:
         config = json.loads(config_file.read_text())
         state_dict = load_file(weights_file)

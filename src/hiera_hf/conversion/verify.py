@@ -152,3 +152,97 @@ def verify_against_transformers(model: torch.nn.Module, folder: str | Path, arch
     finally:
         encoder.handle.remove()
     return report
+
+
+def _relative(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """Max abs error over the reference's magnitude (at least 1): for mask logits, which reach tens."""
+    return _max_abs(ours, reference) / max(1.0, reference.abs().max().item())
+
+
+def sam2_verification_prompts(image_size: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The prompts of a SAM 2 verification, in model-input pixels: two clicks (positive and negative, multimask
+    output) and a box (single-mask output, which may fall back to the best multimask output)."""
+    points = torch.tensor([[[0.3, 0.4], [0.7, 0.6]]]) * image_size
+    return {
+        "points": {"input_points": points[None], "input_labels": torch.tensor([[[1, 0]]])},
+        "box": {"input_boxes": torch.tensor([[[0.1, 0.15, 0.6, 0.5]]]) * image_size},
+    }
+
+
+def _sam2_errors(report: ParityReport, ours: dict, reference: dict) -> None:
+    """Errors of image embeddings and of the decoder outputs of every prompt (`reference` has the same keys)."""
+    for name, value in reference.items():
+        error = _relative if name.startswith("mask logits") else _max_abs
+        report.errors[name.replace("mask logits", "mask logits / max |logit|")] = error(ours[name], value)
+
+
+def _sam2_ours(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    embeddings = model.get_image_embeddings(pixel_values)
+    outputs = {"image embeddings": embeddings.image_embeddings}
+    for level, features in enumerate(embeddings.high_res_features or ()):
+        outputs[f"high-res features {level}"] = features
+    for name, prompt in sam2_verification_prompts(model.config.image_size).items():
+        result = model(**embeddings, **prompt, multimask_output=name == "points")
+        outputs[f"mask logits ({name})"] = result.pred_masks[0]
+        outputs[f"IoU scores ({name})"] = result.iou_scores[0]
+        outputs[f"object-score logits ({name})"] = result.object_score_logits[0]
+    return outputs
+
+
+@torch.no_grad()
+def verify_sam2_against_meta(model: torch.nn.Module, preset, meta_state_dict: dict[str, torch.Tensor]) -> ParityReport:
+    """Build Meta's `preset` model (`sam2.build_sam.build_sam2`) holding `meta_state_dict` and compare, through
+    Meta's `SAM2ImagePredictor` on the same random image: the image embeddings and high-resolution features, then
+    the mask logits, IoU scores and object-score logits of the prompts of `sam2_verification_prompts`.
+    `model` is our image model (`Sam2Model`)."""
+    from sam2.build_sam import build_sam2  # the reference (test extra); callers check that it is installed
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    reference = build_sam2(preset.meta_config, ckpt_path=None, device="cpu")
+    reference.load_state_dict(meta_state_dict)
+    predictor = SAM2ImagePredictor(reference.eval())
+    size = model.config.image_size
+    image = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    predictor.set_image(image.numpy())
+    theirs = {"image embeddings": predictor._features["image_embed"]}
+    for level, features in enumerate(predictor._features["high_res_feats"]):
+        theirs[f"high-res features {level}"] = features
+    decoder = _Capture(reference.sam_mask_decoder)
+    try:
+        for name, prompt in sam2_verification_prompts(size).items():
+            points, labels = prompt.get("input_points"), prompt.get("input_labels")
+            boxes = prompt["input_boxes"][0] if "input_boxes" in prompt else None
+            predictor._predict(
+                None if points is None else points[0], None if labels is None else labels[0], boxes,
+                multimask_output=name == "points", return_logits=True,
+            )  # fmt: skip
+            masks, iou, _tokens, object_scores = decoder.output  # before Meta's +-32 clamp
+            theirs.update({f"mask logits ({name})": masks, f"IoU scores ({name})": iou})
+            theirs[f"object-score logits ({name})"] = object_scores
+    finally:
+        decoder.handle.remove()
+    report = ParityReport(f"Meta's {preset.name} via SAM2ImagePredictor (sam2 {version('sam2')})")
+    _sam2_errors(report, _sam2_ours(model, predictor._transforms(image.numpy())[None]), theirs)
+    return report
+
+
+@torch.no_grad()
+def verify_sam2_against_transformers(model: torch.nn.Module, folder: str | Path) -> ParityReport:
+    """Compare with transformers' `Sam2Model` loaded from `folder` (a `facebook/sam2*-hiera-*` layout): image
+    embeddings and high-resolution features of a random input, then the decoder outputs of the prompts of
+    `sam2_verification_prompts`."""
+    import transformers
+
+    reference = transformers.Sam2Model.from_pretrained(folder).eval()
+    pixel_values = random_input(model.config.num_channels, (model.config.image_size,) * 2)
+    embeddings = reference.get_image_embeddings(pixel_values)  # [high-res 0, high-res 1, image embeddings]
+    theirs = {"image embeddings": embeddings[-1]}
+    theirs.update({f"high-res features {level}": features for level, features in enumerate(embeddings[:-1])})
+    for name, prompt in sam2_verification_prompts(model.config.image_size).items():
+        result = reference(image_embeddings=embeddings, **prompt, multimask_output=name == "points")
+        theirs[f"mask logits ({name})"] = result.pred_masks[0]
+        theirs[f"IoU scores ({name})"] = result.iou_scores[0]
+        theirs[f"object-score logits ({name})"] = result.object_score_logits[0]
+    report = ParityReport(f"transformers' Sam2Model ({transformers.__version__})")
+    _sam2_errors(report, _sam2_ours(model, pixel_values), theirs)
+    return report
