@@ -208,27 +208,69 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_remote_code_in_fresh_process(image_folder, tmp_path):
-    folder, model = image_folder
-    image = torch.randint(0, 256, (3, 100, 140), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    torch.save({"image": image}, tmp_path / "inputs.pt")
+def run_without_hiera_hf(script: str, *args: str, tmp_path: Path) -> None:
+    """Run `script` in a fresh Python whose path does not hold hiera-hf (and which blocks importing it)."""
     src = str(Path(hiera_hf.__file__).resolve().parents[1])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src
     )
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_remote_code_in_fresh_process(image_folder, tmp_path):
+    folder, model = image_folder
+    image = torch.randint(0, 256, (3, 100, 140), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    torch.save({"image": image}, tmp_path / "inputs.pt")
+    run_without_hiera_hf(REMOTE_SCRIPT, str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"),
+                         tmp_path=tmp_path)  # fmt: skip
     result = torch.load(tmp_path / "out.pt", weights_only=True)
     assert all(module.startswith("transformers_modules.") for module in result["classes"]), result["classes"]
     assert result["hiera_hf"] == []
     with torch.no_grad():
         expected = model(HieraImageProcessor()(image, return_tensors="pt").pixel_values).logits
     torch.testing.assert_close(result["logits"], expected, atol=0, rtol=0)
+
+
+REMOTE_VIDEO_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["hiera_hf"] = None
+    import torch
+    from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+    folder, inputs, outputs = sys.argv[1:]
+    model = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    try:
+        AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
+        processor_error = None
+    except Exception as error:
+        processor_error = type(error).__name__
+    with torch.no_grad():
+        logits = model(torch.load(inputs, weights_only=True)).logits
+    torch.save({"logits": logits, "module": type(model).__module__, "processor_error": processor_error}, outputs)
+    """
+)
+
+
+def test_video_remote_code_is_model_only(video_folder, tmp_path):
+    """Decision: the video processor is package-only (it reads videos through `hiera_hf.video_io`), so a video
+    folder's remote code covers the model; the processor config has no `auto_map` and the processor does not
+    load without hiera-hf. The model loads with `trust_remote_code=True` and gives the same logits."""
+    folder, model = video_folder
+    assert "auto_map" not in json.loads((folder / "video_preprocessor_config.json").read_text())
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForVideoClassification"] == "modeling_hiera.HieraForVideoClassification"
+    pixel_values = torch.randn(1, 3, 4, 64, 64, generator=torch.Generator().manual_seed(3))
+    torch.save(pixel_values, tmp_path / "inputs.pt")
+    run_without_hiera_hf(REMOTE_VIDEO_SCRIPT, str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"),
+                         tmp_path=tmp_path)  # fmt: skip
+    result = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert result["module"].startswith("transformers_modules.") and result["processor_error"] is not None
+    with torch.no_grad():
+        torch.testing.assert_close(result["logits"], model(pixel_values).logits, atol=0, rtol=0)
 
 
 def test_save_for_hub_is_atomic(image_folder, tmp_path):

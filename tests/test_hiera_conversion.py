@@ -163,8 +163,12 @@ def test_model_card_and_preprocessor(tiny_checkpoint, tmp_path):
     convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, checkpoint_name="mae_in1k_ft_in1k",
                   progress=False)  # fmt: skip
     assert sorted(p.name for p in output.iterdir()) == [
-        "README.md", "config.json", "model.safetensors", "preprocessor_config.json"
+        "README.md", "config.json", "configuration_hiera.py", "image_processing_hiera.py", "model.safetensors",
+        "modeling_hiera.py", "modeling_hiera_mae.py", "preprocessor_config.json", "presets.py",
     ]  # fmt: skip
+    # Remote code (loading it without hiera-hf is tested in test_hiera_auto.py)
+    config = json.loads((output / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_hiera.HieraForImageClassification"
     card = (output / "README.md").read_text()
     front_matter = card.split("---")[1]
     assert "license: cc-by-nc-4.0" in front_matter
@@ -176,6 +180,7 @@ def test_model_card_and_preprocessor(tiny_checkpoint, tmp_path):
     assert "Meta's hiera.hiera_tiny_224" in card and "| logits |" in card
     assert "HieraForImageClassification.from_pretrained" in card
     processor = json.loads((output / "preprocessor_config.json").read_text())
+    assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_hiera.HieraImageProcessor"}
     assert processor["size"] == {"shortest_edge": 256} and processor["crop_size"] == {"height": 224, "width": 224}
     assert processor["image_mean"] == [0.485, 0.456, 0.406] and processor["image_std"] == [0.229, 0.224, 0.225]
     # The template ships with the package.
