@@ -4,7 +4,6 @@ atomic output, model card, Hub upload (mocked), download cache (mocked)."""
 import gc
 import json
 import re
-import urllib.error
 from importlib import resources
 from pathlib import Path
 
@@ -352,15 +351,9 @@ def test_push_to_hub_uploads_the_written_folder(tiny_checkpoint, tmp_path, monke
     ]
 
 
-def test_download_cache_and_resolve_model(tiny_checkpoint, tmp_path, monkeypatch):
+def test_download_cache_and_resolve_model(tiny_checkpoint, tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("HIERA_HF_CACHE", str(tmp_path / "cache"))
-    downloads = []
-
-    def offline(url, dst, progress=True):
-        downloads.append(url)
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    downloads = no_network
     with pytest.raises(ConnectionError, match="--checkpoint FILE.*--model DIR"):
         convert_hiera(tmp_path / "out", "hiera_tiny_224", progress=False)
     with pytest.raises(ConnectionError, match="--model DIR"):

@@ -9,7 +9,6 @@ pipeline, verification included, runs on sam2.1_hiera_tiny.
 
 import json
 import re
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -132,20 +131,14 @@ def test_bad_checkpoints_fail_clearly_and_write_nothing(tiny, tmp_path, capsys):
     assert "--checkpoint-name applies to Hiera only" in capsys.readouterr().err
 
 
-def test_official_name_download_and_cache(tiny, tmp_path, monkeypatch):
+def test_official_name_download_and_cache(tiny, tmp_path, monkeypatch, no_network):
     """`--model sam2.1_hiera_tiny`: downloaded once from Meta's URL, converted into the cache, reused; offline the
     error names the `--model DIR` alternative. Verification is switched off here as if `sam2` were missing (the
     card then says so); it runs in the end-to-end test."""
     checkpoint, _ = tiny
     monkeypatch.setenv("HIERA_HF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(export, "find_spec", lambda name: None)
-    downloads = []
-
-    def offline(url, dst, progress=True):
-        downloads.append(url)
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    downloads = no_network
     with pytest.raises(ConnectionError, match="sam2.1_hiera_tiny is not in the cache.*--model DIR"):
         hub.resolve_model(TINY)
     url = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"

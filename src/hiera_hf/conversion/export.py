@@ -84,15 +84,11 @@ def convert_hiera(
         progress: show progress bars.
     """
     output = Path(output)
-    if checkpoint is not None and from_transformers is not None:
-        raise ValueError("Pass either checkpoint (a Meta .pth) or from_transformers (a folder), not both")
-    if variant is None and from_transformers is None:
-        raise ValueError("variant is required to convert a Meta checkpoint (e.g. hiera_base_224)")
+    _check_sources(variant, checkpoint, from_transformers, "hiera_base_224")
     preset = official_preset(variant) if variant is not None else None
     if checkpoint_name is not None and preset is not None:
         checkpoint_url(preset, checkpoint_name)  # validates the name
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite")
+    _check_output(output, overwrite)
     if preset is not None and checkpoint is None and from_transformers is None:
         checkpoint_name = checkpoint_name or preset.default_checkpoint
         checkpoint = download_checkpoint(preset.name, checkpoint_name, progress=progress)
@@ -113,6 +109,18 @@ def convert_hiera(
     steps.close()
     _push(output, push_to_hub, "Hiera")
     return output
+
+
+def _check_sources(variant: str | None, checkpoint, from_transformers, example: str) -> None:
+    if checkpoint is not None and from_transformers is not None:
+        raise ValueError("Pass either checkpoint (Meta's file) or from_transformers (a folder), not both")
+    if variant is None and from_transformers is None:
+        raise ValueError(f"variant is required to convert a Meta checkpoint (e.g. {example})")
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite")
 
 
 def _from_meta(
@@ -329,13 +337,9 @@ def convert_sam2(
         progress: show progress bars.
     """
     output = Path(output)
-    if checkpoint is not None and from_transformers is not None:
-        raise ValueError("Pass either checkpoint (a Meta .pt) or from_transformers (a folder), not both")
-    if variant is None and from_transformers is None:
-        raise ValueError("variant is required to convert a Meta SAM 2 checkpoint (e.g. sam2.1_hiera_tiny)")
+    _check_sources(variant, checkpoint, from_transformers, "sam2.1_hiera_tiny")
     preset = get_sam2_preset(variant) if variant is not None else None
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite")
+    _check_output(output, overwrite)
     if preset is not None and checkpoint is None and from_transformers is None:
         checkpoint = download_checkpoint(preset.name, progress=progress)
 
