@@ -8,7 +8,9 @@ pipeline, verification included, runs on sam2.1_hiera_tiny.
 """
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,9 @@ def test_convert_cli_end_to_end(tiny, tmp_path, monkeypatch):
     assert sorted(p.name for p in output.iterdir()) == [
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json"
     ]  # fmt: skip
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in output.iterdir())  # none left private
 
     # One folder, every weight: the video model loads it with nothing missing or left over, holding Meta's tensors.
     video, info = Sam2VideoModel.from_pretrained(output, output_loading_info=True)

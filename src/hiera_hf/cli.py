@@ -4,6 +4,7 @@ listed in `SUBCOMMANDS`; add a command by writing that pair and one entry."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
@@ -101,7 +102,7 @@ def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
 def run_classify(args: argparse.Namespace) -> None:
     """Print the top-k labels of `args.input`, one `probability  label` line each, most likely first."""
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
     from transformers import (
         AutoConfig,
         AutoImageProcessor,
@@ -111,7 +112,6 @@ def run_classify(args: argparse.Namespace) -> None:
     )
     from transformers.utils import logging as transformers_logging
 
-    from .hiera import HieraConfig
     from .hub import resolve_model
 
     if args.top_k < 1:
@@ -120,36 +120,31 @@ def run_classify(args: argparse.Namespace) -> None:
     if not path.exists():
         raise FileNotFoundError(f"No such image or video: {path}")
     folder = resolve_model(args.model, progress=not args.quiet)
-    config = AutoConfig.from_pretrained(folder)
-    classifiers = ("HieraForImageClassification", "HieraForVideoClassification")
-    if not isinstance(config, HieraConfig) or not set(config.architectures or ()) & set(classifiers):
-        kind = f"{type(config).__name__} {', '.join(config.architectures or ['model'])}"
+    architectures = AutoConfig.from_pretrained(folder).architectures or []
+    is_video = any(name.endswith("ForVideoClassification") for name in architectures)
+    if not is_video and not any(name.endswith("ForImageClassification") for name in architectures):
         raise ValueError(
-            f"{args.model} is a {kind} without a classification head; classify needs a folder saved from "
-            f"{' or '.join(classifiers)} (e.g. a converted hiera_base_224 or hiera_base_16x224)"
+            f"{args.model} is a {', '.join(architectures) or 'model'} without a classification head; classify needs "
+            "an image or video classifier (e.g. a converted hiera_base_224 or hiera_base_16x224)"
         )
     is_image = path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-    if config.is_video and is_image:
+    if is_video and is_image:
         raise ValueError(f"{args.model} is a video model; give it a video file or a folder of frames, not {path}")
-    if not config.is_video and not is_image:
+    if not is_video and not is_image:
         raise ValueError(
             f"{args.model} is an image model; give it an image ({', '.join(IMAGE_EXTENSIONS)}), not {path}"
         )
-    if config.is_video:
-        processor, model_class = AutoVideoProcessor.from_pretrained(folder), AutoModelForVideoClassification
-        try:
-            inputs = processor(str(path), return_tensors="pt")
-        except Exception as error:  # PyAV raises its own error types for files it cannot decode
-            if isinstance(error, (ImportError, ValueError, TypeError)):
-                raise
-            raise ValueError(f"Cannot read the video {path}: {error}") from error
-    else:
-        processor, model_class = AutoImageProcessor.from_pretrained(folder), AutoModelForImageClassification
-        try:
-            with Image.open(path) as image:
-                inputs = processor(image, return_tensors="pt")
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"Cannot read the image {path}: {error}") from error
+    processor_class, model_class = (
+        (AutoVideoProcessor, AutoModelForVideoClassification)
+        if is_video
+        else (AutoImageProcessor, AutoModelForImageClassification)
+    )
+    processor = processor_class.from_pretrained(folder)
+    try:
+        with contextlib.nullcontext(str(path)) if is_video else Image.open(path) as media:
+            inputs = processor(media, return_tensors="pt")
+    except (ValueError, OSError, IndexError, RuntimeError) as error:  # PIL's and PyAV's errors derive from these
+        raise ValueError(f"Cannot read the {'video' if is_video else 'image'} {path}: {error}") from error
     if args.quiet:
         transformers_logging.disable_progress_bar()
     model = model_class.from_pretrained(folder).eval()
@@ -159,7 +154,7 @@ def run_classify(args: argparse.Namespace) -> None:
     if not args.quiet:
         print(f"Top {len(top.indices)} labels for {path} ({args.model}):")
     for probability, index in zip(top.values.tolist(), top.indices.tolist()):
-        print(f"{probability:.4f}  {config.id2label.get(index, f'LABEL_{index}')}")
+        print(f"{probability:.4f}  {model.config.id2label.get(index, f'LABEL_{index}')}")
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {

@@ -287,6 +287,8 @@ def _write_folder(
             (staging / name).write_text(content)
         if finish is not None:
             finish(staging)
+        for file in staging.iterdir():
+            file.chmod(0o666 & ~umask)  # some writers create their files private, like mkdtemp
         if output.exists() and overwrite:
             previous = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
             os.replace(output, previous / output.name)
