@@ -53,6 +53,11 @@ def run_convert(args: argparse.Namespace) -> None:
 
     if args.variant is None and args.from_transformers is None:
         raise ValueError("--variant NAME is required unless --from-transformers DIR is given")
+    if args.variant is not None and args.variant not in HIERA_PRESETS and args.variant not in SAM2_PRESETS:
+        raise ValueError(
+            f"Unknown variant {args.variant!r}; Hiera variants: {', '.join(sorted(HIERA_PRESETS))}; SAM 2 variants: "
+            f"{', '.join(SAM2_PRESETS)}"
+        )
     config_file = Path(args.from_transformers or "", "config.json")
     if args.variant in SAM2_PRESETS or (
         args.from_transformers is not None
