@@ -129,7 +129,11 @@ def image_batch():
     pixels = torch.randn(2, 3, 64, 64, generator=generator)
     targets = torch.stack([random_targets(3, 64, generator) for _ in range(2)])  # (B, P, 64, 64)
     points = torch.randint(0, 64, (2, 3, 1, 2), generator=generator).float()
-    return {"pixel_values": pixels, "input_points": points, "input_labels": torch.ones(2, 3, 1, dtype=torch.long)}, targets
+    return {
+        "pixel_values": pixels,
+        "input_points": points,
+        "input_labels": torch.ones(2, 3, 1, dtype=torch.long),
+    }, targets
 
 
 @pytest.mark.parametrize("resolution", ["low", "input"])
