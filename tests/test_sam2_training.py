@@ -3,10 +3,13 @@ corrective clicks, metrics (mIoU, DAVIS J&F), data collators and the fine-tuning
 
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from skimage.morphology import dilation, disk
 
 # Meta's `training.loss_fns` imports its Trainer module for one constant (`CORE_LOSS_KEY`); that module pulls in Hydra,
 # iopath and tensordict, which the loss never uses. A stand-in for it lets the real loss functions import.
@@ -16,9 +19,13 @@ if "training.trainer" not in sys.modules:
     sys.modules["training.trainer"] = _trainer_stub
 from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 
+from hiera_hf.metrics import load_j_and_f, load_mean_iou  # noqa: E402
 from hiera_hf.sam2 import Sam2Config, Sam2Model  # noqa: E402
 from hiera_hf.sam2.loss_sam2 import IGNORE_INDEX, sam2_loss  # noqa: E402
 from hiera_hf.sam2.modeling_sam2 import NO_OBJECT_SCORE  # noqa: E402
+from hiera_hf.sam2.prompts import sample_box, sample_click  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A small SAM 2.1 for fast CPU steps: 64x64 inputs (4x4 image embeddings, 16x16 low-resolution masks).
 TINY = {
@@ -202,3 +209,107 @@ def test_bad_labels():
         model(**inputs, labels=torch.zeros(1, 2, 16, 16))
     with pytest.raises(ValueError, match="0/1 masks"):
         model(**inputs, labels=torch.full((1, 1, 16, 16), 0.5))
+
+
+# -- prompts ---------------------------------------------------------------------------------------------------------
+
+
+def test_clicks_come_from_the_error_region():
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.zeros(200, 12, 12, dtype=torch.bool)
+    truth[:, 2:8, 3:9] = True
+    predicted = torch.zeros_like(truth)
+    predicted[:, 4:10, 5:11] = True
+    points, labels = sample_click(truth, predicted, generator=generator)
+    x, y = points[:, 0, 0].long(), points[:, 0, 1].long()
+    rows = torch.arange(200)
+    assert bool((truth[rows, y, x] ^ predicted[rows, y, x]).all())  # every click is on an error
+    assert torch.equal(labels[:, 0], truth[rows, y, x].long())  # positive on a miss, negative on a false positive
+    assert set(labels[:, 0].tolist()) == {0, 1}
+    # No prediction yet: a positive click inside the object; a perfect prediction: a negative click outside it.
+    points, labels = sample_click(truth, None, generator=generator)
+    assert bool(truth[rows, points[:, 0, 1].long(), points[:, 0, 0].long()].all()) and bool(labels.all())
+    points, labels = sample_click(truth, truth.clone(), generator=generator)
+    assert not bool(truth[rows, points[:, 0, 1].long(), points[:, 0, 0].long()].any()) and not bool(labels.any())
+    # Mask pixels map to the centre of the input pixels they cover (12-pixel mask, 48-pixel input).
+    scaled, _ = sample_click(truth[:1], None, image_size=48, generator=torch.Generator().manual_seed(3))
+    plain, _ = sample_click(truth[:1], None, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(scaled, (plain + 0.5) * 4 - 0.5)
+
+
+def test_boxes_surround_the_mask():
+    truth = torch.zeros(50, 40, 40, dtype=torch.bool)
+    truth[:, 10:20, 5:35] = True
+    corners, labels = sample_box(truth, noise=0.0)
+    assert torch.equal(corners[0], torch.tensor([[5.0, 10.0], [34.0, 19.0]])) and labels[0].tolist() == [2, 3]
+    noisy, _ = sample_box(truth, generator=torch.Generator().manual_seed(0))
+    shift = (noisy - corners).abs()
+    assert bool((shift[..., 0] <= 0.1 * 29 + 1e-5).all()) and bool((shift[..., 1] <= 0.1 * 9 + 1e-5).all())
+    assert bool((shift > 0).any())
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------------
+
+
+def _davis_reference(prediction: np.ndarray, reference: np.ndarray, bound_th: float = 0.008) -> tuple[float, float]:
+    """J and F of one frame written out from DAVIS's definitions, with scikit-image's disk dilation."""
+    union = np.logical_or(prediction, reference).sum()
+    j = 1.0 if union == 0 else np.logical_and(prediction, reference).sum() / union
+
+    def boundary(mask):
+        height, width = mask.shape
+        out = np.zeros_like(mask, dtype=bool)
+        for y in range(height):
+            for x in range(width):
+                neighbours = [(y, x + 1), (y + 1, x), (y + 1, x + 1)]
+                if y == height - 1:
+                    neighbours = [(y, x + 1)]
+                if x == width - 1:
+                    neighbours = [(y + 1, x)] if y < height - 1 else []
+                for ny, nx in neighbours:
+                    inside = mask[ny, nx] if ny < height and nx < width else False
+                    out[y, x] |= bool(mask[y, x]) != bool(inside)
+        return out
+
+    radius = int(np.ceil(bound_th * np.linalg.norm(prediction.shape)))
+    fg, gt = boundary(prediction), boundary(reference)
+    if fg.sum() == 0 or gt.sum() == 0:
+        return j, float(fg.sum() == gt.sum())
+    precision = (fg & (dilation(gt, disk(radius)) > 0)).sum() / fg.sum()
+    recall = (gt & (dilation(fg, disk(radius)) > 0)).sum() / gt.sum()
+    return j, 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def test_j_and_f_hand_computed_cases():
+    metric = load_j_and_f()
+    square = np.zeros((1, 10, 10), np.uint8)
+    square[0, 2:6, 2:6] = 1
+    shifted = np.roll(square, 1, axis=2)
+    empty = np.zeros_like(square)
+    # IoU 12/20; with no tolerance the one-pixel boundaries (16 pixels each) share 8: F = 0.5.
+    result = metric.compute(predictions=[shifted], references=[square], bound_th=0)
+    assert result["J"] == pytest.approx(0.6) and result["F"] == pytest.approx(0.5)
+    # DAVIS's tolerance on a 10x10 frame is one pixel: the shifted boundary matches everywhere.
+    assert metric.compute(predictions=[shifted], references=[square])["F"] == pytest.approx(1.0)
+    assert metric.compute(predictions=[empty], references=[empty]) == {"J&F": 1.0, "J": 1.0, "F": 1.0}
+    assert metric.compute(predictions=[empty], references=[square]) == {"J&F": 0.0, "J": 0.0, "F": 0.0}
+    # Per-masklet frame means, then the mean over masklets.
+    two = metric.compute(predictions=[np.concatenate([square, empty]), square], references=[square[[0, 0]], square])
+    assert two["J"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_j_and_f_and_mean_iou_match_davis_definitions():
+    rng = np.random.default_rng(0)
+    blobs = F.interpolate(torch.from_numpy(rng.normal(size=(2, 4, 6, 8))).float(), size=(60, 80), mode="bilinear")
+    predictions, references = (blobs[i].numpy() > 0.2 for i in range(2))
+    expected = np.array([_davis_reference(p, r) for p, r in zip(predictions, references)])
+    assert 0.1 < expected[:, 1].min() and expected[:, 1].max() < 0.99  # partial boundary matches
+    result = load_j_and_f().compute(
+        predictions=[predictions.astype(np.uint8)], references=[references.astype(np.uint8)]
+    )
+    assert result["J"] == pytest.approx(expected[:, 0].mean(), abs=1e-12)
+    assert result["F"] == pytest.approx(expected[:, 1].mean(), abs=1e-12)
+    miou = load_mean_iou().compute(predictions=list(predictions.astype(np.uint8)), references=list(references))
+    assert miou["mean_iou"] == pytest.approx(expected[:, 0].mean(), abs=1e-12)
+    with pytest.raises(ValueError, match="same shape"):
+        load_mean_iou().compute(predictions=[np.zeros((4, 4))], references=[np.zeros((4, 5))])

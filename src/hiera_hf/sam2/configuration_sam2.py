@@ -66,6 +66,8 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
         focal_loss_alpha, focal_loss_gamma: the focal loss's class balance and focusing exponent.
         freeze_image_encoder: no gradients for the Hiera trunk and FPN neck (Meta's `freeze_image_encoder`).
         freeze_prompt_encoder: no gradients for the prompt encoder.
+        num_correction_points, max_frames_to_correct, prob_click_from_ground_truth: corrective clicks when training
+            on clips (`hiera_hf.sam2.training`; Meta: 7 clicks on 1 to 2 frames, 10% sampled from the object alone).
     """
 
     model_type = "hiera_hf_sam2"
@@ -160,6 +162,9 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
     focal_loss_gamma: float | int = 2.0
     freeze_image_encoder: bool = False
     freeze_prompt_encoder: bool = False
+    num_correction_points: int = 7
+    max_frames_to_correct: int = 2
+    prob_click_from_ground_truth: float | int = 0.1
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 

@@ -651,6 +651,8 @@ class Sam2PreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False  # head sizes of the trunk (e.g. 112) and masked decoder attention
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The losses are means over the batch's objects: the Trainer must scale them for gradient accumulation.
+    accepts_loss_kwargs = False
 
     def post_init(self):
         super().post_init()

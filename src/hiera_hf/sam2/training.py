@@ -83,9 +83,9 @@ def track_clips(
     pixel_values: torch.Tensor,
     labels: torch.Tensor,
     prompt_type: str = "mask",
-    num_correction_points: int = 7,
-    max_frames_to_correct: int = 2,
-    prob_click_from_ground_truth: float = 0.1,
+    num_correction_points: int | None = None,
+    max_frames_to_correct: int | None = None,
+    prob_click_from_ground_truth: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Sam2VideoTrainingOutput:
     """Run clips through `model` with prompts and corrective clicks sampled from `labels`, and return the loss.
@@ -99,11 +99,18 @@ def track_clips(
         num_correction_points: corrective clicks per corrected frame (Meta: 7); only with clicks or boxes.
         max_frames_to_correct: frames receiving corrective clicks, frame 0 included: a random number from 1 to it.
         prob_click_from_ground_truth: chance that a corrective click ignores the prediction (Meta: 0.1).
+            These three default to the config's fields of the same names.
         generator: random source of the prompts (default: torch's global one).
     """
     if prompt_type not in PROMPT_TYPES:
         raise ValueError(f"prompt_type must be one of {PROMPT_TYPES}, got {prompt_type!r}")
     config = model.config
+    if num_correction_points is None:
+        num_correction_points = config.num_correction_points
+    if max_frames_to_correct is None:
+        max_frames_to_correct = config.max_frames_to_correct
+    if prob_click_from_ground_truth is None:
+        prob_click_from_ground_truth = config.prob_click_from_ground_truth
     if pixel_values.ndim != 5 or tuple(pixel_values.shape[2:]) != (3, config.image_size, config.image_size):
         raise ValueError(
             f"pixel_values must be (batch, frames, 3, {config.image_size}, {config.image_size}), got "
@@ -202,26 +209,15 @@ class Sam2VideoModelForTraining(Sam2VideoModel):
     config: a saved folder loads back as a `Sam2VideoModel` for inference."""
 
     def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor,
-        prompt_type: str = "mask",
-        num_correction_points: int = 7,
-        max_frames_to_correct: int = 2,
-        prob_click_from_ground_truth: float = 0.1,
-        **kwargs,
+        self, pixel_values: torch.Tensor, labels: torch.Tensor, prompt_type: str = "mask", **kwargs
     ) -> Sam2VideoTrainingOutput:
-        r"""See `track_clips`: `pixel_values` `(batch_size, num_frames, 3, image_size, image_size)`, `labels`
-        `(batch_size, num_frames, num_objects, size, size)`."""
-        return track_clips(
-            self,
-            pixel_values,
-            labels,
-            prompt_type=prompt_type,
-            num_correction_points=num_correction_points,
-            max_frames_to_correct=max_frames_to_correct,
-            prob_click_from_ground_truth=prob_click_from_ground_truth,
-        )
+        r"""`pixel_values` `(batch_size, num_frames, 3, image_size, image_size)`, `labels`
+        `(batch_size, num_frames, num_objects, size, size)`: see `track_clips`. In training the first frame gets a
+        `prompt_type` prompt and corrective clicks follow (the config's `num_correction_points`, ...); in eval
+        mode it gets the ground-truth mask, as in Meta's evaluation (semi-supervised video object segmentation)."""
+        if not self.training:
+            prompt_type = "mask"
+        return track_clips(self, pixel_values, labels, prompt_type=prompt_type)
 
 
 __all__ = ["PROMPT_TYPES", "Sam2VideoModelForTraining", "Sam2VideoTrainingOutput", "track_clips"]
