@@ -18,8 +18,11 @@ if "training.trainer" not in sys.modules:
     _trainer_stub = types.ModuleType("training.trainer")
     _trainer_stub.CORE_LOSS_KEY = "core_loss"
     sys.modules["training.trainer"] = _trainer_stub
+from safetensors.torch import save_file  # noqa: E402
+from sam2.build_sam import build_sam2_video_predictor  # noqa: E402
 from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 
+from hiera_hf.conversion.sam2 import convert_meta_sam2_state_dict  # noqa: E402
 from hiera_hf.metrics import load_j_and_f, load_mean_iou  # noqa: E402
 from hiera_hf.sam2 import Sam2Config, Sam2Model  # noqa: E402
 from hiera_hf.sam2.data import frame_tensor  # noqa: E402
@@ -420,3 +423,56 @@ def test_fine_tuning_improves_j_and_f_on_held_out_clips():
     print(f"J&F on held-out clips: {before:.3f} -> {after:.3f}")
     assert after - before >= 0.2, (before, after)
     assert not torch.equal(model.memory_attention.layers[0].cross_attn_image.k_proj.weight, memory_before)
+
+
+@torch.no_grad()
+def test_clip_tracking_matches_meta_track_steps(tmp_path):
+    """Eval-mode `track_clips` with a mask prompt = Meta's `SAM2Base.track_step` frame after frame, as Meta's
+    `SAM2Train.forward_tracking` runs it (memory and pointer selection over 8 frames, two objects)."""
+    torch.manual_seed(0)
+    meta = build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        ckpt_path=None,
+        device="cpu",
+        hydra_overrides_extra=["++model.image_size=128"],
+    )
+    for parameter in meta.parameters():  # Meta zero-initialises biases: randomise them so no path is trivial
+        if parameter.ndim <= 1:
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    # Strong temporal encodings, so that a memory or pointer put at the wrong distance changes the masks.
+    meta.maskmem_tpos_enc.normal_()
+    meta.obj_ptr_tpos_proj.weight.mul_(30.0)
+    meta.eval()
+    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128)
+    config.save_pretrained(tmp_path)
+    converted = convert_meta_sam2_state_dict(meta.state_dict())
+    save_file(
+        {k: v.contiguous() for k, v in converted.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"}
+    )
+    ours = Sam2VideoModelForTraining.from_pretrained(tmp_path).eval()
+
+    frames, ids = moving_shapes(1, 8, 128, 2, seed=3)
+    pixels, labels = clip_tensors(frames, ids, 2)
+    tracked = track_clips(ours, pixels, labels, "mask")
+
+    backbone = meta.forward_image(pixels[0])
+    _, features, positions, sizes = meta._prepare_backbone_features(backbone)
+    bank = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    for t in range(8):
+        objects = [t, t]  # both objects look at frame t
+        out = meta.track_step(
+            frame_idx=t,
+            is_init_cond_frame=t == 0,
+            current_vision_feats=[x[:, objects] for x in features],
+            current_vision_pos_embeds=[x[:, objects] for x in positions],
+            feat_sizes=sizes,
+            point_inputs=None,
+            mask_inputs=labels[0, 0, :, None].bool() if t == 0 else None,
+            output_dict=bank,
+            num_frames=8,
+        )
+        bank["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = out
+        torch.testing.assert_close(tracked.pred_masks[0, t], out["pred_masks"][:, 0], rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            tracked.object_score_logits[0, t], out["object_score_logits"][:, 0], rtol=0, atol=1e-4
+        )
