@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> Trainer:
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False
+    training_args.label_names = ["labels"]  # not `input_labels`, the click labels (a prompt)
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = True  # clicks and boxes use different prompt weights (as Meta)
     set_seed(training_args.seed)

@@ -1,6 +1,9 @@
 """SAM 2 training: the loss against Meta's `training/loss_fns.py`, freezing, gradient checkpointing, video clips with
 corrective clicks, metrics (mIoU, DAVIS J&F), data collators and the fine-tuning examples."""
 
+import json
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -476,3 +479,165 @@ def test_clip_tracking_matches_meta_track_steps(tmp_path):
         torch.testing.assert_close(
             tracked.object_score_logits[0, t], out["object_score_logits"][:, 0], rtol=0, atol=1e-4
         )
+
+
+# -- data and examples -----------------------------------------------------------------------------------------------
+
+PALETTE = [0, 0, 0, 200, 30, 30, 30, 200, 30, 30, 30, 200] + [0] * (256 * 3 - 12)
+
+
+def _palette_png(ids: np.ndarray, path: Path) -> None:
+    image = Image.fromarray(ids.astype(np.uint8), mode="P")
+    image.putpalette(PALETTE)
+    image.save(path)
+
+
+def write_davis(root: Path, num_videos: int, num_frames: int, size: int = 64, seed: int = 0) -> Path:
+    """A DAVIS-layout folder of moving-shape videos (JPEG frames, palette PNG annotations)."""
+    frames, ids = moving_shapes(num_videos, num_frames, size, 2, seed)
+    for v in range(num_videos):
+        for folder in ("JPEGImages", "Annotations"):
+            (root / folder / f"video{v}").mkdir(parents=True)
+        for t in range(num_frames):
+            Image.fromarray(frames[v, t].numpy()).save(root / "JPEGImages" / f"video{v}" / f"{t:05d}.jpg", quality=95)
+            _palette_png(ids[v, t].numpy(), root / "Annotations" / f"video{v}" / f"{t:05d}.png")
+    return root
+
+
+def write_image_folder(root: Path, count: int, seed: int) -> Path:
+    frames, ids = moving_shapes(count, 1, 64, 2, seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        Image.fromarray(frames[i, 0].numpy()).save(root / "images" / f"{i}.jpg")
+        _palette_png(ids[i, 0].numpy(), root / "masks" / f"{i}.png")
+    return root
+
+
+def test_datasets_and_collators(tmp_path):
+    import datasets
+
+    from hiera_hf.sam2.data import DavisVideoDataset, Sam2ImageCollator, Sam2ImageDataset, Sam2VideoCollator
+
+    folder = write_image_folder(tmp_path / "images", 3, seed=0)
+    images = Sam2ImageDataset.from_folder(folder, image_size=64, mask_size=16, max_objects=1)
+    example = images[0]
+    assert example["pixel_values"].shape == (3, 64, 64) and example["labels"].shape == (1, 16, 16)
+    table = (
+        datasets.Dataset.from_dict(
+            {
+                "image": [Image.open(p) for p in sorted((folder / "images").glob("*.jpg"))],
+                "mask": [Image.open(p) for p in sorted((folder / "masks").glob("*.png"))],
+            }
+        )
+        .cast_column("image", datasets.Image())
+        .cast_column("mask", datasets.Image())
+    )
+    from_table = Sam2ImageDataset.from_dataset(table, image_size=64, train=False)
+    assert torch.equal(
+        from_table[1]["labels"], Sam2ImageDataset.from_folder(folder, image_size=64, train=False)[1]["labels"]
+    )
+    ids = np.asarray(Image.open(folder / "masks" / "1.png"))
+    torch.testing.assert_close(from_table[1]["labels"][0], torch.from_numpy(ids == 1).float())
+
+    two_objects = {
+        "pixel_values": images[1]["pixel_values"],
+        "labels": torch.cat([images[1]["labels"], images[2]["labels"]]),
+    }
+    for kind in ("point", "box"):
+        batch = Sam2ImageCollator(64, {kind: 1.0})([images[0], two_objects])
+        assert batch["labels"].shape == (2, 2, 16, 16) and batch["multimask_output"] == (kind == "point")
+        assert bool((batch["labels"][0, 1] == IGNORE_INDEX).all())  # the first image's padding prompt
+        assert ("input_points" in batch) == (kind == "point") and ("input_boxes" in batch) == (kind == "box")
+        if kind == "point":
+            assert batch["input_labels"][0, 1, 0] == -10 and batch["input_labels"][:, 0].eq(1).all()
+        assert torch.isfinite(Sam2Model(tiny_config())(**batch).loss)  # the batch is a valid model input
+    with pytest.raises(ValueError, match="prompt_probabilities"):
+        Sam2ImageCollator(64, {"scribble": 1.0})
+
+    davis = write_davis(tmp_path / "davis", 2, 5)
+    clips = DavisVideoDataset(davis, image_size=64, mask_size=16, num_frames=4, max_objects=2, train=False)
+    clip = clips[0]
+    assert clip["pixel_values"].shape == (4, 3, 64, 64) and clip["labels"].shape == (4, 2, 16, 16)
+    collate = Sam2VideoCollator(max_objects=3, seed=0)
+    batch = collate([clip, clips[1]])
+    assert batch["labels"].shape == (2, 4, 3, 16, 16) and bool((batch["labels"][:, :, 2] == IGNORE_INDEX).all())
+    draws = [collate([clip])["prompt_type"] for _ in range(200)]
+    fresh = Sam2VideoCollator(max_objects=3, seed=0)  # same seed, same draws: every process agrees
+    assert [fresh([clip])["prompt_type"] for _ in range(201)] == [batch["prompt_type"], *draws]
+    assert 70 < draws.count("mask") < 130 and draws.count("point") > 20 and draws.count("box") > 20
+    with pytest.raises(ValueError, match="at least 6 annotated frames"):
+        DavisVideoDataset(davis, image_size=64, num_frames=6)
+
+
+def _run_example(script: str, args: dict, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "examples"), env.get("PYTHONPATH", "")])
+    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
+    command = [*(launcher or [sys.executable]), str(ROOT / "examples" / script), *argv]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+EXAMPLE_ARGS = {
+    "config_overrides": json.dumps(TINY),
+    "max_steps": 3,
+    "per_device_train_batch_size": 2,
+    "per_device_eval_batch_size": 2,
+    "learning_rate": 1e-3,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": "none",
+    "seed": 0,
+    "dataloader_num_workers": 0,
+}
+
+
+def test_image_finetune_example(tmp_path):
+    args = {
+        **EXAMPLE_ARGS,
+        "image_folder": write_image_folder(tmp_path / "train", 4, seed=0),
+        "eval_folder": write_image_folder(tmp_path / "val", 2, seed=1),
+        "output_dir": tmp_path / "run",
+        "mask_size": "low",
+        "freeze_image_encoder": True,
+    }
+    _run_example("finetune_sam2.py", args)
+    metrics = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert 0.0 <= metrics["eval_mean_iou"] <= 1.0 and np.isfinite(metrics["eval_loss"])
+    saved = Sam2Model.from_pretrained(tmp_path / "run")
+    assert saved.config.freeze_image_encoder and not any(p.requires_grad for p in saved.hiera.parameters())
+
+
+def test_video_example_under_accelerate_keeps_ranks_identical(tmp_path):
+    davis = write_davis(tmp_path / "davis", 4, 5)
+    (tmp_path / "val.txt").write_text("video0\nvideo1\n")
+    # accelerate's `launch --cpu --num_processes 2` starts one process (see tests/test_hiera_mae.py); its multi-GPU
+    # launcher (torchrun, gloo) with the Trainer's `--use_cpu` runs two CPU ranks.
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = {
+        **EXAMPLE_ARGS,
+        "davis_folder": davis,
+        "eval_videos": tmp_path / "val.txt",
+        "num_frames": 3,
+        "max_objects": 2,
+        "mask_size": "low",
+        "num_correction_points": 2,
+        "per_device_train_batch_size": 1,
+        "per_device_eval_batch_size": 1,
+        "output_dir": tmp_path / "run",
+        "parameter_checksums": True,
+        "use_cpu": True,
+    }
+    _run_example("finetune_sam2_video.py", args, launcher)
+    run = tmp_path / "run"
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["log_history"][0]["epoch"] == 0.5  # 4 clips, 1 per rank and step: both ranks took part
+    first, second = ((run / f"parameter_checksum_rank{r}.txt").read_text() for r in (0, 1))
+    assert first == second and first.strip()
+    metrics = json.loads((run / "eval_results.json").read_text())
+    assert 0.0 <= metrics["eval_J&F"] <= 1.0
+    assert json.loads((run / "config.json").read_text())["num_correction_points"] == 2
