@@ -16,6 +16,7 @@ with the best predicted IoU) over the prompts. Any other `TrainingArguments` app
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,12 +61,13 @@ class DataArguments:
             raise ValueError(f"--mask_size must be 'input' or 'low', got {self.mask_size!r}")
 
 
-def build_model(args: ModelArguments) -> Sam2Model:
-    freeze = {"freeze_image_encoder": args.freeze_image_encoder, "freeze_prompt_encoder": args.freeze_prompt_encoder}
+def build_model(args: ModelArguments, model_class: type[Sam2Model] = Sam2Model, **options) -> Sam2Model:
+    """The converted folder, or a fresh preset; with the freezing options and any other config `options`."""
+    options |= {"freeze_image_encoder": args.freeze_image_encoder, "freeze_prompt_encoder": args.freeze_prompt_encoder}
     if args.model_name_or_path:
-        return Sam2Model.from_pretrained(args.model_name_or_path, **freeze)
+        return model_class.from_pretrained(args.model_name_or_path, **options)
     overrides = json.loads(args.config_overrides) if args.config_overrides else {}
-    return Sam2Model(Sam2Config.from_preset(args.preset, **overrides, **freeze))
+    return model_class(Sam2Config.from_preset(args.preset, **overrides, **options))
 
 
 def build_datasets(args: DataArguments, config: Sam2Config) -> tuple[Sam2ImageDataset, Sam2ImageDataset | None]:
@@ -89,6 +91,33 @@ def best_mask(logits, labels) -> torch.Tensor:
     pred_masks, iou_scores = logits[0], logits[1]
     best = iou_scores.argmax(dim=-1)[..., None, None, None].expand(-1, -1, 1, *pred_masks.shape[-2:])
     return pred_masks.gather(2, best)[:, :, 0]
+
+
+def fit(
+    model: torch.nn.Module,
+    training_args: TrainingArguments,
+    train: torch.utils.data.Dataset,
+    evaluation: torch.utils.data.Dataset | None,
+    collator: Callable,
+    compute_metrics: Callable,
+    preprocess_logits: Callable,
+) -> Trainer:
+    """Train (resuming if asked), save the model, evaluate when there is an evaluation set, save the state."""
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=collator,
+        compute_metrics=compute_metrics if evaluation is not None else None,
+        preprocess_logits_for_metrics=preprocess_logits,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    if evaluation is not None:
+        trainer.save_metrics("eval", trainer.evaluate())
+    trainer.save_state()
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> Trainer:
@@ -116,21 +145,7 @@ def main(argv: list[str] | None = None) -> Trainer:
         predictions = masks[keep].numpy().astype(np.uint8)
         return mean_iou.compute(predictions=list(predictions), references=list(labels[keep].numpy().astype(np.uint8)))
 
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        data_collator=collator,
-        compute_metrics=compute_metrics if evaluation is not None else None,
-        preprocess_logits_for_metrics=best_mask,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    if evaluation is not None:
-        trainer.save_metrics("eval", trainer.evaluate())
-    trainer.save_state()
-    return trainer
+    return fit(model, training_args, train, evaluation, collator, compute_metrics, best_mask)
 
 
 if __name__ == "__main__":

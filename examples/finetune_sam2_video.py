@@ -17,29 +17,24 @@ gradient clipping at 0.1 (`--max_grad_norm 0.1`); `--freeze_image_encoder` is th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pretrain_mae import parameter_checksum, write_atomically
+from finetune_sam2 import ModelArguments, build_model, fit
+from pretrain_mae import write_parameter_checksum
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hiera_hf.metrics import load_j_and_f
-from hiera_hf.sam2 import Sam2Config
 from hiera_hf.sam2.data import DavisVideoDataset, Sam2VideoCollator
 from hiera_hf.sam2.loss_sam2 import IGNORE_INDEX
 from hiera_hf.sam2.training import Sam2VideoModelForTraining
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "A converted SAM 2 folder."})
-    preset: str = field(default="sam2.1_hiera_tiny", metadata={"help": "Preset to build when no folder is given."})
-    config_overrides: str | None = field(default=None, metadata={"help": "JSON of Sam2Config fields to override."})
-    freeze_image_encoder: bool = field(default=False, metadata={"help": "Train without the trunk and FPN neck."})
+class VideoModelArguments(ModelArguments):
     num_correction_points: int = field(default=7, metadata={"help": "Corrective clicks per corrected frame."})
     parameter_checksums: bool = field(
         default=False, metadata={"help": "Each process writes a checksum of its final parameters (replica check)."}
@@ -65,22 +60,14 @@ def video_names(path: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> Trainer:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((VideoModelArguments, DataArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = True  # prompt kinds use different weights (Meta sets it too)
     set_seed(training_args.seed)
 
-    options = {
-        "freeze_image_encoder": model_args.freeze_image_encoder,
-        "num_correction_points": model_args.num_correction_points,
-    }
-    if model_args.model_name_or_path:
-        model = Sam2VideoModelForTraining.from_pretrained(model_args.model_name_or_path, **options)
-    else:
-        overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
-        model = Sam2VideoModelForTraining(Sam2Config.from_preset(model_args.preset, **overrides, **options))
+    model = build_model(model_args, Sam2VideoModelForTraining, num_correction_points=model_args.num_correction_points)
     config = model.config
     sizes = {
         "image_size": config.image_size,
@@ -116,23 +103,9 @@ def main(argv: list[str] | None = None) -> Trainer:
             references.append(labels[clip, 1:, obj].numpy().astype(np.uint8))
         return j_and_f.compute(predictions=predictions, references=references)
 
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        data_collator=collator,
-        compute_metrics=compute_metrics if evaluation is not None else None,
-        preprocess_logits_for_metrics=lambda logits, labels: logits[0],  # the mask logits
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    if evaluation is not None:
-        trainer.save_metrics("eval", trainer.evaluate())
-    trainer.save_state()
+    trainer = fit(model, training_args, train, evaluation, collator, compute_metrics, lambda logits, labels: logits[0])
     if model_args.parameter_checksums:
-        path = Path(training_args.output_dir) / f"parameter_checksum_rank{training_args.process_index}.txt"
-        write_atomically(path, f"{parameter_checksum(model)}\n".encode())
+        write_parameter_checksum(model, training_args)
     return trainer
 
 

@@ -21,11 +21,10 @@ if "training.trainer" not in sys.modules:
     _trainer_stub = types.ModuleType("training.trainer")
     _trainer_stub.CORE_LOSS_KEY = "core_loss"
     sys.modules["training.trainer"] = _trainer_stub
-from safetensors.torch import save_file  # noqa: E402
 from sam2.build_sam import build_sam2_video_predictor  # noqa: E402
+from test_sam2_video_modules import _load_ours  # noqa: E402
 from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 
-from hiera_hf.conversion.sam2 import convert_meta_sam2_state_dict  # noqa: E402
 from hiera_hf.metrics import load_j_and_f, load_mean_iou  # noqa: E402
 from hiera_hf.sam2 import Sam2Config, Sam2Model  # noqa: E402
 from hiera_hf.sam2.data import frame_tensor  # noqa: E402
@@ -191,7 +190,7 @@ def test_freezing_and_gradient_checkpointing(image_batch, tmp_path):
     reference = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     assert any(name.startswith("hiera.") for name in reference)
     model.zero_grad(set_to_none=True)
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     model(**inputs, labels=targets).loss.backward()
     checkpointed = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     assert checkpointed.keys() == reference.keys()
@@ -446,13 +445,8 @@ def test_clip_tracking_matches_meta_track_steps(tmp_path):
     meta.maskmem_tpos_enc.normal_()
     meta.obj_ptr_tpos_proj.weight.mul_(30.0)
     meta.eval()
-    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128)
-    config.save_pretrained(tmp_path)
-    converted = convert_meta_sam2_state_dict(meta.state_dict())
-    save_file(
-        {k: v.contiguous() for k, v in converted.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"}
-    )
-    ours = Sam2VideoModelForTraining.from_pretrained(tmp_path).eval()
+    ours, _ = _load_ours(meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128), tmp_path)
+    ours.eval()
 
     frames, ids = moving_shapes(1, 8, 128, 2, seed=3)
     pixels, labels = clip_tensors(frames, ids, 2)
