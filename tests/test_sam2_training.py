@@ -191,6 +191,7 @@ def test_freezing_and_gradient_checkpointing(image_batch, tmp_path):
     assert any(name.startswith("hiera.") for name in reference)
     model.zero_grad(set_to_none=True)
     model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing and all(block.gradient_checkpointing for block in model.hiera.blocks)
     model(**inputs, labels=targets).loss.backward()
     checkpointed = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     assert checkpointed.keys() == reference.keys()
