@@ -1,18 +1,20 @@
 """Fine-tune SAM 2 on videos in the DAVIS layout, with the `Trainer` (SAM 2's training recipe; J&F evaluation).
 
     python examples/finetune_sam2_video.py --model_name_or_path sam2.1-hiera-tiny --davis_folder DAVIS \
-        --train_videos DAVIS/ImageSets/2017/train.txt --eval_videos DAVIS/ImageSets/2017/val.txt \
-        --output_dir sam2-video-ft --max_steps 10000 --learning_rate 5e-6 --bf16 --gradient_checkpointing
+        --davis_resolution 480p --train_videos DAVIS/ImageSets/2017/train.txt \
+        --eval_videos DAVIS/ImageSets/2017/val.txt --output_dir sam2-video-ft --max_steps 10000 \
+        --learning_rate 5e-6 --bf16 --gradient_checkpointing
     accelerate launch --num_processes 8 examples/finetune_sam2_video.py ...   # the same script on 8 GPUs
 
 The folder holds `JPEGImages/<video>/<frame>.jpg` and `Annotations/<video>/<frame>.png` (palette PNGs, indices =
-object ids); `--train_videos` / `--eval_videos` are text files of video names (default: every video, no
-evaluation). Each step takes clips of `--num_frames` consecutive frames (Meta: 8) with up to `--max_objects`
-objects (Meta: 3) visible on their first frame; the first frame is prompted with the mask (half of the steps), a
-click or a box, corrective clicks follow on 1-2 frames (`Sam2VideoModelForTraining`, `hiera_hf.sam2.training`).
-Evaluation prompts the first frame with its mask and reports DAVIS J&F over the other frames. The saved folder
-loads as a `Sam2VideoModel`. Meta's recipe also uses a lower learning rate for the image encoder, layer decay and
-gradient clipping at 0.1 (`--max_grad_norm 0.1`); `--freeze_image_encoder` is the simple alternative.
+object ids; DAVIS 2017 adds a `480p/` level: `--davis_resolution 480p`); `--train_videos` / `--eval_videos` are
+text files of video names (default: every video, no evaluation). Each step takes clips of `--num_frames`
+consecutive frames (Meta: 8) with up to `--max_objects` objects (Meta: 3) visible on their first frame; the first
+frame is prompted with the mask (half of the steps), a click or a box, corrective clicks follow on 1-2 frames
+(`Sam2VideoModelForTraining`, `hiera_hf.sam2.training`). Evaluation prompts the first frame with its mask and
+reports DAVIS J&F over the other frames. The saved folder loads as a `Sam2VideoModel`. Meta's recipe also uses a
+lower learning rate for the image encoder, layer decay and gradient clipping at 0.1 (`--max_grad_norm 0.1`);
+`--freeze_image_encoder` is the simple alternative.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class VideoModelArguments(ModelArguments):
 @dataclass
 class DataArguments:
     davis_folder: str = field(metadata={"help": "Folder with JPEGImages/ and Annotations/."})
+    davis_resolution: str | None = field(default=None, metadata={"help": "Sub-folder, e.g. 480p for DAVIS 2017."})
     train_videos: str | None = field(default=None, metadata={"help": "Text file of training video names."})
     eval_videos: str | None = field(default=None, metadata={"help": "Text file of evaluation video names."})
     num_frames: int = field(default=8, metadata={"help": "Frames per clip."})
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> Trainer:
         "mask_size": config.image_size if data_args.mask_size == "input" else config.mask_input_size,
         "num_frames": data_args.num_frames,
         "max_objects": data_args.max_objects,
+        "resolution": data_args.davis_resolution,
     }
     train = DavisVideoDataset(data_args.davis_folder, videos=video_names(data_args.train_videos), **sizes)
     evaluation = None

@@ -563,6 +563,11 @@ def test_datasets_and_collators(tmp_path):
     assert 70 < draws.count("mask") < 130 and draws.count("point") > 20 and draws.count("box") > 20
     with pytest.raises(ValueError, match="at least 6 annotated frames"):
         DavisVideoDataset(davis, image_size=64, num_frames=6)
+    for kind in ("JPEGImages", "Annotations"):  # DAVIS 2017 nests the videos under a resolution folder
+        (tmp_path / "davis2017" / kind).mkdir(parents=True)
+        (davis / kind).rename(tmp_path / "davis2017" / kind / "480p")
+    nested = DavisVideoDataset(tmp_path / "davis2017", 64, 16, 4, 2, train=False, resolution="480p")
+    assert torch.equal(nested[0]["labels"], clip["labels"])
 
 
 def _run_example(script: str, args: dict, launcher: list[str] | None = None) -> subprocess.CompletedProcess:

@@ -155,6 +155,7 @@ class DavisVideoDataset(Dataset):
         root: holds `JPEGImages/<video>/` and `Annotations/<video>/` (every frame annotated, as DAVIS train/val).
         image_size, mask_size: as `Sam2ImageDataset`.
         num_frames: clip length (Meta: 8); `videos`: names to use (default all).
+        resolution: a sub-folder of both, as DAVIS 2017's `JPEGImages/480p/<video>/`.
     """
 
     def __init__(
@@ -166,13 +167,15 @@ class DavisVideoDataset(Dataset):
         max_objects: int = 3,
         videos: Sequence[str] | None = None,
         train: bool = True,
+        resolution: str | None = None,
     ):
         root = Path(root)
-        names = sorted(p.name for p in (root / "Annotations").glob("*") if p.is_dir()) if videos is None else videos
+        annotation_root, image_root = (root / kind / (resolution or "") for kind in ("Annotations", "JPEGImages"))
+        names = sorted(p.name for p in annotation_root.glob("*") if p.is_dir()) if videos is None else videos
         self.clips = []
         for name in names:
-            annotations = sorted((root / "Annotations" / name).glob("*.png"))
-            frames = [root / "JPEGImages" / name / f"{p.stem}.jpg" for p in annotations]
+            annotations = sorted((annotation_root / name).glob("*.png"))
+            frames = [image_root / name / f"{p.stem}.jpg" for p in annotations]
             if len(frames) < num_frames or not all(p.is_file() for p in frames):
                 raise ValueError(
                     f"Video {name!r} needs at least {num_frames} annotated frames, each with a JPEG in JPEGImages/"
@@ -180,7 +183,7 @@ class DavisVideoDataset(Dataset):
                 )
             self.clips.append((frames, annotations))
         if not self.clips:
-            raise ValueError(f"No videos under {root / 'Annotations'}")
+            raise ValueError(f"No videos under {annotation_root}")
         self.image_size, self.mask_size = image_size, mask_size or image_size
         self.num_frames, self.max_objects, self.train = num_frames, max_objects, train
 
@@ -189,12 +192,16 @@ class DavisVideoDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         frames, annotations = self.clips[index]
-        start = random.randrange(len(frames) - self.num_frames + 1) if self.train else 0
+        starts = range(len(frames) - self.num_frames + 1)
+        # Training: a random start with some object visible (Meta retries too); evaluation: the first frame.
+        for start in random.sample(starts, min(len(starts), 20)) if self.train else [0]:
+            objects = visible_objects(instance_ids(_open(annotations[start])))
+            if objects:
+                break
+        else:
+            raise ValueError(f"No object on {annotations[start]}, the first frame of a clip")
         picks = range(start, start + self.num_frames)
         ids = [instance_ids(_open(annotations[t])) for t in picks]
-        objects = visible_objects(ids[0])
-        if not objects:
-            raise ValueError(f"No object on frame {annotations[start]} (the first frame of a clip)")
         objects = choose(objects, self.max_objects, self.train)
         return {
             "pixel_values": torch.stack([frame_tensor(_open(frames[t]), self.image_size) for t in picks]),
