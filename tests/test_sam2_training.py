@@ -30,6 +30,7 @@ from hiera_hf.sam2 import Sam2Config, Sam2Model  # noqa: E402
 from hiera_hf.sam2.data import frame_tensor  # noqa: E402
 from hiera_hf.sam2.loss_sam2 import IGNORE_INDEX, sam2_loss  # noqa: E402
 from hiera_hf.sam2.modeling_sam2 import NO_OBJECT_SCORE  # noqa: E402
+from hiera_hf.sam2.modeling_sam2_video import Sam2VideoModel  # noqa: E402
 from hiera_hf.sam2.prompts import sample_box, sample_click  # noqa: E402
 from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips  # noqa: E402
 
@@ -641,3 +642,5 @@ def test_video_example_under_accelerate_keeps_ranks_identical(tmp_path):
     metrics = json.loads((run / "eval_results.json").read_text())
     assert 0.0 <= metrics["eval_J&F"] <= 1.0
     assert json.loads((run / "config.json").read_text())["num_correction_points"] == 2
+    _, info = Sam2VideoModel.from_pretrained(run, output_loading_info=True)  # loads for inference, every key used
+    assert not any(info.values()), info

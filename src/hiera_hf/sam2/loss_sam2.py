@@ -9,7 +9,9 @@ For every prediction step (a prompt on an image, or one decoder call on a video 
   candidates (Meta's `supervise_all_iou`);
 - binary cross-entropy on the object-score logit, the target being "the object has pixels in the ground truth".
 
-The mask and IoU terms count only for objects present in the ground truth. Each term is summed over objects and
+The mask and IoU terms count only for objects present in the ground truth. As in Meta's training, the masks of
+objects predicted absent are the constant "no object" logit (-1024): such an object adds a large constant to the
+mask terms (hence loss values in the thousands early in training) and learns through its object score only. Each term is summed over objects and
 divided by the number of objects; video steps add up. Targets marked `IGNORE_INDEX` everywhere are padding
 objects and are left out. The weights and the focal parameters come from `Sam2Config` (`focal_loss_weight`, ...).
 """
@@ -91,6 +93,8 @@ def sam2_loss(
     Returns:
         `{"loss": weighted sum, "loss_mask": focal, "loss_dice", "loss_iou", "loss_class"}`, scalars.
     """
+    # In float32 whatever the model ran in (bf16 logits would round the focal terms).
+    pred_masks, iou_scores, object_score_logits = pred_masks.float(), iou_scores.float(), object_score_logits.float()
     valid = ~(targets == IGNORE_INDEX).flatten(1).all(dim=1)
     if num_objects is None:
         num_objects = valid.sum().clamp(min=1)
