@@ -95,10 +95,11 @@ def sam2_loss(
     """
     # In float32 whatever the model ran in (bf16 logits would round the focal terms).
     pred_masks, iou_scores, object_score_logits = pred_masks.float(), iou_scores.float(), object_score_logits.float()
+    targets = targets.float()
     valid = ~(targets == IGNORE_INDEX).flatten(1).all(dim=1)
     if num_objects is None:
         num_objects = valid.sum().clamp(min=1)
-    targets = targets.clamp(min=0).to(pred_masks.dtype)[:, None]
+    targets = targets.clamp(min=0)[:, None]
     if pred_masks.shape[-2:] != targets.shape[-2:]:
         pred_masks = F.interpolate(pred_masks, size=targets.shape[-2:], mode="bilinear", align_corners=False)
     targets = targets.expand_as(pred_masks)

@@ -143,7 +143,7 @@ def track_clips(
         corrected = [0, *sorted(others.tolist())]
 
     cond_frames, memories, pointers = [], {}, {}
-    total = pixel_values.new_zeros(())
+    total = torch.zeros((), device=pixel_values.device)
     final_masks, final_scores = [], []
     for frame in range(num_frames):
         *high_res, embedding = (level[:, frame][owner] for level in levels)
