@@ -393,6 +393,21 @@ def test_clip_step_uses_memory_corrections_and_both_label_sizes():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
     assert model.maskmem_tpos_enc.grad.abs().sum() > 0
     assert output.pred_masks.shape == (2, 4, 2, 16, 16) and bool((output.pred_masks[1, :, 1] == NO_OBJECT_SCORE).all())
+    # Activation checkpointing (trunk, decoder and memory-attention layers) gives the same gradients.
+    del model._sam_heads  # back to the class method
+    grads = {}
+    for checkpointed in (False, True):
+        if checkpointed:
+            model.activation_checkpointing_enable()
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same memory-attention dropout
+        track_clips(
+            model, pixels, labels, "box", 2, 2, 0.0, generator=torch.Generator().manual_seed(2)
+        ).loss.backward()
+        grads[checkpointed] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert model.memory_attention.layers[0].gradient_checkpointing and grads[True].keys() == grads[False].keys()
+    for name, grad in grads[True].items():
+        torch.testing.assert_close(grad, grads[False][name], rtol=1e-4, atol=1e-6, msg=name)
     low = F.interpolate(labels.flatten(0, 2)[:, None], size=(16, 16), mode="nearest").reshape(2, 4, 2, 16, 16)
     assert torch.isfinite(track_clips(model, pixels, low, "box").loss)
     model.eval()  # evaluation prompts with the mask whatever the collator says, as Meta's evaluation
