@@ -378,6 +378,8 @@ def clip_j_and_f(model, pixels, labels) -> float:
 def test_clip_step_uses_memory_corrections_and_both_label_sizes():
     torch.manual_seed(0)
     model = Sam2VideoModelForTraining(tiny_config()).train()
+    with torch.no_grad():  # freshly initialised object scores are about +-1e-3: make the objects present, so that
+        model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)  # their pointers (not no_obj_ptr) are used
     frames, ids = moving_shapes(2, 4, 64, 2, seed=5)
     pixels, labels = clip_tensors(frames, ids, 2)
     labels[1, :, 1] = IGNORE_INDEX  # the second clip has one object

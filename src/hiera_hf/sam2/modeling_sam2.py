@@ -202,7 +202,7 @@ class Sam2HieraModel(nn.Module):
     ) -> tuple[tuple[torch.Tensor, ...], tuple | None, tuple | None]:
         """`pixel_values` `(B, C, H, W)`. Returns (stage outputs `(B, h, w, C_stage)` channels last, hidden states
         (embeddings and every block's output, same layout), attention weights)."""
-        embeddings = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)
+        embeddings = self.patch_embeddings(pixel_values.to(self.patch_embeddings.weight.dtype)).permute(0, 2, 3, 1)
         hidden_states = embeddings + self.position_grid(*embeddings.shape[1:3])
         stages = []
         all_hidden = [hidden_states] if output_hidden_states else None
@@ -233,7 +233,8 @@ class Sam2FpnNeck(nn.Module):
         for level in reversed(range(len(stage_maps))):
             lateral = self.convs[len(stage_maps) - 1 - level](stage_maps[level])
             if level in self.top_down_levels and previous is not None:
-                previous = lateral + F.interpolate(previous.float(), scale_factor=2.0, mode="nearest")
+                top_down = F.interpolate(previous.float(), scale_factor=2.0, mode="nearest")
+                previous = (lateral + top_down).to(lateral.dtype)
             else:
                 previous = lateral
             outputs.append(previous)
@@ -266,10 +267,11 @@ class Sam2PromptEncoder(nn.Module):
         self.act = nn.GELU()
 
     def encode_coordinates(self, coords: torch.Tensor) -> torch.Tensor:
-        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)`."""
-        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
-        coords = 2 * math.pi * coords
-        return torch.cat([coords.sin(), coords.cos()], dim=-1)
+        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)` in the model's dtype. Computed in
+        float32: the phases reach tens of radians, too coarse in bfloat16."""
+        matrix = self.positional_encoding_gaussian_matrix
+        coords = 2 * math.pi * ((2 * coords.float() - 1) @ matrix.float())
+        return torch.cat([coords.sin(), coords.cos()], dim=-1).to(matrix.dtype)
 
     def dense_positional_embedding(self) -> torch.Tensor:
         """Encoding of the image-embedding grid's cell centres, `(1, hidden, size, size)`."""
@@ -289,7 +291,7 @@ class Sam2PromptEncoder(nn.Module):
 
     def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """Mask logits `(N, 1, 4*size, 4*size)` -> `(N, hidden, size, size)`."""
-        hidden = self.act(self.mask_norm1(self.mask_conv1(masks)))
+        hidden = self.act(self.mask_norm1(self.mask_conv1(masks.to(self.mask_conv1.weight.dtype))))
         hidden = self.act(self.mask_norm2(self.mask_conv2(hidden)))
         return self.mask_conv3(hidden)
 
@@ -315,9 +317,17 @@ class Sam2PromptEncoder(nn.Module):
 
 
 class Sam2Attention(nn.Module):
-    """Attention whose queries, keys and values are projected to `hidden / downsample_rate` channels."""
+    """Attention whose queries, keys and values are projected to `hidden / downsample_rate` channels; keys and values
+    come in with `kv_in_dim` channels (default `hidden_size`)."""
 
-    def __init__(self, config: Sam2Config, hidden_size: int, num_heads: int, downsample_rate: int = 1):
+    def __init__(
+        self,
+        config: Sam2Config,
+        hidden_size: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        kv_in_dim: int | None = None,
+    ):
         super().__init__()
         self.config = config
         internal = hidden_size // downsample_rate
@@ -326,14 +336,14 @@ class Sam2Attention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.is_causal = False
         self.q_proj = nn.Linear(hidden_size, internal)
-        self.k_proj = nn.Linear(hidden_size, internal)
-        self.v_proj = nn.Linear(hidden_size, internal)
+        self.k_proj = nn.Linear(kv_in_dim or hidden_size, internal)
+        self.v_proj = nn.Linear(kv_in_dim or hidden_size, internal)
         self.out_proj = nn.Linear(internal, hidden_size)
 
     def forward(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """`query` `(N, Lq, hidden)`, `key`/`value` `(N or 1, Lk, hidden)`, `attention_mask` additive
+        """`query` `(N, Lq, hidden)`, `key`/`value` `(N or 1, Lk, kv_in_dim)`, `attention_mask` additive
         `(N, 1, 1, Lk)`. Returns `(N, Lq, hidden)`."""
 
         def heads_first(x: torch.Tensor) -> torch.Tensor:
@@ -494,7 +504,7 @@ class Sam2MaskDecoder(nn.Module):
         offset = output_tokens.shape[0] - self.num_mask_tokens - 1  # 1 with an object-score token
         tokens = torch.cat((output_tokens.expand(num_prompts, -1, -1), sparse_embeddings), dim=1)
         token_mask = None
-        if sparse_mask is not None and not bool(sparse_mask.all()):
+        if sparse_mask is not None:  # built even when every token is kept: testing that would break torch.compile
             keep = torch.cat((sparse_mask.new_ones(num_prompts, output_tokens.shape[0]), sparse_mask), dim=1)
             token_mask = torch.zeros(keep.shape, dtype=tokens.dtype, device=tokens.device)
             token_mask = token_mask.masked_fill(~keep, torch.finfo(tokens.dtype).min)[:, None, None, :]
@@ -646,7 +656,16 @@ class Sam2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Sam2HieraBlock", "Sam2TwoWayAttentionBlock"]
+    # Modules that add up tensors of several children (residuals, FPN top-down sums, prompt and output tokens) must
+    # sit on one device; the video model's classes are listed here too, so that both models share one list.
+    _no_split_modules = [
+        "Sam2HieraBlock",
+        "Sam2FpnNeck",
+        "Sam2PromptEncoder",
+        "Sam2MaskDecoder",
+        "Sam2MemoryAttentionLayer",
+        "Sam2MemoryEncoder",
+    ]
     _supports_sdpa = True
     _supports_flash_attn = False  # head sizes of the trunk (e.g. 112) and masked decoder attention
     _supports_flex_attn = True
@@ -719,12 +738,16 @@ class Sam2Model(Sam2PreTrainedModel):
 
     def __init__(self, config: Sam2Config):
         super().__init__(config)
+        self._build_image_modules(config)
+        self.post_init()
+
+    def _build_image_modules(self, config: Sam2Config) -> None:
+        """The image model's modules; subclasses add theirs before calling `post_init`."""
         self.hiera = Sam2HieraModel(config)
         self.neck = Sam2FpnNeck(config)
         self.prompt_encoder = Sam2PromptEncoder(config)
         self.mask_decoder = Sam2MaskDecoder(config)
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, config.fpn_hidden_size))
-        self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.hiera.patch_embeddings
@@ -901,8 +924,10 @@ class Sam2Model(Sam2PreTrainedModel):
             point_labels.append(torch.tensor(BOX_LABELS, device=boxes.device).expand(coords[0].shape[0], -1))
         if points is not None:
             valid = (-1, 0, 1, 2, 3, PADDING_LABEL)
-            if labels.is_floating_point() or not bool(
-                torch.isin(labels, torch.tensor(valid, device=labels.device)).all()
+            # The values are checked in eager mode only: reading them would break a torch.compile graph.
+            if labels.is_floating_point() or (
+                not torch.compiler.is_compiling()
+                and not bool(torch.isin(labels, torch.tensor(valid, device=labels.device)).all())
             ):
                 raise ValueError(f"input_labels must be integers in {valid}, got {labels.unique().tolist()}")
             coords.append(points.flatten(0, 1).float())

@@ -33,14 +33,10 @@ from .modeling_sam2 import (
     NOT_A_POINT_LABEL,
     PADDING_LABEL,
     Sam2Attention,
-    Sam2FpnNeck,
-    Sam2HieraModel,
     Sam2LayerNorm2d,
-    Sam2MaskDecoder,
     Sam2MLP,
     Sam2Model,
     Sam2PreTrainedModel,
-    Sam2PromptEncoder,
     sine_position_encoding,
 )
 
@@ -92,11 +88,7 @@ class Sam2RoPEAttention(Sam2Attention):
     angles repeated over the frames; the last `num_k_exclude_rope` keys (object pointers) are not rotated."""
 
     def __init__(self, config: Sam2Config, kv_in_dim: int):
-        hidden = config.fpn_hidden_size
-        super().__init__(config, hidden, config.memory_attention_num_heads)
-        if kv_in_dim != hidden:
-            self.k_proj = nn.Linear(kv_in_dim, hidden)
-            self.v_proj = nn.Linear(kv_in_dim, hidden)
+        super().__init__(config, config.fpn_hidden_size, config.memory_attention_num_heads, kv_in_dim=kv_in_dim)
         self.dropout = config.memory_attention_dropout
 
     def forward(
@@ -372,10 +364,9 @@ class Sam2VideoModel(Sam2Model):
     left over. Stateless: every method maps tensors to tensors for the `N` objects of one frame."""
 
     _keys_to_ignore_on_load_unexpected = None
-    _no_split_modules = ["Sam2HieraBlock", "Sam2TwoWayAttentionBlock", "Sam2MemoryAttentionLayer"]
 
     def __init__(self, config: Sam2Config):
-        # `Sam2Model.__init__` ends with `post_init`, which must come after the video modules: build both here.
+        # `Sam2Model.__init__` ends with `post_init`, which must come after the video modules.
         Sam2PreTrainedModel.__init__(self, config)
         hidden, memory_dim = config.fpn_hidden_size, config.memory_encoder_hidden_size
         if config.fpn_hidden_size % memory_dim:
@@ -395,12 +386,7 @@ class Sam2VideoModel(Sam2Model):
             raise ValueError("directly_add_no_mem_embed=False is not supported (every official SAM 2 model sets it)")
         if config.proj_tpos_enc_in_obj_ptrs and not config.add_tpos_enc_to_obj_ptrs:
             raise ValueError("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
-        self.hiera = Sam2HieraModel(config)
-        self.neck = Sam2FpnNeck(config)
-        self.prompt_encoder = Sam2PromptEncoder(config)
-        self.mask_decoder = Sam2MaskDecoder(config)
-        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, hidden))
-
+        self._build_image_modules(config)
         self.memory_attention = Sam2MemoryAttention(config)
         self.memory_encoder = Sam2MemoryEncoder(config)
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, memory_dim))
@@ -463,7 +449,7 @@ class Sam2VideoModel(Sam2Model):
         hard = from_points.reshape(-1, 1, 1, 1) & (config.binarize_mask_from_pts_for_mem_enc and not self.training)
         mask_inputs = torch.where(hard, (mask_logits > 0).to(probabilities.dtype), probabilities)
         mask_inputs = mask_inputs * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
-        features = self.memory_encoder(vision_features, mask_inputs)
+        features = self.memory_encoder(vision_features, mask_inputs.to(vision_features.dtype))
         if self.no_obj_embed_spatial is not None:
             absent = (object_score_logits <= 0).to(features.dtype)[..., None, None]
             features = features + absent * self.no_obj_embed_spatial[..., None, None]
@@ -635,7 +621,8 @@ class Sam2VideoModel(Sam2Model):
         low_res = F.interpolate(
             high_res_masks, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
-        pointers = self._sam_heads(embedding, high_res, None, None, self.mask_downsample(mask), False)[3]
+        prompt = self.mask_downsample(mask.to(self.mask_downsample.weight.dtype))
+        pointers = self._sam_heads(embedding, high_res, None, None, prompt, False)[3]
         present = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()
         iou_scores = mask.new_ones(mask.shape[0], 1)
         pointers = self._mark_absent(pointers, present)
@@ -656,6 +643,7 @@ class Sam2VideoModel(Sam2Model):
         `fixed_no_obj_ptr`)."""
         if self.no_obj_ptr is None:
             return pointer
+        presence = presence.to(pointer.dtype)
         if self.config.fixed_no_obj_ptr:
             pointer = presence * pointer
         return pointer + (1 - presence) * self.no_obj_ptr
@@ -673,7 +661,7 @@ class Sam2VideoModel(Sam2Model):
         if not config.use_signed_tpos_enc_to_obj_ptrs:
             frame_offsets = frame_offsets.abs()
         dim = config.fpn_hidden_size if config.proj_tpos_enc_in_obj_ptrs else memory_dim
-        encoding = sine_encoding_1d(frame_offsets.float() / max_offset, dim)
+        encoding = sine_encoding_1d(frame_offsets.float() / max_offset, dim).to(self.maskmem_tpos_enc.dtype)
         return self.obj_ptr_tpos_proj(encoding) if self.obj_ptr_tpos_proj is not None else encoding
 
     # Memory bank -----------------------------------------------------------------------------------------------
