@@ -65,14 +65,14 @@ def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
     return tensor.float() / scale if scale else tensor.float()
 
 
-def _nested(value, name: str, depth: int) -> list:
-    """A per-image list of per-prompt entries from nested lists or an array/tensor with `depth` leading levels."""
+def _nested(value, name: str) -> list[list]:
+    """Per-image lists of per-prompt entries, from nested lists or an array/tensor `(batch, num_prompts, ...)`."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
         value = value.tolist()
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (list, tuple)) for v in value):
-        raise ValueError(f"{name} must be nested as [image][prompt]..., got {type(value).__name__}")
-    if depth > 1 and not all(isinstance(p, (list, tuple)) for v in value for p in v):
-        raise ValueError(f"{name} must be nested as [image][prompt]..., with one list per prompt")
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in v) for v in value
+    ):
+        raise ValueError(f"{name} must be nested as [image][prompt][...] (one list per image, one per prompt)")
     return [list(v) for v in value]
 
 
@@ -227,16 +227,18 @@ class Sam2ImageProcessor(BaseImageProcessor):
             raise ValueError("Give input_points with input_labels, input_boxes, or both")
         given = {}
         if input_points is not None:
-            points = _nested(input_points, "input_points", 2)
-            labels = _nested(input_labels, "input_labels", 2)
+            points = _nested(input_points, "input_points")
+            labels = _nested(input_labels, "input_labels")
             given["input_points"] = [[_as_array(p, "input_points", (None, 2), np.float32) for p in v] for v in points]
             given["input_labels"] = [[_as_array(p, "input_labels", (None,), np.float64) for p in v] for v in labels]
         if input_boxes is not None:
-            boxes = _nested(input_boxes, "input_boxes", 2)
+            boxes = _nested(input_boxes, "input_boxes")
             given["input_boxes"] = [[_as_array(b, "input_boxes", (4,), np.float32) for b in v] for v in boxes]
         for name, value in given.items():
             if len(value) != len(sizes):
-                raise ValueError(f"{name} holds prompts for {len(value)} image(s), but there are {len(sizes)} image(s)")
+                raise ValueError(
+                    f"{name} holds prompts for {len(value)} image(s), but there are {len(sizes)} image(s)"
+                )
         counts = {name: [len(v) for v in value] for name, value in given.items()}
         if len({tuple(c) for c in counts.values()}) > 1:
             raise ValueError(f"Every prompt input must have the same number of prompts per image, got {counts}")
