@@ -52,3 +52,19 @@ def load_ours(folder, converted: dict, **kwargs) -> Sam2Model:
     video = {k for k in converted if any(re.match(p, k) for p in VIDEO_ONLY_KEYS)}
     assert ours | video == set(converted) and not ours & video
     return model.eval()
+
+
+def scipy_connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CPU stand-in for Meta's CUDA `get_connected_components` (same contract): 8-connected components of binary
+    masks `(N, 1, H, W)`; returns per-pixel component labels and component areas, both 0 off the mask."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels, areas = [], []
+    for plane in mask[:, 0].cpu().numpy().astype(bool):
+        label, _ = ndimage.label(plane, structure=np.ones((3, 3), dtype=int))
+        counts = np.bincount(label.ravel())
+        counts[0] = 0
+        labels.append(label)
+        areas.append(counts[label])
+    return torch.from_numpy(np.stack(labels))[:, None], torch.from_numpy(np.stack(areas))[:, None]

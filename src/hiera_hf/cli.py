@@ -106,6 +106,7 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(partial)
+        os.chmod(partial, 0o644)  # mkstemp creates owner-only files
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):

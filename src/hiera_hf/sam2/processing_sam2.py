@@ -76,8 +76,11 @@ def _nested(value, name: str) -> list[list]:
     return [list(v) for v in value]
 
 
-def _as_array(entry, name: str, shape: tuple, dtype) -> np.ndarray:
-    """One prompt's entry as an array of `shape` (None = any length >= 1), raising a clear error otherwise."""
+def _as_array(entry, name: str, shape: tuple, dtype, allow_empty: bool = False) -> np.ndarray:
+    """One prompt's entry as an array of `shape` (None = any length >= 1, or 0 with `allow_empty`), raising a clear
+    error otherwise."""
+    if allow_empty and len(entry) == 0:
+        return np.zeros((0, *shape[1:]), dtype=dtype)
     try:
         array = np.asarray(entry, dtype=dtype)
     except (TypeError, ValueError) as error:
@@ -216,8 +219,9 @@ class Sam2ImageProcessor(BaseImageProcessor):
         `input_points` `[image][prompt][point] = (x, y)` with `input_labels` `[image][prompt][point]` (1 foreground,
         0 background); `input_boxes` `[image][prompt] = (x0, y0, x1, y1)`. Nested lists or arrays/tensors of shape
         `(batch, num_prompts, num_points, 2)`, `(batch, num_prompts, num_points)`, `(batch, num_prompts, 4)`.
-        Prompts with fewer points are padded with label -10 (ignored by the model); images with fewer prompts are
-        padded with whole prompts of -10 points (and zero boxes), whose outputs are to be dropped.
+        Prompts with fewer points are padded with label -10 (ignored by the model; with boxes a prompt may have no
+        points at all); images with fewer prompts are padded with whole prompts of -10 points (and zero boxes),
+        whose outputs are to be dropped.
         Returns tensors `input_points` (float32), `input_labels` (int64), `input_boxes` (float32), as given.
         """
         sizes = [tuple(int(v) for v in size) for size in torch.as_tensor(original_sizes).reshape(-1, 2).tolist()]
@@ -229,8 +233,13 @@ class Sam2ImageProcessor(BaseImageProcessor):
         if input_points is not None:
             points = _nested(input_points, "input_points")
             labels = _nested(input_labels, "input_labels")
-            given["input_points"] = [[_as_array(p, "input_points", (None, 2), np.float32) for p in v] for v in points]
-            given["input_labels"] = [[_as_array(p, "input_labels", (None,), np.float64) for p in v] for v in labels]
+            boxed = input_boxes is not None  # a prompt with a box may have no clicks
+            given["input_points"] = [
+                [_as_array(p, "input_points", (None, 2), np.float32, boxed) for p in v] for v in points
+            ]
+            given["input_labels"] = [
+                [_as_array(p, "input_labels", (None,), np.float64, boxed) for p in v] for v in labels
+            ]
         if input_boxes is not None:
             boxes = _nested(input_boxes, "input_boxes")
             given["input_boxes"] = [[_as_array(b, "input_boxes", (4,), np.float32) for b in v] for v in boxes]
@@ -256,7 +265,7 @@ class Sam2ImageProcessor(BaseImageProcessor):
         num_prompts = max(next(iter(counts.values())))
         outputs = {}
         if "input_points" in given:
-            num_points = max(p.shape[0] for v in given["input_points"] for p in v)
+            num_points = max(1, max(p.shape[0] for v in given["input_points"] for p in v))
             points = torch.zeros(len(sizes), num_prompts, num_points, 2)
             labels = torch.full((len(sizes), num_prompts, num_points), PADDING_LABEL, dtype=torch.long)
             for i, (image_points, image_labels) in enumerate(zip(given["input_points"], given["input_labels"])):
