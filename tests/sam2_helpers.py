@@ -68,3 +68,13 @@ def scipy_connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.
         labels.append(label)
         areas.append(counts[label])
     return torch.from_numpy(np.stack(labels))[:, None], torch.from_numpy(np.stack(areas))[:, None]
+
+
+def media(name: str) -> str:
+    """Path of a real test image in the shared media folder (beside the repository in CI, /work/shared here)."""
+    from pathlib import Path
+
+    for folder in (Path(__file__).resolve().parents[2] / "shared" / "media", Path("/work/shared/media")):
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise FileNotFoundError(f"{name} is not in the shared media folder")

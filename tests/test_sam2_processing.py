@@ -15,19 +15,18 @@ import torch
 from PIL import Image
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2.utils.transforms import SAM2Transforms
+from sam2_helpers import load_ours, media, meta_model, scipy_connected_components, write_folder
 from scipy import ndimage
 
 from hiera_hf import Sam2ImageProcessor
-from sam2_helpers import load_ours, meta_model, scipy_connected_components, write_folder
 
-MEDIA = "/work/shared/media"
 SIZE = 512  # reduced model input (Meta's model is built at this size through a hydra override)
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # rtol for the large-magnitude mask logits
 
 
 @pytest.fixture(scope="module")
 def truck() -> np.ndarray:
-    return np.asarray(Image.open(f"{MEDIA}/truck.jpg").convert("RGB"))
+    return np.asarray(Image.open(media("truck.jpg")).convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,10 @@ def test_pixel_values_match_meta_transforms(truck, processor):
     sixteen = Image.fromarray(small[..., 0].astype(np.uint16) * 257)
     assert sixteen.mode.startswith("I")
     torch.testing.assert_close(
-        processor(sixteen)["pixel_values"], processor(np.repeat(small[..., :1], 3, -1))["pixel_values"], atol=1e-6, rtol=0
+        processor(sixteen)["pixel_values"],
+        processor(np.repeat(small[..., :1], 3, -1))["pixel_values"],
+        atol=1e-6,
+        rtol=0,
     )
 
 
@@ -142,7 +144,7 @@ def models(tmp_path_factory):
     predictor = SAM2ImagePredictor(meta)
     scale = SIZE // 4
     predictor._bb_feat_sizes = [(scale, scale), (scale // 2, scale // 2), (scale // 4, scale // 4)]  # hard-coded
-    image = np.asarray(Image.open(f"{MEDIA}/groceries.jpg").convert("RGB"))
+    image = np.asarray(Image.open(media("groceries.jpg")).convert("RGB"))
     predictor.set_image(image)
     ours = load_ours(folder, converted)
     return {"predictor": predictor, "ours": ours, "image": image}
