@@ -135,6 +135,7 @@ def test_pipeline(models):
     for record, reference in zip(records, expected):
         assert np.array_equal(record["segmentation"], reference["segmentation"])
         assert record["predicted_iou"] == pytest.approx(reference["predicted_iou"], abs=1e-6)
+    assert pipe(image_path, points_per_side=1, pred_iou_thresh=0.99) == []  # nothing passes the filters
     with pytest.raises(TypeError, match="unexpected keyword argument 'points_per_sid'"):
         pipe(image_path, points_per_sid=4)
 

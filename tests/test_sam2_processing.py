@@ -17,8 +17,9 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2.utils.transforms import SAM2Transforms
 from sam2_helpers import load_ours, media, meta_model, scipy_connected_components, write_folder
 from scipy import ndimage
+from transformers import AutoImageProcessor
 
-from hiera_hf import Sam2ImageProcessor
+from hiera_hf import Sam2Config, Sam2ImageProcessor
 
 SIZE = 512  # reduced model input (Meta's model is built at this size through a hydra override)
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # rtol for the large-magnitude mask logits
@@ -60,6 +61,14 @@ def test_pixel_values_match_meta_transforms(truck, processor):
         atol=1e-6,
         rtol=0,
     )
+
+
+def test_saved_processor_loads_through_auto_class(tmp_path):
+    """transformers owns the class name `Sam2ImageProcessor`; a saved folder must still load ours."""
+    Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=SIZE).save_pretrained(tmp_path)
+    Sam2ImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(tmp_path)
+    loaded = AutoImageProcessor.from_pretrained(str(tmp_path))
+    assert type(loaded) is Sam2ImageProcessor and (loaded.size.height, loaded.size.width) == (SIZE, SIZE)
 
 
 def test_prompt_scaling_matches_meta(processor):
