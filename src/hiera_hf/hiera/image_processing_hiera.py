@@ -73,6 +73,13 @@ def check_unit_range(image: np.ndarray) -> None:
         )
 
 
+def is_channels_first(image, input_data_format: str | ChannelDimension | None) -> bool:
+    """Whether an image's channels come first: as `input_data_format` says, else True for torch tensors only."""
+    if input_data_format is None:
+        return type(image).__module__.startswith("torch")
+    return ChannelDimension(input_data_format) == ChannelDimension.FIRST
+
+
 def _with_channel_axis(image):
     """transformers' batching only accepts 3-D arrays: give grey `(H, W)` arrays/tensors a channel axis."""
     if getattr(image, "ndim", None) != 2:
@@ -113,10 +120,7 @@ class HieraImageProcessor(PilBackend):
     def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> np.ndarray:
         """One input image -> RGB `uint8` array `(3, H, W)`. Arrays are read channels-last and tensors
         channels-first unless `input_data_format` says otherwise."""
-        if input_data_format is None:
-            channels_first = type(image).__module__.startswith("torch")
-        else:
-            channels_first = ChannelDimension(input_data_format) == ChannelDimension.FIRST
+        channels_first = is_channels_first(image, input_data_format)
         return np.moveaxis(to_rgb_array(image, channels_first=channels_first), -1, 0)
 
     def resize(self, image: np.ndarray, size: SizeDict, resample: int | None = None, **kwargs) -> np.ndarray:

@@ -26,7 +26,7 @@ from transformers.image_utils import (
     SizeDict,
 )
 
-from ..hiera.image_processing_hiera import check_unit_range, to_rgb_array, to_rgb_layout
+from ..hiera.image_processing_hiera import check_unit_range, is_channels_first, to_rgb_array, to_rgb_layout
 from .modeling_sam2 import PADDING_LABEL
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -162,11 +162,7 @@ class Sam2ImageProcessor(BaseImageProcessor):
     def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> torch.Tensor:
         """One input image -> float32 RGB `(3, H, W)` in [0, 1]. Arrays are read channels-last and tensors
         channels-first unless `input_data_format` says otherwise."""
-        if input_data_format is None:
-            channels_first = type(image).__module__.startswith("torch")
-        else:
-            channels_first = ChannelDimension(input_data_format) == ChannelDimension.FIRST
-        return to_rgb_float(image, channels_first=channels_first)
+        return to_rgb_float(image, channels_first=is_channels_first(image, input_data_format))
 
     def _preprocess(
         self,
