@@ -33,10 +33,12 @@ from transformers.utils.generic import can_return_tuple
 
 from ..hiera.modeling_hiera import HieraBlock, eager_attention_forward, grid_to_units, units_to_grid
 from .configuration_sam2 import Sam2Config
+from .loss_sam2 import check_mask_targets, sam2_loss
 
 PADDING_LABEL = -10  # a point to ignore (pads prompts with fewer clicks)
 NOT_A_POINT_LABEL = -1  # Meta's padding point, always appended to the sparse prompt
 BOX_LABELS = (2, 3)  # top-left and bottom-right corners of a box
+NO_OBJECT_SCORE = -1024.0  # mask logits of objects predicted absent (Meta's NO_OBJ_SCORE)
 
 # Weights of the video model, kept under Meta's names in a converted folder; the image model does not use them.
 VIDEO_ONLY_KEYS = (
@@ -605,6 +607,8 @@ class Sam2ImageEmbeddingsOutput(ModelOutput):
 @dataclass
 class Sam2ImageSegmentationOutput(ModelOutput):
     r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+        The SAM 2 training loss (see `hiera_hf.sam2.loss_sam2`), averaged over the prompts.
     pred_masks (`torch.FloatTensor` of shape `(batch_size, num_prompts, num_masks, 256, 256)`):
         Low-resolution mask logits (a quarter of the model input size); `num_masks` is 3 with
         `multimask_output=True`, else 1. Not clamped and not replaced for absent objects (Meta's image predictor
@@ -621,6 +625,7 @@ class Sam2ImageSegmentationOutput(ModelOutput):
         The high-resolution features used, see [`Sam2ImageEmbeddingsOutput`].
     """
 
+    loss: torch.FloatTensor | None = None
     pred_masks: torch.FloatTensor | None = None
     iou_scores: torch.FloatTensor | None = None
     object_score_logits: torch.FloatTensor | None = None
@@ -646,6 +651,32 @@ class Sam2PreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False  # head sizes of the trunk (e.g. 112) and masked decoder attention
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The losses are means over the batch's objects: the Trainer must scale them for gradient accumulation.
+    accepts_loss_kwargs = False
+
+    def post_init(self):
+        super().post_init()
+        self.freeze_from_config()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading replaces the parameters (with gradients on): freeze again afterwards.
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_from_config()
+        return loaded
+
+    def freeze_from_config(self) -> None:
+        """Turn off the gradients of the parts the config freezes: `freeze_image_encoder` (trunk and FPN neck, as
+        Meta's option) and `freeze_prompt_encoder`. Parts not frozen are left as they are."""
+        frozen = {
+            "hiera": self.config.freeze_image_encoder,
+            "neck": self.config.freeze_image_encoder,
+            "prompt_encoder": self.config.freeze_prompt_encoder,
+        }
+        for name, freeze in frozen.items():
+            module = getattr(self, name, None)
+            if freeze and module is not None:
+                module.requires_grad_(False)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
@@ -741,6 +772,7 @@ class Sam2Model(Sam2PreTrainedModel):
         image_embeddings: torch.Tensor | None = None,
         high_res_features: tuple[torch.Tensor, ...] | None = None,
         multimask_output: bool = True,
+        labels: torch.Tensor | None = None,
         **kwargs,
     ) -> Sam2ImageSegmentationOutput:
         r"""
@@ -756,6 +788,11 @@ class Sam2Model(Sam2PreTrainedModel):
             Low-resolution mask logits, e.g. a previous `pred_masks` output.
         multimask_output (`bool`): return 3 masks per prompt; otherwise one (with the dynamic stability fallback
             of `dynamic_multimask_via_stability` in eval mode).
+        labels (`torch.FloatTensor` of shape `(batch_size, num_prompts, size, size)`, *optional*):
+            Target 0/1 mask of each prompt, at the low-resolution output size (`size` 256 for a 1024 input: cheap)
+            or at the model input size (`size` = `image_size`: the masks are upsampled first, as in Meta's
+            training). A prompt whose target is all -100 is padding and is left out. Gives `loss`: see
+            `hiera_hf.sam2.loss_sam2`; with several masks per prompt only the best one gets the mask loss.
         """
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Pass exactly one of pixel_values or image_embeddings")
@@ -772,10 +809,10 @@ class Sam2Model(Sam2PreTrainedModel):
             if self.config.use_high_res_features and high_res_features is None:
                 raise ValueError("high_res_features are required with image_embeddings (see get_image_embeddings)")
         batch = image_embeddings.shape[0]
-        points, labels, masks, num_prompts = self._flatten_prompts(
+        points, point_labels, masks, num_prompts = self._flatten_prompts(
             batch, input_points, input_labels, input_boxes, input_masks
         )
-        sparse, dense = self.prompt_encoder(points, labels, masks, batch * num_prompts)
+        sparse, dense = self.prompt_encoder(points, point_labels, masks, batch * num_prompts)
         masks, iou_scores, sam_tokens, object_score_logits = self.mask_decoder(
             image_embeddings,
             self.prompt_encoder.dense_positional_embedding(),
@@ -783,9 +820,24 @@ class Sam2Model(Sam2PreTrainedModel):
             dense,
             high_res_features,
             multimask_output,
-            sparse_mask=None if labels is None else labels != PADDING_LABEL,
+            sparse_mask=None if point_labels is None else point_labels != PADDING_LABEL,
         )
+        loss = None
+        if labels is not None:
+            check_mask_targets(labels, self.config)
+            if tuple(labels.shape[:2]) != (batch, num_prompts):
+                raise ValueError(
+                    f"labels must be (batch, num_prompts, size, size) = ({batch}, {num_prompts}, ...), one target "
+                    f"mask per prompt; got {tuple(labels.shape)}"
+                )
+            # Meta's training replaces the masks of objects predicted absent before the loss (they then learn
+            # through the object score only).
+            present = object_score_logits[..., None, None] > 0
+            loss_masks = torch.where(present, masks, NO_OBJECT_SCORE) if self.config.pred_obj_scores else masks
+            loss = sam2_loss(loss_masks.float(), iou_scores, object_score_logits, labels.flatten(0, 1), self.config)
+            loss = loss["loss"]
         return Sam2ImageSegmentationOutput(
+            loss=loss,
             pred_masks=masks.unflatten(0, (batch, num_prompts)),
             iou_scores=iou_scores.unflatten(0, (batch, num_prompts)),
             object_score_logits=object_score_logits.unflatten(0, (batch, num_prompts)),
@@ -908,6 +960,7 @@ class Sam2HieraBackbone(BackboneMixin, Sam2PreTrainedModel):
 
 
 __all__ = [
+    "NO_OBJECT_SCORE",
     "PADDING_LABEL",
     "VIDEO_ONLY_KEYS",
     "Sam2HieraBackbone",
