@@ -27,6 +27,7 @@ from transformers.image_utils import load_image
 
 from .modeling_sam2 import Sam2Model
 from .processing_sam2 import Sam2ImageProcessor, clean_mask_logits
+from .prompts import mask_to_box
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 _UPSAMPLE_CHUNK = 32  # masks upsampled to the crop size at once (bounds memory on large images)
@@ -63,18 +64,9 @@ def crop_boxes(height: int, width: int, n_layers: int, overlap_ratio: float) -> 
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Boolean masks `(N, H, W)` -> inclusive pixel boxes `(N, 4)` (x0, y0, x1, y1), int64; zeros for empty masks."""
-    if masks.shape[0] == 0:
-        return torch.zeros(0, 4, dtype=torch.long, device=masks.device)
-    rows, cols = masks.any(dim=-1), masks.any(dim=-2)
-
-    def first_last(hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        size = hits.shape[-1]
-        return hits.int().argmax(-1), size - 1 - hits.flip(-1).int().argmax(-1)
-
-    (y0, y1), (x0, x1) = first_last(rows), first_last(cols)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1)
-    return boxes * rows.any(-1, keepdim=True)
+    """Boolean masks `(N, H, W)` -> inclusive pixel boxes `(N, 4)` (x0, y0, x1, y1); zeros for empty masks (Meta's
+    AMG convention, where `mask_to_box` gives the whole grid)."""
+    return torch.where(masks.flatten(1).any(dim=1)[:, None], mask_to_box(masks), 0)
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
