@@ -89,11 +89,11 @@ def test_matches_meta_on_one_crop(models):
 
 
 def test_matches_meta_with_crops_m2m_and_small_regions(models, monkeypatch):
-    """Crop layer 1 (four overlapping crops, fewer clicks), mask-to-mask refinement and hole/sprinkle removal;
+    """Crop layer 1 (four overlapping crops, one click each), mask-to-mask refinement and hole/sprinkle removal;
     Meta's connected components (CUDA-only) replaced by scipy's so that its `min_mask_region_area` path runs."""
     monkeypatch.setattr(sam2.utils.misc, "get_connected_components", scipy_connected_components)
     settings = {
-        "points_per_side": 4,
+        "points_per_side": 2,
         "crop_n_layers": 1,
         "crop_n_points_downscale_factor": 2,
         "use_m2m": True,
