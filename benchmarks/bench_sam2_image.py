@@ -78,6 +78,12 @@ def ratio(times: dict[str, list[float]], reference: str, name: str) -> float:
     return statistics.median(r / t for r, t in zip(times[reference], times[name]))
 
 
+def print_rows(rows: list[tuple]) -> None:
+    """Results as soon as a section is done (the whole run takes minutes)."""
+    for row in rows:
+        print(" | ".join(str(v) for v in row), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default=str(DEFAULT_IMAGE), help="image file (default: shared/media/truck.jpg)")
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in encoders:
         vs_meta = ratio(times, "meta", name)
         rows.append(("image encoder (s/image)", name, statistics.median(times[name]), f"{vs_meta:.2f}x"))
+    print_rows(rows)
 
     predictor = SAM2ImagePredictor(meta)
     predictor.set_image(image)
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in decoders:
         seconds = statistics.median(times[name])
         rows.append(("mask decoder (prompts/s)", name, args.prompts / seconds, f"{ratio(times, 'meta', name):.2f}x"))
+    print_rows(rows[-3:])
     notes.append(f"decoder: {args.prompts} single-click prompts per call, multimask; Meta's time includes its "
                  "upsampling of the logits to the image size (its `_predict`)")  # fmt: skip
 
