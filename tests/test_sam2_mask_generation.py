@@ -13,6 +13,7 @@ import pytest
 import sam2  # noqa: F401  (the reference; a missing package must fail, not skip)
 import sam2.utils.misc
 import torch
+import torchvision
 import transformers
 from PIL import Image
 from pycocotools import mask as coco_mask
@@ -26,6 +27,7 @@ from hiera_hf.cli import main
 from hiera_hf.sam2.mask_generation import (
     Sam2AutomaticMaskGenerator,
     Sam2MaskGenerationPipeline,
+    box_nms,
     coco_encode_rle,
     crop_boxes,
     mask_to_rle,
@@ -121,6 +123,18 @@ def test_helpers_match_meta():
         assert rle == reference
         expected = coco_mask.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
         assert coco_encode_rle(rle) == {"size": expected["size"], "counts": expected["counts"].decode()}
+
+
+def test_box_nms_matches_torchvision():
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.randint(0, 60, (300, 2, 2), generator=generator).float()
+    boxes = torch.cat([corners.amin(dim=1), corners.amax(dim=1)], dim=1)  # includes zero-area boxes
+    boxes[:20] = boxes[20:40] + 1  # near duplicates
+    scores = torch.rand(300, generator=generator)
+    for threshold in (0.0, 0.3, 0.7, 1.0):
+        expected = torchvision.ops.nms(boxes, scores, threshold)
+        assert torch.equal(box_nms(boxes, scores, threshold), expected), threshold
+    assert box_nms(torch.zeros(0, 4), torch.zeros(0), 0.7).shape == (0,)
 
 
 def test_pipeline(models):

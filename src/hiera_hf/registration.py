@@ -56,7 +56,7 @@ def register_auto_classes() -> None:
     processors = {"torchvision": Sam2ImageProcessor, "pil": Sam2ImageProcessor}
     AutoImageProcessor.register(Sam2Config, image_processor_classes=processors, exist_ok=True)
     # pipeline() picks one class per task; ours builds transformers' own pipeline for any other model. A dotted
-    # path keeps the pipeline module (and torchvision) unimported until a mask-generation pipeline is made.
+    # path keeps the pipeline module unimported until a mask-generation pipeline is made.
     from transformers.pipelines import PIPELINE_REGISTRY
 
     task = PIPELINE_REGISTRY.supported_tasks["mask-generation"]

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms, box_area
 from tqdm.auto import tqdm
 from transformers import Pipeline
 from transformers.image_utils import load_image
@@ -67,6 +66,32 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """Boolean masks `(N, H, W)` -> inclusive pixel boxes `(N, 4)` (x0, y0, x1, y1); zeros for empty masks (Meta's
     AMG convention, where `mask_to_box` gives the whole grid)."""
     return torch.where(masks.flatten(1).any(dim=1)[:, None], mask_to_box(masks), 0)
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Areas `(N,)` of `(N, 4)` (x0, y0, x1, y1) boxes."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression, the rule of `torchvision.ops.nms`: visiting boxes `(N, 4)` by decreasing
+    score, keep a box unless its IoU with an already kept one exceeds `iou_threshold`. Returns the kept indices
+    `(K,)` by decreasing score."""
+    order = scores.argsort(descending=True, stable=True)
+    boxes = boxes[order].float()
+    top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    areas = box_area(boxes)
+    iou = intersection / (areas[:, None] + areas[None, :] - intersection)
+    overlaps = (iou.double() > iou_threshold).numpy()  # float32 IoU against the float64 threshold, as torchvision
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for index in range(len(order)):
+        if not suppressed[index]:
+            keep.append(index)
+            suppressed |= overlaps[index]
+    return order[torch.tensor(keep, dtype=torch.long)]
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -183,8 +208,7 @@ class Sam2AutomaticMaskGenerator:
         masks = [mask for r in results for mask in r["masks"]]
         if len(crops) > 1 and len(masks):
             scores = 1 / box_area(data["crop_boxes"])  # prefer masks from smaller crops
-            keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(data["boxes"][:, 0]),
-                               iou_threshold=self.crop_nms_thresh)  # fmt: skip
+            keep = box_nms(data["boxes"], scores, self.crop_nms_thresh)
             data = {key: value[keep] for key, value in data.items()}
             masks = [masks[i] for i in keep.tolist()]
         return [self._record(data, index, mask, (height, width)) for index, mask in enumerate(masks)]
@@ -229,8 +253,7 @@ class Sam2AutomaticMaskGenerator:
             bar.update()
         data = {key: torch.cat([p[key] for p in parts]) for key in parts[0] if key != "masks"}
         masks = [mask for p in parts for mask in p["masks"]]
-        keep = batched_nms(data["boxes"].float(), data["iou_preds"], torch.zeros_like(data["boxes"][:, 0]),
-                           iou_threshold=self.box_nms_thresh)  # fmt: skip
+        keep = box_nms(data["boxes"], data["iou_preds"], self.box_nms_thresh)
         data = {key: value[keep] for key, value in data.items()}
         offset = torch.tensor([x0, y0])
         data["boxes"] = data["boxes"] + offset.repeat(2)
