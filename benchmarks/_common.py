@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -89,3 +90,42 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def paired_ratio(faster: list[float], slower: list[float]) -> float:
+    """Median over rounds of `slower / faster` call times: > 1 means `faster` has the higher throughput."""
+    return statistics.median(s / f for f, s in zip(faster, slower))
+
+
+# Meta's Hiera names -> transformers' (prefix renames; encoder blocks are regrouped into stages separately).
+_TRANSFORMERS_PREFIXES = {
+    "pos_embed": "hiera.embeddings.position_embeddings",
+    "patch_embed.proj.": "hiera.embeddings.patch_embeddings.projection.",
+    "norm.": "hiera.pooler.layernorm.",
+    "head.projection.": "classifier.",
+    "encoder_norm.": "encoder_norm.",
+    "multi_scale_fusion_heads.": "multiscale_fusion.multi_scale_fusion_heads.",
+    "mask_token": "decoder.mask_token",
+    "decoder_pos_embed": "decoder.decoder_position_embeddings",
+    "decoder_embed.": "decoder.decoder_embeddings.",
+    "decoder_blocks.": "decoder.decoder_block.layers.",
+    "decoder_norm.": "decoder.decoder_norm.",
+    "decoder_pred.": "decoder.decoder_pred.",
+}
+
+
+def meta_to_transformers(state_dict: dict[str, torch.Tensor], depths: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Meta's Hiera or MaskedAutoencoderHiera keys -> transformers' `HieraForImageClassification` /
+    `HieraForPreTraining` keys (encoder blocks regrouped into stages, `norm1/2` -> `layernorm_before/after`)."""
+    starts = [sum(depths[:stage]) for stage in range(len(depths))]
+    converted = {}
+    for key, value in state_dict.items():
+        if match := re.match(r"blocks\.(\d+)\.(.+)", key):
+            block = int(match[1])
+            stage = max(s for s, start in enumerate(starts) if start <= block)
+            key = f"hiera.encoder.stages.{stage}.layers.{block - starts[stage]}.{match[2]}"
+        else:
+            prefix = max((p for p in _TRANSFORMERS_PREFIXES if key.startswith(p)), key=len)
+            key = _TRANSFORMERS_PREFIXES[prefix] + key[len(prefix) :]
+        converted[key.replace(".norm1.", ".layernorm_before.").replace(".norm2.", ".layernorm_after.")] = value
+    return converted

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +26,15 @@ from timm.models.hiera import checkpoint_filter_fn as timm_checkpoint_filter_fn
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, interleaved_times, markdown_table, peak_rss_mb, throughput  # noqa: E402
+from _common import (  # noqa: E402
+    environment,
+    interleaved_times,
+    markdown_table,
+    meta_to_transformers,
+    paired_ratio,
+    peak_rss_mb,
+    throughput,
+)
 
 from hiera_hf import HieraConfig, HieraForImageClassification  # noqa: E402
 from hiera_hf.conversion import convert_meta_hiera_state_dict  # noqa: E402
@@ -39,29 +45,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 REFERENCES = ("meta", "transformers", "timm")
 COMPILED = ("ours", "meta")
 FP32_TOLERANCE = 1e-4  # max abs difference of probabilities allowed before timing (fp32)
-
-
-def meta_to_transformers(state_dict: dict[str, torch.Tensor], depths: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Meta's Hiera keys -> `transformers.HieraForImageClassification` keys (blocks regrouped into stages)."""
-    renames = {
-        "pos_embed": "hiera.embeddings.position_embeddings",
-        "patch_embed.proj.": "hiera.embeddings.patch_embeddings.projection.",
-        "norm.": "hiera.pooler.layernorm.",
-        "head.projection.": "classifier.",
-    }
-    starts = [sum(depths[:stage]) for stage in range(len(depths))]
-    converted = {}
-    for key, value in state_dict.items():
-        if match := re.match(r"blocks\.(\d+)\.(.+)", key):
-            block = int(match[1])
-            stage = max(s for s, start in enumerate(starts) if start <= block)
-            rest = match[2].replace("norm1.", "layernorm_before.").replace("norm2.", "layernorm_after.")
-            key = f"hiera.encoder.stages.{stage}.layers.{block - starts[stage]}.{rest}"
-        else:
-            prefix = next(p for p in renames if key.startswith(p))
-            key = renames[prefix] + key[len(prefix) :]
-        converted[key] = value
-    return converted
 
 
 def build_models(name: str, depths: tuple[int, ...]) -> dict[str, nn.Module]:
@@ -93,11 +76,6 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     """`||value - reference|| / ||reference||` in fp32 (Frobenius norms)."""
     reference = reference.float()
     return ((value.float() - reference).norm() / reference.norm()).item()
-
-
-def paired_ratio(faster: list[float], slower: list[float]) -> float:
-    """Median over rounds of `slower / faster` call times: > 1 means `faster` has the higher throughput."""
-    return statistics.median(s / f for f, s in zip(faster, slower))
 
 
 def run_group(args, short: str, batch: int, models: dict[str, nn.Module], compiled: dict) -> tuple[list, list]:

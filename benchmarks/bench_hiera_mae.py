@@ -12,46 +12,21 @@ ratio of ours over each reference (>1 = ours is faster), plus the first-step los
 from __future__ import annotations
 
 import argparse
-import re
+import copy
 import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import hiera
 import torch
 import transformers
-from tqdm import tqdm
 
-from hiera_hf import HieraConfig, HieraForPreTraining
-from hiera_hf.conversion import convert_meta_hiera_state_dict
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, interleaved_times, markdown_table, meta_to_transformers, paired_ratio  # noqa: E402
 
-# Meta's MAE names -> transformers' (encoder blocks are numbered per stage there, see `to_transformers`).
-_TRANSFORMERS_NAMES = [
-    (r"^pos_embed$", "hiera.embeddings.position_embeddings"),
-    (r"^patch_embed\.proj\.", "hiera.embeddings.patch_embeddings.projection."),
-    (r"^multi_scale_fusion_heads\.", "multiscale_fusion.multi_scale_fusion_heads."),
-    (r"^mask_token$", "decoder.mask_token"),
-    (r"^decoder_pos_embed$", "decoder.decoder_position_embeddings"),
-    (r"^decoder_embed\.", "decoder.decoder_embeddings."),
-    (r"^decoder_blocks\.", "decoder.decoder_block.layers."),
-    (r"^(decoder_norm|decoder_pred)\.", r"decoder.\1."),
-    (r"\.norm1\.", ".layernorm_before."),
-    (r"\.norm2\.", ".layernorm_after."),
-]
-
-
-def to_transformers(state_dict: dict[str, torch.Tensor], depths: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    stage_of = [(stage, layer) for stage, depth in enumerate(depths) for layer in range(depth)]
-    converted = {}
-    for key, value in state_dict.items():
-        match = re.match(r"^blocks\.(\d+)\.(.+)$", key)
-        if match:
-            stage, layer = stage_of[int(match[1])]
-            key = f"hiera.encoder.stages.{stage}.layers.{layer}.{match[2]}"
-        for pattern, replacement in _TRANSFORMERS_NAMES:
-            key = re.sub(pattern, replacement, key)
-        converted[key] = value
-    return converted
+from hiera_hf import HieraConfig, HieraForPreTraining  # noqa: E402
+from hiera_hf.conversion import convert_meta_hiera_state_dict  # noqa: E402
 
 
 def build(preset: str) -> tuple[torch.nn.Module, HieraForPreTraining, torch.nn.Module, HieraConfig]:
@@ -74,12 +49,15 @@ def build(preset: str) -> tuple[torch.nn.Module, HieraForPreTraining, torch.nn.M
         mask_ratio=config.mask_ratio,
     )
     theirs = transformers.HieraForPreTraining(reference_config)
-    theirs.load_state_dict(to_transformers(state, config.depths), strict=True)
+    theirs.load_state_dict(meta_to_transformers(state, config.depths), strict=True)
     return meta, ours, theirs, config
 
 
 def training_step(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], float]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    """One optimisation step: forward with the loss, backward, AdamW step. The optimizer is the same for every
+    implementation: torch's fused AdamW (the fastest one on CPU; the default per-parameter loop would add the same
+    ~40% of a step to every row and hide the model's own speed)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -110,27 +88,32 @@ def main() -> None:
         "hiera-hf HieraForPreTraining": training_step(ours, lambda: ours(x, noise=noise).loss),
     }
     if args.compile:
-        compiled = torch.compile(ours, fullgraph=True)
+        twin = copy.deepcopy(ours)  # its own weights and optimizer, so every first step starts from the same weights
+        compiled = torch.compile(twin, fullgraph=True)
         steps["hiera-hf HieraForPreTraining + torch.compile"] = training_step(
-            ours, lambda: compiled(x, noise=noise).loss
+            twin, lambda: compiled(x, noise=noise).loss
         )
-    # The learning rate is tiny, so the first losses compare implementations on (almost) the same weights.
-    print("first-step losses:", {name: round(step(), 6) for name, step in steps.items()})  # also the warm-up
+    # Every model takes its first step from the same weights, so the first losses must agree.
+    losses = {name: step() for name, step in steps.items()}  # also the warm-up
+    print("first-step losses:", {name: round(loss, 6) for name, loss in losses.items()})
+    reference = losses["meta MaskedAutoencoderHiera"]
+    if any(abs(loss - reference) > 1e-4 * abs(reference) for loss in losses.values()):
+        raise RuntimeError("the implementations disagree on the first loss; not timing")
+    times = interleaved_times(steps, repeats=args.rounds, warmup=0, progress=not args.no_progress, desc="rounds")
 
-    times = {name: [] for name in steps}
-    for _ in tqdm(range(args.rounds), desc="rounds", disable=args.no_progress):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-
-    print(f"\n{args.preset}, batch {args.batch}, mask ratio {config.mask_ratio}, {torch.get_num_threads()} threads")
-    ours_median = statistics.median(times["hiera-hf HieraForPreTraining"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(
-            f"{name:48s} {median:7.3f} s/step ({min(values):.3f}-{max(values):.3f})  ours eager is x{median / ours_median:.2f}"
-        )
+    print(f"\n{args.preset}, batch {args.batch}, mask ratio {config.mask_ratio}")
+    print(" | ".join(f"{key}: {value}" for key, value in environment().items()))
+    ours = times["hiera-hf HieraForPreTraining"]
+    rows = [
+        [name, statistics.median(values), f"{min(values):.2f}–{max(values):.2f}", paired_ratio(ours, values)]
+        for name, values in times.items()
+    ]
+    print(markdown_table(["implementation", "s/step (median)", "min–max", "ours eager speed-up over it"], rows))
+    if args.compile:
+        compiled = times["hiera-hf HieraForPreTraining + torch.compile"]
+        for name in steps:
+            if "compile" not in name:
+                print(f"ours + torch.compile speed-up over {name}: x{paired_ratio(compiled, times[name]):.2f}")
 
 
 if __name__ == "__main__":

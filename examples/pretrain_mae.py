@@ -290,6 +290,12 @@ def parameter_checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def write_parameter_checksum(model: torch.nn.Module, training_args: TrainingArguments) -> None:
+    """`output_dir/parameter_checksum_rank<N>.txt`: replicas of a distributed run must write the same one."""
+    path = Path(training_args.output_dir) / f"parameter_checksum_rank{training_args.process_index}.txt"
+    write_atomically(path, f"{parameter_checksum(model)}\n".encode())
+
+
 def main(argv: list[str] | None = None) -> Trainer:
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
@@ -320,8 +326,7 @@ def main(argv: list[str] | None = None) -> Trainer:
     trainer.save_model()
     trainer.save_state()
     if model_args.parameter_checksums:
-        path = Path(training_args.output_dir) / f"parameter_checksum_rank{training_args.process_index}.txt"
-        write_atomically(path, f"{parameter_checksum(model)}\n".encode())
+        write_parameter_checksum(model, training_args)
     return trainer
 
 

@@ -14,16 +14,14 @@ import pytest
 import sam2  # noqa: F401  (the reference; a missing package must fail, not skip)
 import torch
 import transformers
-from safetensors.torch import save_file
-from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
+from sam2_helpers import load_ours, meta_model, write_folder
 from transformers import AutoConfig, AutoModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING, MODEL_MAPPING
 
 from hiera_hf import SAM2_PRESETS, Sam2Config, Sam2HieraBackbone, Sam2Model
 from hiera_hf.conversion import convert_meta_sam2_state_dict
 from hiera_hf.sam2.modeling_sam2 import VIDEO_ONLY_KEYS
-from hiera_hf.sam2.presets import get_sam2_preset
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # rtol for the large-magnitude mask logits
 SMALL_SIZE = 384
@@ -42,43 +40,6 @@ CASES = {
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def meta_model(name: str, seed: int = 0) -> torch.nn.Module:
-    """Meta's model with random weights. Meta zero-initialises biases, LayerNorm shifts, position embeddings and
-    some tokens; every such tensor gets random values so that no path is trivially zero."""
-    torch.manual_seed(seed)
-    model = build_sam2(get_sam2_preset(name).meta_config, ckpt_path=None, device="cpu")
-    with torch.no_grad():
-        for param_name, param in model.named_parameters():
-            if param.ndim <= 1 or re.search(r"pos_embed|token|embed", param_name):
-                param.add_(torch.randn_like(param) * 0.1)
-    return model.eval()
-
-
-def write_folder(meta: torch.nn.Module, name: str, path) -> tuple:
-    """Save Meta's weights as an official `.pt`, read it back safely, convert it and write a folder holding all
-    converted weights (image and video). Returns (folder, converted state dict)."""
-    checkpoint = path / f"{name}.pt"
-    torch.save({"model": meta.state_dict()}, checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-    converted = convert_meta_sam2_state_dict(state)
-    folder = path / name
-    Sam2Config.from_preset(name).save_pretrained(folder)
-    save_file(
-        {k: v.contiguous() for k, v in converted.items()}, folder / "model.safetensors", metadata={"format": "pt"}
-    )
-    return folder, converted
-
-
-def load_ours(folder, converted: dict, **kwargs) -> Sam2Model:
-    """Load our model and check that the folder's keys are exactly ours plus the video model's."""
-    model, info = Sam2Model.from_pretrained(folder, output_loading_info=True, **kwargs)
-    assert not info["missing_keys"] and not info["mismatched_keys"], info
-    ours = set(model.state_dict())
-    video = {k for k in converted if any(re.match(p, k) for p in VIDEO_ONLY_KEYS)}
-    assert ours | video == set(converted) and not ours & video
-    return model.eval()
 
 
 def assign_ours(config: Sam2Config, converted: dict) -> Sam2Model:

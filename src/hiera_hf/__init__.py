@@ -20,7 +20,7 @@ from .hiera import (
     save_for_hub,
 )
 from .registration import register_auto_classes
-from .sam2 import SAM2_PRESETS, Sam2Config, Sam2HieraBackbone, Sam2Model
+from .sam2 import SAM2_PRESETS, Sam2Config, Sam2HieraBackbone, Sam2ImageProcessor, Sam2Model
 
 register_auto_classes()
 
@@ -42,6 +42,7 @@ __all__ = [
     "SAM2_PRESETS",
     "Sam2Config",
     "Sam2HieraBackbone",
+    "Sam2ImageProcessor",
     "Sam2Model",
     "get_preset",
     "save_for_hub",

@@ -7,7 +7,9 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -162,9 +164,172 @@ def run_classify(args: argparse.Namespace) -> None:
         print(f"{probability:.4f}  {model.config.id2label.get(index, f'LABEL_{index}')}")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# SAM 2 images: segment (prompted) and generate-masks (automatic)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _numbers(text: str, count: int, what: str) -> list[float]:
+    """`count` comma-separated numbers, e.g. "120,45" for a point."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise ValueError(f"{what} must be {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _load_sam2(model: str, progress: bool):
+    """(model, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
+    from .hub import resolve_model
+    from .sam2 import Sam2ImageProcessor, Sam2Model
+
+    folder = resolve_model(model, progress=progress)
+    sam = Sam2Model.from_pretrained(folder).eval()
+    if (Path(folder) / "preprocessor_config.json").is_file():
+        processor = Sam2ImageProcessor.from_pretrained(folder)
+    else:
+        size = sam.config.image_size
+        processor = Sam2ImageProcessor(size={"height": size, "width": size})
+    return sam, processor
+
+
+def _open_image(path: str):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+    return image
+
+
+def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write through `write(temporary_path)` next to `path`, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(partial)
+        os.chmod(partial, 0o644)  # mkstemp creates owner-only files
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _save_png(array, path: Path) -> None:
+    from PIL import Image
+
+    _write_atomic(path, lambda partial: Image.fromarray(array).save(partial, format="PNG"))
+
+
+def _overlay(image, masks: list, alpha: float = 0.5):
+    """The RGB image `(H, W, 3)` uint8 with each boolean mask `(H, W)` tinted in its own colour (later on top)."""
+    import numpy as np
+
+    from .sam2.processing_sam2 import to_rgb_float
+
+    rgb = to_rgb_float(image).permute(1, 2, 0).numpy() * 255.0
+    colours = np.random.default_rng(0).uniform(40, 255, size=(max(len(masks), 1), 3))
+    colours[0] = (30, 144, 255)
+    for mask, colour in zip(masks, colours):
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="image file")
+    parser.add_argument("--model", required=True, metavar="DIR", help="converted SAM 2 folder")
+    parser.add_argument("--point", action="append", default=[], metavar="X,Y", help="click in image pixels")
+    parser.add_argument(
+        "--label", action="append", type=int, metavar="0|1", help="label per --point (1 foreground, 0 background)"
+    )
+    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box in image pixels")
+    parser.add_argument("--out", required=True, metavar="MASK.png", help="mask PNG; the overlay goes to *_overlay.png")
+    parser.add_argument("--mask-threshold", type=float, default=0.0, help="logit threshold (default 0)")
+    parser.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
+    parser.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_segment(args: argparse.Namespace) -> None:
+    import torch
+
+    if not args.point and args.box is None:
+        raise ValueError("Give at least one --point X,Y or a --box X0,Y0,X1,Y1")
+    labels = args.label if args.label is not None else [1] * len(args.point)
+    if len(labels) != len(args.point):
+        raise ValueError(f"Give one --label per --point ({len(args.point)} points, {len(labels)} labels)")
+    image = _open_image(args.image)
+    model, processor = _load_sam2(args.model, progress=not args.no_progress)
+    prompts = {}
+    if args.point:
+        prompts["input_points"] = [[[_numbers(p, 2, "--point") for p in args.point]]]
+        prompts["input_labels"] = [[labels]]
+    if args.box is not None:
+        prompts["input_boxes"] = [[_numbers(args.box, 4, "--box")]]
+    inputs = processor(image, **prompts)
+    with torch.no_grad():
+        outputs = model(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
+    masks = processor.post_process_masks(
+        outputs.pred_masks, inputs["original_sizes"], args.mask_threshold, args.max_hole_area, args.max_sprinkle_area
+    )[0][0]
+    best = int(outputs.iou_scores[0, 0].argmax())
+    mask = masks[best].numpy()
+    out = Path(args.out)
+    _save_png((mask * 255).astype("uint8"), out)
+    overlay = out.with_name(f"{out.stem}_overlay.png")
+    _save_png(_overlay(image, [mask]), overlay)
+    print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+
+
+def add_generate_masks_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="image file")
+    parser.add_argument("--model", required=True, metavar="DIR", help="converted SAM 2 folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for overlay.png and masks.json")
+    parser.add_argument("--points-per-side", type=int, default=32, help="click grid size (default 32)")
+    parser.add_argument("--points-per-batch", type=int, default=64, help="clicks decoded at once (default 64)")
+    parser.add_argument("--pred-iou-thresh", type=float, default=0.8, help="minimum predicted IoU (default 0.8)")
+    parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="minimum stability (0.95)")
+    parser.add_argument("--crop-n-layers", type=int, default=0, help="layers of image crops (default 0)")
+    parser.add_argument("--min-mask-region-area", type=int, default=0, help="fill holes / remove specks (low-res px)")
+    parser.add_argument("--use-m2m", action="store_true", help="refine each mask once with its own logits")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_generate_masks(args: argparse.Namespace) -> None:
+    from .sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, mask_to_rle
+
+    image = _open_image(args.image)
+    model, processor = _load_sam2(args.model, progress=not args.no_progress)
+    generator = Sam2AutomaticMaskGenerator(
+        model,
+        processor,
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        crop_n_layers=args.crop_n_layers,
+        min_mask_region_area=args.min_mask_region_area,
+        use_m2m=args.use_m2m,
+        output_mode="binary_mask",
+        progress=not args.no_progress,
+    )
+    records = generator.generate(image)
+    out = Path(args.out)
+    by_area = sorted(records, key=lambda r: -r["area"])  # small masks drawn last, on top
+    _save_png(_overlay(image, [r["segmentation"] for r in by_area]), out / "overlay.png")
+    coco = [{**r, "segmentation": coco_encode_rle(mask_to_rle(r["segmentation"]))} for r in records]
+    text = json.dumps(coco, indent=1) + "\n"
+    _write_atomic(out / "masks.json", lambda partial: Path(partial).write_text(text))
+    print(f"Wrote {len(records)} masks to {out / 'masks.json'} and {out / 'overlay.png'}")
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "convert": ("convert a Meta or transformers Hiera or SAM 2 checkpoint", add_convert_arguments, run_convert),
     "classify": ("print the top labels of an image or a video", add_classify_arguments, run_classify),
+    "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
+    "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
 }
 
 

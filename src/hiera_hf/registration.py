@@ -8,6 +8,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForMaskGeneration,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
     AutoVideoProcessor,
@@ -46,9 +47,18 @@ def register_auto_classes() -> None:
     AutoImageProcessor.register(HieraConfig, image_processor_classes=processors, exist_ok=True)
     AutoVideoProcessor.register(HieraConfig, HieraVideoProcessor, exist_ok=True)
     # SAM 2: our `Sam2Config` also shares its class name with a built-in one (model type `sam2`), same remedy.
-    from .sam2 import Sam2Config, Sam2HieraBackbone, Sam2Model
+    from .sam2 import Sam2Config, Sam2HieraBackbone, Sam2ImageProcessor, Sam2Model
 
     AutoConfig.register(Sam2Config.model_type, Sam2Config, exist_ok=True)
     AutoModel.register(Sam2Config, Sam2Model, exist_ok=True)
+    AutoModelForMaskGeneration.register(Sam2Config, Sam2Model, exist_ok=True)
     AutoBackbone.register(Sam2Config, Sam2HieraBackbone, exist_ok=True)
+    processors = {"torchvision": Sam2ImageProcessor, "pil": Sam2ImageProcessor}
+    AutoImageProcessor.register(Sam2Config, image_processor_classes=processors, exist_ok=True)
+    # pipeline() picks one class per task; ours builds transformers' own pipeline for any other model. A dotted
+    # path keeps the pipeline module unimported until a mask-generation pipeline is made.
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    task = PIPELINE_REGISTRY.supported_tasks["mask-generation"]
+    task["impl"] = "hiera_hf.sam2.mask_generation.Sam2MaskGenerationPipeline"
     _done = True

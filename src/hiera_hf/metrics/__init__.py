@@ -7,11 +7,25 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 
 
-def load_accuracy(**kwargs):
-    """`evaluate.load` of the packaged accuracy metric (no Hub access): `.compute(predictions=, references=)`."""
+def _load(script: str, **kwargs):
     import evaluate
 
-    return evaluate.load(str(_HERE / "accuracy.py"), **kwargs)
+    return evaluate.load(str(_HERE / script), **kwargs)
 
 
-__all__ = ["load_accuracy"]
+def load_accuracy(**kwargs):
+    """`evaluate.load` of the packaged accuracy metric (no Hub access): `.compute(predictions=, references=)`."""
+    return _load("accuracy.py", **kwargs)
+
+
+def load_mean_iou(**kwargs):
+    """`evaluate.load` of the packaged mean IoU of binary masks (`mean_iou.py`, no Hub access)."""
+    return _load("mean_iou.py", **kwargs)
+
+
+def load_j_and_f(**kwargs):
+    """`evaluate.load` of the packaged DAVIS J&F of masklets (`j_and_f.py`, no Hub access)."""
+    return _load("j_and_f.py", **kwargs)
+
+
+__all__ = ["load_accuracy", "load_j_and_f", "load_mean_iou"]

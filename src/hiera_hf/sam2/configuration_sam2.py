@@ -59,6 +59,15 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
     use_obj_ptrs_in_encoder, max_obj_ptrs_in_encoder, add_tpos_enc_to_obj_ptrs, proj_tpos_enc_in_obj_ptrs,
     use_signed_tpos_enc_to_obj_ptrs, only_obj_ptrs_in_the_past_for_eval, fixed_no_obj_ptr, soft_no_obj_ptr,
     use_mlp_for_obj_ptr_proj, no_obj_embed_spatial, fill_hole_area, non_overlap_masks.
+
+    Training (see `hiera_hf.sam2.loss_sam2`; defaults are the SAM 2 paper's recipe, Meta's fine-tuning config):
+        focal_loss_weight, dice_loss_weight, iou_loss_weight, object_score_loss_weight: weights of the focal and
+            dice mask losses (20:1), of the L1 loss on the predicted IoU and of the object-score cross-entropy.
+        focal_loss_alpha, focal_loss_gamma: the focal loss's class balance and focusing exponent.
+        freeze_image_encoder: no gradients for the Hiera trunk and FPN neck (Meta's `freeze_image_encoder`).
+        freeze_prompt_encoder: no gradients for the prompt encoder.
+        num_correction_points, max_frames_to_correct, prob_click_from_ground_truth: corrective clicks when training
+            on clips (`hiera_hf.sam2.training`; Meta: 7 clicks on 1 to 2 frames, 10% sampled from the object alone).
     """
 
     model_type = "hiera_hf_sam2"
@@ -144,6 +153,18 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
     no_obj_embed_spatial: bool = True
     fill_hole_area: int = 8
     non_overlap_masks: bool = False
+    # Training
+    focal_loss_weight: float | int = 20.0
+    dice_loss_weight: float | int = 1.0
+    iou_loss_weight: float | int = 1.0
+    object_score_loss_weight: float | int = 1.0
+    focal_loss_alpha: float | int = 0.25
+    focal_loss_gamma: float | int = 2.0
+    freeze_image_encoder: bool = False
+    freeze_prompt_encoder: bool = False
+    num_correction_points: int = 7
+    max_frames_to_correct: int = 2
+    prob_click_from_ground_truth: float | int = 0.1
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 

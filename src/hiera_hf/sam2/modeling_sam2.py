@@ -33,10 +33,12 @@ from transformers.utils.generic import can_return_tuple
 
 from ..hiera.modeling_hiera import HieraBlock, eager_attention_forward, grid_to_units, units_to_grid
 from .configuration_sam2 import Sam2Config
+from .loss_sam2 import check_mask_targets, sam2_loss
 
 PADDING_LABEL = -10  # a point to ignore (pads prompts with fewer clicks)
 NOT_A_POINT_LABEL = -1  # Meta's padding point, always appended to the sparse prompt
 BOX_LABELS = (2, 3)  # top-left and bottom-right corners of a box
+NO_OBJECT_SCORE = -1024.0  # mask logits of objects predicted absent (Meta's NO_OBJ_SCORE)
 
 # Weights of the video model, kept under Meta's names in a converted folder; the image model does not use them.
 VIDEO_ONLY_KEYS = (
@@ -200,7 +202,7 @@ class Sam2HieraModel(nn.Module):
     ) -> tuple[tuple[torch.Tensor, ...], tuple | None, tuple | None]:
         """`pixel_values` `(B, C, H, W)`. Returns (stage outputs `(B, h, w, C_stage)` channels last, hidden states
         (embeddings and every block's output, same layout), attention weights)."""
-        embeddings = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)
+        embeddings = self.patch_embeddings(pixel_values.to(self.patch_embeddings.weight.dtype)).permute(0, 2, 3, 1)
         hidden_states = embeddings + self.position_grid(*embeddings.shape[1:3])
         stages = []
         all_hidden = [hidden_states] if output_hidden_states else None
@@ -231,7 +233,8 @@ class Sam2FpnNeck(nn.Module):
         for level in reversed(range(len(stage_maps))):
             lateral = self.convs[len(stage_maps) - 1 - level](stage_maps[level])
             if level in self.top_down_levels and previous is not None:
-                previous = lateral + F.interpolate(previous.float(), scale_factor=2.0, mode="nearest")
+                top_down = F.interpolate(previous.float(), scale_factor=2.0, mode="nearest")
+                previous = (lateral + top_down).to(lateral.dtype)
             else:
                 previous = lateral
             outputs.append(previous)
@@ -264,10 +267,11 @@ class Sam2PromptEncoder(nn.Module):
         self.act = nn.GELU()
 
     def encode_coordinates(self, coords: torch.Tensor) -> torch.Tensor:
-        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)`."""
-        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
-        coords = 2 * math.pi * coords
-        return torch.cat([coords.sin(), coords.cos()], dim=-1)
+        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)` in the model's dtype. Computed in
+        float32: the phases reach tens of radians, too coarse in bfloat16."""
+        matrix = self.positional_encoding_gaussian_matrix
+        coords = 2 * math.pi * ((2 * coords.float() - 1) @ matrix.float())
+        return torch.cat([coords.sin(), coords.cos()], dim=-1).to(matrix.dtype)
 
     def dense_positional_embedding(self) -> torch.Tensor:
         """Encoding of the image-embedding grid's cell centres, `(1, hidden, size, size)`."""
@@ -287,7 +291,7 @@ class Sam2PromptEncoder(nn.Module):
 
     def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """Mask logits `(N, 1, 4*size, 4*size)` -> `(N, hidden, size, size)`."""
-        hidden = self.act(self.mask_norm1(self.mask_conv1(masks)))
+        hidden = self.act(self.mask_norm1(self.mask_conv1(masks.to(self.mask_conv1.weight.dtype))))
         hidden = self.act(self.mask_norm2(self.mask_conv2(hidden)))
         return self.mask_conv3(hidden)
 
@@ -313,9 +317,17 @@ class Sam2PromptEncoder(nn.Module):
 
 
 class Sam2Attention(nn.Module):
-    """Attention whose queries, keys and values are projected to `hidden / downsample_rate` channels."""
+    """Attention whose queries, keys and values are projected to `hidden / downsample_rate` channels; keys and values
+    come in with `kv_in_dim` channels (default `hidden_size`)."""
 
-    def __init__(self, config: Sam2Config, hidden_size: int, num_heads: int, downsample_rate: int = 1):
+    def __init__(
+        self,
+        config: Sam2Config,
+        hidden_size: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        kv_in_dim: int | None = None,
+    ):
         super().__init__()
         self.config = config
         internal = hidden_size // downsample_rate
@@ -324,14 +336,14 @@ class Sam2Attention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.is_causal = False
         self.q_proj = nn.Linear(hidden_size, internal)
-        self.k_proj = nn.Linear(hidden_size, internal)
-        self.v_proj = nn.Linear(hidden_size, internal)
+        self.k_proj = nn.Linear(kv_in_dim or hidden_size, internal)
+        self.v_proj = nn.Linear(kv_in_dim or hidden_size, internal)
         self.out_proj = nn.Linear(internal, hidden_size)
 
     def forward(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """`query` `(N, Lq, hidden)`, `key`/`value` `(N or 1, Lk, hidden)`, `attention_mask` additive
+        """`query` `(N, Lq, hidden)`, `key`/`value` `(N or 1, Lk, kv_in_dim)`, `attention_mask` additive
         `(N, 1, 1, Lk)`. Returns `(N, Lq, hidden)`."""
 
         def heads_first(x: torch.Tensor) -> torch.Tensor:
@@ -492,7 +504,7 @@ class Sam2MaskDecoder(nn.Module):
         offset = output_tokens.shape[0] - self.num_mask_tokens - 1  # 1 with an object-score token
         tokens = torch.cat((output_tokens.expand(num_prompts, -1, -1), sparse_embeddings), dim=1)
         token_mask = None
-        if sparse_mask is not None and not bool(sparse_mask.all()):
+        if sparse_mask is not None:  # built even when every token is kept: testing that would break torch.compile
             keep = torch.cat((sparse_mask.new_ones(num_prompts, output_tokens.shape[0]), sparse_mask), dim=1)
             token_mask = torch.zeros(keep.shape, dtype=tokens.dtype, device=tokens.device)
             token_mask = token_mask.masked_fill(~keep, torch.finfo(tokens.dtype).min)[:, None, None, :]
@@ -605,6 +617,8 @@ class Sam2ImageEmbeddingsOutput(ModelOutput):
 @dataclass
 class Sam2ImageSegmentationOutput(ModelOutput):
     r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+        The SAM 2 training loss (see `hiera_hf.sam2.loss_sam2`), averaged over the prompts.
     pred_masks (`torch.FloatTensor` of shape `(batch_size, num_prompts, num_masks, 256, 256)`):
         Low-resolution mask logits (a quarter of the model input size); `num_masks` is 3 with
         `multimask_output=True`, else 1. Not clamped and not replaced for absent objects (Meta's image predictor
@@ -621,6 +635,7 @@ class Sam2ImageSegmentationOutput(ModelOutput):
         The high-resolution features used, see [`Sam2ImageEmbeddingsOutput`].
     """
 
+    loss: torch.FloatTensor | None = None
     pred_masks: torch.FloatTensor | None = None
     iou_scores: torch.FloatTensor | None = None
     object_score_logits: torch.FloatTensor | None = None
@@ -641,11 +656,46 @@ class Sam2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Sam2HieraBlock", "Sam2TwoWayAttentionBlock"]
+    # Modules that add up tensors of several children (residuals, FPN top-down sums, prompt and output tokens) must
+    # sit on one device; the video model's classes are listed here too, so that both models share one list.
+    _no_split_modules = [
+        "Sam2HieraBlock",
+        "Sam2FpnNeck",
+        "Sam2PromptEncoder",
+        "Sam2MaskDecoder",
+        "Sam2MemoryAttentionLayer",
+        "Sam2MemoryEncoder",
+    ]
     _supports_sdpa = True
     _supports_flash_attn = False  # head sizes of the trunk (e.g. 112) and masked decoder attention
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The losses are means over the batch's objects: the Trainer must scale them for gradient accumulation.
+    accepts_loss_kwargs = False
+
+    def post_init(self):
+        super().post_init()
+        self.freeze_from_config()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading replaces the parameters (with gradients on): freeze again afterwards.
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_from_config()
+        return loaded
+
+    def freeze_from_config(self) -> None:
+        """Turn off the gradients of the parts the config freezes: `freeze_image_encoder` (trunk and FPN neck, as
+        Meta's option) and `freeze_prompt_encoder`. Parts not frozen are left as they are."""
+        frozen = {
+            "hiera": self.config.freeze_image_encoder,
+            "neck": self.config.freeze_image_encoder,
+            "prompt_encoder": self.config.freeze_prompt_encoder,
+        }
+        for name, freeze in frozen.items():
+            module = getattr(self, name, None)
+            if freeze and module is not None:
+                module.requires_grad_(False)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
@@ -688,12 +738,16 @@ class Sam2Model(Sam2PreTrainedModel):
 
     def __init__(self, config: Sam2Config):
         super().__init__(config)
+        self._build_image_modules(config)
+        self.post_init()
+
+    def _build_image_modules(self, config: Sam2Config) -> None:
+        """The image model's modules; subclasses add theirs before calling `post_init`."""
         self.hiera = Sam2HieraModel(config)
         self.neck = Sam2FpnNeck(config)
         self.prompt_encoder = Sam2PromptEncoder(config)
         self.mask_decoder = Sam2MaskDecoder(config)
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, config.fpn_hidden_size))
-        self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.hiera.patch_embeddings
@@ -741,6 +795,7 @@ class Sam2Model(Sam2PreTrainedModel):
         image_embeddings: torch.Tensor | None = None,
         high_res_features: tuple[torch.Tensor, ...] | None = None,
         multimask_output: bool = True,
+        labels: torch.Tensor | None = None,
         **kwargs,
     ) -> Sam2ImageSegmentationOutput:
         r"""
@@ -756,6 +811,11 @@ class Sam2Model(Sam2PreTrainedModel):
             Low-resolution mask logits, e.g. a previous `pred_masks` output.
         multimask_output (`bool`): return 3 masks per prompt; otherwise one (with the dynamic stability fallback
             of `dynamic_multimask_via_stability` in eval mode).
+        labels (`torch.FloatTensor` of shape `(batch_size, num_prompts, size, size)`, *optional*):
+            Target 0/1 mask of each prompt, at the low-resolution output size (`size` 256 for a 1024 input: cheap)
+            or at the model input size (`size` = `image_size`: the masks are upsampled first, as in Meta's
+            training). A prompt whose target is all -100 is padding and is left out. Gives `loss`: see
+            `hiera_hf.sam2.loss_sam2`; with several masks per prompt only the best one gets the mask loss.
         """
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Pass exactly one of pixel_values or image_embeddings")
@@ -772,10 +832,10 @@ class Sam2Model(Sam2PreTrainedModel):
             if self.config.use_high_res_features and high_res_features is None:
                 raise ValueError("high_res_features are required with image_embeddings (see get_image_embeddings)")
         batch = image_embeddings.shape[0]
-        points, labels, masks, num_prompts = self._flatten_prompts(
+        points, point_labels, masks, num_prompts = self._flatten_prompts(
             batch, input_points, input_labels, input_boxes, input_masks
         )
-        sparse, dense = self.prompt_encoder(points, labels, masks, batch * num_prompts)
+        sparse, dense = self.prompt_encoder(points, point_labels, masks, batch * num_prompts)
         masks, iou_scores, sam_tokens, object_score_logits = self.mask_decoder(
             image_embeddings,
             self.prompt_encoder.dense_positional_embedding(),
@@ -783,9 +843,24 @@ class Sam2Model(Sam2PreTrainedModel):
             dense,
             high_res_features,
             multimask_output,
-            sparse_mask=None if labels is None else labels != PADDING_LABEL,
+            sparse_mask=None if point_labels is None else point_labels != PADDING_LABEL,
         )
+        loss = None
+        if labels is not None:
+            check_mask_targets(labels, self.config)
+            if tuple(labels.shape[:2]) != (batch, num_prompts):
+                raise ValueError(
+                    f"labels must be (batch, num_prompts, size, size) = ({batch}, {num_prompts}, ...), one target "
+                    f"mask per prompt; got {tuple(labels.shape)}"
+                )
+            # Meta's training replaces the masks of objects predicted absent before the loss (they then learn
+            # through the object score only).
+            present = object_score_logits[..., None, None] > 0
+            loss_masks = torch.where(present, masks, NO_OBJECT_SCORE) if self.config.pred_obj_scores else masks
+            loss = sam2_loss(loss_masks.float(), iou_scores, object_score_logits, labels.flatten(0, 1), self.config)
+            loss = loss["loss"]
         return Sam2ImageSegmentationOutput(
+            loss=loss,
             pred_masks=masks.unflatten(0, (batch, num_prompts)),
             iou_scores=iou_scores.unflatten(0, (batch, num_prompts)),
             object_score_logits=object_score_logits.unflatten(0, (batch, num_prompts)),
@@ -849,8 +924,10 @@ class Sam2Model(Sam2PreTrainedModel):
             point_labels.append(torch.tensor(BOX_LABELS, device=boxes.device).expand(coords[0].shape[0], -1))
         if points is not None:
             valid = (-1, 0, 1, 2, 3, PADDING_LABEL)
-            if labels.is_floating_point() or not bool(
-                torch.isin(labels, torch.tensor(valid, device=labels.device)).all()
+            # The values are checked in eager mode only: reading them would break a torch.compile graph.
+            if labels.is_floating_point() or (
+                not torch.compiler.is_compiling()
+                and not bool(torch.isin(labels, torch.tensor(valid, device=labels.device)).all())
             ):
                 raise ValueError(f"input_labels must be integers in {valid}, got {labels.unique().tolist()}")
             coords.append(points.flatten(0, 1).float())
@@ -908,6 +985,7 @@ class Sam2HieraBackbone(BackboneMixin, Sam2PreTrainedModel):
 
 
 __all__ = [
+    "NO_OBJECT_SCORE",
     "PADDING_LABEL",
     "VIDEO_ONLY_KEYS",
     "Sam2HieraBackbone",

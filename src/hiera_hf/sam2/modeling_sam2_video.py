@@ -29,21 +29,16 @@ from transformers.utils.generic import can_return_tuple
 from ..hiera.modeling_hiera import eager_attention_forward
 from .configuration_sam2 import Sam2Config
 from .modeling_sam2 import (
+    NO_OBJECT_SCORE,
     NOT_A_POINT_LABEL,
     PADDING_LABEL,
     Sam2Attention,
-    Sam2FpnNeck,
-    Sam2HieraModel,
     Sam2LayerNorm2d,
-    Sam2MaskDecoder,
     Sam2MLP,
     Sam2Model,
     Sam2PreTrainedModel,
-    Sam2PromptEncoder,
     sine_position_encoding,
 )
-
-NO_OBJECT_SCORE = -1024.0  # mask logits of objects predicted absent (Meta's NO_OBJ_SCORE)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Position encodings
@@ -93,11 +88,7 @@ class Sam2RoPEAttention(Sam2Attention):
     angles repeated over the frames; the last `num_k_exclude_rope` keys (object pointers) are not rotated."""
 
     def __init__(self, config: Sam2Config, kv_in_dim: int):
-        hidden = config.fpn_hidden_size
-        super().__init__(config, hidden, config.memory_attention_num_heads)
-        if kv_in_dim != hidden:
-            self.k_proj = nn.Linear(kv_in_dim, hidden)
-            self.v_proj = nn.Linear(kv_in_dim, hidden)
+        super().__init__(config, config.fpn_hidden_size, config.memory_attention_num_heads, kv_in_dim=kv_in_dim)
         self.dropout = config.memory_attention_dropout
 
     def forward(
@@ -373,10 +364,9 @@ class Sam2VideoModel(Sam2Model):
     left over. Stateless: every method maps tensors to tensors for the `N` objects of one frame."""
 
     _keys_to_ignore_on_load_unexpected = None
-    _no_split_modules = ["Sam2HieraBlock", "Sam2TwoWayAttentionBlock", "Sam2MemoryAttentionLayer"]
 
     def __init__(self, config: Sam2Config):
-        # `Sam2Model.__init__` ends with `post_init`, which must come after the video modules: build both here.
+        # `Sam2Model.__init__` ends with `post_init`, which must come after the video modules.
         Sam2PreTrainedModel.__init__(self, config)
         hidden, memory_dim = config.fpn_hidden_size, config.memory_encoder_hidden_size
         if config.fpn_hidden_size % memory_dim:
@@ -396,12 +386,7 @@ class Sam2VideoModel(Sam2Model):
             raise ValueError("directly_add_no_mem_embed=False is not supported (every official SAM 2 model sets it)")
         if config.proj_tpos_enc_in_obj_ptrs and not config.add_tpos_enc_to_obj_ptrs:
             raise ValueError("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
-        self.hiera = Sam2HieraModel(config)
-        self.neck = Sam2FpnNeck(config)
-        self.prompt_encoder = Sam2PromptEncoder(config)
-        self.mask_decoder = Sam2MaskDecoder(config)
-        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, hidden))
-
+        self._build_image_modules(config)
         self.memory_attention = Sam2MemoryAttention(config)
         self.memory_encoder = Sam2MemoryEncoder(config)
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, memory_dim))
@@ -464,7 +449,7 @@ class Sam2VideoModel(Sam2Model):
         hard = from_points.reshape(-1, 1, 1, 1) & (config.binarize_mask_from_pts_for_mem_enc and not self.training)
         mask_inputs = torch.where(hard, (mask_logits > 0).to(probabilities.dtype), probabilities)
         mask_inputs = mask_inputs * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
-        features = self.memory_encoder(vision_features, mask_inputs)
+        features = self.memory_encoder(vision_features, mask_inputs.to(vision_features.dtype))
         if self.no_obj_embed_spatial is not None:
             absent = (object_score_logits <= 0).to(features.dtype)[..., None, None]
             features = features + absent * self.no_obj_embed_spatial[..., None, None]
@@ -534,23 +519,15 @@ class Sam2VideoModel(Sam2Model):
                 raise ValueError(
                     f"input_masks must be (num_objects, 1, {size}, {size}), got {tuple(input_masks.shape)}"
                 )
-            pred_masks, iou_scores, scores, pointers, high_res_masks = self._mask_as_output(
+            pred_masks, iou_scores, scores, pointers, high_res_masks, _ = self._mask_as_output(
                 embedding, high_res, input_masks
             )
         else:
-            if memory is None:
-                conditioned = embedding + self.no_mem_embed.reshape(1, -1, 1, 1)
-            else:
-                conditioned = self.memory_attention(
-                    embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
-                )
-            num_points = 0 if input_points is None else input_points.shape[1]
-            multimask = (
-                config.multimask_output_in_sam
-                and (memory is None or config.multimask_output_for_tracking)
-                and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
+            conditioned = self.condition_on_memory(
+                embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
             )
-            pred_masks, iou_scores, scores, pointers, high_res_masks = self._sam_heads(
+            multimask = self.use_multimask(0 if input_points is None else input_points.shape[1], memory is not None)
+            pred_masks, iou_scores, scores, pointers, high_res_masks, _ = self._sam_heads(
                 conditioned, high_res, input_points, input_labels, prompt_masks, multimask
             )
         maskmem = None
@@ -564,6 +541,32 @@ class Sam2VideoModel(Sam2Model):
             maskmem_features=maskmem,
         )
 
+    def condition_on_memory(
+        self,
+        embedding: torch.Tensor,
+        vision_position_encoding: torch.Tensor,
+        memory: torch.Tensor | None,
+        memory_position_encoding: torch.Tensor | None,
+        num_pointer_tokens: int = 0,
+    ) -> torch.Tensor:
+        """The frame's image embedding `(N, C, h, w)` conditioned on the memory bank (see `forward`); with no memory
+        (an initial conditioning frame), the embedding plus `no_mem_embed`."""
+        if memory is None:
+            return embedding + self.no_mem_embed.reshape(1, -1, 1, 1)
+        return self.memory_attention(
+            embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
+        )
+
+    def use_multimask(self, num_points: int, tracking: bool) -> bool:
+        """Meta's rule for predicting several masks: `num_points` prompt points (box corners included) within
+        `[multimask_min_pt_num, multimask_max_pt_num]`, on a frame with memory only if `multimask_output_for_tracking`."""
+        config = self.config
+        return (
+            config.multimask_output_in_sam
+            and (not tracking or config.multimask_output_for_tracking)
+            and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
+        )
+
     def _sam_heads(
         self,
         embedding: torch.Tensor,
@@ -575,8 +578,9 @@ class Sam2VideoModel(Sam2Model):
     ) -> tuple[torch.Tensor, ...]:
         """Prompt encoder and mask decoder on memory-conditioned `embedding` `(N, C, h, w)` (Meta's
         `_forward_sam_heads`). Returns the best low-resolution mask `(N, 1, 4h, 4w)` float32 (-1024 for absent
-        objects), IoU scores `(N, M)`, object-score logits `(N, 1)`, pointers `(N, C)` and the best mask upsampled
-        to the input size `(N, 1, image_size, image_size)`."""
+        objects), IoU scores `(N, M)`, object-score logits `(N, 1)`, pointers `(N, C)`, the best mask upsampled
+        to the input size `(N, 1, image_size, image_size)` and all `M` low-resolution masks `(N, M, 4h, 4w)` (for
+        the training loss)."""
         num_objects = embedding.shape[0]
         if points is None:  # like Meta, an empty prompt is one "not a point" (plus the padding point)
             points = embedding.new_zeros(num_objects, 1, 2)
@@ -596,30 +600,33 @@ class Sam2VideoModel(Sam2Model):
         )
         if self.config.pred_obj_scores:
             masks = torch.where(scores[..., None, None] > 0, masks, NO_OBJECT_SCORE)
-        masks = masks.float()
+        all_masks = masks.float()
         best = iou_scores.argmax(dim=-1) if multimask else torch.zeros_like(iou_scores[:, 0], dtype=torch.long)
         rows = torch.arange(num_objects, device=masks.device)
-        masks = masks[rows, best][:, None]
+        masks = all_masks[rows, best][:, None]
         token = sam_tokens[rows, best] if sam_tokens.shape[1] > 1 else sam_tokens[:, 0]
         size = self.config.image_size
         high_res_masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
-        return masks, iou_scores, scores, self.object_pointer(token, scores), high_res_masks
+        return masks, iou_scores, scores, self.object_pointer(token, scores), high_res_masks, all_masks
 
     def _mask_as_output(
         self, embedding: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None, input_masks: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         """A mask prompt `(N, 1, S, S)` as the output, logits +-10 (Meta's `_use_mask_as_output`); the pointer comes
-        from the decoder prompted with the mask, presence from the mask itself. Same returns as `_sam_heads`."""
+        from the decoder prompted with the mask, presence from the mask itself. Same returns as `_sam_heads` (the
+        output mask is the only candidate)."""
         mask = input_masks.float()
         high_res_masks = mask * 20.0 - 10.0
         size = high_res_masks.shape[-1] // 4
         low_res = F.interpolate(
             high_res_masks, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
-        *_, pointers, _ = self._sam_heads(embedding, high_res, None, None, self.mask_downsample(mask), False)
+        prompt = self.mask_downsample(mask.to(self.mask_downsample.weight.dtype))
+        pointers = self._sam_heads(embedding, high_res, None, None, prompt, False)[3]
         present = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()
         iou_scores = mask.new_ones(mask.shape[0], 1)
-        return low_res, iou_scores, present * 20.0 - 10.0, self._mark_absent(pointers, present), high_res_masks
+        pointers = self._mark_absent(pointers, present)
+        return low_res, iou_scores, present * 20.0 - 10.0, pointers, high_res_masks, low_res
 
     # Object pointers -------------------------------------------------------------------------------------------
 
@@ -636,6 +643,7 @@ class Sam2VideoModel(Sam2Model):
         `fixed_no_obj_ptr`)."""
         if self.no_obj_ptr is None:
             return pointer
+        presence = presence.to(pointer.dtype)
         if self.config.fixed_no_obj_ptr:
             pointer = presence * pointer
         return pointer + (1 - presence) * self.no_obj_ptr
@@ -653,7 +661,7 @@ class Sam2VideoModel(Sam2Model):
         if not config.use_signed_tpos_enc_to_obj_ptrs:
             frame_offsets = frame_offsets.abs()
         dim = config.fpn_hidden_size if config.proj_tpos_enc_in_obj_ptrs else memory_dim
-        encoding = sine_encoding_1d(frame_offsets.float() / max_offset, dim)
+        encoding = sine_encoding_1d(frame_offsets.float() / max_offset, dim).to(self.maskmem_tpos_enc.dtype)
         return self.obj_ptr_tpos_proj(encoding) if self.obj_ptr_tpos_proj is not None else encoding
 
     # Memory bank -----------------------------------------------------------------------------------------------

@@ -1,0 +1,344 @@
+"""Image processor for SAM 2 / 2.1: Meta's `SAM2Transforms` preprocessing, prompt scaling and mask post-processing.
+
+Meta converts the image to float in [0, 1] first (`ToTensor`), then stretches it to 1024x1024 with torchvision's
+tensor `Resize` (bilinear, antialiased, no aspect-preserving padding) and normalises with the ImageNet mean and std.
+Prompts in original-image pixels are scaled per axis (`x / W * 1024`, `y / H * 1024`). Low-resolution mask logits
+are upsampled straight to the original size (bilinear, `align_corners=False`). Meta removes small holes and
+sprinkles from the 256x256 logits with a CUDA connected-components kernel that is absent on CPU (the step is then
+skipped with a warning); here OpenCV labels the components, with the same 8-connectivity and the same logit edits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ChannelDimension,
+    PILImageResampling,
+    SizeDict,
+)
+
+from ..hiera.image_processing_hiera import check_unit_range, is_channels_first, to_rgb_array, to_rgb_layout
+from .modeling_sam2 import PADDING_LABEL
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
+
+
+def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
+    """One image -> float32 RGB tensor `(3, H, W)` in [0, 1].
+
+    Accepts a PIL image (any mode; 16-bit grey `I;16*`/`I` modes keep their precision), or a numpy array / torch
+    tensor `(H, W)`, `(H, W, C)` (`(C, H, W)` with `channels_first=True`), C in {1, 3, 4}, holding `uint8` (divided
+    by 255, as Meta's `ToTensor`), `uint16` (divided by 65535) or floating-point values in [0, 1] (kept, as
+    `ToTensor` keeps them). Grey levels are repeated to RGB, alpha is dropped; anything else raises.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode in _SIXTEEN_BIT_MODES:
+            image = np.asarray(image)
+            if image.min() < 0 or image.max() > 65535:
+                raise ValueError(f"32-bit integer images must hold 16-bit values, got [{image.min()}, {image.max()}]")
+            image = image.astype(np.uint16)
+        else:
+            image = to_rgb_array(image)
+    image = to_rgb_layout(image, channels_first)
+    if image.dtype == np.uint8:
+        scale = 255.0
+    elif image.dtype == np.uint16:
+        scale = 65535.0
+    elif np.issubdtype(image.dtype, np.floating):
+        check_unit_range(image)
+        scale = None
+    else:
+        raise TypeError(
+            f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]"
+        )
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return tensor.float() / scale if scale else tensor.float()
+
+
+def _nested(value, name: str) -> list[list]:
+    """Per-image lists of per-prompt entries, from nested lists or an array/tensor `(batch, num_prompts, ...)`."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in v) for v in value
+    ):
+        raise ValueError(f"{name} must be nested as [image][prompt][...] (one list per image, one per prompt)")
+    return [list(v) for v in value]
+
+
+def _as_array(entry, name: str, shape: tuple, dtype, allow_empty: bool = False) -> np.ndarray:
+    """One prompt's entry as an array of `shape` (None = any length >= 1, or 0 with `allow_empty`), raising a clear
+    error otherwise."""
+    if allow_empty and len(entry) == 0:
+        return np.zeros((0, *shape[1:]), dtype=dtype)
+    try:
+        array = np.asarray(entry, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: every prompt must be a regular array of numbers ({error})") from None
+    if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)) or not array.size:
+        text = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name}: every prompt must have shape {text}, got {array.shape}")
+    return array
+
+
+def clean_mask_logits(
+    logits: torch.Tensor, mask_threshold: float = 0.0, max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0
+) -> torch.Tensor:
+    """Fill small holes and remove small sprinkles in mask logits `(..., H, W)` (Meta's `postprocess_masks` math).
+
+    Components are 8-connected and found on the input masks: a background component (logit <= threshold) of at
+    most `max_hole_area` pixels gets the logit `threshold + 10`, a foreground component (logit > threshold) of at
+    most `max_sprinkle_area` pixels gets `threshold - 10`. An area of 0 disables that step.
+    """
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return logits
+    import cv2
+
+    flat = logits.reshape(-1, *logits.shape[-2:])
+    foreground = (flat > mask_threshold).cpu().numpy()
+    edits = np.zeros(foreground.shape, dtype=np.float32)
+    for index, mask in enumerate(foreground):
+        for max_area, region, value in ((max_hole_area, ~mask, 10.0), (max_sprinkle_area, mask, -10.0)):
+            if max_area <= 0:
+                continue
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+            small = stats[:, cv2.CC_STAT_AREA] <= max_area
+            small[0] = False  # label 0: pixels outside `region`
+            edits[index][small[labels]] = value
+    edits = torch.from_numpy(edits).to(flat.device)
+    return torch.where(edits != 0, mask_threshold + edits, flat).to(logits.dtype).reshape(logits.shape)
+
+
+class Sam2ImageProcessor(BaseImageProcessor):
+    r"""
+    SAM 2's image preprocessing (Meta's `SAM2Transforms`): convert to float in [0, 1], stretch to `size` (1024x1024)
+    with antialiased bilinear interpolation, normalise with the ImageNet mean and std.
+
+    Inputs: one image or a list of images: PIL images (any mode), numpy arrays `(H, W)` / `(H, W, C)` or torch
+    tensors `(H, W)` / `(C, H, W)`, C in {1, 3, 4}, `uint8`, `uint16` or float in [0, 1] (see [`to_rgb_float`]).
+    Optional prompts in original-image pixels (see [`~Sam2ImageProcessor.prepare_prompts`]).
+
+    Returns `pixel_values` `(batch, 3, height, width)`, `original_sizes` `(batch, 2)` as (H, W), and the scaled
+    prompts `input_points` `(batch, num_prompts, num_points, 2)`, `input_labels` `(batch, num_prompts, num_points)`,
+    `input_boxes` `(batch, num_prompts, 4)` when given.
+    """
+
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"height": 1024, "width": 1024}
+    resample = PILImageResampling.BILINEAR  # on the float tensor, antialiased (torchvision's tensor Resize)
+    do_resize = True
+    do_normalize = True
+    model_input_names = ["pixel_values"]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._set_attributes(**kwargs)
+
+    def to_dict(self) -> dict:
+        # transformers owns the class name `Sam2ImageProcessor`; without the type AutoImageProcessor resolves the
+        # folder's config (our model type) to this class instead.
+        output = super().to_dict()
+        output.pop("image_processor_type", None)
+        return output
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3) -> list:
+        if isinstance(images, (list, tuple)):
+            return list(images)
+        if getattr(images, "ndim", None) == 4:
+            return list(images)
+        return [images]
+
+    def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> torch.Tensor:
+        """One input image -> float32 RGB `(3, H, W)` in [0, 1]. Arrays are read channels-last and tensors
+        channels-first unless `input_data_format` says otherwise."""
+        return to_rgb_float(image, channels_first=is_channels_first(image, input_data_format))
+
+    def _preprocess(
+        self,
+        images: list[torch.Tensor],
+        size: SizeDict,
+        do_resize: bool = True,
+        do_normalize: bool = True,
+        image_mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        image_std: Sequence[float] = IMAGENET_DEFAULT_STD,
+        **kwargs,
+    ) -> BatchFeature:
+        if not images:
+            raise ValueError("Give at least one image")
+        mean = torch.tensor(image_mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(image_std, dtype=torch.float32)[:, None, None]
+        pixel_values = []
+        for image in images:
+            if do_resize:
+                image = F.interpolate(
+                    image[None], (size.height, size.width), mode="bilinear", align_corners=False, antialias=True
+                )[0]
+            pixel_values.append((image - mean) / std if do_normalize else image)
+        original_sizes = torch.tensor([tuple(image.shape[-2:]) for image in images])
+        return BatchFeature({"pixel_values": torch.stack(pixel_values), "original_sizes": original_sizes})
+
+    def preprocess(
+        self,
+        images,
+        input_points=None,
+        input_labels=None,
+        input_boxes=None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Preprocess images (and scale their prompts, see `prepare_prompts`)."""
+        kwargs.pop("return_tensors", None)  # always torch tensors
+        features = super().preprocess(images, **kwargs)
+        if input_points is not None or input_labels is not None or input_boxes is not None:
+            features.update(self.prepare_prompts(features["original_sizes"], input_points, input_labels, input_boxes))
+        return features
+
+    def prepare_prompts(
+        self,
+        original_sizes: torch.Tensor | Sequence[Sequence[int]],
+        input_points=None,
+        input_labels=None,
+        input_boxes=None,
+    ) -> dict[str, torch.Tensor]:
+        """Check prompts given in original-image pixels, scale them to the model input and pad ragged ones.
+
+        `input_points` `[image][prompt][point] = (x, y)` with `input_labels` `[image][prompt][point]` (1 foreground,
+        0 background); `input_boxes` `[image][prompt] = (x0, y0, x1, y1)`. Nested lists or arrays/tensors of shape
+        `(batch, num_prompts, num_points, 2)`, `(batch, num_prompts, num_points)`, `(batch, num_prompts, 4)`.
+        Prompts with fewer points are padded with label -10 (ignored by the model; with boxes a prompt may have no
+        points at all); images with fewer prompts are padded with whole prompts of -10 points (and zero boxes),
+        whose outputs are to be dropped.
+        Returns tensors `input_points` (float32), `input_labels` (int64), `input_boxes` (float32), as given.
+        """
+        sizes = [tuple(int(v) for v in size) for size in torch.as_tensor(original_sizes).reshape(-1, 2).tolist()]
+        if (input_points is None) != (input_labels is None):
+            raise ValueError("input_points and input_labels must be given together (one label per point)")
+        if input_points is None and input_boxes is None:
+            raise ValueError("Give input_points with input_labels, input_boxes, or both")
+        given = {}
+        if input_points is not None:
+            points = _nested(input_points, "input_points")
+            labels = _nested(input_labels, "input_labels")
+            boxed = input_boxes is not None  # a prompt with a box may have no clicks
+            given["input_points"] = [
+                [_as_array(p, "input_points", (None, 2), np.float32, boxed) for p in v] for v in points
+            ]
+            given["input_labels"] = [
+                [_as_array(p, "input_labels", (None,), np.float64, boxed) for p in v] for v in labels
+            ]
+        if input_boxes is not None:
+            boxes = _nested(input_boxes, "input_boxes")
+            given["input_boxes"] = [[_as_array(b, "input_boxes", (4,), np.float32) for b in v] for v in boxes]
+        for name, value in given.items():
+            if len(value) != len(sizes):
+                raise ValueError(
+                    f"{name} holds prompts for {len(value)} image(s), but there are {len(sizes)} image(s)"
+                )
+        counts = {name: [len(v) for v in value] for name, value in given.items()}
+        if len({tuple(c) for c in counts.values()}) > 1:
+            raise ValueError(f"Every prompt input must have the same number of prompts per image, got {counts}")
+        if min(next(iter(counts.values()))) < 1:
+            raise ValueError("Every image needs at least one prompt")
+        if "input_points" in given:
+            for image_points, image_labels in zip(given["input_points"], given["input_labels"]):
+                for p, lab in zip(image_points, image_labels):
+                    if lab.shape[0] != p.shape[0]:
+                        raise ValueError(f"Each point needs one label: {p.shape[0]} points but {lab.shape[0]} labels")
+                    if not np.isin(lab, USER_LABELS).all():
+                        raise ValueError(f"input_labels must be 1 (foreground), 0 (background) or -10 (padding), "
+                                         f"got {np.unique(lab).tolist()}")  # fmt: skip
+
+        num_prompts = max(next(iter(counts.values())))
+        outputs = {}
+        if "input_points" in given:
+            num_points = max(1, max(p.shape[0] for v in given["input_points"] for p in v))
+            points = torch.zeros(len(sizes), num_prompts, num_points, 2)
+            labels = torch.full((len(sizes), num_prompts, num_points), PADDING_LABEL, dtype=torch.long)
+            for i, (image_points, image_labels) in enumerate(zip(given["input_points"], given["input_labels"])):
+                for j, (p, lab) in enumerate(zip(image_points, image_labels)):
+                    points[i, j, : len(p)] = torch.from_numpy(p)
+                    labels[i, j, : len(p)] = torch.from_numpy(lab.astype(np.int64))
+            self._check_inside(points, labels != PADDING_LABEL, sizes, "input_points")
+            outputs["input_points"] = self.scale_coordinates(points, sizes)
+            outputs["input_labels"] = labels
+        if "input_boxes" in given:
+            boxes = torch.zeros(len(sizes), num_prompts, 4)
+            valid = torch.zeros(len(sizes), num_prompts, 2, dtype=torch.bool)
+            for i, image_boxes in enumerate(given["input_boxes"]):
+                for j, box in enumerate(image_boxes):
+                    boxes[i, j], valid[i, j] = torch.from_numpy(box), True
+            if bool((boxes[..., 2:] < boxes[..., :2]).any()):
+                raise ValueError("input_boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
+            self._check_inside(boxes.reshape(*boxes.shape[:2], 2, 2), valid, sizes, "input_boxes")
+            outputs["input_boxes"] = self.scale_coordinates(boxes.reshape(*boxes.shape[:2], 2, 2), sizes).flatten(-2)
+        return outputs
+
+    @staticmethod
+    def _check_inside(coords: torch.Tensor, valid: torch.Tensor, sizes: list[tuple[int, int]], name: str) -> None:
+        """`coords` `(batch, ..., 2)` as (x, y) must lie in [0, W] x [0, H] of their image where `valid`."""
+        for i, (height, width) in enumerate(sizes):
+            xy = coords[i][valid[i]]
+            if bool(((xy < 0) | (xy > torch.tensor([width, height]))).any()):
+                raise ValueError(
+                    f"{name} of image {i} lie outside the {width}x{height} image (coordinates are (x, y) in pixels of "
+                    f"the original image, within [0, {width}] x [0, {height}])"
+                )
+
+    def scale_coordinates(self, coords: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """(x, y) pixels of each original image `(batch, ..., 2)` -> model-input pixels, per axis as Meta's
+        `transform_coords`: `x / W * width`, `y / H * height`."""
+        scaled = coords.clone().float()
+        for i, (height, width) in enumerate(sizes):
+            scaled[i, ..., 0] = scaled[i, ..., 0] / width * self.size.width
+            scaled[i, ..., 1] = scaled[i, ..., 1] / height * self.size.height
+        return scaled
+
+    def post_process_masks(
+        self,
+        masks: torch.Tensor | Sequence[torch.Tensor],
+        original_sizes: torch.Tensor | Sequence[Sequence[int]],
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+        binarize: bool = True,
+    ) -> list[torch.Tensor]:
+        """Low-resolution mask logits -> masks at each image's original size.
+
+        Args:
+            masks: `(batch, num_prompts, num_masks, 256, 256)` logits (the model's `pred_masks`), or a list with one
+                `(num_prompts, num_masks, 256, 256)` tensor per image.
+            original_sizes: `(batch, 2)` as (H, W), the processor's `original_sizes`.
+            mask_threshold: logit threshold between background and foreground.
+            max_hole_area, max_sprinkle_area: fill background / remove foreground 8-connected components of at most
+                this many low-resolution pixels first (see [`clean_mask_logits`]); 0 disables.
+            binarize: return boolean masks (`logits > mask_threshold`) instead of upsampled logits.
+
+        Returns:
+            A list with one `(num_prompts, num_masks, H, W)` tensor per image.
+        """
+        sizes = [tuple(int(v) for v in size) for size in torch.as_tensor(original_sizes).reshape(-1, 2).tolist()]
+        if len(masks) != len(sizes):
+            raise ValueError(f"Got masks for {len(masks)} image(s) but {len(sizes)} original size(s)")
+        results = []
+        for image_masks, size in zip(masks, sizes):
+            if image_masks.ndim != 4:
+                raise ValueError(
+                    f"Masks must be (num_prompts, num_masks, h, w) per image, got {tuple(image_masks.shape)}"
+                )
+            logits = clean_mask_logits(image_masks.float(), mask_threshold, max_hole_area, max_sprinkle_area)
+            logits = F.interpolate(logits, size, mode="bilinear", align_corners=False)
+            results.append(logits > mask_threshold if binarize else logits)
+        return results
+
+
+__all__ = ["Sam2ImageProcessor", "clean_mask_logits", "to_rgb_float"]

@@ -1,0 +1,80 @@
+"""Shared SAM 2 test helpers: Meta's model with random weights, saved as an official `.pt`, converted and loaded."""
+
+import re
+
+import torch
+from safetensors.torch import save_file
+from sam2.build_sam import build_sam2
+
+from hiera_hf import Sam2Config, Sam2Model
+from hiera_hf.conversion import convert_meta_sam2_state_dict
+from hiera_hf.sam2.modeling_sam2 import VIDEO_ONLY_KEYS
+from hiera_hf.sam2.presets import get_sam2_preset
+
+
+def meta_model(name: str, seed: int = 0, image_size: int = 1024) -> torch.nn.Module:
+    """Meta's model with random weights (at `image_size` through a hydra override). Meta zero-initialises biases,
+    LayerNorm shifts, position embeddings and some tokens; every such tensor gets random values so that no path is
+    trivially zero."""
+    torch.manual_seed(seed)
+    overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]
+    model = build_sam2(
+        get_sam2_preset(name).meta_config, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides
+    )
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if param.ndim <= 1 or re.search(r"pos_embed|token|embed", param_name):
+                param.add_(torch.randn_like(param) * 0.1)
+    return model.eval()
+
+
+def write_folder(meta: torch.nn.Module, name: str, path, **config_overrides) -> tuple:
+    """Save Meta's weights as an official `.pt`, read it back safely, convert it and write a folder holding all
+    converted weights (image and video) and the preset's config (with `config_overrides`).
+    Returns (folder, converted state dict)."""
+    checkpoint = path / f"{name}.pt"
+    torch.save({"model": meta.state_dict()}, checkpoint)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    converted = convert_meta_sam2_state_dict(state)
+    folder = path / name
+    Sam2Config.from_preset(name, **config_overrides).save_pretrained(folder)
+    save_file(
+        {k: v.contiguous() for k, v in converted.items()}, folder / "model.safetensors", metadata={"format": "pt"}
+    )
+    return folder, converted
+
+
+def load_ours(folder, converted: dict, **kwargs) -> Sam2Model:
+    """Load our model and check that the folder's keys are exactly ours plus the video model's."""
+    model, info = Sam2Model.from_pretrained(folder, output_loading_info=True, **kwargs)
+    assert not info["missing_keys"] and not info["mismatched_keys"], info
+    ours = set(model.state_dict())
+    video = {k for k in converted if any(re.match(p, k) for p in VIDEO_ONLY_KEYS)}
+    assert ours | video == set(converted) and not ours & video
+    return model.eval()
+
+
+def scipy_connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CPU stand-in for Meta's CUDA `get_connected_components` (same contract): 8-connected components of binary
+    masks `(N, 1, H, W)`; returns per-pixel component labels and component areas, both 0 off the mask."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels, areas = [], []
+    for plane in mask[:, 0].cpu().numpy().astype(bool):
+        label, _ = ndimage.label(plane, structure=np.ones((3, 3), dtype=int))
+        counts = np.bincount(label.ravel())
+        counts[0] = 0
+        labels.append(label)
+        areas.append(counts[label])
+    return torch.from_numpy(np.stack(labels))[:, None], torch.from_numpy(np.stack(areas))[:, None]
+
+
+def media(name: str) -> str:
+    """Path of a real test image in the shared media folder (beside the repository in CI, /work/shared here)."""
+    from pathlib import Path
+
+    for folder in (Path(__file__).resolve().parents[2] / "shared" / "media", Path("/work/shared/media")):
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise FileNotFoundError(f"{name} is not in the shared media folder")
