@@ -19,7 +19,7 @@ import torch
 import transformers
 from accelerate import init_empty_weights
 from sam2.build_sam import build_sam2
-from test_sam2_image import meta_model
+from sam2_helpers import meta_model
 
 from hiera_hf import SAM2_PRESETS, Sam2Config, Sam2Model, hub
 from hiera_hf.cli import main
