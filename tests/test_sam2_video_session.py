@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from sam2.build_sam import build_sam2_video_predictor
 from skimage.measure import label as skimage_label
 
+from hiera_hf.cli import main
 from hiera_hf.conversion.sam2 import convert_meta_sam2_state_dict
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
 from hiera_hf.sam2.video_session import apply_non_overlap, fill_holes
@@ -283,17 +284,20 @@ def test_one_frame_video_and_bad_inputs(small_model, tmp_path):
         Sam2VideoSession(object(), [])
 
 
-def test_video_file_and_clear_prompts(small_model, tmp_path):
-    """A PyAV file source decodes lazily to the same frames as PyAV; clearing an object's prompt on its only
-    conditioning frame leaves it without prompts."""
-    path = tmp_path / "clip.mp4"
-    frames = _synthetic_frames(4)
+def _write_mp4(path: Path, num_frames: int) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=4)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for frame in frames:
+        for frame in _synthetic_frames(num_frames):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+    return path
+
+
+def test_video_file_and_clear_prompts(small_model, tmp_path):
+    """A PyAV file source decodes lazily to the same frames as PyAV; clearing an object's prompt on its only
+    conditioning frame leaves it without prompts."""
+    path = _write_mp4(tmp_path / "clip.mp4", 4)
     with Sam2VideoSession(small_model, path, progress=False) as session:
         assert session.num_frames == 4 and (session.video_height, session.video_width) == (HEIGHT, WIDTH)
         session.add_points(1, 1, [[30, 60]], [1])
@@ -302,3 +306,24 @@ def test_video_file_and_clear_prompts(small_model, tmp_path):
         session.clear_frame_prompts(1, 1)
         with pytest.raises(ValueError, match="no prompt"):
             next(session.propagate())
+
+
+def test_track_cli(small_model, tmp_path, capsys):
+    small_model.save_pretrained(tmp_path / "model")
+    video, out = _write_mp4(tmp_path / "clip.mp4", 4), tmp_path / "out"
+    prompts = ["--point", "1,1,30,60", "--point", "1,1,60,60,0", "--box", "2,2,92,8,128,32"]
+    assert main(["track", str(video), "--model", str(tmp_path / "model"), *prompts, "--out", str(out), "--quiet"]) == 0
+    pngs = sorted((out / "masks").iterdir())
+    assert [p.name for p in pngs] == [f"{t:05d}.png" for t in range(4)]
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.mode == "P" and image.size == (WIDTH, HEIGHT)
+            assert set(np.unique(np.asarray(image))) <= {0, 1, 2}
+    with av.open(str(out / "overlay.mp4")) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 4 and decoded[0].shape == (HEIGHT, WIDTH, 3)
+
+    assert main(["track", str(video), "--model", str(tmp_path / "model"), "--out", str(out)]) == 1
+    assert "at least one --point or --box" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["track", str(video), "--model", str(tmp_path / "model"), "--point", "1,2", "--out", str(out)])

@@ -284,10 +284,20 @@ class Sam2VideoSession:
             )
         return frame_idx
 
+    @property
+    def fps(self) -> float | None:
+        """Frame rate of the video when known."""
+        return None if self._video is None else self._video.fps
+
+    def frame(self, frame_idx: int) -> np.ndarray:
+        """The RGB `uint8` frame `(H, W, 3)` (decoded again from a file or folder)."""
+        frame_idx = self._check_frame(frame_idx)
+        return self._held[frame_idx] if self._video is None else self._video[frame_idx]
+
     def _pixels(self, frame_idx: int) -> torch.Tensor:
         """Model input `(1, 3, S, S)` of a frame: resized with PIL's default filter, scaled to [0, 1] and
         normalised with the ImageNet mean and std, as Meta's video loader does."""
-        frame = self._held[frame_idx] if self._video is None else self._video[frame_idx]
+        frame = self.frame(frame_idx)
         size = self.model.config.image_size
         resized = np.asarray(Image.fromarray(frame).resize((size, size))) / 255.0
         pixels = torch.from_numpy(resized).float().permute(2, 0, 1)
