@@ -24,12 +24,11 @@ import pytest
 import sam2.utils.misc as meta_misc
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 from sam2.build_sam import build_sam2_video_predictor
+from sam2_reference import load_converted, randomize_meta_weights
 from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
-from hiera_hf.conversion.sam2 import convert_meta_sam2_state_dict
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
 from hiera_hf.sam2.video_session import apply_non_overlap, fill_holes
 
@@ -73,21 +72,8 @@ def _build(variant: str, folder: Path, add_all_frames_to_correct_as_cond: bool):
             f"++model.add_all_frames_to_correct_as_cond={str(add_all_frames_to_correct_as_cond).lower()}",
         ],
     )
-    with torch.no_grad():
-        # Meta initialises biases to zero and layer scales to 1e-6: randomise the 1-D tensors so every path counts,
-        # and spread and centre the object scores so that objects are both present and absent (asserted below).
-        for parameter in meta.parameters():
-            if parameter.ndim <= 1:
-                parameter.add_(0.1 * torch.randn_like(parameter))
-        score_layer = meta.sam_mask_decoder.pred_obj_score_head.layers[2]
-        score_layer.weight.mul_(30.0)
-        score_layer.bias.sub_(shift)
-    Sam2Config.from_preset(preset, image_size=SIZE).save_pretrained(folder)
-    converted = convert_meta_sam2_state_dict(meta.state_dict())
-    save_file(
-        {k: v.contiguous() for k, v in converted.items()}, folder / "model.safetensors", metadata={"format": "pt"}
-    )
-    ours, info = Sam2VideoModel.from_pretrained(folder, output_loading_info=True)
+    randomize_meta_weights(meta, shift)
+    ours, info = load_converted(meta, Sam2Config.from_preset(preset, image_size=SIZE), folder)
     assert not any(info.values()), info
     return meta.eval(), ours.eval()
 
