@@ -25,12 +25,13 @@ import sam2.utils.misc as meta_misc
 import torch
 from PIL import Image
 from sam2.build_sam import build_sam2_video_predictor
+from sam2.modeling.sam2_utils import select_closest_cond_frames
 from sam2_reference import load_converted, randomize_meta_weights
 from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
-from hiera_hf.sam2.video_session import apply_non_overlap, fill_holes
+from hiera_hf.sam2.video_session import _ObjectState, apply_non_overlap, fill_holes
 
 SIZE, HEIGHT, WIDTH, NUM_FRAMES = 128, 96, 128, 8
 VARIANTS = {
@@ -213,6 +214,18 @@ def small_model():
     torch.manual_seed(0)
     config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=SIZE, num_maskmem=3, max_obj_ptrs_in_encoder=4)
     return Sam2VideoModel(config).eval()
+
+
+@pytest.mark.parametrize("limit", [2, 3])
+def test_conditioning_frame_selection_matches_meta(small_model, limit):
+    session = Sam2VideoSession(small_model, _synthetic_frames(1), max_conditioning_frames=limit, progress=False)
+    state = _ObjectState(obj_id=1, conditioning={t: t for t in (0, 3, 10, 20, 50)})
+    for frame_idx in (0, 5, 15, 49, 60):
+        expected = select_closest_cond_frames(frame_idx, state.conditioning, limit)
+        actual = session._selected_conditioning(state, frame_idx)
+        assert [sorted(x) for x in actual] == [sorted(x) for x in expected], frame_idx
+    with pytest.raises(ValueError, match="max_conditioning_frames"):
+        Sam2VideoSession(small_model, _synthetic_frames(1), max_conditioning_frames=1)
 
 
 def test_stream_memory_is_bounded(small_model):

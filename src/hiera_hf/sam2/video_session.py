@@ -622,7 +622,8 @@ class Sam2VideoSession:
     ) -> Iterator[Sam2VideoFrameResult]:
         """Track all objects from `start_frame` (default: the earliest prompted frame), forward, backward
         (`reverse=True`) or forward then backward (`"both"`; the start frame comes once per direction), over at
-        most `max_frames` frames per direction. Yields one `Sam2VideoFrameResult` per frame.
+        most `max_frames` frames per direction. Returns a generator of one `Sam2VideoFrameResult` per frame; the
+        arguments are checked and the prompts' memories encoded right away.
 
         On a stream, tracks the pushed frames not tracked yet, forward only."""
         if reverse not in (False, True, "both"):
@@ -645,8 +646,7 @@ class Sam2VideoSession:
             for t in [t for t in self._held if t < start_frame]:
                 del self._held[t]
         directions = (False, True) if reverse == "both" else (bool(reverse),)
-        for backward in directions:
-            yield from self._pass(start_frame, backward, max_frames)
+        return (result for backward in directions for result in self._pass(start_frame, backward, max_frames))
 
     def _pass(self, start: int, reverse: bool, max_frames: int | None) -> Iterator[Sam2VideoFrameResult]:
         if reverse:  # like Meta, a reverse pass from frame 0 tracks nothing
