@@ -326,3 +326,23 @@ def test_track_cli(small_model, tmp_path, capsys):
     assert "at least one --point or --box" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["track", str(video), "--model", str(tmp_path / "model"), "--point", "1,2", "--out", str(out)])
+
+
+def test_remove_object_and_reset(small_model):
+    """Objects are tracked independently (as in Meta's per-object predictor): removing one leaves the others'
+    masks as if it had never been added; `reset` forgets everything."""
+    frames = _synthetic_frames(3)
+    alone = Sam2VideoSession(small_model, frames, progress=False)
+    alone.add_points(0, 1, [[30, 60]], [1])
+    expected = [r.mask_logits for r in alone.propagate()]
+
+    session = Sam2VideoSession(small_model, frames, progress=False)
+    session.add_box(0, 2, [92, 8, 128, 32])
+    session.add_points(0, 1, [[30, 60]], [1])
+    session.remove_object(2)
+    results = list(session.propagate())
+    assert [r.object_ids for r in results] == [[1]] * 3
+    for result, logits in zip(results, expected):
+        torch.testing.assert_close(result.mask_logits, logits, rtol=0, atol=0)
+    session.reset()
+    assert session.object_ids == [] and session.memory_footprint()[0] == 0
