@@ -27,9 +27,9 @@ def palette() -> np.ndarray:
 
 def label_map(result: Sam2VideoFrameResult) -> np.ndarray:
     """`(H, W)` uint8 map of a frame: at each pixel the id of the object with the highest positive logit, else 0."""
-    ids = torch.tensor([0, *result.object_ids], dtype=torch.uint8)
     if any(not 1 <= i <= 255 for i in result.object_ids):
         raise ValueError(f"Object ids must be in 1..255 to be written as palette PNGs, got {result.object_ids}")
+    ids = torch.tensor([0, *result.object_ids], dtype=torch.uint8)
     logits = result.mask_logits
     background = torch.zeros_like(logits[:1])
     best = torch.cat([background, logits]).argmax(dim=0)  # 0 where no object has a positive logit
