@@ -115,6 +115,8 @@ def run_track(args: argparse.Namespace) -> None:
         clicks.append((x, y, int(label[0]) if label else 1))
     if not prompts:
         raise ValueError("Give at least one --point or --box")
+    if any(not 1 <= obj <= 255 for _, obj in prompts):
+        raise ValueError(f"Object ids must be 1..255 (mask PNG values), got {sorted({obj for _, obj in prompts})}")
     model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet))
     out = Path(args.out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
