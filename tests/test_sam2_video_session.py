@@ -199,8 +199,7 @@ def test_fill_holes_matches_meta():
 
 
 def test_non_overlap_matches_meta(video_folder, tmp_path):
-    _, ours = _build("sam2.1", tmp_path, False)
-    meta = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    meta, ours = _build("sam2.1", tmp_path, False)
     logits = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 20
     torch.testing.assert_close(apply_non_overlap(logits), meta._apply_non_overlapping_constraints(logits))
     session = Sam2VideoSession(ours, video_folder, non_overlap_masks=True, progress=False)
