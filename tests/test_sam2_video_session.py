@@ -62,7 +62,7 @@ def video_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def _build(variant: str, folder: Path, add_all_frames_to_correct_as_cond: bool):
+def _build(variant: str, folder: Path, add_all_frames_to_correct_as_cond: bool, image_size: int = SIZE):
     meta_config, preset, shift = VARIANTS[variant]
     torch.manual_seed(0)
     meta = build_sam2_video_predictor(
@@ -70,12 +70,12 @@ def _build(variant: str, folder: Path, add_all_frames_to_correct_as_cond: bool):
         ckpt_path=None,
         device="cpu",
         hydra_overrides_extra=[
-            f"++model.image_size={SIZE}",
+            f"++model.image_size={image_size}",
             f"++model.add_all_frames_to_correct_as_cond={str(add_all_frames_to_correct_as_cond).lower()}",
         ],
     )
     randomize_meta_weights(meta, shift)
-    ours, info = load_converted(meta, Sam2Config.from_preset(preset, image_size=SIZE), folder)
+    ours, info = load_converted(meta, Sam2Config.from_preset(preset, image_size=image_size), folder)
     assert not any(info.values()), info
     return meta.eval(), ours.eval()
 
@@ -368,15 +368,7 @@ def test_real_video_matches_meta(tmp_path, monkeypatch):
     with av.open(str(REAL_VIDEO)) as container:
         for t, frame in zip(range(24), container.decode(video=0)):
             frame.to_image().save(folder / f"{t:05d}.jpg", quality=95)
-    torch.manual_seed(0)
-    meta = build_sam2_video_predictor(
-        "configs/sam2.1/sam2.1_hiera_t.yaml",
-        ckpt_path=None,
-        device="cpu",
-        hydra_overrides_extra=["++model.image_size=256"],
-    )
-    randomize_meta_weights(meta, 2.6)
-    ours, _ = load_converted(meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=256), tmp_path)
+    meta, ours = _build("sam2.1", tmp_path / "model", False, image_size=256)
     monkeypatch.setattr(meta_misc, "get_connected_components", _connected_components)
     _upcast_memory(meta, monkeypatch)
     with torch.inference_mode():
@@ -386,7 +378,7 @@ def test_real_video_matches_meta(tmp_path, monkeypatch):
         expected = [logits[:, 0] for _, _, logits in meta.propagate_in_video(state)]
         meta.add_new_points_or_box(state, 23, 2, box=[700, 300, 1100, 650])
         expected += [logits[:, 0] for _, _, logits in meta.propagate_in_video(state, start_frame_idx=23, reverse=True)]
-    session = Sam2VideoSession(ours.eval(), folder, fill_hole_area=8, progress=False)
+    session = Sam2VideoSession(ours, folder, fill_hole_area=8, progress=False)
     session.add_points(0, 1, [[400, 300]], [1])
     session.add_points(0, 2, [[900, 500]], [1])
     actual = [r.mask_logits for r in session.propagate()]
