@@ -8,15 +8,14 @@ import copy
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from sam2.build_sam import build_sam2, build_sam2_video_predictor
 from sam2.modeling.position_encoding import compute_axial_cis
 from sam2.modeling.sam2_utils import get_1d_sine_pe
+from sam2_reference import load_converted, randomize_meta_weights
 
-from hiera_hf.conversion.sam2 import convert_meta_sam2_state_dict
 from hiera_hf.sam2 import Sam2Config
 from hiera_hf.sam2.modeling_sam2 import sine_position_encoding
-from hiera_hf.sam2.modeling_sam2_video import Sam2VideoFrameOutput, Sam2VideoModel, axial_rope_angles, sine_encoding_1d
+from hiera_hf.sam2.modeling_sam2_video import Sam2VideoFrameOutput, axial_rope_angles, sine_encoding_1d
 
 MEMORY_DIM, HIDDEN = 64, 256
 
@@ -31,32 +30,12 @@ def models(tmp_path_factory):
         device="cpu",
         hydra_overrides_extra=["++model.image_size=256"],
     )
-    with torch.no_grad():
-        # Meta initialises biases and LayerNorm shifts to zero and the layer scales to 1e-6: randomise every 1-D
-        # tensor so that no path of the modules under test is trivially zero.
-        for parameter in meta.parameters():
-            if parameter.ndim <= 1:
-                parameter.add_(0.1 * torch.randn_like(parameter))
-        # Random weights give every object the same object score; spread the scores and centre them so that the
-        # tracking steps below see objects both present and absent (asserted there).
-        score_layer = meta.sam_mask_decoder.pred_obj_score_head.layers[2]
-        score_layer.weight.mul_(30.0)
-        score_layer.bias.sub_(3.0)
-    ours, info = _load_ours(
+    randomize_meta_weights(meta, score_shift=3.0)  # objects both present and absent (asserted below)
+    ours, info = load_converted(
         meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=256), tmp_path_factory.mktemp("v")
     )
     assert not any(info.values()), info  # every weight of the checkpoint is used, none is missing
     return meta.eval(), ours.eval()
-
-
-def _load_ours(meta, config, folder):
-    """Convert Meta's weights into a folder and load it with `from_pretrained`; returns (model, loading info)."""
-    config.save_pretrained(folder)
-    converted = convert_meta_sam2_state_dict(meta.state_dict())
-    save_file(
-        {k: v.contiguous() for k, v in converted.items()}, folder / "model.safetensors", metadata={"format": "pt"}
-    )
-    return Sam2VideoModel.from_pretrained(folder, output_loading_info=True)
 
 
 def _frame_inputs(batch: int, size: int, num_memory_tokens: int, seed: int):
@@ -215,7 +194,7 @@ def test_sam2_0_checkpoint_loads(tmp_path):
     """SAM 2 (not 2.1) has no `no_obj_embed_spatial` and no `obj_ptr_tpos_proj`: our video model must use exactly
     the weights of Meta's checkpoint."""
     meta = build_sam2("configs/sam2/sam2_hiera_t.yaml", ckpt_path=None, device="cpu")
-    ours, info = _load_ours(meta, Sam2Config.from_preset("sam2_hiera_tiny"), tmp_path)
+    ours, info = load_converted(meta, Sam2Config.from_preset("sam2_hiera_tiny"), tmp_path)
     assert not any(info.values()), info
     assert ours.no_obj_embed_spatial is None and ours.obj_ptr_tpos_proj is None
     assert not ours.pointer_position_encoding(torch.tensor([1, 2, -3]), 15).count_nonzero()  # no temporal encoding

@@ -20,7 +20,17 @@ from .hiera import (
     save_for_hub,
 )
 from .registration import register_auto_classes
-from .sam2 import SAM2_PRESETS, Sam2Config, Sam2HieraBackbone, Sam2ImageProcessor, Sam2Model
+from .sam2 import (
+    SAM2_PRESETS,
+    Sam2Config,
+    Sam2HieraBackbone,
+    Sam2ImageProcessor,
+    Sam2Model,
+    Sam2VideoFrameOutput,
+    Sam2VideoFrameResult,
+    Sam2VideoModel,
+    Sam2VideoSession,
+)
 
 register_auto_classes()
 
@@ -44,6 +54,10 @@ __all__ = [
     "Sam2HieraBackbone",
     "Sam2ImageProcessor",
     "Sam2Model",
+    "Sam2VideoFrameOutput",
+    "Sam2VideoFrameResult",
+    "Sam2VideoModel",
+    "Sam2VideoSession",
     "get_preset",
     "save_for_hub",
 ]

@@ -169,15 +169,29 @@ def run_classify(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _numbers(text: str, count: int, what: str) -> list[float]:
-    """`count` comma-separated numbers, e.g. "120,45" for a point."""
+def _numbers(text: str, count: int | tuple[int, ...], what: str) -> list[float]:
+    """`count` (or any of the counts) comma-separated numbers, e.g. "120,45" for a point."""
+    counts = (count,) if isinstance(count, int) else count
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != count:
-        raise ValueError(f"{what} must be {count} comma-separated numbers, got {text!r}")
+    if len(values) not in counts:
+        expected = " or ".join(map(str, counts))
+        raise ValueError(f"{what} must be {expected} comma-separated numbers, got {text!r}")
     return values
+
+
+def _numbers_type(count: int | tuple[int, ...], what: str) -> Callable[[str], list[float]]:
+    """An argparse `type` for `_numbers`: a malformed value becomes a usage error with its message."""
+
+    def parse(text: str) -> list[float]:
+        try:
+            return _numbers(text, count, what)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
 def _load_sam2(model: str, progress: bool):
@@ -325,11 +339,86 @@ def run_generate_masks(args: argparse.Namespace) -> None:
     print(f"Wrote {len(records)} masks to {out / 'masks.json'} and {out / 'overlay.png'}")
 
 
+def add_track_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `track`."""
+    parser.add_argument("video", metavar="VIDEO", help="a video file or a folder of JPEG/PNG frames")
+    parser.add_argument("--model", required=True, metavar="NAME_OR_DIR", help="a converted SAM 2 folder or name")
+    parser.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="FRAME,OBJ,X,Y[,LABEL]",
+        type=_numbers_type((4, 5), "--point"),
+        help="a click on object OBJ (1-255) at pixel (X, Y) of FRAME; LABEL 1 foreground (default) or 0 background",
+    )
+    parser.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        metavar="FRAME,OBJ,X0,Y0,X1,Y1",
+        type=_numbers_type(6, "--box"),
+        help="a box around object OBJ on FRAME, in pixels",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="writes DIR/masks/00000.png ... and DIR/overlay.mp4"
+    )
+    parser.add_argument("--max-frames", type=int, metavar="N", help="track at most N frames each way")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_track(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from .hub import resolve_model
+    from .sam2 import Sam2VideoModel, Sam2VideoSession
+    from .sam2.video_output import label_map, write_overlay_video, write_palette_png
+
+    prompts: dict[tuple[int, int], dict] = {}  # (frame, object) -> box and clicks
+    for frame, obj, *box in args.box:
+        if "box" in prompts.setdefault((int(frame), int(obj)), {}):
+            raise ValueError(f"More than one --box for object {int(obj)} on frame {int(frame)}")
+        prompts[int(frame), int(obj)]["box"] = box
+    for frame, obj, x, y, *label in args.point:
+        clicks = prompts.setdefault((int(frame), int(obj)), {}).setdefault("clicks", [])
+        clicks.append((x, y, int(label[0]) if label else 1))
+    if not prompts:
+        raise ValueError("Give at least one --point or --box")
+    if any(not 1 <= obj <= 255 for _, obj in prompts):
+        raise ValueError(f"Object ids must be 1..255 (mask PNG values), got {sorted({obj for _, obj in prompts})}")
+    model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet))
+    out = Path(args.out)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
+        for (frame, obj), prompt in prompts.items():
+            clicks = prompt.get("clicks")
+            points = None if clicks is None else [c[:2] for c in clicks]
+            labels = None if clicks is None else [c[2] for c in clicks]
+            session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+        tracked = set()
+        for result in session.propagate(reverse="both", max_frames=args.max_frames):
+            write_palette_png(label_map(result), out / "masks" / f"{result.frame_idx:05d}.png")
+            tracked.add(result.frame_idx)
+        order = sorted(tracked)
+        frames = (session.frame(t) for t in order)
+        labels = (np.asarray(Image.open(out / "masks" / f"{t:05d}.png")) for t in order)
+        write_overlay_video(frames, labels, out / "overlay.mp4", session.fps or 24.0)
+    if not args.quiet:
+        print(f"Wrote {len(order)} masks to {out / 'masks'} and {out / 'overlay.mp4'}")
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "convert": ("convert a Meta or transformers Hiera or SAM 2 checkpoint", add_convert_arguments, run_convert),
     "classify": ("print the top labels of an image or a video", add_classify_arguments, run_classify),
     "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
     "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
+    "track": (
+        "track objects through a video with SAM 2 (clicks and boxes as prompts)",
+        add_track_arguments,
+        run_track,
+    ),
 }
 
 

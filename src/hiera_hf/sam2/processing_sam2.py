@@ -92,31 +92,41 @@ def _as_array(entry, name: str, shape: tuple, dtype, allow_empty: bool = False) 
 
 
 def clean_mask_logits(
-    logits: torch.Tensor, mask_threshold: float = 0.0, max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0
+    logits: torch.Tensor,
+    mask_threshold: float = 0.0,
+    max_hole_area: float = 0.0,
+    max_sprinkle_area: float = 0.0,
+    hole_logit: float | None = None,
 ) -> torch.Tensor:
     """Fill small holes and remove small sprinkles in mask logits `(..., H, W)` (Meta's `postprocess_masks` math).
 
     Components are 8-connected and found on the input masks: a background component (logit <= threshold) of at
-    most `max_hole_area` pixels gets the logit `threshold + 10`, a foreground component (logit > threshold) of at
-    most `max_sprinkle_area` pixels gets `threshold - 10`. An area of 0 disables that step.
+    most `max_hole_area` pixels gets the logit `hole_logit` (default `threshold + 10`; Meta's video predictor uses
+    0.1), a foreground component (logit > threshold) of at most `max_sprinkle_area` pixels gets `threshold - 10`.
+    An area of 0 disables that step.
     """
     if max_hole_area <= 0 and max_sprinkle_area <= 0:
         return logits
     import cv2
 
+    def small_components(region: np.ndarray, max_area: float) -> np.ndarray:
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+        small = stats[:, cv2.CC_STAT_AREA] <= max_area
+        small[0] = False  # label 0: pixels outside `region`
+        return small[labels]
+
     flat = logits.reshape(-1, *logits.shape[-2:])
     foreground = (flat > mask_threshold).cpu().numpy()
-    edits = np.zeros(foreground.shape, dtype=np.float32)
+    holes, sprinkles = np.zeros_like(foreground), np.zeros_like(foreground)
     for index, mask in enumerate(foreground):
-        for max_area, region, value in ((max_hole_area, ~mask, 10.0), (max_sprinkle_area, mask, -10.0)):
-            if max_area <= 0:
-                continue
-            _, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-            small = stats[:, cv2.CC_STAT_AREA] <= max_area
-            small[0] = False  # label 0: pixels outside `region`
-            edits[index][small[labels]] = value
-    edits = torch.from_numpy(edits).to(flat.device)
-    return torch.where(edits != 0, mask_threshold + edits, flat).to(logits.dtype).reshape(logits.shape)
+        if max_hole_area > 0:
+            holes[index] = small_components(~mask, max_hole_area)
+        if max_sprinkle_area > 0:
+            sprinkles[index] = small_components(mask, max_sprinkle_area)
+    hole_logit = mask_threshold + 10.0 if hole_logit is None else hole_logit
+    cleaned = torch.where(torch.from_numpy(holes).to(flat.device), hole_logit, flat)
+    cleaned = torch.where(torch.from_numpy(sprinkles).to(flat.device), mask_threshold - 10.0, cleaned)
+    return cleaned.reshape(logits.shape)
 
 
 class Sam2ImageProcessor(BaseImageProcessor):
