@@ -371,6 +371,7 @@ def run_track(args: argparse.Namespace) -> None:
 
     import numpy as np
     from PIL import Image
+    from transformers.utils import logging as transformers_logging
 
     from .hub import resolve_model
     from .sam2 import Sam2VideoModel, Sam2VideoSession
@@ -388,6 +389,8 @@ def run_track(args: argparse.Namespace) -> None:
         raise ValueError("Give at least one --point or --box")
     if any(not 1 <= obj <= 255 for _, obj in prompts):
         raise ValueError(f"Object ids must be 1..255 (mask PNG values), got {sorted({obj for _, obj in prompts})}")
+    if args.quiet:
+        transformers_logging.disable_progress_bar()
     model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet))
     out = Path(args.out)
     (out / "masks").mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from transformers import (
     AutoModelForVideoClassification,
     AutoVideoProcessor,
 )
+from transformers.utils import is_torchvision_available
 
 _done = False
 
@@ -45,7 +46,8 @@ def register_auto_classes() -> None:
     # inherits the BitImageProcessor entries of transformers' `hiera` through the shared class name.
     processors = {"torchvision": HieraImageProcessor, "pil": HieraImageProcessor}
     AutoImageProcessor.register(HieraConfig, image_processor_classes=processors, exist_ok=True)
-    AutoVideoProcessor.register(HieraConfig, HieraVideoProcessor, exist_ok=True)
+    if is_torchvision_available():  # transformers' video processors need torchvision; without it, images only
+        AutoVideoProcessor.register(HieraConfig, HieraVideoProcessor, exist_ok=True)
     # SAM 2: our `Sam2Config` also shares its class name with a built-in one (model type `sam2`), same remedy.
     from .sam2 import Sam2Config, Sam2HieraBackbone, Sam2ImageProcessor, Sam2Model
 
