@@ -22,7 +22,7 @@ if "training.trainer" not in sys.modules:
     _trainer_stub.CORE_LOSS_KEY = "core_loss"
     sys.modules["training.trainer"] = _trainer_stub
 from sam2.build_sam import build_sam2_video_predictor  # noqa: E402
-from test_sam2_video_modules import _load_ours  # noqa: E402
+from sam2_helpers import load_converted  # noqa: E402
 from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 
 from hiera_hf.metrics import load_j_and_f, load_mean_iou  # noqa: E402
@@ -464,7 +464,7 @@ def test_clip_tracking_matches_meta_track_steps(tmp_path):
     meta.maskmem_tpos_enc.normal_()
     meta.obj_ptr_tpos_proj.weight.mul_(30.0)
     meta.eval()
-    ours, _ = _load_ours(meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128), tmp_path)
+    ours, _ = load_converted(meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128), tmp_path)
     ours.eval()
 
     frames, ids = moving_shapes(1, 8, 128, 2, seed=3)

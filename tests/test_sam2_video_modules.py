@@ -11,7 +11,7 @@ import torch
 from sam2.build_sam import build_sam2, build_sam2_video_predictor
 from sam2.modeling.position_encoding import compute_axial_cis
 from sam2.modeling.sam2_utils import get_1d_sine_pe
-from sam2_reference import load_converted, randomize_meta_weights
+from sam2_helpers import load_converted, randomize_meta_weights
 
 from hiera_hf.sam2 import Sam2Config
 from hiera_hf.sam2.modeling_sam2 import sine_position_encoding

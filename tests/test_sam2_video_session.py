@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from sam2.build_sam import build_sam2_video_predictor
 from sam2.modeling.sam2_utils import select_closest_cond_frames
-from sam2_reference import load_converted, randomize_meta_weights
+from sam2_helpers import load_converted, randomize_meta_weights
 from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
