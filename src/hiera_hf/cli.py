@@ -363,6 +363,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, metavar="DIR", help="writes DIR/masks/00000.png ... and DIR/overlay.mp4"
     )
     parser.add_argument("--max-frames", type=int, metavar="N", help="track at most N frames each way")
+    parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -370,6 +371,7 @@ def run_track(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import numpy as np
+    import torch
     from PIL import Image
     from transformers.utils import logging as transformers_logging
 
@@ -391,7 +393,8 @@ def run_track(args: argparse.Namespace) -> None:
         raise ValueError(f"Object ids must be 1..255 (mask PNG values), got {sorted({obj for _, obj in prompts})}")
     if args.quiet:
         transformers_logging.disable_progress_bar()
-    model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet)).to(device)
     out = Path(args.out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
@@ -417,11 +420,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "classify": ("print the top labels of an image or a video", add_classify_arguments, run_classify),
     "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
     "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
-    "track": (
-        "track objects through a video with SAM 2 (clicks and boxes as prompts)",
-        add_track_arguments,
-        run_track,
-    ),
+    "track": ("track objects through a video with SAM 2", add_track_arguments, run_track),
 }
 
 
