@@ -1,12 +1,13 @@
 """Fine-tune SAM 2 on images with instance masks, with the `Trainer` (SAM 2 paper's loss; mIoU evaluation).
 
-    python examples/finetune_sam2.py --model_name_or_path sam2.1-hiera-tiny --image_folder data/train \
+    python examples/finetune_sam2.py --model_name_or_path sam2.1_hiera_tiny --image_folder data/train \
         --eval_folder data/val --output_dir sam2-ft --max_steps 2000 --learning_rate 1e-5 --freeze_image_encoder
     accelerate launch --num_processes 4 examples/finetune_sam2.py ...   # the same script on several GPUs
-    python examples/finetune_sam2.py --model_name_or_path sam2.1-hiera-tiny --dataset_name my/dataset \
+    python examples/finetune_sam2.py --model_name_or_path sam2.1_hiera_tiny --dataset_name my/dataset \
         --image_column image --mask_column mask --eval_split validation --output_dir sam2-ft
 
-`--model_name_or_path` is a converted SAM 2 folder (`hiera-hf convert`); without it a fresh `--preset` is built
+`--model_name_or_path` is a converted SAM 2 folder (`hiera-hf convert`) or an official name such as
+`sam2.1_hiera_tiny` (downloaded and converted into the cache on first use); without it a fresh `--preset` is built
 (with `--config_overrides`, for tests). A folder holds `images/<name>.jpg` and `masks/<name>.png` (instance ids:
 0 background, 1..k objects, 255 void). Every step prompts each object with a click (3 output masks, the best one
 supervised) or a noisy box, sampled from its mask. Evaluation reports the mean IoU of the predicted mask (the one
@@ -22,8 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from hiera_hf.hub import resolve_model
 from hiera_hf.metrics import load_mean_iou
 from hiera_hf.sam2 import Sam2Config, Sam2Model
 from hiera_hf.sam2.data import Sam2ImageCollator, Sam2ImageDataset
@@ -65,7 +68,9 @@ def build_model(args: ModelArguments, model_class: type[Sam2Model] = Sam2Model, 
     """The converted folder, or a fresh preset; with the freezing options and any other config `options`."""
     options |= {"freeze_image_encoder": args.freeze_image_encoder, "freeze_prompt_encoder": args.freeze_prompt_encoder}
     if args.model_name_or_path:
-        return model_class.from_pretrained(args.model_name_or_path, **options)
+        with PartialState().main_process_first():  # an official name is downloaded and converted once
+            folder = resolve_model(args.model_name_or_path)
+        return model_class.from_pretrained(folder, **options)
     overrides = json.loads(args.config_overrides) if args.config_overrides else {}
     return model_class(Sam2Config.from_preset(args.preset, **overrides, **options))
 

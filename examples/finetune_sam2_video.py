@@ -1,6 +1,6 @@
 """Fine-tune SAM 2 on videos in the DAVIS layout, with the `Trainer` (SAM 2's training recipe; J&F evaluation).
 
-    python examples/finetune_sam2_video.py --model_name_or_path sam2.1-hiera-tiny --davis_folder DAVIS \
+    python examples/finetune_sam2_video.py --model_name_or_path sam2.1_hiera_tiny --davis_folder DAVIS \
         --davis_resolution 480p --train_videos DAVIS/ImageSets/2017/train.txt \
         --eval_videos DAVIS/ImageSets/2017/val.txt --output_dir sam2-video-ft --max_steps 10000 \
         --learning_rate 5e-6 --bf16 --gradient_checkpointing
