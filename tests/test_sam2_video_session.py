@@ -32,6 +32,7 @@ from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
+from hiera_hf.sam2.presets import get_sam2_preset
 from hiera_hf.sam2.processing_sam2 import clean_mask_logits
 from hiera_hf.sam2.video_session import HOLE_LOGIT, _ObjectState, apply_non_overlap
 
@@ -63,8 +64,19 @@ def video_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def _build(variant: str, folder: Path, add_all_frames_to_correct_as_cond: bool, image_size: int = SIZE):
-    meta_config, preset, shift = VARIANTS[variant]
+def _build(
+    variant: str,
+    folder: Path,
+    add_all_frames_to_correct_as_cond: bool,
+    image_size: int = SIZE,
+    preset: str = "",
+    shift: float | None = None,
+):
+    """Meta's predictor of the family `variant` (its tiny model, or `preset`) with random weights, and ours;
+    `shift` overrides the family's object-score shift."""
+    meta_config, tiny, family_shift = VARIANTS[variant]
+    preset, shift = preset or tiny, family_shift if shift is None else shift
+    meta_config = get_sam2_preset(preset).meta_config
     torch.manual_seed(0)
     meta = build_sam2_video_predictor(
         meta_config,
@@ -177,6 +189,33 @@ def test_session_matches_meta_predictor(
     present = torch.stack([(r.mask_logits > 0).flatten(1).any(1) for r in tracked])  # (frames, objects)
     assert present.any() and not present.all()
     assert any(not present[i, k] and present[i + 1 :, k].any() for i in range(len(tracked)) for k in range(2))
+
+
+@pytest.mark.parametrize("size", ["small", "base_plus", "large"])
+@pytest.mark.parametrize("variant", ["sam2", "sam2.1"])
+def test_every_variant_matches_meta_on_four_frames(tmp_path, video_folder, monkeypatch, variant, size):
+    """The other official variants (the tiny ones are covered above): a click and a box on frame 0, tracked over 4
+    frames, within 1e-4 of Meta's predictor."""
+    meta, ours = _build(variant, tmp_path, False, preset=f"{variant}_hiera_{size}", shift=-5.0)  # objects present
+    monkeypatch.setattr(meta_misc, "get_connected_components", _connected_components)
+    _upcast_memory(meta, monkeypatch)
+    with torch.inference_mode():
+        state = meta.init_state(str(video_folder))
+        meta.add_new_points_or_box(state, 0, 1, points=[[30, 60]], labels=[1])
+        meta.add_new_points_or_box(state, 0, 2, box=[92, 8, 128, 32])
+        expected = [
+            (frame, logits[:, 0]) for frame, _, logits in meta.propagate_in_video(state, max_frame_num_to_track=3)
+        ]
+    session = Sam2VideoSession(ours, video_folder, fill_hole_area=8, progress=False)
+    session.add_points(0, 1, [[30, 60]], [1])
+    session.add_box(0, 2, [92, 8, 128, 32])
+    actual = [(result.frame_idx, result.mask_logits) for result in session.propagate(max_frames=4)]
+    assert [frame for frame, _ in actual] == [frame for frame, _ in expected] == [0, 1, 2, 3]
+    for (frame, ours_logits), (_, meta_logits) in zip(actual, expected):
+        torch.testing.assert_close(ours_logits, meta_logits, rtol=0, atol=1e-4, msg=f"frame {frame}")
+        clear = meta_logits.abs() > 1e-3
+        assert torch.equal((ours_logits > 0)[clear], (meta_logits > 0)[clear]), frame
+    assert any((logits > 0).any() for _, logits in expected)  # masks were compared, not only absent objects
 
 
 def test_fill_holes_matches_meta():
