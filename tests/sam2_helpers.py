@@ -5,7 +5,7 @@ import re
 
 import torch
 from safetensors.torch import save_file
-from sam2.build_sam import build_sam2
+from sam2.build_sam import build_sam2, build_sam2_video_predictor
 
 from hiera_hf import Sam2Config, Sam2Model, Sam2VideoModel
 from hiera_hf.conversion import convert_meta_sam2_state_dict
@@ -102,3 +102,15 @@ def load_converted(meta: torch.nn.Module, config: Sam2Config, folder) -> tuple[S
         {k: v.contiguous() for k, v in converted.items()}, folder / "model.safetensors", metadata={"format": "pt"}
     )
     return Sam2VideoModel.from_pretrained(folder, output_loading_info=True)
+
+
+def meta_video_predictor(meta_config: str, image_size: int, *overrides: str) -> torch.nn.Module:
+    """Meta's `SAM2VideoPredictor` of `meta_config` at `image_size` (hydra `overrides` appended), built after
+    `torch.manual_seed(0)` with Meta's own initialisation."""
+    torch.manual_seed(0)
+    return build_sam2_video_predictor(
+        meta_config,
+        ckpt_path=None,
+        device="cpu",
+        hydra_overrides_extra=[f"++model.image_size={image_size}", *overrides],
+    )

@@ -21,8 +21,7 @@ if "training.trainer" not in sys.modules:
     _trainer_stub = types.ModuleType("training.trainer")
     _trainer_stub.CORE_LOSS_KEY = "core_loss"
     sys.modules["training.trainer"] = _trainer_stub
-from sam2.build_sam import build_sam2_video_predictor  # noqa: E402
-from sam2_helpers import load_converted  # noqa: E402
+from sam2_helpers import load_converted, meta_video_predictor  # noqa: E402
 from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 
 from hiera_hf.metrics import load_j_and_f, load_mean_iou  # noqa: E402
@@ -450,13 +449,7 @@ def test_fine_tuning_improves_j_and_f_on_held_out_clips():
 def test_clip_tracking_matches_meta_track_steps(tmp_path):
     """Eval-mode `track_clips` with a mask prompt = Meta's `SAM2Base.track_step` frame after frame, as Meta's
     `SAM2Train.forward_tracking` runs it (memory and pointer selection over 8 frames, two objects)."""
-    torch.manual_seed(0)
-    meta = build_sam2_video_predictor(
-        "configs/sam2.1/sam2.1_hiera_t.yaml",
-        ckpt_path=None,
-        device="cpu",
-        hydra_overrides_extra=["++model.image_size=128"],
-    )
+    meta = meta_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", 128)
     for parameter in meta.parameters():  # Meta zero-initialises biases: randomise them so no path is trivial
         if parameter.ndim <= 1:
             parameter.add_(0.1 * torch.randn_like(parameter))

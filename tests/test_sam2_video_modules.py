@@ -8,10 +8,10 @@ import copy
 
 import pytest
 import torch
-from sam2.build_sam import build_sam2, build_sam2_video_predictor
+from sam2.build_sam import build_sam2
 from sam2.modeling.position_encoding import compute_axial_cis
 from sam2.modeling.sam2_utils import get_1d_sine_pe
-from sam2_helpers import load_converted, randomize_meta_weights
+from sam2_helpers import load_converted, meta_video_predictor, randomize_meta_weights
 
 from hiera_hf.sam2 import Sam2Config
 from hiera_hf.sam2.modeling_sam2 import sine_position_encoding
@@ -22,14 +22,8 @@ MEMORY_DIM, HIDDEN = 64, 256
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    torch.manual_seed(0)
     # 256x256 inputs (16x16 embeddings) keep the tracking steps cheap; the modules do not depend on the size.
-    meta = build_sam2_video_predictor(
-        "configs/sam2.1/sam2.1_hiera_t.yaml",
-        ckpt_path=None,
-        device="cpu",
-        hydra_overrides_extra=["++model.image_size=256"],
-    )
+    meta = meta_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", 256)
     randomize_meta_weights(meta, score_shift=3.0)  # objects both present and absent (asserted below)
     ours, info = load_converted(
         meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=256), tmp_path_factory.mktemp("v")

@@ -25,9 +25,8 @@ import pytest
 import sam2.utils.misc as meta_misc
 import torch
 from PIL import Image
-from sam2.build_sam import build_sam2_video_predictor
 from sam2.modeling.sam2_utils import select_closest_cond_frames
-from sam2_helpers import load_converted, randomize_meta_weights
+from sam2_helpers import load_converted, meta_video_predictor, randomize_meta_weights
 from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
@@ -77,16 +76,8 @@ def _build(
     meta_config, tiny, family_shift = VARIANTS[variant]
     preset, shift = preset or tiny, family_shift if shift is None else shift
     meta_config = get_sam2_preset(preset).meta_config
-    torch.manual_seed(0)
-    meta = build_sam2_video_predictor(
-        meta_config,
-        ckpt_path=None,
-        device="cpu",
-        hydra_overrides_extra=[
-            f"++model.image_size={image_size}",
-            f"++model.add_all_frames_to_correct_as_cond={str(add_all_frames_to_correct_as_cond).lower()}",
-        ],
-    )
+    cond = f"++model.add_all_frames_to_correct_as_cond={str(add_all_frames_to_correct_as_cond).lower()}"
+    meta = meta_video_predictor(meta_config, image_size, cond)
     randomize_meta_weights(meta, shift)
     ours, info = load_converted(meta, Sam2Config.from_preset(preset, image_size=image_size), folder)
     assert not any(info.values()), info
