@@ -222,3 +222,25 @@ def test_no_split_modules_exist_and_stay_whole():
     whole = [name for name, module in model.named_modules() if type(module).__name__ in names]
     for key in device_map:
         assert not any(key.startswith(f"{name}.") for name in whole), key
+
+
+def test_position_grid_cache_follows_the_weights():
+    """The trunk keeps its resized position embeddings between calls without autograd; any change of the weights,
+    including one that leaves no version trace (a fused optimizer step), or of the input size recomputes them."""
+    model = random_model(Sam2Model)
+    hiera = model.hiera
+    with torch.no_grad():
+        first = hiera.position_grid(16, 16)
+        assert hiera.position_grid(16, 16) is first  # cached
+        hiera.position_embeddings.grad = torch.ones_like(hiera.position_embeddings)
+        version = hiera.position_embeddings._version
+        torch.optim.AdamW([hiera.position_embeddings], lr=0.1, fused=True).step()
+        assert hiera.position_embeddings._version == version  # no trace: a version-keyed cache would be stale
+        moved = hiera.position_grid(16, 16)
+        torch.testing.assert_close(moved, hiera._position_grid(16, 16), rtol=0, atol=0)
+        assert not torch.equal(moved, first)
+        assert hiera.position_grid(32, 32).shape == (1, 32, 32, hiera.position_embeddings.shape[1])
+    # With autograd the grid is rebuilt each call, so the embeddings get gradients.
+    model.zero_grad(set_to_none=True)
+    model.get_vision_features(pixels(1)).fpn_features[-1].sum().backward()
+    assert all(p.grad.abs().sum() > 0 for p in (hiera.position_embeddings, hiera.position_embeddings_window))

@@ -422,8 +422,12 @@ def test_clip_step_uses_memory_corrections_and_both_label_sizes():
 
 
 def test_fine_tuning_improves_j_and_f_on_held_out_clips():
-    """A tiny SAM 2.1 (64x64 inputs) trained from scratch on moving shapes: 200 steps of 2 clips x 4 frames, mask
-    prompts (the setting J&F measures), learning rate 3e-3; J&F on 8 held-out clips rises from about 0.06."""
+    """A tiny SAM 2.1 (64x64 inputs) trained from scratch on moving shapes: 300 steps of 2 clips x 4 frames, mask
+    prompts (the setting J&F measures), learning rate 3e-3 then 3e-4 for the last 100 steps; J&F on 8 held-out
+    clips rises from about 0.
+
+    At a constant rate J&F swings by +-0.2 between nearby steps, so float noise (a changed summation order) decided
+    whether the last step cleared the bar; with the decay, five initialisation seeds ended at 0.34-0.60."""
     torch.manual_seed(0)
     model = Sam2VideoModelForTraining(tiny_config()).train()
     train_pixels, train_labels = clip_tensors(*moving_shapes(64, 4, 64, 1, seed=0), 1)
@@ -431,14 +435,16 @@ def test_fine_tuning_improves_j_and_f_on_held_out_clips():
     before = clip_j_and_f(model, test_pixels, test_labels)
     memory_before = model.memory_attention.layers[0].cross_attn_image.k_proj.weight.clone()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[200], gamma=0.1)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(200):
+    for _ in range(300):
         batch = torch.randint(0, 64, (2,), generator=generator)
         loss = model(train_pixels[batch], train_labels[batch], prompt_type="mask").loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
     after = clip_j_and_f(model, test_pixels, test_labels)
     print(f"J&F on held-out clips: {before:.3f} -> {after:.3f}")
     assert after - before >= 0.2, (before, after)

@@ -86,6 +86,11 @@ class Sam2MLP(nn.Module):
         return hidden_states.sigmoid() if self.sigmoid else hidden_states
 
 
+def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same device, dtype, shape and values (unlike `torch.equal`, never raises across devices)."""
+    return a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)
+
+
 def sine_position_encoding(
     height: int, width: int, channels: int, device: torch.device, temperature: float = 10000.0
 ) -> torch.Tensor:
@@ -135,7 +140,7 @@ class Sam2HieraBlock(HieraBlock):
         _, height, width, _ = normed.shape
         window = (height, width) if self.window_size == 0 else (self.window_size, self.window_size)
         pad_h, pad_w = -height % window[0], -width % window[1]
-        padded = F.pad(normed, (0, 0, 0, pad_w, 0, pad_h))
+        padded = F.pad(normed, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w else normed  # F.pad always copies
         window_grid = ((height + pad_h) // window[0], (width + pad_w) // window[1])
         attn_output, attn_weights = self.attn(grid_to_units(padded, window))
         stride = self.query_stride or (1, 1)
@@ -161,6 +166,7 @@ class Sam2HieraModel(nn.Module):
         )
         window = config.window_sizes[0]
         self.position_embeddings_window = nn.Parameter(torch.zeros(1, config.embed_dim, window, window))
+        self._cached_position_grid: tuple | None = None  # (size, copies of the embeddings, grid)
 
         self.stage_ends = [sum(config.depths[: i + 1]) - 1 for i in range(len(config.depths))]
         pool_blocks = {end + 1 for end in self.stage_ends[: config.num_query_pool]}
@@ -187,7 +193,26 @@ class Sam2HieraModel(nn.Module):
             )
 
     def position_grid(self, height: int, width: int) -> torch.Tensor:
-        """Position embeddings `(1, height, width, C)`."""
+        """Position embeddings `(1, height, width, C)`.
+
+        Without autograd the grid is kept for the next call (the bicubic resize costs as much as a small block),
+        together with copies of the embeddings it came from: it is recomputed when the size or their values
+        change (optimizers, fused ones included, may update weights without a trace)."""
+        background, window = self.position_embeddings, self.position_embeddings_window
+        trained = background.requires_grad or window.requires_grad
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and trained):
+            return self._position_grid(height, width)
+        cached = self._cached_position_grid
+        if (
+            cached is None
+            or cached[0] != (height, width)
+            or not all(map(same_tensor, cached[1], (background, window)))
+        ):
+            grid = self._position_grid(height, width)
+            cached = self._cached_position_grid = ((height, width), (background.clone(), window.clone()), grid)
+        return cached[2]
+
+    def _position_grid(self, height: int, width: int) -> torch.Tensor:
         pos = F.interpolate(self.position_embeddings, size=(height, width), mode="bicubic")
         window = self.position_embeddings_window
         reps = (height // window.shape[-2], width // window.shape[-1])
@@ -202,7 +227,10 @@ class Sam2HieraModel(nn.Module):
     ) -> tuple[tuple[torch.Tensor, ...], tuple | None, tuple | None]:
         """`pixel_values` `(B, C, H, W)`. Returns (stage outputs `(B, h, w, C_stage)` channels last, hidden states
         (embeddings and every block's output, same layout), attention weights)."""
-        embeddings = self.patch_embeddings(pixel_values.to(self.patch_embeddings.weight.dtype)).permute(0, 2, 3, 1)
+        # A channels-last input makes the convolution's output `(B, H, W, C)` contiguous: the blocks then never copy
+        # the widest map just to lay it out for LayerNorm.
+        pixel_values = pixel_values.to(self.patch_embeddings.weight.dtype, memory_format=torch.channels_last)
+        embeddings = self.patch_embeddings(pixel_values).permute(0, 2, 3, 1)
         hidden_states = embeddings + self.position_grid(*embeddings.shape[1:3])
         stages = []
         all_hidden = [hidden_states] if output_hidden_states else None
@@ -227,18 +255,41 @@ class Sam2FpnNeck(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(dim, config.fpn_hidden_size, 1) for dim in reversed(config.stage_dims))
         self.top_down_levels = set(config.fpn_top_down_levels)
 
-    def forward(self, stage_maps: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        """`stage_maps` channels first, finest first; returns `(B, fpn_hidden_size, h, w)` maps, finest first."""
+    def forward(
+        self, stage_maps: tuple[torch.Tensor, ...], output_convs: dict[int, nn.Conv2d] | None = None
+    ) -> list[torch.Tensor]:
+        """`stage_maps` channels first, finest first; returns `(B, fpn_hidden_size, h, w)` maps, finest first.
+
+        `output_convs` maps a level to a 1x1 convolution applied to its output (SAM 2's `conv_s0` / `conv_s1`);
+        that level's map then has the convolution's channels. On a level outside the top-down path both 1x1
+        convolutions are folded into one, which skips the wide `fpn_hidden_size` map at the finest levels."""
+        output_convs = output_convs or {}
         outputs, previous = [], None
         for level in reversed(range(len(stage_maps))):
-            lateral = self.convs[len(stage_maps) - 1 - level](stage_maps[level])
-            if level in self.top_down_levels and previous is not None:
-                top_down = F.interpolate(previous.float(), scale_factor=2.0, mode="nearest")
-                previous = (lateral + top_down).to(lateral.dtype)
+            lateral_conv, output_conv = self.convs[len(stage_maps) - 1 - level], output_convs.get(level)
+            top_down = level in self.top_down_levels and previous is not None
+            if output_conv is not None and not top_down and level - 1 not in self.top_down_levels:
+                weight, bias = fold_pointwise_convs(lateral_conv, output_conv)
+                dtype = lateral_conv.weight.dtype
+                outputs.append(F.conv2d(stage_maps[level], weight.to(dtype), bias.to(dtype)))
+                previous = None
+                continue
+            lateral = lateral_conv(stage_maps[level])
+            if top_down:
+                upsampled = F.interpolate(previous.float(), scale_factor=2.0, mode="nearest")
+                previous = (lateral + upsampled).to(lateral.dtype)
             else:
                 previous = lateral
-            outputs.append(previous)
+            outputs.append(previous if output_conv is None else output_conv(previous))
         return outputs[::-1]
+
+
+def fold_pointwise_convs(first: nn.Conv2d, second: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight `(C_out, C_in, 1, 1)` and bias `(C_out,)`, in float32, of the 1x1 convolution equal to
+    `second(first(x))` for two 1x1 convolutions."""
+    outer = second.weight.flatten(1).float()
+    weight = outer @ first.weight.flatten(1).float()
+    return weight[:, :, None, None], outer @ first.bias.float() + second.bias.float()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -760,10 +811,9 @@ class Sam2Model(Sam2PreTrainedModel):
         self._check_pixel_values(pixel_values)
         stages, hidden, attentions = self.hiera(pixel_values, output_hidden_states, output_attentions)
         intermediates = tuple(stage.permute(0, 3, 1, 2) for stage in stages)
-        features = self.neck(intermediates)[: len(intermediates) - self.config.scalp]
-        if self.config.use_high_res_features:
-            features[0] = self.mask_decoder.conv_s0(features[0])
-            features[1] = self.mask_decoder.conv_s1(features[1])
+        decoder = self.mask_decoder
+        output_convs = {0: decoder.conv_s0, 1: decoder.conv_s1} if self.config.use_high_res_features else None
+        features = self.neck(intermediates, output_convs)[: len(intermediates) - self.config.scalp]
         embedding = features[-1]
         position = sine_position_encoding(*embedding.shape[-2:], embedding.shape[1], embedding.device)
         return Sam2VisionOutput(
