@@ -80,6 +80,26 @@ def test_memory_attention_matches_meta(models, batch, size, frames, pointers):
 
 
 @torch.no_grad()
+def test_memory_attention_frame_shared_by_objects(models):
+    """Features of batch 1 stand for one frame of every object (the video model passes them so): same result as
+    Meta's with the features repeated per object, with the first self-attention run once."""
+    meta, ours = models
+    features, position, memory, memory_pos = _frame_inputs(3, 16, 7 * 16 * 16 + 64, seed=4)
+    shared = features[:1]
+    expected = _meta_memory_attention(meta, shared.expand(3, -1, -1, -1), position, memory, memory_pos, 64)
+    calls = []
+    hook = ours.memory_attention.layers[0].self_attn.register_forward_hook(lambda m, a, out: calls.append(out.shape))
+    try:
+        actual = ours.memory_attention(shared, position[:1], memory, memory_pos, 64)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4)
+    assert calls == [(1, 16 * 16, HIDDEN)]
+    with pytest.raises(ValueError, match="give 1 or 3"):
+        ours.memory_attention(features[:2], position[:2], memory, memory_pos, 64)
+
+
+@torch.no_grad()
 def test_memory_attention_bf16(models):
     meta, ours = models
     pointer_tokens = 64
