@@ -74,17 +74,18 @@ def test_backbone_out_features_and_auto(tmp_path):
     assert backbone.channels == [32, 64, 256]
 
 
-def test_eager_and_sdpa_agree():
+@pytest.mark.parametrize("implementation", ["sdpa", "flex_attention"])
+def test_attention_implementations_agree_with_eager(implementation):
     config = small_config()
     torch.manual_seed(0)
     # _from_config writes the implementation into the config it is given, hence the copies.
     eager = HieraForImageClassification._from_config(copy.deepcopy(config), attn_implementation="eager").eval()
-    sdpa = HieraForImageClassification._from_config(copy.deepcopy(config), attn_implementation="sdpa").eval()
-    sdpa.load_state_dict(eager.state_dict())
-    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    other = HieraForImageClassification._from_config(copy.deepcopy(config), attn_implementation=implementation)
+    other.eval().load_state_dict(eager.state_dict())
+    assert eager.config._attn_implementation == "eager" and other.config._attn_implementation == implementation
     x = pixels(config)
     with torch.no_grad():
-        torch.testing.assert_close(sdpa(x).logits, eager(x).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(other(x).logits, eager(x).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_default_attention_is_sdpa():
