@@ -148,6 +148,11 @@ def test_compile_fullgraph_image_embeddings_and_prompting():
         torch.testing.assert_close(actual[key], expected[key], **tolerance, msg=key)
 
 
+def test_flex_attention_is_refused_clearly():
+    with pytest.raises(ValueError, match="flex"):
+        Sam2Model._from_config(tiny_config(), attn_implementation="flex_attention")
+
+
 @pytest.mark.parametrize("kind", MODELS)
 @torch.no_grad()
 def test_eager_and_sdpa_attention_agree(kind):

@@ -719,7 +719,9 @@ class Sam2PreTrainedModel(PreTrainedModel):
     ]
     _supports_sdpa = True
     _supports_flash_attn = False  # head sizes of the trunk (e.g. 112) and masked decoder attention
-    _supports_flex_attn = True
+    # transformers' flex path indexes the additive mask per query (ours is (N, 1, 1, Lk)), and with a full mask the
+    # compiled CPU flex kernel crashes (torch 2.14.1): refused at load time rather than wrong or crashing.
+    _supports_flex_attn = False
     _supports_attention_backend = True
     # The losses are means over the batch's objects: the Trainer must scale them for gradient accumulation.
     accepts_loss_kwargs = False
