@@ -125,7 +125,7 @@ def test_sam2_attention_projects_keys_from_kv_in_dim():
     assert attention.k_proj.in_features == attention.v_proj.in_features == 16
     assert attention.q_proj.in_features == 32
     memory = torch.randn(3, 7, 16)
-    assert attention(torch.randn(3, 5, 32), memory, memory).shape == (3, 5, 32)
+    assert attention(torch.randn(3, 5, 32), memory, memory)[0].shape == (3, 5, 32)
 
 
 @torch.no_grad()
