@@ -7,13 +7,13 @@ downloaded, `models/<variant>.<checkpoint>/` (Hiera) and `models/<variant>/` (SA
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.error
 from pathlib import Path
 
 import torch
 
 from .hiera.presets import HIERA_PRESETS, HieraPreset, get_preset
+from .io_utils import atomic_write
 from .sam2.presets import SAM2_PRESETS
 
 
@@ -37,20 +37,13 @@ def download_checkpoint(variant: str, checkpoint_name: str | None = None, progre
     target = cache_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
     try:
-        torch.hub.download_url_to_file(url, partial, progress=progress)
-        os.replace(partial, target)
+        atomic_write(target, lambda partial: torch.hub.download_url_to_file(url, partial, progress=progress))
     except (urllib.error.URLError, OSError) as error:
         raise ConnectionError(
             f"Could not download {url} ({error}). If you are offline, download {target.name} elsewhere and pass "
             f"--checkpoint FILE (convert) or pass --model DIR with an already converted folder."
         ) from error
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     return target
 
 

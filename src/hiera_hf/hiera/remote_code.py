@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transformers.dynamic_module_utils import custom_object_save
 
+from ..io_utils import atomic_write
 from . import configuration_hiera, image_processing_hiera, modeling_hiera, modeling_hiera_mae
 
 # Auto class -> class. The folder of any head answers all of them (the weights decide what loads).
@@ -36,14 +37,7 @@ def _class_ref(cls: type) -> str:
 def _add_auto_map(json_path: Path, auto_map: dict[str, str]) -> None:
     data = json.loads(json_path.read_text())
     data["auto_map"] = {**data.get("auto_map", {}), **auto_map}
-    handle, partial = tempfile.mkstemp(prefix=f".{json_path.name}.", dir=json_path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(partial, json_path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    atomic_write(json_path, lambda partial: Path(partial).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def add_remote_code(folder: str | os.PathLike) -> list[Path]:
