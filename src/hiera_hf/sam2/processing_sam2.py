@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import (
@@ -26,43 +25,10 @@ from transformers.image_utils import (
     SizeDict,
 )
 
-from ..hiera.image_processing_hiera import check_unit_range, is_channels_first, to_rgb_array, to_rgb_layout
+from ..image_utils import is_channels_first, to_rgb_float
 from .modeling_sam2 import PADDING_LABEL
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
-
-
-def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
-    """One image -> float32 RGB tensor `(3, H, W)` in [0, 1].
-
-    Accepts a PIL image (any mode; 16-bit grey `I;16*`/`I` modes keep their precision), or a numpy array / torch
-    tensor `(H, W)`, `(H, W, C)` (`(C, H, W)` with `channels_first=True`), C in {1, 3, 4}, holding `uint8` (divided
-    by 255, as Meta's `ToTensor`), `uint16` (divided by 65535) or floating-point values in [0, 1] (kept, as
-    `ToTensor` keeps them). Grey levels are repeated to RGB, alpha is dropped; anything else raises.
-    """
-    if isinstance(image, Image.Image):
-        if image.mode in _SIXTEEN_BIT_MODES:
-            image = np.asarray(image)
-            if image.min() < 0 or image.max() > 65535:
-                raise ValueError(f"32-bit integer images must hold 16-bit values, got [{image.min()}, {image.max()}]")
-            image = image.astype(np.uint16)
-        else:
-            image = to_rgb_array(image)
-    image = to_rgb_layout(image, channels_first)
-    if image.dtype == np.uint8:
-        scale = 255.0
-    elif image.dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(image.dtype, np.floating):
-        check_unit_range(image)
-        scale = None
-    else:
-        raise TypeError(
-            f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]"
-        )
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    return tensor.float() / scale if scale else tensor.float()
 
 
 def _nested(value, name: str) -> list[list]:
@@ -351,4 +317,4 @@ class Sam2ImageProcessor(BaseImageProcessor):
         return results
 
 
-__all__ = ["Sam2ImageProcessor", "clean_mask_logits", "to_rgb_float"]
+__all__ = ["Sam2ImageProcessor", "clean_mask_logits"]

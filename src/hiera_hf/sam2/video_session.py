@@ -42,7 +42,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..hiera.image_processing_hiera import to_rgb_array
+from ..image_utils import to_rgb_array
 from ..video_io import VideoFrames, open_video
 from .modeling_sam2_video import NO_OBJECT_SCORE, Sam2VideoModel
 from .processing_sam2 import clean_mask_logits
