@@ -23,9 +23,9 @@ import torch
 from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
 
+from ..checkpoints import checkpoint_url, download_checkpoint, official_preset
 from ..hiera import HieraConfig, add_remote_code
 from ..hiera.presets import IMAGENET_MEAN, IMAGENET_STD, HieraPreset
-from ..hub import checkpoint_url, download_checkpoint, official_preset
 from ..sam2 import Sam2Config, Sam2Model
 from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
 from ..sam2.modeling_sam2_video import Sam2VideoModel
@@ -74,7 +74,7 @@ def convert_hiera(
             Required for Meta checkpoints; optional with `from_transformers` (it then only names the base variant
             and the preprocessing in the card).
         checkpoint: Meta's `.pth` (`{"model_state": ...}`). When neither `checkpoint` nor `from_transformers` is
-            given, the variant's official checkpoint is downloaded into the cache (see `hiera_hf.hub`).
+            given, the variant's official checkpoint is downloaded into the cache (see `hiera_hf.checkpoints`).
         checkpoint_name: which of the variant's official checkpoints (`mae_in1k_ft_in1k`, `mae_in1k`, ...).
         from_transformers: a transformers-format Hiera folder (`facebook/hiera-*-hf` layout) instead of a `.pth`.
         verify: compare with the reference code (Meta's `hiera` when installed; transformers' Hiera for
@@ -328,7 +328,7 @@ def convert_sam2(
         variant: official variant name (`sam2_hiera_tiny` ... `sam2.1_hiera_large`; see `SAM2_PRESETS`). Required
             for Meta checkpoints; optional with `from_transformers` (it then only names the variant in the card).
         checkpoint: Meta's `.pt` (`{"model": ...}`). When neither `checkpoint` nor `from_transformers` is given, the
-            variant's official checkpoint is downloaded into the cache (see `hiera_hf.hub`).
+            variant's official checkpoint is downloaded into the cache (see `hiera_hf.checkpoints`).
         from_transformers: a transformers-format SAM 2 folder (`facebook/sam2*-hiera-*` layout: `Sam2Model` or
             `Sam2VideoModel` saved with `save_pretrained`) instead of a `.pt`.
         verify: compare with the reference code (Meta's `sam2` when installed; transformers' `Sam2Model` for
