@@ -22,14 +22,15 @@ from string import Template
 import torch
 from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..checkpoints import checkpoint_url, download_checkpoint, official_preset
 from ..hiera import HieraConfig, add_remote_code
-from ..hiera.presets import IMAGENET_MEAN, IMAGENET_STD, HieraPreset
+from ..hiera.presets import HieraPreset
 from ..sam2 import Sam2Config, Sam2Model
 from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
 from ..sam2.modeling_sam2_video import Sam2VideoModel
-from ..sam2.presets import SAM2_MEAN, SAM2_STD, Sam2Preset, get_sam2_preset
+from ..sam2.presets import Sam2Preset, get_sam2_preset
 from .hiera import (
     build_model,
     config_from_transformers,
@@ -99,7 +100,7 @@ def convert_hiera(
     else:
         model, card, report = _from_meta(Path(checkpoint), preset, checkpoint_name, verify, steps)
     steps.set_postfix_str("writing")
-    mean, std = (preset.mean, preset.std) if preset else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = (preset.mean, preset.std) if preset else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     files = {
         "preprocessor_config.json": json.dumps(preprocessor_config(model.config, mean, std), indent=2) + "\n",
         "README.md": model_card(model, preset, card, report),
@@ -408,8 +409,8 @@ def sam2_preprocessor_config(config: Sam2Config) -> dict:
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
-        "image_mean": SAM2_MEAN,
-        "image_std": SAM2_STD,
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
     }
 
 
