@@ -21,7 +21,7 @@ USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsErr
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `convert` (shared with `conversion_scripts/convert_hiera_to_hf.py`)."""
+    """Flags of `convert` (shared with `conversion_scripts/convert_to_hf.py`)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--checkpoint",

@@ -1,6 +1,6 @@
 """Convert a Hiera or SAM 2 checkpoint into a hiera-hf folder: weights, config, preprocessing, model card, parity.
 
-`convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_hiera_to_hf.py` run.
+`convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_to_hf.py` run.
 Both share the folder writing (atomic: into a temporary folder beside the output, renamed at the end, removed on
 any failure), the model-card filling and the upload.
 """
@@ -350,7 +350,7 @@ def convert_sam2(
     steps.set_postfix_str("loading")
     if from_transformers is not None:
         folder = Path(from_transformers)
-        config_dict, transformers_state_dict = load_transformers_folder(folder)
+        config_dict, source_state_dict = load_transformers_folder(folder)
         config = sam2_config_from_transformers(config_dict)
         source, convert = folder, convert_transformers_sam2_state_dict
         card = {
@@ -358,13 +358,13 @@ def convert_sam2(
             "source_url": META_SAM2_REPO,
         }
     else:
-        transformers_state_dict = load_meta_state_dict(checkpoint, entry="model")
+        source_state_dict = load_meta_state_dict(checkpoint, entry="model")
         config = Sam2Config.from_preset(preset.name)
         source, convert = Path(checkpoint), convert_meta_sam2_state_dict
         official = preset.checkpoint.rsplit("/", 1)[-1] == source.name
         card = {"checkpoint": source.name, "source_url": preset.checkpoint if official else META_SAM2_REPO}
-    try:
-        state_dict = convert(transformers_state_dict)
+    try:  # `source_state_dict`: the weights as read, in Meta's or transformers' layout
+        state_dict = convert(source_state_dict)
     except KeyError as error:
         raise ValueError(f"{source}: {error.args[0]}") from None
     image_weights = {k: v for k, v in state_dict.items() if not any(re.match(p, k) for p in VIDEO_ONLY_KEYS)}
@@ -381,7 +381,7 @@ def convert_sam2(
         if from_transformers is not None:
             report = verify_sam2_against_transformers(image_model, from_transformers)
         else:
-            report = verify_sam2_against_meta(image_model, preset, transformers_state_dict)
+            report = verify_sam2_against_meta(image_model, preset, source_state_dict)
         report.check()
     elif verify:
         logger.warning("sam2 is not installed: the conversion is not verified against Meta's code")
