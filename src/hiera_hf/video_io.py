@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .hiera.image_processing_hiera import to_rgb_array
+from .image_utils import to_rgb_array
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 

@@ -38,14 +38,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..hiera.image_processing_hiera import to_rgb_array
+from ..image_utils import to_rgb_array
 from ..video_io import VideoFrames, open_video
 from .modeling_sam2_video import NO_OBJECT_SCORE, Sam2VideoModel
-from .processing_sam2 import clean_mask_logits
+from .processing_sam2 import clean_mask_logits, normalize, resize_video_frame
 
 PREVIOUS_MASK_CLAMP = 32.0  # previous mask logits fed back with correction clicks are clamped to +-32 (Meta)
 HOLE_LOGIT = 0.1  # logit given to filled holes (Meta)
@@ -277,15 +275,9 @@ class Sam2VideoSession:
         return self._held[frame_idx] if self._video is None else self._video[frame_idx]
 
     def _pixels(self, frame_idx: int) -> torch.Tensor:
-        """Model input `(1, 3, S, S)` of a frame: resized with PIL's default filter, scaled to [0, 1] and
-        normalised with the ImageNet mean and std, as Meta's video loader does."""
-        frame = self.frame(frame_idx)
+        """Model input `(1, 3, S, S)` of a frame, preprocessed as Meta's video loader does (`resize_video_frame`)."""
         size = self.model.config.image_size
-        resized = np.asarray(Image.fromarray(frame).resize((size, size))) / 255.0
-        pixels = torch.from_numpy(resized).float().permute(2, 0, 1)
-        mean = torch.tensor(IMAGENET_DEFAULT_MEAN).reshape(3, 1, 1)
-        std = torch.tensor(IMAGENET_DEFAULT_STD).reshape(3, 1, 1)
-        return ((pixels - mean) / std)[None].to(self.device)
+        return normalize(resize_video_frame(self.frame(frame_idx), (size, size)))[None].to(self.device)
 
     def _frame_features(self, frame_idx: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """FPN features (batch 1) and position encoding of a frame, computed once and cached while needed."""
