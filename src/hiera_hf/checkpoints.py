@@ -49,10 +49,7 @@ def download_checkpoint(variant: str, checkpoint_name: str | None = None, progre
 
 def official_preset(variant: str) -> HieraPreset:
     """The preset of an official variant; `ValueError` listing the valid names otherwise."""
-    try:
-        return get_preset(variant)
-    except KeyError as error:
-        raise ValueError(error.args[0]) from None
+    return get_preset(variant)
 
 
 def checkpoint_url(preset: HieraPreset, checkpoint_name: str | None = None) -> str:

@@ -96,7 +96,7 @@ def convert_hiera(
 
     steps = tqdm(total=3, desc="convert", disable=not progress)
     if from_transformers is not None:
-        model, card, report = _from_transformers(Path(from_transformers), preset, verify, steps)
+        model, card, report = _from_transformers(Path(from_transformers), verify, steps)
     else:
         model, card, report = _from_meta(Path(checkpoint), preset, checkpoint_name, verify, steps)
     steps.set_postfix_str("writing")
@@ -153,7 +153,7 @@ def _from_meta(
 
 
 def _from_transformers(
-    folder: Path, preset: HieraPreset | None, verify: bool, steps: tqdm
+    folder: Path, verify: bool, steps: tqdm
 ) -> tuple[torch.nn.Module, dict, ParityReport | None]:
     steps.set_postfix_str("loading")
     config_dict, transformers_state_dict = load_transformers_folder(folder)

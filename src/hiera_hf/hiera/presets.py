@@ -118,8 +118,8 @@ HIERA_PRESETS: dict[str, HieraPreset] = _build()
 
 
 def get_preset(name: str) -> HieraPreset:
-    """The preset called `name`; raises a `KeyError` listing the valid names otherwise."""
-    try:
-        return HIERA_PRESETS[name]
-    except KeyError:
-        raise KeyError(f"Unknown Hiera variant {name!r}. Known variants: {', '.join(sorted(HIERA_PRESETS))}") from None
+    """The preset called `name`, e.g. `"hiera_base_224"`; raises a `ValueError` listing the valid names otherwise
+    (as `get_sam2_preset` does)."""
+    if name not in HIERA_PRESETS:
+        raise ValueError(f"Unknown Hiera variant {name!r}. Known variants: {', '.join(sorted(HIERA_PRESETS))}")
+    return HIERA_PRESETS[name]

@@ -93,9 +93,10 @@ SAM2_PRESETS: dict[str, Sam2Preset] = _build()
 
 
 def get_sam2_preset(name: str) -> Sam2Preset:
-    """The preset called `name`, e.g. `"sam2.1_hiera_tiny"`."""
+    """The preset called `name`, e.g. `"sam2.1_hiera_tiny"`; raises a `ValueError` listing the valid names otherwise
+    (as `get_preset` does)."""
     if name not in SAM2_PRESETS:
-        raise ValueError(f"Unknown SAM 2 preset {name!r}; valid names: {', '.join(SAM2_PRESETS)}")
+        raise ValueError(f"Unknown SAM 2 variant {name!r}. Known variants: {', '.join(sorted(SAM2_PRESETS))}")
     return SAM2_PRESETS[name]
 
 
