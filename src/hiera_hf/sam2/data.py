@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..image_utils import open_image
 from .loss_sam2 import IGNORE_INDEX
 from .modeling_sam2 import PADDING_LABEL
 from .prompts import sample_box, sample_click
@@ -289,11 +290,7 @@ class _Column:
 
 
 def _open(item) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item
-    with Image.open(item) as image:
-        image.load()
-        return image
+    return item if isinstance(item, Image.Image) else open_image(item)
 
 
 __all__ = [

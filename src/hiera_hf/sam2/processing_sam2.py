@@ -10,6 +10,7 @@ skipped with a warning); here OpenCV labels the components, with the same 8-conn
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from transformers.image_utils import (
 )
 
 from ..hiera.image_processing_hiera import check_unit_range, is_channels_first, to_rgb_array, to_rgb_layout
+from ..image_utils import open_image
 from .modeling_sam2 import PADDING_LABEL
 from .prompts import check_boxes, check_coordinates, check_labels
 
@@ -172,7 +174,9 @@ class Sam2ImageProcessor(BaseImageProcessor):
 
     def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> torch.Tensor:
         """One input image -> float32 RGB `(3, H, W)` in [0, 1]. Arrays are read channels-last and tensors
-        channels-first unless `input_data_format` says otherwise."""
+        channels-first unless `input_data_format` says otherwise; a path is read with `image_utils.open_image`."""
+        if isinstance(image, (str, os.PathLike)):
+            image = open_image(image)
         return to_rgb_float(image, channels_first=is_channels_first(image, input_data_format))
 
     def _preprocess(

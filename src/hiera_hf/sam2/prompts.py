@@ -49,23 +49,28 @@ def check_finite(values, name: str) -> np.ndarray:
     return array
 
 
-def check_coordinates(xy, width: int, height: int, name: str = "points") -> np.ndarray:
-    """(x, y) pixel coordinates `(..., 2)` -> float64 array, each finite and inside `[0, width] x [0, height]`."""
+def check_coordinates(xy, width: int | None, height: int | None, name: str = "points") -> np.ndarray:
+    """(x, y) pixel coordinates `(..., 2)` -> float64 array, each finite and inside `[0, width] x [0, height]`
+    (with `width`, `height` None, before the image is known: finite and >= 0)."""
     array = check_finite(xy, name)
     if array.ndim < 1 or array.shape[-1] != 2:
         raise ValueError(f"{name} must hold (x, y) pairs, shape (..., 2), got shape {array.shape}")
-    outside = np.argwhere(((array < 0) | (array > np.array([width, height]))).any(axis=-1))
+    known = width is not None and height is not None
+    bounds = np.array([width, height], dtype=np.float64) if known else np.array([np.inf, np.inf])
+    outside = np.argwhere(((array < 0) | (array > bounds)).any(axis=-1))
     if len(outside):
         index = tuple(int(i) for i in outside[0])
         x, y = array[index]
-        raise ValueError(
-            f"{_index_text(name, index)} = ({x:g}, {y:g}) lies outside the {width}x{height} image: x must be within "
-            f"[0, {width}] and y within [0, {height}] (pixels of the original image)"
+        where = (
+            f"outside the {width}x{height} image: x must be within [0, {width}] and y within [0, {height}]"
+            if known
+            else "outside the image: coordinates must be >= 0"
         )
+        raise ValueError(f"{_index_text(name, index)} = ({x:g}, {y:g}) lies {where} (pixels of the original image)")
     return array
 
 
-def check_boxes(boxes, width: int, height: int, name: str = "box") -> np.ndarray:
+def check_boxes(boxes, width: int | None, height: int | None, name: str = "box") -> np.ndarray:
     """Boxes `(..., 4)` as (x0, y0, x1, y1) -> float64 array: corners inside the image, x0 < x1 and y0 < y1."""
     array = _as_float_array(boxes, name)
     if array.ndim < 1 or array.shape[-1] != 4:
