@@ -26,8 +26,8 @@ DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
 class VideoDecodeError(ValueError):
-    """A video file that stops decoding before its last frame (truncated or corrupt): `readable` frames (0 to
-    `readable - 1`) could be decoded."""
+    """A video that stops decoding before its last frame (a truncated or corrupt file, a damaged frame image):
+    the first `readable` frames could be decoded."""
 
     def __init__(self, message: str, readable: int):
         super().__init__(message)
@@ -121,7 +121,10 @@ class FolderFrames(VideoFrames):
         return len(self._paths)
 
     def _load(self, index: int) -> np.ndarray:
-        return to_rgb_array(open_image(self._paths[index]))
+        try:
+            return to_rgb_array(open_image(self._paths[index]))
+        except ValueError as error:  # a damaged frame file: the frames before it were readable
+            raise VideoDecodeError(f"Frame {index} of {len(self)}: {error}", index) from None
 
 
 class PyAVFrames(VideoFrames):
