@@ -1,18 +1,16 @@
 """Convert a Hiera or SAM 2 checkpoint into a hiera-hf folder: weights, config, preprocessing, model card, parity.
 
 `convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_to_hf.py` run.
-Both share the folder writing (atomic: into a temporary folder beside the output, renamed at the end, removed on
-any failure), the model-card filling and the upload.
+Both share the folder writing (atomic, `io_utils.staged_folder`: into a hidden folder beside the output, renamed at
+the end, removed on any failure; `overwrite` replaces only a model folder and never one holding the input), the
+model-card filling and the upload.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from importlib.util import find_spec
@@ -27,6 +25,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..checkpoints import checkpoint_url, download_checkpoint, official_preset
 from ..hiera import HieraConfig, add_remote_code
 from ..hiera.presets import HieraPreset
+from ..io_utils import check_replaceable, staged_folder
 from ..sam2 import Sam2Config, Sam2Model
 from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
 from ..sam2.modeling_sam2_video import Sam2VideoModel
@@ -89,7 +88,7 @@ def convert_hiera(
     preset = official_preset(variant) if variant is not None else None
     if checkpoint_name is not None and preset is not None:
         checkpoint_url(preset, checkpoint_name)  # validates the name
-    _check_output(output, overwrite)
+    _check_output(output, overwrite, checkpoint, from_transformers)
     if preset is not None and checkpoint is None and from_transformers is None:
         checkpoint_name = checkpoint_name or preset.default_checkpoint
         checkpoint = download_checkpoint(preset.name, checkpoint_name, progress=progress)
@@ -105,7 +104,7 @@ def convert_hiera(
         "preprocessor_config.json": json.dumps(preprocessor_config(model.config, mean, std), indent=2) + "\n",
         "README.md": model_card(model, preset, card, report),
     }
-    _write_folder(output, model, files, overwrite, finish=add_remote_code)
+    _write_folder(output, model, files, overwrite, add_remote_code, (checkpoint, from_transformers))
     steps.update()
     steps.close()
     _push(output, push_to_hub, "Hiera")
@@ -119,9 +118,28 @@ def _check_sources(variant: str | None, checkpoint, from_transformers, example: 
         raise ValueError(f"variant is required to convert a Meta checkpoint (e.g. {example})")
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite")
+# What `save_pretrained`, the converters and `add_remote_code` put in a folder: `overwrite` replaces only these.
+_MODEL_FOLDER_FILES = re.compile(
+    r"(config\.json|preprocessor_config\.json|video_preprocessor_config\.json|README\.md|generation_config\.json"
+    r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|[a-z_]+\.py)"
+)
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether `folder` looks like a hiera-hf model folder: a `config.json` of one of our model types and no
+    file a conversion would not write (so replacing it loses nothing else)."""
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if model_type not in (HieraConfig.model_type, Sam2Config.model_type):
+        return False
+    return all(entry.is_file() and _MODEL_FOLDER_FILES.fullmatch(entry.name) for entry in folder.iterdir())
+
+
+def _check_output(output: Path, overwrite: bool, *inputs) -> None:
+    """Refuses an output that exists without `overwrite`, that is not a model folder, or that holds an input."""
+    check_replaceable(output, overwrite, is_model_folder, inputs)
 
 
 def _from_meta(
@@ -273,35 +291,17 @@ def _write_folder(
     files: dict[str, str],
     overwrite: bool,
     finish: Callable[[Path], object] | None = None,
+    inputs: tuple = (),
 ) -> None:
-    """Write `model.save_pretrained` plus the text `files` (name -> content), then `finish(folder)`, into a
-    temporary folder beside `output`, and rename it to `output` (replacing it only when `overwrite`)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp creates it private
-    previous = None
-    try:
+    """Write `model.save_pretrained` plus the text `files` (name -> content), then `finish(folder)`, as the folder
+    `output` in one rename (`io_utils.staged_folder`: an existing model folder is replaced only when `overwrite`,
+    a folder holding one of `inputs` never)."""
+    with staged_folder(output, overwrite, is_model_folder, inputs) as staging:
         model.save_pretrained(staging)
         for name, content in files.items():
             (staging / name).write_text(content)
         if finish is not None:
             finish(staging)
-        for file in staging.iterdir():
-            file.chmod(0o666 & ~umask)  # some writers create their files private, like mkdtemp
-        if output.exists() and overwrite:
-            previous = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
-            os.replace(output, previous / output.name)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if previous is not None and not output.exists():
-            os.replace(previous / output.name, output)
-        raise
-    finally:
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def convert_sam2(
     output = Path(output)
     _check_sources(variant, checkpoint, from_transformers, "sam2.1_hiera_tiny")
     preset = get_sam2_preset(variant) if variant is not None else None
-    _check_output(output, overwrite)
+    _check_output(output, overwrite, checkpoint, from_transformers)
     if preset is not None and checkpoint is None and from_transformers is None:
         checkpoint = download_checkpoint(preset.name, progress=progress)
 
@@ -391,7 +391,7 @@ def convert_sam2(
         "preprocessor_config.json": json.dumps(sam2_preprocessor_config(config), indent=2) + "\n",
         "README.md": sam2_model_card(model, preset, card, report),
     }
-    _write_folder(output, model, files, overwrite)
+    _write_folder(output, model, files, overwrite, inputs=(checkpoint, from_transformers))
     steps.update()
     steps.close()
     _push(output, push_to_hub, "SAM 2")

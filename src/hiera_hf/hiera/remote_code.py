@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from transformers.dynamic_module_utils import custom_object_save
 
 from .. import image_utils
-from ..io_utils import atomic_write
+from ..io_utils import atomic_write, staged_folder
 from . import configuration_hiera, image_processing_hiera, modeling_hiera, modeling_hiera_mae
 
 # Auto class -> class. The folder of any head answers all of them (the weights decide what loads).
@@ -97,28 +95,20 @@ def add_remote_code(folder: str | os.PathLike) -> list[Path]:
 
 
 def save_for_hub(model, save_directory: str | os.PathLike, image_processor=None, video_processor=None) -> Path:
-    """Saves `model` and its processors with remote code (see `add_remote_code`), atomically: everything is
-    written to a temporary folder beside `save_directory`, which is then renamed. `save_directory` must not
+    """Saves `model` and its processors with remote code (see `add_remote_code`), atomically
+    (`io_utils.staged_folder`): everything is written to a hidden folder beside `save_directory`, then renamed. `save_directory` must not
     exist or be empty. Returns its path."""
     if not isinstance(model, modeling_hiera.HieraPreTrainedModel):
         raise TypeError(f"save_for_hub expects a hiera-hf Hiera model, got {type(model).__name__}")
     target = Path(save_directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target} already exists and is not an empty folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(target, overwrite=True) as staging:  # replaces an empty folder only
         model.save_pretrained(staging)
         for processor in (image_processor, video_processor):
             if processor is not None:
                 processor.save_pretrained(staging)
         add_remote_code(staging)
-        if target.exists():
-            target.rmdir()
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..image_utils import to_rgb_array, to_rgb_float
+from ..image_utils import open_image, to_rgb_array, to_rgb_float
 from .loss_sam2 import IGNORE_INDEX
 from .modeling_sam2 import PADDING_LABEL
 from .processing_sam2 import normalize, resize_image, resize_video_frame
@@ -296,11 +296,7 @@ class _Column:
 
 
 def _open(item) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item
-    with Image.open(item) as image:
-        image.load()
-        return image
+    return item if isinstance(item, Image.Image) else open_image(item)
 
 
 __all__ = [

@@ -17,6 +17,7 @@ predictor the fine-tuned model will be used with.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,8 +34,9 @@ from transformers.image_utils import (
     SizeDict,
 )
 
-from ..image_utils import is_channels_first, to_rgb_float
+from ..image_utils import is_channels_first, open_image, to_rgb_float
 from .modeling_sam2 import PADDING_LABEL
+from .prompts import check_boxes, check_coordinates, check_labels
 
 USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
 
@@ -168,7 +170,9 @@ class Sam2ImageProcessor(BaseImageProcessor):
 
     def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> torch.Tensor:
         """One input image -> float32 RGB `(3, H, W)` in [0, 1]. Arrays are read channels-last and tensors
-        channels-first unless `input_data_format` says otherwise."""
+        channels-first unless `input_data_format` says otherwise; a path is read with `image_utils.open_image`."""
+        if isinstance(image, (str, os.PathLike)):
+            image = open_image(image)
         return to_rgb_float(image, channels_first=is_channels_first(image, input_data_format))
 
     def _preprocess(
@@ -220,7 +224,8 @@ class Sam2ImageProcessor(BaseImageProcessor):
         `(batch, num_prompts, num_points, 2)`, `(batch, num_prompts, num_points)`, `(batch, num_prompts, 4)`.
         Prompts with fewer points are padded with label -10 (ignored by the model; with boxes a prompt may have no
         points at all); images with fewer prompts are padded with whole prompts of -10 points (and zero boxes),
-        whose outputs are to be dropped.
+        whose outputs are to be dropped. Coordinates must be finite and within `[0, W] x [0, H]` of their image,
+        boxes have x0 < x1 and y0 < y1, labels are exactly 0, 1 or -10 (see `sam2.prompts`).
         Returns tensors `input_points` (float32), `input_labels` (int64), `input_boxes` (float32), as given.
         """
         sizes = [tuple(int(v) for v in size) for size in torch.as_tensor(original_sizes).reshape(-1, 2).tolist()]
@@ -257,9 +262,7 @@ class Sam2ImageProcessor(BaseImageProcessor):
                 for p, lab in zip(image_points, image_labels):
                     if lab.shape[0] != p.shape[0]:
                         raise ValueError(f"Each point needs one label: {p.shape[0]} points but {lab.shape[0]} labels")
-                    if not np.isin(lab, USER_LABELS).all():
-                        raise ValueError(f"input_labels must be 1 (foreground), 0 (background) or -10 (padding), "
-                                         f"got {np.unique(lab).tolist()}")  # fmt: skip
+                    check_labels(lab, "input_labels", allowed=USER_LABELS)
 
         num_prompts = max(next(iter(counts.values())))
         outputs = {}
@@ -271,7 +274,8 @@ class Sam2ImageProcessor(BaseImageProcessor):
                 for j, (p, lab) in enumerate(zip(image_points, image_labels)):
                     points[i, j, : len(p)] = torch.from_numpy(p)
                     labels[i, j, : len(p)] = torch.from_numpy(lab.astype(np.int64))
-            self._check_inside(points, labels != PADDING_LABEL, sizes, "input_points")
+            for i, (height, width) in enumerate(sizes):
+                check_coordinates(points[i][labels[i] != PADDING_LABEL], width, height, f"input_points of image {i}")
             outputs["input_points"] = self.scale_coordinates(points, sizes)
             outputs["input_labels"] = labels
         if "input_boxes" in given:
@@ -280,22 +284,10 @@ class Sam2ImageProcessor(BaseImageProcessor):
             for i, image_boxes in enumerate(given["input_boxes"]):
                 for j, box in enumerate(image_boxes):
                     boxes[i, j], valid[i, j] = torch.from_numpy(box), True
-            if bool((boxes[..., 2:] < boxes[..., :2]).any()):
-                raise ValueError("input_boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
-            self._check_inside(boxes.reshape(*boxes.shape[:2], 2, 2), valid, sizes, "input_boxes")
+            for i, (height, width) in enumerate(sizes):
+                check_boxes(boxes[i][valid[i, :, 0]], width, height, f"input_boxes of image {i}")
             outputs["input_boxes"] = self.scale_coordinates(boxes.reshape(*boxes.shape[:2], 2, 2), sizes).flatten(-2)
         return outputs
-
-    @staticmethod
-    def _check_inside(coords: torch.Tensor, valid: torch.Tensor, sizes: list[tuple[int, int]], name: str) -> None:
-        """`coords` `(batch, ..., 2)` as (x, y) must lie in [0, W] x [0, H] of their image where `valid`."""
-        for i, (height, width) in enumerate(sizes):
-            xy = coords[i][valid[i]]
-            if bool(((xy < 0) | (xy > torch.tensor([width, height]))).any()):
-                raise ValueError(
-                    f"{name} of image {i} lie outside the {width}x{height} image (coordinates are (x, y) in pixels of "
-                    f"the original image, within [0, {width}] x [0, {height}])"
-                )
 
     def scale_coordinates(self, coords: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
         """(x, y) pixels of each original image `(batch, ..., 2)` -> model-input pixels, per axis as Meta's
