@@ -73,6 +73,7 @@ def test_folder_layout(image_folder):
         "config.json",
         "configuration_hiera.py",
         "image_processing_hiera.py",
+        "image_utils.py",
         "model.safetensors",
         "modeling_hiera.py",
         "modeling_hiera_mae.py",

@@ -306,8 +306,12 @@ def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, progress=False)
     assert (output / "keep.txt").read_text() == "mine"
-    convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, overwrite=True, progress=False)
-    assert not (output / "keep.txt").exists() and (output / "model.safetensors").is_file()
+    with pytest.raises(FileExistsError, match="not a folder hiera-hf wrote .it holds keep.txt"):  # not a model
+        convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, overwrite=True, progress=False)
+    (output / "keep.txt").unlink()
+    for _ in range(2):  # an empty folder, then the model folder written the first time
+        convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, overwrite=True, progress=False)
+        assert (output / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

@@ -16,6 +16,7 @@ from accelerate.utils import compute_module_sizes
 from test_sam2_training import tiny_config
 
 from hiera_hf.sam2 import Sam2Model
+from hiera_hf.sam2.memory_bank import MemorySelection, assemble_memory
 from hiera_hf.sam2.modeling_sam2 import (
     Sam2Attention,
     Sam2HieraBlock,
@@ -52,8 +53,9 @@ def run_video(model: Sam2VideoModel) -> list[Sam2VideoFrameOutput]:
     frame = (vision.fpn_features, vision.position_encoding)
     points, labels = torch.tensor([[[20.0, 30.0]], [[45.0, 12.0]]]), torch.tensor([[1], [1]])
     clicked = model(*frame, input_points=points, input_labels=labels)
-    memory = model.prepare_memory(clicked.maskmem_features[:, None], [0], clicked.object_pointers[:, None], [1])
-    tracked = model(*frame, *memory)
+    selection = MemorySelection((0,), (0,), (0,), (1,), model.config.max_obj_ptrs_in_encoder - 1)
+    memory = assemble_memory(model, selection, clicked.maskmem_features[:, None], clicked.object_pointers[:, None])
+    tracked = model(*frame, memory.memory, memory.memory_position_encoding, memory.num_pointer_tokens)
     masks = torch.zeros(2, 1, SIZE, SIZE)
     masks[0, :, 10:40, 20:50] = 1.0
     return [clicked, tracked, model(*frame, input_masks=masks)]

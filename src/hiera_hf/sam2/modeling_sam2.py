@@ -15,7 +15,6 @@ drops.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +40,7 @@ from ..hiera.modeling_hiera import (
 )
 from .configuration_sam2 import Sam2Config
 from .loss_sam2 import check_mask_targets, sam2_loss
+from .position_encoding import fourier_features, sine_position_encoding
 
 PADDING_LABEL = -10  # a point to ignore (pads prompts with fewer clicks)
 NOT_A_POINT_LABEL = -1  # Meta's padding point, always appended to the sparse prompt
@@ -96,29 +96,6 @@ class Sam2MLP(nn.Module):
 def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same device, dtype, shape and values (unlike `torch.equal`, never raises across devices)."""
     return a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)
-
-
-def sine_position_encoding(
-    height: int, width: int, channels: int, device: torch.device, temperature: float = 10000.0
-) -> torch.Tensor:
-    """DETR-style normalised sine encoding of a `height x width` grid, `(1, channels, height, width)` float32:
-    the first half of the channels encodes y, the second x, alternating sin and cos."""
-    half = channels // 2
-    scale = 2 * math.pi
-    y = torch.arange(1, height + 1, dtype=torch.float32, device=device)
-    x = torch.arange(1, width + 1, dtype=torch.float32, device=device)
-    y = y / (height + 1e-6) * scale
-    x = x / (width + 1e-6) * scale
-    dim_t = torch.arange(half, dtype=torch.float32, device=device)
-    dim_t = temperature ** (2 * (dim_t // 2) / half)
-
-    def encode(pos: torch.Tensor) -> torch.Tensor:
-        pos = pos[:, None] / dim_t
-        return torch.stack((pos[:, 0::2].sin(), pos[:, 1::2].cos()), dim=2).flatten(1)
-
-    pos_y = encode(y)[:, None, :].expand(height, width, half)
-    pos_x = encode(x)[None, :, :].expand(height, width, half)
-    return torch.cat((pos_y, pos_x), dim=-1).permute(2, 0, 1)[None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -325,11 +302,8 @@ class Sam2PromptEncoder(nn.Module):
         self.act = nn.GELU()
 
     def encode_coordinates(self, coords: torch.Tensor) -> torch.Tensor:
-        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)` in the model's dtype. Computed in
-        float32: the phases reach tens of radians, too coarse in bfloat16."""
-        matrix = self.positional_encoding_gaussian_matrix
-        coords = 2 * math.pi * ((2 * coords.float() - 1) @ matrix.float())
-        return torch.cat([coords.sin(), coords.cos()], dim=-1).to(matrix.dtype)
+        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)` in the model's dtype."""
+        return fourier_features(coords, self.positional_encoding_gaussian_matrix)
 
     def dense_positional_embedding(self) -> torch.Tensor:
         """Encoding of the image-embedding grid's cell centres, `(1, hidden, size, size)`."""
@@ -797,7 +771,7 @@ class Sam2PreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings_window, std=std)
         elif isinstance(module, Sam2PromptEncoder):
             init.normal_(module.positional_encoding_gaussian_matrix)
-        elif isinstance(module, Sam2Model):
+        elif isinstance(module, Sam2Base):
             init.trunc_normal_(module.no_mem_embed, std=std)
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
@@ -814,18 +788,14 @@ class Sam2PreTrainedModel(PreTrainedModel):
             )
 
 
-class Sam2Model(Sam2PreTrainedModel):
-    """SAM 2 image segmentation: image encoder, prompt encoder and mask decoder (see the module docstring)."""
-
-    _keys_to_ignore_on_load_unexpected = list(VIDEO_ONLY_KEYS)
-
-    def __init__(self, config: Sam2Config):
-        super().__init__(config)
-        self._build_image_modules(config)
-        self.post_init()
+class Sam2Base(Sam2PreTrainedModel):
+    """The image path every SAM 2 model is built on (Meta's `SAM2Base`): Hiera trunk, FPN neck, prompt encoder, mask
+    decoder and `no_mem_embed`, under Meta's names. Its two subclasses are siblings, neither is the other:
+    `Sam2Model` segments images (`forward` takes prompts), `Sam2VideoModel` tracks (`track_step`, a per-frame step
+    with memory). Code that needs the image model's `forward` checks for `Sam2Model`."""
 
     def _build_image_modules(self, config: Sam2Config) -> None:
-        """The image model's modules; subclasses add theirs before calling `post_init`."""
+        """The image modules; a subclass builds them in `__init__`, adds its own, then calls `post_init`."""
         self.hiera = Sam2HieraModel(config)
         self.neck = Sam2FpnNeck(config)
         self.prompt_encoder = Sam2PromptEncoder(config)
@@ -855,6 +825,92 @@ class Sam2Model(Sam2PreTrainedModel):
             hidden_states=hidden,
             attentions=attentions,
         )
+
+    def _flatten_prompts(
+        self,
+        batch: int,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
+        """Checks the prompts and turns them into Meta's form for `N = batch * num_prompts` prompts: points
+        `(N, K, 2)` (box corners first, then clicks, then the padding point), labels `(N, K)`, masks
+        `(N, 1, 256, 256)`. Returns (points, labels, masks, num_prompts)."""
+        if (points is None) != (labels is None):
+            raise ValueError("input_points and input_labels must be given together")
+        given = {
+            name: value
+            for name, value in (("input_points", points), ("input_boxes", boxes), ("input_masks", masks))
+            if value is not None
+        }
+        if not given:
+            raise ValueError("Give at least one prompt: input_points (+ input_labels), input_boxes or input_masks")
+        size = self.config.mask_input_size
+        shapes = {
+            "input_points": (4, "(batch, num_prompts, num_points, 2)"),
+            "input_boxes": (3, "(batch, num_prompts, 4)"),
+            "input_masks": (5, f"(batch, num_prompts, 1, {size}, {size})"),
+        }
+        for name, value in given.items():
+            ndim, text = shapes[name]
+            if not isinstance(value, torch.Tensor) or value.ndim != ndim:
+                raise ValueError(f"{name} must be a {ndim}-D tensor {text}, got {getattr(value, 'shape', value)}")
+        num_prompts = next(iter(given.values())).shape[1]
+        for name, value in given.items():
+            if tuple(value.shape[:2]) != (batch, num_prompts):
+                raise ValueError(
+                    f"{name} has (batch, num_prompts) = {tuple(value.shape[:2])}, expected {(batch, num_prompts)} "
+                    f"({batch} image(s), {num_prompts} prompt(s) per image as in the first prompt input)"
+                )
+        if points is not None and (points.shape[-1] != 2 or tuple(labels.shape) != tuple(points.shape[:-1])):
+            raise ValueError(
+                f"input_points must be (batch, num_prompts, num_points, 2) and input_labels (batch, num_prompts, "
+                f"num_points); got {tuple(points.shape)} and {tuple(labels.shape)}"
+            )
+        if boxes is not None and boxes.shape[-1] != 4:
+            raise ValueError(
+                f"input_boxes must be (batch, num_prompts, 4) as (x0, y0, x1, y1), got {tuple(boxes.shape)}"
+            )
+        if masks is not None and tuple(masks.shape[2:]) != (1, size, size):
+            raise ValueError(f"input_masks must be (batch, num_prompts, 1, {size}, {size}), got {tuple(masks.shape)}")
+
+        coords, point_labels = [], []
+        if boxes is not None:
+            coords.append(boxes.reshape(-1, 2, 2).float())
+            point_labels.append(torch.tensor(BOX_LABELS, device=boxes.device).expand(coords[0].shape[0], -1))
+        if points is not None:
+            valid = (-1, 0, 1, 2, 3, PADDING_LABEL)
+            # The values are checked in eager mode only: reading them would break a torch.compile graph.
+            if labels.is_floating_point() or (
+                not torch.compiler.is_compiling()
+                and not bool(torch.isin(labels, torch.tensor(valid, device=labels.device)).all())
+            ):
+                raise ValueError(f"input_labels must be integers in {valid}, got {labels.unique().tolist()}")
+            coords.append(points.flatten(0, 1).float())
+            point_labels.append(labels.flatten(0, 1))
+        if coords:
+            # Meta's prompt encoder always appends a padding point, because boxes arrive as points.
+            num = coords[0].shape[0]
+            coords.append(coords[0].new_zeros(num, 1, 2))
+            point_labels.append(torch.full((num, 1), NOT_A_POINT_LABEL, device=coords[0].device))
+            coords = torch.cat(coords, dim=1)
+            point_labels = torch.cat([label.long() for label in point_labels], dim=1)
+        else:
+            coords, point_labels = None, None
+        flat_masks = masks.flatten(0, 1).float() if masks is not None else None
+        return coords, point_labels, flat_masks, num_prompts
+
+
+class Sam2Model(Sam2Base):
+    """SAM 2 image segmentation: image encoder, prompt encoder and mask decoder (see the module docstring)."""
+
+    _keys_to_ignore_on_load_unexpected = list(VIDEO_ONLY_KEYS)
+
+    def __init__(self, config: Sam2Config):
+        super().__init__(config)
+        self._build_image_modules(config)
+        self.post_init()
 
     @can_return_tuple
     def get_image_embeddings(self, pixel_values: torch.Tensor) -> Sam2ImageEmbeddingsOutput:
@@ -970,81 +1026,6 @@ class Sam2Model(Sam2PreTrainedModel):
             mask_decoder_attentions=decoder_attentions[0] if output_attentions else None,
         )
 
-    def _flatten_prompts(
-        self,
-        batch: int,
-        points: torch.Tensor | None,
-        labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
-        """Checks the prompts and turns them into Meta's form for `N = batch * num_prompts` prompts: points
-        `(N, K, 2)` (box corners first, then clicks, then the padding point), labels `(N, K)`, masks
-        `(N, 1, 256, 256)`. Returns (points, labels, masks, num_prompts)."""
-        if (points is None) != (labels is None):
-            raise ValueError("input_points and input_labels must be given together")
-        given = {
-            name: value
-            for name, value in (("input_points", points), ("input_boxes", boxes), ("input_masks", masks))
-            if value is not None
-        }
-        if not given:
-            raise ValueError("Give at least one prompt: input_points (+ input_labels), input_boxes or input_masks")
-        size = self.config.mask_input_size
-        shapes = {
-            "input_points": (4, "(batch, num_prompts, num_points, 2)"),
-            "input_boxes": (3, "(batch, num_prompts, 4)"),
-            "input_masks": (5, f"(batch, num_prompts, 1, {size}, {size})"),
-        }
-        for name, value in given.items():
-            ndim, text = shapes[name]
-            if not isinstance(value, torch.Tensor) or value.ndim != ndim:
-                raise ValueError(f"{name} must be a {ndim}-D tensor {text}, got {getattr(value, 'shape', value)}")
-        num_prompts = next(iter(given.values())).shape[1]
-        for name, value in given.items():
-            if tuple(value.shape[:2]) != (batch, num_prompts):
-                raise ValueError(
-                    f"{name} has (batch, num_prompts) = {tuple(value.shape[:2])}, expected {(batch, num_prompts)} "
-                    f"({batch} image(s), {num_prompts} prompt(s) per image as in the first prompt input)"
-                )
-        if points is not None and (points.shape[-1] != 2 or tuple(labels.shape) != tuple(points.shape[:-1])):
-            raise ValueError(
-                f"input_points must be (batch, num_prompts, num_points, 2) and input_labels (batch, num_prompts, "
-                f"num_points); got {tuple(points.shape)} and {tuple(labels.shape)}"
-            )
-        if boxes is not None and boxes.shape[-1] != 4:
-            raise ValueError(
-                f"input_boxes must be (batch, num_prompts, 4) as (x0, y0, x1, y1), got {tuple(boxes.shape)}"
-            )
-        if masks is not None and tuple(masks.shape[2:]) != (1, size, size):
-            raise ValueError(f"input_masks must be (batch, num_prompts, 1, {size}, {size}), got {tuple(masks.shape)}")
-
-        coords, point_labels = [], []
-        if boxes is not None:
-            coords.append(boxes.reshape(-1, 2, 2).float())
-            point_labels.append(torch.tensor(BOX_LABELS, device=boxes.device).expand(coords[0].shape[0], -1))
-        if points is not None:
-            valid = (-1, 0, 1, 2, 3, PADDING_LABEL)
-            # The values are checked in eager mode only: reading them would break a torch.compile graph.
-            if labels.is_floating_point() or (
-                not torch.compiler.is_compiling()
-                and not bool(torch.isin(labels, torch.tensor(valid, device=labels.device)).all())
-            ):
-                raise ValueError(f"input_labels must be integers in {valid}, got {labels.unique().tolist()}")
-            coords.append(points.flatten(0, 1).float())
-            point_labels.append(labels.flatten(0, 1))
-        if coords:
-            # Meta's prompt encoder always appends a padding point, because boxes arrive as points.
-            num = coords[0].shape[0]
-            coords.append(coords[0].new_zeros(num, 1, 2))
-            point_labels.append(torch.full((num, 1), NOT_A_POINT_LABEL, device=coords[0].device))
-            coords = torch.cat(coords, dim=1)
-            point_labels = torch.cat([label.long() for label in point_labels], dim=1)
-        else:
-            coords, point_labels = None, None
-        flat_masks = masks.flatten(0, 1).float() if masks is not None else None
-        return coords, point_labels, flat_masks, num_prompts
-
 
 class Sam2HieraBackbone(BackboneMixin, Sam2PreTrainedModel):
     """SAM 2's Hiera trunk alone: `feature_maps` are the selected stage outputs `(B, C, H, W)` (all four stages by
@@ -1095,6 +1076,7 @@ __all__ = [
     "NO_OBJECT_SCORE",
     "PADDING_LABEL",
     "VIDEO_ONLY_KEYS",
+    "Sam2Base",
     "Sam2HieraBackbone",
     "Sam2HieraModel",
     "Sam2ImageEmbeddingsOutput",
@@ -1102,5 +1084,4 @@ __all__ = [
     "Sam2Model",
     "Sam2PreTrainedModel",
     "Sam2VisionOutput",
-    "sine_position_encoding",
 ]

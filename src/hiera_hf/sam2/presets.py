@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/{date}/{name}.pt"
-SAM2_MEAN, SAM2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -101,4 +100,4 @@ def get_sam2_preset(name: str) -> Sam2Preset:
     return SAM2_PRESETS[name]
 
 
-__all__ = ["SAM2_MEAN", "SAM2_PRESETS", "SAM2_STD", "Sam2Preset", "get_sam2_preset"]
+__all__ = ["SAM2_PRESETS", "Sam2Preset", "get_sam2_preset"]
