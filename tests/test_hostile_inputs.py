@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sam2_helpers import media
+from sam2_helpers import media, write_mp4
 
 from hiera_hf import (
     HieraConfig,
@@ -49,14 +48,7 @@ def _frames(count: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> li
 
 
 def _write_mp4(path: Path, count: int, faststart: bool = False) -> Path:
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream("mpeg4", rate=4)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for frame in _frames(count):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
+    return write_mp4(path, _frames(count), {"movflags": "faststart"} if faststart else None)
 
 
 def _copy_folder(source: Path, target: Path) -> Path:
@@ -158,7 +150,7 @@ class Case:
     argv: object
     status: int
     message: str
-    absent: object = None
+    absent: object = None  # by default `tmp / "out"`: nothing written
     env: dict = field(default_factory=dict)
 
 
@@ -176,83 +168,78 @@ def convert(extra):
     return lambda p, tmp: ["convert", "--variant", "hiera_tiny_224", "--no-progress", "--no-verify", *extra(p, tmp)]
 
 
+def convert_into_out(flag: str, source: str):
+    return convert(lambda p, tmp: [flag, str(getattr(p, source)), "--output", str(tmp / "out")])
+
+
 def nothing_written(tmp):
     return [tmp / "out"]
 
 
+def keeps_out(tmp):  # `out` is the user's file
+    return []
+
+
 CLI_CASES = {
     # Prompts refused while parsing (exit 2): non-finite, negative, inverted or empty boxes, labels, ids
-    "segment point nan": Case(seg("--point", "nan,nan"), 2, "is not a finite number", nothing_written),
-    "segment point inf": Case(seg("--point", "inf,3"), 2, "is not a finite number", nothing_written),
-    "segment point negative": Case(seg("--point=-5,10"), 2, "outside the image", nothing_written),
-    "segment box inverted": Case(seg("--box", "200,200,20,20"), 2, "x0 < x1 and y0 < y1", nothing_written),
-    "segment box empty": Case(seg("--box", "10,10,10,50"), 2, "x0 < x1 and y0 < y1", nothing_written),
-    "segment label padding": Case(seg("--point", "5,5", "--label", "-10"), 2, "--label must be 0", nothing_written),
-    "segment label fraction": Case(seg("--point", "5,5", "--label", "0.7"), 2, "--label must be 0", nothing_written),
-    "segment label 2": Case(seg("--point", "5,5", "--label", "2"), 2, "--label must be 0", nothing_written),
-    "track frame fraction": Case(track("--point", "2.9,1,30,60"), 2, "frame must be an integer", nothing_written),
-    "track object fraction": Case(track("--point", "0,1.5,30,60"), 2, "object id must be an integer",
-                                  nothing_written),  # fmt: skip
-    "track object 0": Case(track("--point", "0,0,30,60"), 2, "object id must be 1..255", nothing_written),
-    "track label fraction": Case(track("--point", "0,1,30,60,0.7"), 2, "click labels must be 0", nothing_written),
-    "track point nan": Case(track("--point", "0,1,nan,60"), 2, "is not a finite number", nothing_written),
-    "track box inverted": Case(track("--box", "0,1,200,200,20,20"), 2, "x0 < x1", nothing_written),
+    "segment point nan": Case(seg("--point", "nan,nan"), 2, "is not a finite number"),
+    "segment point inf": Case(seg("--point", "inf,3"), 2, "is not a finite number"),
+    "segment point negative": Case(seg("--point=-5,10"), 2, "outside the image"),
+    "segment box inverted": Case(seg("--box", "200,200,20,20"), 2, "x0 < x1 and y0 < y1"),
+    "segment box empty": Case(seg("--box", "10,10,10,50"), 2, "x0 < x1 and y0 < y1"),
+    "segment label padding": Case(seg("--point", "5,5", "--label", "-10"), 2, "--label must be 0"),
+    "segment label fraction": Case(seg("--point", "5,5", "--label", "0.7"), 2, "--label must be 0"),
+    "segment label 2": Case(seg("--point", "5,5", "--label", "2"), 2, "--label must be 0"),
+    "track frame fraction": Case(track("--point", "2.9,1,30,60"), 2, "frame must be an integer"),
+    "track object fraction": Case(track("--point", "0,1.5,30,60"), 2, "object id must be an integer"),  # fmt: skip
+    "track object 0": Case(track("--point", "0,0,30,60"), 2, "object id must be 1..255"),
+    "track label fraction": Case(track("--point", "0,1,30,60,0.7"), 2, "click labels must be 0"),
+    "track point nan": Case(track("--point", "0,1,nan,60"), 2, "is not a finite number"),
+    "track box inverted": Case(track("--box", "0,1,200,200,20,20"), 2, "x0 < x1"),
     # Prompts checked against the image once it is read (exit 1)
-    "segment point outside": Case(seg("--point", "5000,5000"), 1, "outside the 500x331 image", nothing_written),
-    "segment box outside": Case(seg("--box", "0,0,600,100"), 1, "outside the 500x331 image", nothing_written),
-    "track point outside": Case(track("--point", "0,1,5000,5000"), 1, "outside the 128x96 image", nothing_written),
-    "track frame past the end": Case(track("--point", "9,1,30,60"), 1, "out of range", nothing_written),
-    "track max-frames 0": Case(track("--point", "0,1,30,60", "--max-frames", "0"), 1, "at least 1",
-                               nothing_written),  # fmt: skip
+    "segment point outside": Case(seg("--point", "5000,5000"), 1, "outside the 500x331 image"),
+    "segment box outside": Case(seg("--box", "0,0,600,100"), 1, "outside the 500x331 image"),
+    "track point outside": Case(track("--point", "0,1,5000,5000"), 1, "outside the 128x96 image"),
+    "track frame past the end": Case(track("--point", "9,1,30,60"), 1, "out of range"),
+    "track max-frames 0": Case(track("--point", "0,1,30,60", "--max-frames", "0"), 1, "at least 1"),  # fmt: skip
     # Images that cannot be read
-    "segment zero-byte image": Case(seg("--point", "5,5", image="zero"), 1, "cannot identify", nothing_written),
-    "segment text as png": Case(seg("--point", "5,5", image="text"), 1, "Cannot read the image", nothing_written),
-    "segment truncated jpeg": Case(seg("--point", "5,5", image="cut_jpeg"), 1, "truncated", nothing_written),
-    "segment image is a folder": Case(seg("--point", "5,5", image="root"), 1, "it is a folder", nothing_written),
-    "segment decompression bomb": Case(seg("--point", "5,5", image="bomb"), 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000",
-                                       nothing_written),  # fmt: skip
+    "segment zero-byte image": Case(seg("--point", "5,5", image="zero"), 1, "cannot identify"),
+    "segment text as png": Case(seg("--point", "5,5", image="text"), 1, "Cannot read the image"),
+    "segment truncated jpeg": Case(seg("--point", "5,5", image="cut_jpeg"), 1, "truncated"),
+    "segment image is a folder": Case(seg("--point", "5,5", image="root"), 1, "it is a folder"),
+    "segment decompression bomb": Case(seg("--point", "5,5", image="bomb"), 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
     "generate-masks over the pixel limit": Case(
         lambda p, tmp: ["generate-masks", p.dog, "--model", str(p.sam), "--out", str(tmp / "out"), "--no-progress"],
-        1, "more than the limit of 1,000", nothing_written, env={"HIERA_HF_MAX_IMAGE_PIXELS": "1000"},
+        1, "more than the limit of 1,000", env={"HIERA_HF_MAX_IMAGE_PIXELS": "1000"},
     ),  # fmt: skip
     "generate-masks zero-byte image": Case(
         lambda p, tmp: ["generate-masks", str(p.zero), "--model", str(p.sam), "--out", str(tmp / "out")],
-        1, "cannot identify", nothing_written,
+        1, "cannot identify",
     ),  # fmt: skip
     # Model folders that are damaged or of the wrong kind
-    "segment with a Hiera folder": Case(seg("--point", "5,5", model="hiera"), 1, "holds a Hiera model",
-                                        nothing_written),  # fmt: skip
-    "track with a Hiera folder": Case(track("--point", "0,1,5,5", model="hiera"), 1, "holds a Hiera model",
-                                      nothing_written),  # fmt: skip
+    "segment with a Hiera folder": Case(seg("--point", "5,5", model="hiera"), 1, "holds a Hiera model"),  # fmt: skip
+    "track with a Hiera folder": Case(track("--point", "0,1,5,5", model="hiera"), 1, "holds a Hiera model"),  # fmt: skip
     "classify with a SAM 2 folder": Case(
         lambda p, tmp: ["classify", p.dog, "--model", str(p.sam), "--quiet"], 1, "holds a SAM 2 model"
     ),
-    "non-JSON config": Case(seg("--point", "5,5", model="no_json"), 1, "no_json/config.json is not valid JSON",
-                            nothing_written),  # fmt: skip
-    "config not an object": Case(seg("--point", "5,5", model="list_json"), 1, "must hold a JSON object",
-                                 nothing_written),  # fmt: skip
-    "config edited": Case(seg("--point", "5,5", model="tampered"), 1, "tampered/model.safetensors does not match",
-                          nothing_written),  # fmt: skip
-    "truncated safetensors": Case(seg("--point", "5,5", model="truncated_weights"), 1, "damaged or truncated",
-                                  nothing_written),  # fmt: skip
-    "pickled weights": Case(seg("--point", "5,5", model="pickled"), 1, "pickled PyTorch weights", nothing_written),
-    "folder without config": Case(seg("--point", "5,5", model="no_config"), 1, "has no config.json",
-                                  nothing_written),  # fmt: skip
+    "non-JSON config": Case(seg("--point", "5,5", model="no_json"), 1, "no_json/config.json is not valid JSON"),  # fmt: skip
+    "config not an object": Case(seg("--point", "5,5", model="list_json"), 1, "must hold a JSON object"),  # fmt: skip
+    "config edited": Case(seg("--point", "5,5", model="tampered"), 1, "tampered/model.safetensors does not match"),  # fmt: skip
+    "truncated safetensors": Case(seg("--point", "5,5", model="truncated_weights"), 1, "damaged or truncated"),  # fmt: skip
+    "pickled weights": Case(seg("--point", "5,5", model="pickled"), 1, "pickled PyTorch weights"),
+    "folder without config": Case(seg("--point", "5,5", model="no_config"), 1, "has no config.json"),  # fmt: skip
     # Videos
-    "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder",
-                                nothing_written),  # fmt: skip
-    "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video",
-                                 nothing_written),  # fmt: skip
+    "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder"),  # fmt: skip
+    "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video"),  # fmt: skip
     "track mixed frame sizes": Case(track("--point", "0,1,5,5", video="mixed"), 1,
-                                    "00000.jpg is 128x96 but 00002.jpg is 64x64", nothing_written),  # fmt: skip
-    "track prompt past a cut": Case(track("--point", "8,1,5,5", video="cut_clip"), 1, "nothing was written",
-                                    nothing_written),  # fmt: skip
+                                    "00000.jpg is 128x96 but 00002.jpg is 64x64"),  # fmt: skip
+    "track prompt past a cut": Case(track("--point", "8,1,5,5", video="cut_clip"), 1, "nothing was written"),  # fmt: skip
     # Outputs
     "segment out under a file": Case(
         lambda p, tmp: ["segment", p.dog, "--model", str(p.sam), "--point", "5,5", "--out", str(tmp / "f" / "m.png")],
         1, "File exists",
     ),  # fmt: skip
-    "track out is a file": Case(track("--point", "0,1,5,5", video="clip"), 1, "is not a folder"),
+    "track out is a file": Case(track("--point", "0,1,5,5", video="clip"), 1, "is not a folder", keeps_out),
     # Checkpoints for convert
     "convert into the input's folder": Case(
         convert(lambda p, tmp: ["--checkpoint", str(tmp / "d" / "ckpt.pth"), "--output", str(tmp / "d"),
@@ -263,22 +250,14 @@ CLI_CASES = {
         convert(lambda p, tmp: ["--checkpoint", str(p.random_pt), "--output", str(tmp / "d"), "--overwrite"]),
         1, "is not a folder hiera-hf wrote (it holds ckpt.pth, notes.txt)",
     ),  # fmt: skip
-    "convert random bytes": Case(
-        convert(lambda p, tmp: ["--checkpoint", str(p.random_pt), "--output", str(tmp / "out")]),
-        1, "random.pt is not a readable PyTorch checkpoint", nothing_written,
-    ),  # fmt: skip
-    "convert empty checkpoint": Case(
-        convert(lambda p, tmp: ["--checkpoint", str(p.empty_pt), "--output", str(tmp / "out")]),
-        1, "empty.pt is not a readable PyTorch checkpoint", nothing_written,
-    ),  # fmt: skip
-    "convert hostile pickle": Case(
-        convert(lambda p, tmp: ["--checkpoint", str(p.hostile_pt), "--output", str(tmp / "out")]),
-        1, "Python objects besides tensors", nothing_written,
-    ),  # fmt: skip
-    "convert from non-JSON transformers folder": Case(
-        convert(lambda p, tmp: ["--from-transformers", str(p.no_json), "--output", str(tmp / "out")]),
-        1, "config.json is not valid JSON", nothing_written,
-    ),  # fmt: skip
+    "convert random bytes": Case(convert_into_out("--checkpoint", "random_pt"), 1,
+                                 "random.pt is not a readable PyTorch checkpoint"),  # fmt: skip
+    "convert empty checkpoint": Case(convert_into_out("--checkpoint", "empty_pt"), 1,
+                                     "empty.pt is not a readable PyTorch checkpoint"),  # fmt: skip
+    "convert hostile pickle": Case(convert_into_out("--checkpoint", "hostile_pt"), 1,
+                                   "Python objects besides tensors"),  # fmt: skip
+    "convert from non-JSON transformers folder": Case(convert_into_out("--from-transformers", "no_json"), 1,
+                                                      "config.json is not valid JSON"),  # fmt: skip
 }
 
 
@@ -303,7 +282,7 @@ def test_command_line(paths, tmp_path, capsys, monkeypatch, name):
     assert "Traceback" not in err and "weights_only=False" not in err
     if status == 1:  # one line (after any progress bar of transformers' loading)
         assert err.endswith("\n") and err.splitlines()[-1].startswith("hiera-hf ") and err.count("error:") == 1
-    for path in case.absent(tmp_path) if case.absent else []:
+    for path in (case.absent or nothing_written)(tmp_path):
         assert not path.exists(), path
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["ckpt.pth", "notes.txt"]  # inputs untouched
     assert not [p for p in tmp_path.rglob(".*") if "staging" in p.name]
@@ -411,13 +390,7 @@ def test_sessions_refuse_mixed_frame_sizes(paths):
 def test_video_file_reads_backwards_like_forwards(paths, tmp_path):
     """Random access seeks to a keyframe: any order gives the frames of one forward pass (mpeg4 with keyframes
     every 12 frames and a cache of 3 frames, so backward reading crosses keyframes and refills the cache)."""
-    path = tmp_path / "long.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=4, options={"g": "12"})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for frame in _frames(30):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    path = write_mp4(tmp_path / "long.mp4", _frames(30), codec_options={"g": "12"})
     with PyAVFrames(path) as video:
         forward = [video[i] for i in range(len(video))]
     with PyAVFrames(path, cache_bytes=3 * WIDTH * HEIGHT * 3 // 2) as video:
