@@ -234,6 +234,8 @@ CLI_CASES = {
     "track mixed frame sizes": Case(track("--point", "0,1,5,5", video="mixed"), 1,
                                     "00000.jpg is 128x96 but 00002.jpg is 64x64"),  # fmt: skip
     "track prompt past a cut": Case(track("--point", "8,1,5,5", video="cut_clip"), 1, "nothing was written"),  # fmt: skip
+    "track unknown device": Case(track("--point", "0,1,5,5", "--device", "gpu7"), 1, "is not a torch device"),
+    "track absent device": Case(track("--point", "0,1,5,5", "--device", "mps"), 1, "no mps device is available"),
     # Outputs
     "segment out under a file": Case(
         lambda p, tmp: ["segment", p.dog, "--model", str(p.sam), "--point", "5,5", "--out", str(tmp / "f" / "m.png")],
@@ -286,6 +288,42 @@ def test_command_line(paths, tmp_path, capsys, monkeypatch, name):
         assert not path.exists(), path
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["ckpt.pth", "notes.txt"]  # inputs untouched
     assert not [p for p in tmp_path.rglob(".*") if "staging" in p.name]
+
+
+def test_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    """User errors (ValueError, OSError such as a full disk) print one line; a TypeError or KeyError raised by
+    our own code is a bug and propagates with its traceback."""
+    import hiera_hf.cli as cli
+
+    def raising(error):
+        def run(args):
+            raise error
+
+        return run
+
+    for error, status in ((OSError(28, "No space left on device", "/out/mask.png"), 1), (ValueError("a\nb"), 1)):
+        monkeypatch.setitem(cli.SUBCOMMANDS, "segment", (*cli.SUBCOMMANDS["segment"][:2], raising(error)))
+        assert main(["segment", "x.jpg", "--model", "m", "--out", "o.png", "--point", "1,1"]) == status
+    assert capsys.readouterr().err.splitlines() == [
+        "hiera-hf segment: error: No space left on device: /out/mask.png",
+        "hiera-hf segment: error: a b",
+    ]
+    for bug in (TypeError("unsupported operand"), KeyError("stage")):
+        monkeypatch.setitem(cli.SUBCOMMANDS, "segment", (*cli.SUBCOMMANDS["segment"][:2], raising(bug)))
+        with pytest.raises(type(bug)):
+            main(["segment", "x.jpg", "--model", "m", "--out", "o.png", "--point", "1,1"])
+
+
+def test_output_inside_an_input_folder_is_allowed(tmp_path):
+    """Only an output that is or holds an input is refused; writing beside or inside an input folder is fine."""
+    source = tmp_path / "source"
+    source.mkdir()
+    with staged_folder(source / "converted", inputs=[source]) as staging:
+        (staging / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds the input"):
+        with staged_folder(tmp_path, overwrite=True, inputs=[source / "converted" / "config.json"]):
+            pass
+    assert (source / "converted" / "config.json").is_file()
 
 
 def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_path, capsys):
