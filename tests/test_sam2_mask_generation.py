@@ -26,7 +26,6 @@ from transformers.pipelines.mask_generation import MaskGenerationPipeline
 from hiera_hf.cli import main
 from hiera_hf.sam2.mask_generation import (
     Sam2AutomaticMaskGenerator,
-    Sam2MaskGenerationPipeline,
     box_nms,
     coco_encode_rle,
     crop_boxes,
@@ -225,17 +224,20 @@ def test_cli_generate_masks(models, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "extra, status, message",
     [
-        (["--point", "1,2,3"], "--point must be 2 comma-separated numbers"),
-        (["--point", "1,2", "--label", "1", "--label", "0"], "one --label per --point"),
-        ([], "at least one --point"),
-        (["--box", "1,2,3,x"], "--box must be 4"),
+        (["--point", "1,2,3"], 2, "--point must be 2 comma-separated numbers"),  # refused when parsed
+        (["--point", "1,2", "--label", "1", "--label", "0"], 1, "one --label per --point"),
+        ([], 1, "at least one --point"),
+        (["--box", "1,2,3,x"], 2, "--box must be 4"),
     ],
 )
-def test_cli_segment_rejects_bad_prompts(models, tmp_path, capsys, extra, message):
+def test_cli_segment_rejects_bad_prompts(models, tmp_path, capsys, extra, status, message):
     argv = ["segment", media("dog.jpg"), "--model", str(models["folder"]), "--out", str(tmp_path / "m.png")]
-    assert main([*argv, *extra]) == 1
+    try:
+        assert main([*argv, *extra]) == status
+    except SystemExit as exit:
+        assert exit.code == status
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
 

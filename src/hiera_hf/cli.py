@@ -8,6 +8,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -16,12 +17,17 @@ from pathlib import Path
 from .hiera.presets import HIERA_PRESETS
 from .sam2.presets import SAM2_PRESETS
 
-# Errors with a message for the user: printed without a traceback.
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, ConnectionError, ImportError)
+# Errors with a message for the user, printed as one line without a traceback: bad values and files (ValueError;
+# our loaders turn damaged files into it, naming them), missing or existing paths, unreadable or unwritable files
+# (OSError: permissions, read-only or full disks), no network, missing optional packages. TypeError, KeyError and
+# the rest are bugs and keep their traceback.
+USER_ERRORS = (ValueError, OSError, ImportError)
+SAM2_TYPES = ("hiera_hf_sam2",)
+SAM2_NEEDED = "a converted SAM 2 folder (hiera-hf convert --variant sam2.1_hiera_tiny ...)"
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `convert` (shared with `conversion_scripts/convert_hiera_to_hf.py`)."""
+    """Flags of `convert` (shared with `conversion_scripts/convert_to_hf.py`)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--checkpoint",
@@ -52,6 +58,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> None:
     from .conversion import convert_hiera, convert_sam2
     from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
+    from .hub import read_config
 
     if args.variant is None and args.from_transformers is None:
         raise ValueError("--variant NAME is required unless --from-transformers DIR is given")
@@ -64,7 +71,7 @@ def run_convert(args: argparse.Namespace) -> None:
     if args.variant in SAM2_PRESETS or (
         args.from_transformers is not None
         and config_file.is_file()
-        and json.loads(config_file.read_text()).get("model_type") in TRANSFORMERS_SAM2_MODEL_TYPES
+        and read_config(config_file).get("model_type") in TRANSFORMERS_SAM2_MODEL_TYPES
     ):
         if args.checkpoint_name is not None:
             raise ValueError("--checkpoint-name applies to Hiera only: each SAM 2 variant has one checkpoint")
@@ -119,7 +126,7 @@ def run_classify(args: argparse.Namespace) -> None:
     )
     from transformers.utils import logging as transformers_logging
 
-    from .hub import resolve_model
+    from .hub import check_model_folder, resolve_model
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
@@ -127,6 +134,7 @@ def run_classify(args: argparse.Namespace) -> None:
     if not path.exists():
         raise FileNotFoundError(f"No such image or video: {path}")
     folder = resolve_model(args.model, progress=not args.quiet)
+    check_model_folder(folder, ("hiera_hf", "hiera"), "classify needs a Hiera classifier folder")
     architectures = AutoConfig.from_pretrained(folder).architectures or []
     is_video = any(name.endswith("ForVideoClassification") for name in architectures)
     if not is_video and not any(name.endswith("ForImageClassification") for name in architectures):
@@ -182,39 +190,58 @@ def _numbers(text: str, count: int | tuple[int, ...], what: str) -> list[float]:
     return values
 
 
-def _numbers_type(count: int | tuple[int, ...], what: str) -> Callable[[str], list[float]]:
-    """An argparse `type` for `_numbers`: a malformed value becomes a usage error with its message."""
+def _prompt(text: str, what: str, ids: int, coordinates: int, label: bool = False) -> list[float]:
+    """A prompt flag's numbers, checked as far as they can be before the image is read (`sam2.prompts`): `ids`
+    leading integers (frame >= 0, then object 1..255), `coordinates` finite pixel values >= 0 ((x, y) pairs; four
+    are a box with x0 < x1, y0 < y1), then an optional click label 0 or 1 when `label`."""
+    from .sam2.prompts import check_boxes, check_coordinates, check_index, check_labels
+
+    counts = (ids + coordinates, ids + coordinates + 1) if label else ids + coordinates
+    values = _numbers(text, counts, what)
+    for i, (name, low, high) in enumerate((("frame", 0, None), ("object id", 1, 255))[:ids]):
+        values[i] = check_index(values[i], f"{what} {text}: {name}", low, high)
+    numbers = values[ids : ids + coordinates]
+    if coordinates == 4:
+        check_boxes(numbers, None, None, f"{what} {text}: box")
+    else:
+        check_coordinates([numbers], None, None, f"{what} {text}: point")
+    if len(values) > ids + coordinates:
+        values[-1] = int(check_labels(values[-1:], f"{what} {text}: label")[0])
+    return values
+
+
+def _prompt_type(what: str, ids: int, coordinates: int, label: bool = False) -> Callable[[str], list[float]]:
+    """An argparse `type` for `_prompt`: a bad value is a usage error (exit 2) with its message."""
 
     def parse(text: str) -> list[float]:
         try:
-            return _numbers(text, count, what)
+            return _prompt(text, what, ids, coordinates, label)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
 
 
+def _label(text: str) -> int:
+    """An argparse `type` for `--label`: exactly 0 or 1."""
+    if text.strip() not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"--label must be 0 (background) or 1 (foreground), got {text!r}")
+    return int(text)
+
+
 def _load_sam2(model: str, progress: bool):
     """(model, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
-    from .hub import resolve_model
+    from .hub import load_pretrained, resolve_model
     from .sam2 import Sam2ImageProcessor, Sam2Model
 
     folder = resolve_model(model, progress=progress)
-    sam = Sam2Model.from_pretrained(folder).eval()
+    sam = load_pretrained(Sam2Model, folder, SAM2_TYPES, SAM2_NEEDED).eval()
     if (Path(folder) / "preprocessor_config.json").is_file():
         processor = Sam2ImageProcessor.from_pretrained(folder)
     else:
         size = sam.config.image_size
         processor = Sam2ImageProcessor(size={"height": size, "width": size})
     return sam, processor
-
-
-def _open_image(path: str):
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image.load()
-    return image
 
 
 def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
@@ -241,7 +268,7 @@ def _overlay(image, masks: list, alpha: float = 0.5):
     """The RGB image `(H, W, 3)` uint8 with each boolean mask `(H, W)` tinted in its own colour (later on top)."""
     import numpy as np
 
-    from .sam2.processing_sam2 import to_rgb_float
+    from .image_utils import to_rgb_float
 
     rgb = to_rgb_float(image).permute(1, 2, 0).numpy() * 255.0
     colours = np.random.default_rng(0).uniform(40, 255, size=(max(len(masks), 1), 3))
@@ -254,11 +281,18 @@ def _overlay(image, masks: list, alpha: float = 0.5):
 def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file")
     parser.add_argument("--model", required=True, metavar="DIR", help="converted SAM 2 folder")
-    parser.add_argument("--point", action="append", default=[], metavar="X,Y", help="click in image pixels")
     parser.add_argument(
-        "--label", action="append", type=int, metavar="0|1", help="label per --point (1 foreground, 0 background)"
+        "--point",
+        action="append",
+        default=[],
+        metavar="X,Y",
+        type=_prompt_type("--point", 0, 2),
+        help="click in image pixels",
     )
-    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box in image pixels")
+    parser.add_argument(
+        "--label", action="append", type=_label, metavar="0|1", help="label per --point (1 foreground, 0 background)"
+    )
+    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_prompt_type("--box", 0, 4), help="box in image pixels")
     parser.add_argument("--out", required=True, metavar="MASK.png", help="mask PNG; the overlay goes to *_overlay.png")
     parser.add_argument("--mask-threshold", type=float, default=0.0, help="logit threshold (default 0)")
     parser.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
@@ -269,19 +303,21 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
 def run_segment(args: argparse.Namespace) -> None:
     import torch
 
+    from .image_utils import open_image
+
     if not args.point and args.box is None:
         raise ValueError("Give at least one --point X,Y or a --box X0,Y0,X1,Y1")
     labels = args.label if args.label is not None else [1] * len(args.point)
     if len(labels) != len(args.point):
         raise ValueError(f"Give one --label per --point ({len(args.point)} points, {len(labels)} labels)")
-    image = _open_image(args.image)
+    image = open_image(args.image)
     model, processor = _load_sam2(args.model, progress=not args.no_progress)
     prompts = {}
     if args.point:
-        prompts["input_points"] = [[[_numbers(p, 2, "--point") for p in args.point]]]
+        prompts["input_points"] = [[args.point]]
         prompts["input_labels"] = [[labels]]
     if args.box is not None:
-        prompts["input_boxes"] = [[_numbers(args.box, 4, "--box")]]
+        prompts["input_boxes"] = [[args.box]]
     inputs = processor(image, **prompts)
     with torch.no_grad():
         outputs = model(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
@@ -312,9 +348,10 @@ def add_generate_masks_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_generate_masks(args: argparse.Namespace) -> None:
+    from .image_utils import open_image
     from .sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, mask_to_rle
 
-    image = _open_image(args.image)
+    image = open_image(args.image)
     model, processor = _load_sam2(args.model, progress=not args.no_progress)
     generator = Sam2AutomaticMaskGenerator(
         model,
@@ -348,7 +385,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FRAME,OBJ,X,Y[,LABEL]",
-        type=_numbers_type((4, 5), "--point"),
+        type=_prompt_type("--point", 2, 2, label=True),
         help="a click on object OBJ (1-255) at pixel (X, Y) of FRAME; LABEL 1 foreground (default) or 0 background",
     )
     parser.add_argument(
@@ -356,7 +393,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FRAME,OBJ,X0,Y0,X1,Y1",
-        type=_numbers_type(6, "--box"),
+        type=_prompt_type("--box", 2, 4),
         help="a box around object OBJ on FRAME, in pixels",
     )
     parser.add_argument(
@@ -367,52 +404,88 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_track(args: argparse.Namespace) -> None:
-    from pathlib import Path
+_MASK_NAME = re.compile(r"\d{5}\.png")
 
+
+def _is_mask_folder(folder: Path) -> bool:
+    """Whether `folder` holds only masks a previous `track` wrote (`00012.png`, ...): it may be replaced."""
+    return all(entry.is_file() and _MASK_NAME.fullmatch(entry.name) for entry in folder.iterdir())
+
+
+def _check_track_output(out: Path) -> None:
+    """`track` writes `out/masks/` (replacing only the masks of an earlier run) and `out/overlay.mp4`."""
+    from .io_utils import check_replaceable
+
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} exists and is not a folder")
+    check_replaceable(out / "masks", True, _is_mask_folder, what="masks folder")
+    if (out / "overlay.mp4").is_dir():
+        raise FileExistsError(f"{out / 'overlay.mp4'} is a folder; choose another --out")
+
+
+def run_track(args: argparse.Namespace) -> None:
+    """Everything is checked (prompts, output, model, video, prompts against the frames) before anything is
+    written; the masks go to a hidden folder renamed to `OUT/masks` at the end (an earlier run's masks are
+    replaced as a whole, never mixed with new ones). A video that stops decoding part-way keeps the frames
+    tracked so far, and the error says which."""
     import numpy as np
     import torch
     from PIL import Image
     from transformers.utils import logging as transformers_logging
 
-    from .hub import resolve_model
+    from .hub import load_pretrained, resolve_model
+    from .io_utils import staged_folder
     from .sam2 import Sam2VideoModel, Sam2VideoSession
     from .sam2.video_output import label_map, write_overlay_video, write_palette_png
+    from .video_io import VideoDecodeError
 
-    prompts: dict[tuple[int, int], dict] = {}  # (frame, object) -> box and clicks
+    prompts: dict[tuple[int, int], dict] = {}  # (frame, object) -> box and clicks; ids checked when parsed
     for frame, obj, *box in args.box:
-        if "box" in prompts.setdefault((int(frame), int(obj)), {}):
-            raise ValueError(f"More than one --box for object {int(obj)} on frame {int(frame)}")
-        prompts[int(frame), int(obj)]["box"] = box
+        if "box" in prompts.setdefault((frame, obj), {}):
+            raise ValueError(f"More than one --box for object {obj} on frame {frame}")
+        prompts[frame, obj]["box"] = box
     for frame, obj, x, y, *label in args.point:
-        clicks = prompts.setdefault((int(frame), int(obj)), {}).setdefault("clicks", [])
-        clicks.append((x, y, int(label[0]) if label else 1))
+        prompts.setdefault((frame, obj), {}).setdefault("clicks", []).append((x, y, label[0] if label else 1))
     if not prompts:
         raise ValueError("Give at least one --point or --box")
-    if any(not 1 <= obj <= 255 for _, obj in prompts):
-        raise ValueError(f"Object ids must be 1..255 (mask PNG values), got {sorted({obj for _, obj in prompts})}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
+    out = Path(args.out)
+    _check_track_output(out)
     if args.quiet:
         transformers_logging.disable_progress_bar()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet)).to(device)
-    out = Path(args.out)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    folder = resolve_model(args.model, progress=not args.quiet)
+    model = load_pretrained(Sam2VideoModel, folder, SAM2_TYPES, f"track needs {SAM2_NEEDED}").to(device)
+    failure = None
     with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
-        for (frame, obj), prompt in prompts.items():
-            clicks = prompt.get("clicks")
-            points = None if clicks is None else [c[:2] for c in clicks]
-            labels = None if clicks is None else [c[2] for c in clicks]
-            session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+        try:
+            for (frame, obj), prompt in prompts.items():
+                clicks = prompt.get("clicks")
+                points = None if clicks is None else [c[:2] for c in clicks]
+                labels = None if clicks is None else [c[2] for c in clicks]
+                session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+        except VideoDecodeError as error:
+            raise ValueError(f"{error}; nothing was written") from None
         tracked = set()
-        for result in session.propagate(reverse="both", max_frames=args.max_frames):
-            write_palette_png(label_map(result), out / "masks" / f"{result.frame_idx:05d}.png")
-            tracked.add(result.frame_idx)
+        with staged_folder(out / "masks", overwrite=True, is_replaceable=_is_mask_folder) as staging:
+            try:
+                for result in session.propagate(reverse="both", max_frames=args.max_frames):
+                    write_palette_png(label_map(result), staging / f"{result.frame_idx:05d}.png")
+                    tracked.add(result.frame_idx)
+            except VideoDecodeError as error:
+                failure = error
+            (out / "overlay.mp4").unlink(missing_ok=True)  # an earlier run's, about to be stale
         order = sorted(tracked)
         frames = (session.frame(t) for t in order)
         labels = (np.asarray(Image.open(out / "masks" / f"{t:05d}.png")) for t in order)
         write_overlay_video(frames, labels, out / "overlay.mp4", session.fps or 24.0)
+    span = f" (frames {order[0]}-{order[-1]})" if order else ""
+    written = f"{len(order)} masks{span} to {out / 'masks'} and {out / 'overlay.mp4'}"
+    if failure is not None:
+        raise ValueError(f"{failure}; tracking stopped there and wrote {written}")
     if not args.quiet:
-        print(f"Wrote {len(order)} masks to {out / 'masks'} and {out / 'overlay.mp4'}")
+        print(f"Wrote {written}")
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -443,10 +516,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"hiera-hf {args.command}: error: {message}", file=sys.stderr)
+        print(f"hiera-hf {args.command}: error: {_message(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _message(error: Exception) -> str:
+    """One line for the user: an OSError as "what: file" (`[Errno 28] No space left on device: 'x'` ->
+    "No space left on device: x"), anything else its text with line breaks folded."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f": {error.filename}" if error.filename else "")
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -358,16 +358,6 @@ class Sam2VideoModel(Sam2Base):
                 f"memory_encoder_hidden_size={memory_dim} must divide fpn_hidden_size={hidden} (object pointers "
                 "are split into memory-sized tokens)"
             )
-        if not config.use_obj_ptrs_in_encoder:
-            raise ValueError("use_obj_ptrs_in_encoder=False is not supported (every official SAM 2 model uses them)")
-        if config.non_overlap_masks_for_mem_enc:
-            raise ValueError("non_overlap_masks_for_mem_enc=True is not supported (no official model uses it)")
-        if not config.use_mask_input_as_output_without_sam:
-            raise ValueError(
-                "use_mask_input_as_output_without_sam=False is not supported (every official model sets it)"
-            )
-        if not config.directly_add_no_mem_embed:
-            raise ValueError("directly_add_no_mem_embed=False is not supported (every official SAM 2 model sets it)")
         if config.proj_tpos_enc_in_obj_ptrs and not config.add_tpos_enc_to_obj_ptrs:
             raise ValueError("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
         self._build_image_modules(config)

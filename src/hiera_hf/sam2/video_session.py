@@ -39,15 +39,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..hiera.image_processing_hiera import to_rgb_array
+from ..image_utils import to_rgb_array
 from ..video_io import VideoFrames, open_video
 from .memory_bank import MemoryRules, MemorySelection, MemoryTokens, ObjectMemory, StoredMemory, gather_memory
 from .modeling_sam2_video import NO_OBJECT_SCORE, Sam2VideoFrameOutput, Sam2VideoModel
-from .processing_sam2 import clean_mask_logits
+from .processing_sam2 import clean_mask_logits, normalize, resize_video_frame
+from .prompts import check_box, check_clicks, check_mask
 
 PREVIOUS_MASK_CLAMP = 32.0  # previous mask logits fed back with correction clicks are clamped to +-32 (Meta)
 HOLE_LOGIT = 0.1  # logit given to filled holes (Meta)
@@ -262,15 +261,9 @@ class Sam2VideoSession:
         return self._held[frame_idx] if self._video is None else self._video[frame_idx]
 
     def _pixels(self, frame_idx: int) -> torch.Tensor:
-        """Model input `(1, 3, S, S)` of a frame: resized with PIL's default filter, scaled to [0, 1] and
-        normalised with the ImageNet mean and std, as Meta's video loader does."""
-        frame = self.frame(frame_idx)
+        """Model input `(1, 3, S, S)` of a frame, preprocessed as Meta's video loader does (`resize_video_frame`)."""
         size = self.model.config.image_size
-        resized = np.asarray(Image.fromarray(frame).resize((size, size))) / 255.0
-        pixels = torch.from_numpy(resized).float().permute(2, 0, 1)
-        mean = torch.tensor(IMAGENET_DEFAULT_MEAN).reshape(3, 1, 1)
-        std = torch.tensor(IMAGENET_DEFAULT_STD).reshape(3, 1, 1)
-        return ((pixels - mean) / std)[None].to(self.device)
+        return normalize(resize_video_frame(self.frame(frame_idx), (size, size)))[None].to(self.device)
 
     def _frame_features(self, frame_idx: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """FPN features (batch 1) and position encoding of a frame, computed once and cached while needed."""
@@ -309,27 +302,16 @@ class Sam2VideoSession:
     ) -> Sam2VideoFrameResult:
         """Clicks `(K, 2)` as (x, y) in video pixels with labels `(K,)` (1 foreground, 0 background) for an object
         on a frame, added to its earlier clicks there unless `clear_old`; `box` (x0, y0, x1, y1) goes first (it
-        needs `clear_old`). Returns the masks of all objects on the frame."""
+        needs `clear_old`). Coordinates must lie within the frame and boxes have x0 < x1, y0 < y1 (see
+        `sam2.prompts`). Returns the masks of all objects on the frame."""
         frame_idx = self._check_frame(frame_idx)
-        if (points is None) != (labels is None):
-            raise ValueError("points and labels must be given together")
         if points is None and box is None:
             raise ValueError("Give clicks (points and labels), a box, or both")
-        coords = torch.zeros(0, 2) if points is None else torch.as_tensor(np.asarray(points), dtype=torch.float32)
-        point_labels = torch.zeros(0, dtype=torch.long) if labels is None else torch.as_tensor(np.asarray(labels))
-        if coords.ndim != 2 or coords.shape[1] != 2 or point_labels.shape != coords.shape[:1]:
-            raise ValueError(
-                f"points must be (K, 2) and labels (K,), got {tuple(coords.shape)} and {tuple(point_labels.shape)}"
-            )
-        if point_labels.is_floating_point() or not bool(((point_labels == 0) | (point_labels == 1)).all()):
-            raise ValueError(f"labels must be 0 (background) or 1 (foreground), got {point_labels.tolist()}")
-        point_labels = point_labels.long()
+        coords, point_labels = check_clicks(points, labels, self.video_width, self.video_height)
         if box is not None:
             if not clear_old:
                 raise ValueError("A box must come before any click: use clear_old=True with box")
-            corners = torch.as_tensor(np.asarray(box), dtype=torch.float32)
-            if corners.numel() != 4:
-                raise ValueError(f"box must be (x0, y0, x1, y1), got {tuple(corners.shape)}")
+            corners = check_box(box, self.video_width, self.video_height)
             coords = torch.cat([corners.reshape(2, 2), coords])
             point_labels = torch.cat([torch.tensor([2, 3]), point_labels])
         scale = torch.tensor([self.video_width, self.video_height], dtype=torch.float32)
@@ -356,14 +338,12 @@ class Sam2VideoSession:
 
     @torch.inference_mode()
     def add_mask(self, frame_idx: int, obj_id: int, mask) -> Sam2VideoFrameResult:
-        """A mask `(H, W)` (bool, or > 0.5 inside) for an object on a frame, replacing its prompts there; resized to
+        """A mask `(H, W)` at the frame's size (bool, or > 0.5 inside) for an object on a frame, replacing its prompts there; resized to
         the model input with antialiased bilinear interpolation and thresholded at 0.5 like Meta's."""
         frame_idx = self._check_frame(frame_idx)
-        mask = torch.as_tensor(np.asarray(mask))
-        if mask.ndim != 2:
-            raise ValueError(f"mask must be 2-D (height, width), got shape {tuple(mask.shape)}")
+        mask = check_mask(mask, self.video_width, self.video_height)
         size = self.model.config.image_size
-        mask = mask.float()[None, None].to(self.device)
+        mask = mask[None, None].to(self.device)
         if mask.shape[-2:] != (size, size):
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             mask = (mask >= 0.5).float()
