@@ -26,7 +26,6 @@ from transformers.pipelines.mask_generation import MaskGenerationPipeline
 from hiera_hf.cli import main
 from hiera_hf.sam2.mask_generation import (
     Sam2AutomaticMaskGenerator,
-    Sam2MaskGenerationPipeline,
     box_nms,
     coco_encode_rle,
     crop_boxes,

@@ -27,7 +27,7 @@ SAM2_NEEDED = "a converted SAM 2 folder (hiera-hf convert --variant sam2.1_hiera
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `convert` (shared with `conversion_scripts/convert_hiera_to_hf.py`)."""
+    """Flags of `convert` (shared with `conversion_scripts/convert_to_hf.py`)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--checkpoint",
@@ -268,7 +268,7 @@ def _overlay(image, masks: list, alpha: float = 0.5):
     """The RGB image `(H, W, 3)` uint8 with each boolean mask `(H, W)` tinted in its own colour (later on top)."""
     import numpy as np
 
-    from .sam2.processing_sam2 import to_rgb_float
+    from .image_utils import to_rgb_float
 
     rgb = to_rgb_float(image).permute(1, 2, 0).numpy() * 255.0
     colours = np.random.default_rng(0).uniform(40, 255, size=(max(len(masks), 1), 3))

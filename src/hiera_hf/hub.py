@@ -1,58 +1,19 @@
-"""Official Hiera and SAM 2 checkpoints: download from Meta and convert once into a local cache.
+"""Official Hiera and SAM 2 variants by name: Meta's checkpoint downloaded and converted once into a local cache.
 
 The cache is `$HIERA_HF_CACHE`, or `~/.cache/hiera_hf`: `checkpoints/` holds Meta's `.pth` / `.pt` files as
-downloaded, `models/<variant>.<checkpoint>/` (Hiera) and `models/<variant>/` (SAM 2) the converted folders.
+downloaded (see `hiera_hf.checkpoints`), `models/<variant>.<checkpoint>/` (Hiera) and `models/<variant>/` (SAM 2) the
+converted folders.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import urllib.error
 from pathlib import Path
 
-import torch
-
-from .hiera.presets import HIERA_PRESETS, HieraPreset, get_preset
+from .checkpoints import cache_dir, download_checkpoint
+from .conversion import convert_hiera, convert_sam2
+from .hiera.presets import HIERA_PRESETS
 from .sam2.presets import SAM2_PRESETS
-
-
-def cache_dir() -> Path:
-    """The root of hiera-hf's cache."""
-    return Path(os.environ.get("HIERA_HF_CACHE") or Path.home() / ".cache" / "hiera_hf").expanduser()
-
-
-def download_checkpoint(variant: str, checkpoint_name: str | None = None, progress: bool = True) -> Path:
-    """Path of Meta's checkpoint for `variant`, downloaded on first use: a Hiera `.pth` (the default checkpoint
-    unless `checkpoint_name`) or a SAM 2 `.pt` (one per variant, so no `checkpoint_name`).
-
-    Raises `ConnectionError` when the download fails (e.g. offline), naming the offline alternatives.
-    """
-    if variant in SAM2_PRESETS:
-        if checkpoint_name is not None:
-            raise ValueError(f"{variant} has one official checkpoint; do not pass a checkpoint name")
-        url = SAM2_PRESETS[variant].checkpoint
-    else:
-        url = checkpoint_url(official_preset(variant), checkpoint_name)
-    target = cache_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        torch.hub.download_url_to_file(url, partial, progress=progress)
-        os.replace(partial, target)
-    except (urllib.error.URLError, OSError) as error:
-        raise ConnectionError(
-            f"Could not download {url} ({error}). If you are offline, download {target.name} elsewhere and pass "
-            f"--checkpoint FILE (convert) or pass --model DIR with an already converted folder."
-        ) from error
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    return target
 
 
 def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, progress: bool = True) -> Path:
@@ -78,8 +39,6 @@ def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, p
         checkpoint = download_checkpoint(name, checkpoint_name, progress=progress)
     except ConnectionError as error:
         raise ConnectionError(f"{name} is not in the cache ({folder}) and could not be downloaded: {error}") from error
-    from .conversion import convert_hiera, convert_sam2
-
     if name in SAM2_PRESETS:
         return convert_sam2(folder, name, checkpoint=checkpoint, overwrite=True, progress=progress)
     return convert_hiera(
@@ -172,17 +131,4 @@ def load_pretrained(model_class: type, folder: str | Path, model_types: tuple[st
     return model
 
 
-def official_preset(variant: str) -> HieraPreset:
-    """The preset of an official variant; `ValueError` listing the valid names otherwise."""
-    try:
-        return get_preset(variant)
-    except KeyError as error:
-        raise ValueError(error.args[0]) from None
-
-
-def checkpoint_url(preset: HieraPreset, checkpoint_name: str | None = None) -> str:
-    """Download URL of one of the variant's official checkpoints (its default one when `checkpoint_name` is None)."""
-    name = checkpoint_name or preset.default_checkpoint
-    if name not in preset.checkpoints:
-        raise ValueError(f"{preset.name} has no checkpoint {name!r}; official ones: {', '.join(preset.checkpoints)}")
-    return preset.checkpoints[name]
+__all__ = ["check_model_folder", "load_pretrained", "read_config", "resolve_model"]

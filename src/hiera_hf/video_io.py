@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .hiera.image_processing_hiera import to_rgb_array
-from .image_utils import open_image, upright_size
+from .image_utils import open_image, to_rgb_array, upright_size
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Decoded frames a video file keeps to read backwards without decoding again from the keyframe for every frame.

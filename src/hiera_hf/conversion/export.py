@@ -1,8 +1,9 @@
 """Convert a Hiera or SAM 2 checkpoint into a hiera-hf folder: weights, config, preprocessing, model card, parity.
 
-`convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_hiera_to_hf.py` run.
+`convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_to_hf.py` run.
 Both share the folder writing (atomic, `io_utils.staged_folder`: into a hidden folder beside the output, renamed at
-the end, removed on any failure; `overwrite` replaces only a model folder and never one holding the input), the model-card filling and the upload.
+the end, removed on any failure; `overwrite` replaces only a model folder and never one holding the input), the
+model-card filling and the upload.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from string import Template
 import torch
 from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..checkpoints import checkpoint_url, download_checkpoint, official_preset
 from ..hiera import HieraConfig, add_remote_code
-from ..hiera.presets import IMAGENET_MEAN, IMAGENET_STD, HieraPreset
-from ..hub import checkpoint_url, download_checkpoint, official_preset
+from ..hiera.presets import HieraPreset
 from ..io_utils import check_replaceable, staged_folder
 from ..sam2 import Sam2Config, Sam2Model
 from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
 from ..sam2.modeling_sam2_video import Sam2VideoModel
-from ..sam2.presets import SAM2_MEAN, SAM2_STD, Sam2Preset, get_sam2_preset
+from ..sam2.presets import Sam2Preset, get_sam2_preset
 from .hiera import (
     build_model,
     config_from_transformers,
@@ -72,7 +74,7 @@ def convert_hiera(
             Required for Meta checkpoints; optional with `from_transformers` (it then only names the base variant
             and the preprocessing in the card).
         checkpoint: Meta's `.pth` (`{"model_state": ...}`). When neither `checkpoint` nor `from_transformers` is
-            given, the variant's official checkpoint is downloaded into the cache (see `hiera_hf.hub`).
+            given, the variant's official checkpoint is downloaded into the cache (see `hiera_hf.checkpoints`).
         checkpoint_name: which of the variant's official checkpoints (`mae_in1k_ft_in1k`, `mae_in1k`, ...).
         from_transformers: a transformers-format Hiera folder (`facebook/hiera-*-hf` layout) instead of a `.pth`.
         verify: compare with the reference code (Meta's `hiera` when installed; transformers' Hiera for
@@ -93,11 +95,11 @@ def convert_hiera(
 
     steps = tqdm(total=3, desc="convert", disable=not progress)
     if from_transformers is not None:
-        model, card, report = _from_transformers(Path(from_transformers), preset, verify, steps)
+        model, card, report = _from_transformers(Path(from_transformers), verify, steps)
     else:
         model, card, report = _from_meta(Path(checkpoint), preset, checkpoint_name, verify, steps)
     steps.set_postfix_str("writing")
-    mean, std = (preset.mean, preset.std) if preset else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = (preset.mean, preset.std) if preset else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     files = {
         "preprocessor_config.json": json.dumps(preprocessor_config(model.config, mean, std), indent=2) + "\n",
         "README.md": model_card(model, preset, card, report),
@@ -169,7 +171,7 @@ def _from_meta(
 
 
 def _from_transformers(
-    folder: Path, preset: HieraPreset | None, verify: bool, steps: tqdm
+    folder: Path, verify: bool, steps: tqdm
 ) -> tuple[torch.nn.Module, dict, ParityReport | None]:
     steps.set_postfix_str("loading")
     config_dict, transformers_state_dict = load_transformers_folder(folder)
@@ -327,7 +329,7 @@ def convert_sam2(
         variant: official variant name (`sam2_hiera_tiny` ... `sam2.1_hiera_large`; see `SAM2_PRESETS`). Required
             for Meta checkpoints; optional with `from_transformers` (it then only names the variant in the card).
         checkpoint: Meta's `.pt` (`{"model": ...}`). When neither `checkpoint` nor `from_transformers` is given, the
-            variant's official checkpoint is downloaded into the cache (see `hiera_hf.hub`).
+            variant's official checkpoint is downloaded into the cache (see `hiera_hf.checkpoints`).
         from_transformers: a transformers-format SAM 2 folder (`facebook/sam2*-hiera-*` layout: `Sam2Model` or
             `Sam2VideoModel` saved with `save_pretrained`) instead of a `.pt`.
         verify: compare with the reference code (Meta's `sam2` when installed; transformers' `Sam2Model` for
@@ -348,7 +350,7 @@ def convert_sam2(
     steps.set_postfix_str("loading")
     if from_transformers is not None:
         folder = Path(from_transformers)
-        config_dict, transformers_state_dict = load_transformers_folder(folder)
+        config_dict, source_state_dict = load_transformers_folder(folder)
         config = sam2_config_from_transformers(config_dict)
         source, convert = folder, convert_transformers_sam2_state_dict
         card = {
@@ -356,13 +358,13 @@ def convert_sam2(
             "source_url": META_SAM2_REPO,
         }
     else:
-        transformers_state_dict = load_meta_state_dict(checkpoint, entry="model")
+        source_state_dict = load_meta_state_dict(checkpoint, entry="model")
         config = Sam2Config.from_preset(preset.name)
         source, convert = Path(checkpoint), convert_meta_sam2_state_dict
         official = preset.checkpoint.rsplit("/", 1)[-1] == source.name
         card = {"checkpoint": source.name, "source_url": preset.checkpoint if official else META_SAM2_REPO}
-    try:
-        state_dict = convert(transformers_state_dict)
+    try:  # `source_state_dict`: the weights as read, in Meta's or transformers' layout
+        state_dict = convert(source_state_dict)
     except KeyError as error:
         raise ValueError(f"{source}: {error.args[0]}") from None
     image_weights = {k: v for k, v in state_dict.items() if not any(re.match(p, k) for p in VIDEO_ONLY_KEYS)}
@@ -379,7 +381,7 @@ def convert_sam2(
         if from_transformers is not None:
             report = verify_sam2_against_transformers(image_model, from_transformers)
         else:
-            report = verify_sam2_against_meta(image_model, preset, transformers_state_dict)
+            report = verify_sam2_against_meta(image_model, preset, source_state_dict)
         report.check()
     elif verify:
         logger.warning("sam2 is not installed: the conversion is not verified against Meta's code")
@@ -407,8 +409,8 @@ def sam2_preprocessor_config(config: Sam2Config) -> dict:
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
-        "image_mean": SAM2_MEAN,
-        "image_std": SAM2_STD,
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
     }
 
 

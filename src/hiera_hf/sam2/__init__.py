@@ -3,6 +3,7 @@ tracking session (automatic mask generation lives in `mask_generation`, imported
 
 from .configuration_sam2 import Sam2Config
 from .modeling_sam2 import (
+    Sam2Base,
     Sam2HieraBackbone,
     Sam2ImageEmbeddingsOutput,
     Sam2ImageSegmentationOutput,
@@ -17,6 +18,7 @@ from .video_session import Sam2VideoFrameResult, Sam2VideoSession
 
 __all__ = [
     "SAM2_PRESETS",
+    "Sam2Base",
     "Sam2Config",
     "Sam2HieraBackbone",
     "Sam2ImageEmbeddingsOutput",

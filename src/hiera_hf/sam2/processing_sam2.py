@@ -6,6 +6,13 @@ Prompts in original-image pixels are scaled per axis (`x / W * 1024`, `y / H * 1
 are upsampled straight to the original size (bilinear, `align_corners=False`). Meta removes small holes and
 sprinkles from the 256x256 logits with a CUDA connected-components kernel that is absent on CPU (the step is then
 skipped with a warning); here OpenCV labels the components, with the same 8-connectivity and the same logit edits.
+
+SAM 2's pixel preprocessing lives here, in the two forms Meta has: `resize_image` (the image predictor's
+`SAM2Transforms`: torch resize of the float image) and `resize_video_frame` (the video predictor's `load_video_frames`:
+Pillow resize of the 8-bit frame, bicubic), each followed by `normalize`. They differ by up to a few tenths after
+normalisation (tests/test_sam2_processing.py measures it against Meta's own functions), far above the parity
+tolerance, so the processor and the video session each keep theirs; the training datasets use the one of the
+predictor the fine-tuned model will be used with.
 """
 
 from __future__ import annotations
@@ -27,45 +34,34 @@ from transformers.image_utils import (
     SizeDict,
 )
 
-from ..hiera.image_processing_hiera import check_unit_range, is_channels_first, to_rgb_array, to_rgb_layout
-from ..image_utils import open_image
+from ..image_utils import is_channels_first, open_image, to_rgb_float
 from .modeling_sam2 import PADDING_LABEL
 from .prompts import check_boxes, check_coordinates, check_labels
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
 
 
-def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
-    """One image -> float32 RGB tensor `(3, H, W)` in [0, 1].
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Meta's image predictor (`SAM2Transforms`): a float RGB image `(3, H, W)` in [0, 1] stretched to `size`
+    `(height, width)` with antialiased bilinear interpolation of the float tensor (torchvision's tensor `Resize`)."""
+    return F.interpolate(image[None], size, mode="bilinear", align_corners=False, antialias=True)[0]
 
-    Accepts a PIL image (any mode; 16-bit grey `I;16*`/`I` modes keep their precision), or a numpy array / torch
-    tensor `(H, W)`, `(H, W, C)` (`(C, H, W)` with `channels_first=True`), C in {1, 3, 4}, holding `uint8` (divided
-    by 255, as Meta's `ToTensor`), `uint16` (divided by 65535) or floating-point values in [0, 1] (kept, as
-    `ToTensor` keeps them). Grey levels are repeated to RGB, alpha is dropped; anything else raises.
-    """
-    if isinstance(image, Image.Image):
-        if image.mode in _SIXTEEN_BIT_MODES:
-            image = np.asarray(image)
-            if image.min() < 0 or image.max() > 65535:
-                raise ValueError(f"32-bit integer images must hold 16-bit values, got [{image.min()}, {image.max()}]")
-            image = image.astype(np.uint16)
-        else:
-            image = to_rgb_array(image)
-    image = to_rgb_layout(image, channels_first)
-    if image.dtype == np.uint8:
-        scale = 255.0
-    elif image.dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(image.dtype, np.floating):
-        check_unit_range(image)
-        scale = None
-    else:
-        raise TypeError(
-            f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]"
-        )
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    return tensor.float() / scale if scale else tensor.float()
+
+def resize_video_frame(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Meta's video predictor (`load_video_frames`): an RGB `uint8` frame `(H, W, 3)` stretched to `size`
+    `(height, width)` by Pillow with its default filter (bicubic) in 8 bits, then divided by 255: float32
+    `(3, height, width)` in [0, 1]."""
+    resized = np.asarray(Image.fromarray(frame).resize(size[::-1])) / 255.0
+    return torch.from_numpy(resized).float().permute(2, 0, 1)
+
+
+def normalize(
+    pixels: torch.Tensor, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD
+) -> torch.Tensor:
+    """`(pixels - mean) / std` per channel of float32 `(3, H, W)` pixels (ImageNet's statistics, as Meta's)."""
+    mean = torch.tensor(mean, dtype=torch.float32, device=pixels.device)[:, None, None]
+    std = torch.tensor(std, dtype=torch.float32, device=pixels.device)[:, None, None]
+    return (pixels - mean) / std
 
 
 def _nested(value, name: str) -> list[list]:
@@ -191,15 +187,11 @@ class Sam2ImageProcessor(BaseImageProcessor):
     ) -> BatchFeature:
         if not images:
             raise ValueError("Give at least one image")
-        mean = torch.tensor(image_mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(image_std, dtype=torch.float32)[:, None, None]
         pixel_values = []
         for image in images:
             if do_resize:
-                image = F.interpolate(
-                    image[None], (size.height, size.width), mode="bilinear", align_corners=False, antialias=True
-                )[0]
-            pixel_values.append((image - mean) / std if do_normalize else image)
+                image = resize_image(image, (size.height, size.width))
+            pixel_values.append(normalize(image, image_mean, image_std) if do_normalize else image)
         original_sizes = torch.tensor([tuple(image.shape[-2:]) for image in images])
         return BatchFeature({"pixel_values": torch.stack(pixel_values), "original_sizes": original_sizes})
 
@@ -344,4 +336,4 @@ class Sam2ImageProcessor(BaseImageProcessor):
         return results
 
 
-__all__ = ["Sam2ImageProcessor", "clean_mask_logits", "to_rgb_float"]
+__all__ = ["Sam2ImageProcessor", "clean_mask_logits", "normalize", "resize_image", "resize_video_frame"]
