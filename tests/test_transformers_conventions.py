@@ -439,21 +439,7 @@ def test_forward_signature_starts_with_the_main_input(case):
     assert parameters[:2] == ["self", case.model_class.main_input_name]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            marks=pytest.mark.xfail(
-                strict=True, reason="Sam2VideoModel.forward still takes **kwargs (its restructuring removes it)"
-            ),
-        )
-        if case.model_class is Sam2VideoModel
-        else case
-        for case in CASES
-    ],
-    ids=str,
-)
+@pytest.mark.parametrize("case", CASES, ids=str)
 def test_unknown_keyword_is_refused_by_name(case):
     model = build(case).eval()
     with pytest.raises(TypeError, match="unexpected keyword argument 'output_hidden_state'"):
