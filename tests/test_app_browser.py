@@ -7,6 +7,7 @@ Set HIERA_HF_APP_SCREENSHOT=path.png to save the screenshot made after the image
 
 import os
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -78,16 +79,20 @@ def _status(page) -> str:
 
 def _wait_status(page, start: str) -> str:
     """Wait until the Messages box starts with `start`; returns its text."""
-    page.wait_for_function(
-        "start => (document.querySelector('#status textarea')?.value || '').startsWith(start)", arg=start
-    )
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "start => (document.querySelector('#status textarea')?.value || '').startsWith(start)", arg=start
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(f"The page never said {start!r}; it says {_status(page)!r}") from None
     return _status(page)
 
 
 def _session(blocks) -> AppSession:
-    """The session of the page (the only one open)."""
-    (session_id,) = blocks.sessions.ids()
-    return blocks.sessions.get(session_id)
+    """The session of the page: the newest one (an earlier test's page may not be unloaded yet)."""
+    return blocks.sessions.get(blocks.sessions.ids()[-1])
 
 
 def _click_pixel(page, view: str, x: int, y: int, size: tuple[int, int]) -> None:
@@ -130,7 +135,8 @@ def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, serv
     np.testing.assert_array_equal(exported, state.labels())
     page.wait_for_selector("#image-files a")
     screenshot = Path(os.environ.get("HIERA_HF_APP_SCREENSHOT", tmp_path / "app.png"))
-    page.screenshot(path=str(screenshot))
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 0
 
 
@@ -207,3 +213,20 @@ def test_bad_uploads_show_a_message(page, tmp_path):
     page.locator("#video-file input[type=file]").set_input_files(str(broken))
     _wait_status(page, "Cannot open the video")
     assert "Traceback" not in page.content()
+
+
+def test_closing_the_tab_frees_its_session(browser, server):
+    blocks, url = server
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    _wait_status(page, "Opened a 500x331 image")
+    session_id = blocks.sessions.ids()[-1]
+    folder = blocks.sessions.get(session_id).folder
+    assert folder.is_dir()
+    page.close()
+    deadline = time.monotonic() + 60
+    while session_id in blocks.sessions.ids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_id not in blocks.sessions.ids() and not folder.exists()

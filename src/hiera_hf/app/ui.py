@@ -196,7 +196,8 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
                 state.export_object_pngs(session.export_path("objects.zip")),
                 state.export_coco(session.export_path("masks_coco.json")),
             ]
-            return {status: "Exported the palette PNG, one PNG per object and COCO RLE JSON", image_files: files}
+            message = "Exported the palette PNG, one PNG per object and COCO RLE JSON"
+            return {status: message, image_files: [str(f) for f in files]}
 
         gr.on([image_file.upload, image_path.submit], open_image, [image_file, image_path], image_outputs)
         image_view.select(click_image, image_mode, image_outputs)
@@ -232,7 +233,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
                         list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction"
                     )
                     video_max = gr.Number(
-                        label="At most N frames each way (empty: all)", precision=0, elem_id="video-max"
+                        label="At most N frames each way (0: all)", precision=0, elem_id="video-max"
                     )
                     with gr.Row():
                         video_track = gr.Button("Track", variant="primary", elem_id="video-track")
@@ -317,7 +318,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
         def track(frame_idx, direction, max_frames, request: gr.Request):
             session = session_of(request)
             video = session.require_video()
-            limit = None if max_frames in (None, "") else int(max_frames)
+            limit = int(max_frames) if max_frames else None  # empty or 0: all frames
             frames = video.track(int(frame_idx), direction, limit)
             count = 0
             for count, tracked in enumerate(frames, start=1):
@@ -333,7 +334,8 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
                 video.export_overlay_video(session.export_path("overlay.mp4")),
                 video.export_coco(session.export_path("masks_coco.json")),
             ]
-            return {status: "Exported the palette PNGs (zip), the overlay video and COCO RLE JSON", video_files: files}
+            message = "Exported the palette PNGs (zip), the overlay video and COCO RLE JSON"
+            return {status: message, video_files: [str(f) for f in files]}
 
         gr.on([video_file.upload, video_path.submit], open_video, [video_file, video_path], video_outputs)
         video_frame.release(show_frame, video_frame, video_outputs)
