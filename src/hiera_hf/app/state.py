@@ -624,6 +624,24 @@ class AppSession:
         folder.mkdir(exist_ok=True)
         return folder / name
 
+    def export_image(self) -> list[Path]:
+        """The image's `masks.png` (palette), `objects.zip` (one PNG per object), `masks_coco.json` (COCO RLE)."""
+        state = self.image
+        return [
+            state.export_palette_png(self.export_path("masks.png")),
+            state.export_object_pngs(self.export_path("objects.zip")),
+            state.export_coco(self.export_path("masks_coco.json")),
+        ]
+
+    def export_video(self) -> list[Path]:
+        """The video's `masks.zip` (palette PNGs as `hiera-hf track` writes), `overlay.mp4`, `masks_coco.json`."""
+        video = self.require_video()
+        return [
+            video.export_masks_zip(self.export_path("masks.zip")),
+            video.export_overlay_video(self.export_path("overlay.mp4")),
+            video.export_coco(self.export_path("masks_coco.json")),
+        ]
+
     def close_video(self) -> None:
         if self.video is not None:
             self.video.close()

@@ -66,6 +66,25 @@ def _object_choices(objects) -> list[tuple[str, int]]:
     return [(f"{obj_id}: {name}", obj_id) for obj_id, name in objects.names.items()]
 
 
+def _source(file: str | None, path: str | None, what: str) -> str:
+    """The uploaded file, else the path typed in."""
+    source = file or (path or "").strip()
+    if not source:
+        raise ValueError(f"Choose {what} or give a path")
+    return source
+
+
+def _object_controls(tab: str) -> tuple:
+    """The click mode, object picker, New / Remove buttons and rename box of a tab (ids `<tab>-mode` ...)."""
+    mode = gr.Radio(CLICK_MODES, value="foreground", label="A click adds", elem_id=f"{tab}-mode")
+    picker = gr.Dropdown(label="Object", choices=[], elem_id=f"{tab}-object")
+    with gr.Row():
+        new = gr.Button("New object", elem_id=f"{tab}-new")
+        remove = gr.Button("Remove object", elem_id=f"{tab}-remove")
+    name = gr.Textbox(label="Rename the object (Enter)", elem_id=f"{tab}-name")
+    return mode, picker, new, remove, name
+
+
 def build_app(model, device: str | None = None) -> gr.Blocks:
     """The app: `model` is a `Models` or a SAM 2 folder / variant name (loaded once on `device`). Returns the
     `gr.Blocks` (call `.launch()`); `blocks.sessions` is the `Sessions` of the open tabs."""
@@ -90,12 +109,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
                 with gr.Column(scale=1):
                     image_file = gr.File(label="Open an image", elem_id="image-file")
                     image_path = gr.Textbox(label="...or a path on the server (Enter)", elem_id="image-path")
-                    image_mode = gr.Radio(CLICK_MODES, value="foreground", label="A click adds", elem_id="image-mode")
-                    image_object = gr.Dropdown(label="Object", choices=[], elem_id="image-object")
-                    with gr.Row():
-                        image_new = gr.Button("New object", elem_id="image-new")
-                        image_remove = gr.Button("Remove object", elem_id="image-remove")
-                    image_name = gr.Textbox(label="Rename the object (Enter)", elem_id="image-name")
+                    image_mode, image_object, image_new, image_remove, image_name = _object_controls("image")
                     image_candidate = gr.Radio(
                         [], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate"
                     )
@@ -121,11 +135,8 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
 
         @_guarded(status)
         def open_image(file, path, request: gr.Request):
-            source = file if file else (path or "").strip()
-            if not source:
-                raise ValueError("Choose an image file or give a path")
             session = session_of(request)
-            session.image.open(source)
+            session.image.open(_source(file, path, "an image file"))
             height, width = session.image.size
             return image_panel(session, f"Opened a {width}x{height} image: click on an object")
 
@@ -188,16 +199,8 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
 
         @_guarded(status)
         def export_image(request: gr.Request):
-            session = session_of(request)
-            state = session.image
-            state.size  # noqa: B018 - raises without an image
-            files = [
-                state.export_palette_png(session.export_path("masks.png")),
-                state.export_object_pngs(session.export_path("objects.zip")),
-                state.export_coco(session.export_path("masks_coco.json")),
-            ]
-            message = "Exported the palette PNG, one PNG per object and COCO RLE JSON"
-            return {status: message, image_files: [str(f) for f in files]}
+            files = [str(path) for path in session_of(request).export_image()]
+            return {status: "Exported the palette PNG, one PNG per object and COCO RLE JSON", image_files: files}
 
         gr.on([image_file.upload, image_path.submit], open_image, [image_file, image_path], image_outputs)
         image_view.select(click_image, image_mode, image_outputs)
@@ -223,12 +226,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
                     video_path = gr.Textbox(
                         label="...or a video file / frame folder on the server (Enter)", elem_id="video-path"
                     )
-                    video_mode = gr.Radio(CLICK_MODES, value="foreground", label="A click adds", elem_id="video-mode")
-                    video_object = gr.Dropdown(label="Object", choices=[], elem_id="video-object")
-                    with gr.Row():
-                        video_new = gr.Button("New object", elem_id="video-new")
-                        video_remove = gr.Button("Remove object", elem_id="video-remove")
-                    video_name = gr.Textbox(label="Rename the object (Enter)", elem_id="video-name")
+                    video_mode, video_object, video_new, video_remove, video_name = _object_controls("video")
                     video_direction = gr.Radio(
                         list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction"
                     )
@@ -255,11 +253,8 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
 
         @_guarded(status)
         def open_video(file, path, request: gr.Request):
-            source = file if file else (path or "").strip()
-            if not source:
-                raise ValueError("Choose a video file or give a path")
             session = session_of(request)
-            video = session.open_video(source)
+            video = session.open_video(_source(file, path, "a video file"))
             return video_panel(session, 0, f"Opened a video of {video.num_frames} frames: click on an object")
 
         @_guarded(status)
@@ -327,15 +322,9 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
 
         @_guarded(status)
         def export_video(request: gr.Request):
-            session = session_of(request)
-            video = session.require_video()
-            files = [
-                video.export_masks_zip(session.export_path("masks.zip")),
-                video.export_overlay_video(session.export_path("overlay.mp4")),
-                video.export_coco(session.export_path("masks_coco.json")),
-            ]
+            files = [str(path) for path in session_of(request).export_video()]
             message = "Exported the palette PNGs (zip), the overlay video and COCO RLE JSON"
-            return {status: message, video_files: [str(f) for f in files]}
+            return {status: message, video_files: files}
 
         gr.on([video_file.upload, video_path.submit], open_video, [video_file, video_path], video_outputs)
         video_frame.release(show_frame, video_frame, video_outputs)
