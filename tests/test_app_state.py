@@ -2,6 +2,7 @@
 embedding, objects, candidates, segment everything, tracking, corrections, exports identical to `hiera-hf track`,
 and bad input refused with a short message."""
 
+import argparse
 import json
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from pycocotools import mask as coco_mask
 from sam2_helpers import media, meta_model, write_folder
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
+from hiera_hf.app.arguments import add_app_arguments, run_app
 from hiera_hf.app.state import AppSession, Models, Sessions
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -265,3 +267,14 @@ def test_sessions_are_separate_and_freed(models, clip):
     sessions.close("tab-2")
     sessions.close("tab-2")  # closing twice is harmless
     assert len(sessions) == 0
+
+
+def test_app_flags():
+    parser = argparse.ArgumentParser()
+    add_app_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.model, args.host, args.port, args.device) == ("sam2.1_hiera_tiny", "127.0.0.1", None, None)
+    args = parser.parse_args(["--model", "folder", "--host", "0.0.0.0", "--port", "8000", "--device", "cpu"])
+    assert (args.model, args.host, args.port, args.device) == ("folder", "0.0.0.0", 8000, "cpu")
+    with pytest.raises(ValueError, match="--port must be in 1..65535"):
+        run_app(parser.parse_args(["--port", "70000"]))

@@ -21,12 +21,12 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_app(args: argparse.Namespace) -> None:
     """Start the app (blocks until interrupted)."""
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
     try:
         from .ui import launch
     except ImportError as error:
         raise ImportError(f'The app needs Gradio: pip install "hiera-hf[app]" ({error})') from error
-    if args.port is not None and not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
     launch(args.model, host=args.host, port=args.port, device=args.device)
 
 

@@ -19,6 +19,7 @@ from .state import BACKGROUND, DIRECTIONS, FOREGROUND, AppSession, Models, Sessi
 LOGGER = logging.getLogger(__name__)
 USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, FileNotFoundError)
 CLICK_MODES = ["foreground", "background", "box"]
+VIEW_FORMAT = "jpeg"  # the views are sent as JPEG: PNG/WebP encoding of a large frame takes 10-40x longer
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)  # shows the mask generator's tqdm bar in the page
 
 HELP = """**Click on the image** to segment: *foreground* clicks add to the object, *background* clicks remove from
@@ -104,7 +105,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=3):
                     image_view = gr.Image(
-                        label="Image", type="numpy", format="png", interactive=False, elem_id="image-view"
+                        label="Image", type="numpy", format=VIEW_FORMAT, interactive=False, height=560, elem_id="image-view"
                     )
                 with gr.Column(scale=1):
                     image_file = gr.File(label="Open an image", elem_id="image-file")
@@ -123,14 +124,12 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
         def image_panel(session: AppSession, message: str) -> dict:
             state = session.image
             candidates = state.candidates() if state.objects.active is not None else []
+            choices = [f"{i + 1} ({score:.2f})" for i, (_, score) in enumerate(candidates)]
             return {
                 status: message,
                 image_view: state.view(),
                 image_object: gr.update(choices=_object_choices(state.objects), value=state.objects.active),
-                image_candidate: gr.update(
-                    choices=[f"{i + 1} ({score:.2f})" for i, (_, score) in enumerate(candidates)],
-                    value=state.selected() if candidates else None,
-                ),
+                image_candidate: gr.update(choices=choices, value=choices[state.selected()] if choices else None),
             }
 
         @_guarded(status)
@@ -218,7 +217,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=3):
                     video_view = gr.Image(
-                        label="Frame", type="numpy", format="png", interactive=False, elem_id="video-view"
+                        label="Frame", type="numpy", format=VIEW_FORMAT, interactive=False, height=560, elem_id="video-view"
                     )
                     video_frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
                 with gr.Column(scale=1):
