@@ -61,11 +61,14 @@ def click_latencies(page, clicks: int) -> list[float]:
     times = []
     for index in range(clicks):
         x, y = 400 + 20 * index, 300 + 7 * index
-        source = image.get_attribute("src")
+        before = [image.get_attribute("src"), page.locator("#status textarea").input_value()]
         start = time.perf_counter()
         image.click(position={"x": (x + 0.5) * box["width"] / 1800, "y": (y + 0.5) * box["height"] / 1200})
-        wait_status(page, f"Foreground click ({x}, {y})")
-        page.wait_for_function("src => document.querySelector('#image-view img')?.src !== src", arg=source)
+        page.wait_for_function(
+            """([src, text]) => document.querySelector('#image-view img')?.src !== src
+                && document.querySelector('#status textarea')?.value !== text""",
+            arg=before,
+        )
         times.append(time.perf_counter() - start)
     return times
 
@@ -118,7 +121,7 @@ def main() -> None:
         with sync_playwright() as playwright, tempfile.TemporaryDirectory() as scratch:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(600_000)
+            page.set_default_timeout(120_000)
             page.goto(url)
             times = click_latencies(page, args.clicks)[1:]  # the first click warms up
             ordered = sorted(times)

@@ -105,7 +105,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=3):
                     image_view = gr.Image(
-                        label="Image", type="numpy", format=VIEW_FORMAT, interactive=False, height=560, elem_id="image-view"
+                        label="Image", type="numpy", format=VIEW_FORMAT, interactive=False, elem_id="image-view"
                     )
                 with gr.Column(scale=1):
                     image_file = gr.File(label="Open an image", elem_id="image-file")
@@ -217,7 +217,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=3):
                     video_view = gr.Image(
-                        label="Frame", type="numpy", format=VIEW_FORMAT, interactive=False, height=560, elem_id="video-view"
+                        label="Frame", type="numpy", format=VIEW_FORMAT, interactive=False, elem_id="video-view"
                     )
                     video_frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
                 with gr.Column(scale=1):
