@@ -116,6 +116,40 @@ def test_classify_offline_names_the_folder_alternative(tmp_path, monkeypatch, ca
     assert no_network == ["https://dl.fbaipublicfiles.com/hiera/hiera_tiny_224.pth"]
 
 
+def python(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (this one has long imported transformers)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+
+
+def test_import_and_help_do_not_import_torch():
+    run = python(
+        "import sys, hiera_hf, hiera_hf.cli\n"
+        "from hiera_hf import HIERA_PRESETS, SAM2_PRESETS\n"
+        "assert 'hiera_tiny_224' in HIERA_PRESETS and 'sam2.1_hiera_tiny' in SAM2_PRESETS\n"
+        "heavy = {'torch', 'transformers', 'numpy', 'PIL'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "hiera_hf.cli.main(['--help'])"
+    )
+    assert "hiera-hf" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import hiera_hf\nimport transformers", "import transformers\nimport hiera_hf", "from hiera_hf import HieraConfig"],
+    ids=["hiera_hf_first", "transformers_first", "a_class_first"],
+)
+def test_import_registers_the_auto_classes(image_folder, imports):
+    """`import hiera_hf` then `AutoModel...from_pretrained(folder)` loads our classes, whatever was imported first."""
+    folder = str(image_folder[0])
+    code = (
+        f"{imports}\nfrom transformers import AutoImageProcessor, AutoModelForImageClassification\n"
+        f"model = AutoModelForImageClassification.from_pretrained({folder!r})\n"
+        f"processor = AutoImageProcessor.from_pretrained({folder!r})\n"
+        "print(type(model).__module__, type(processor).__module__)"
+    )
+    assert python(code).stdout.split() == ["hiera_hf.hiera.modeling_hiera", "hiera_hf.hiera.image_processing_hiera"]
+
+
 def test_help_lists_every_subcommand():
     run = subprocess.run(
         [sys.executable, "-m", "hiera_hf.cli", "--help"], capture_output=True, text=True, timeout=300, check=True
