@@ -225,17 +225,20 @@ def test_cli_generate_masks(models, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "extra, message, status",
     [
-        (["--point", "1,2,3"], "--point must be 2 comma-separated numbers"),
-        (["--point", "1,2", "--label", "1", "--label", "0"], "one --label per --point"),
-        ([], "at least one --point"),
-        (["--box", "1,2,3,x"], "--box must be 4"),
+        (["--point", "1,2,3"], "--point must be 2 comma-separated numbers", 2),  # usage errors, at parse time
+        (["--point", "1,2", "--label", "1", "--label", "0"], "one --label per --point", 1),
+        ([], "at least one --point", 1),
+        (["--box", "1,2,3,x"], "--box must be 4", 2),
     ],
 )
-def test_cli_segment_rejects_bad_prompts(models, tmp_path, capsys, extra, message):
+def test_cli_segment_rejects_bad_prompts(models, tmp_path, capsys, extra, message, status):
     argv = ["segment", media("dog.jpg"), "--model", str(models["folder"]), "--out", str(tmp_path / "m.png")]
-    assert main([*argv, *extra]) == 1
+    try:
+        assert main([*argv, *extra]) == status
+    except SystemExit as exit:
+        assert exit.code == status
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
 

@@ -1,23 +1,79 @@
 """The `hiera-hf` command. Each subcommand is a pair: `add_<name>_arguments(parser)` and `run_<name>(args)`,
-listed in `SUBCOMMANDS`; add a command by writing that pair and one entry."""
+listed in `SUBCOMMANDS`; add a command by writing that pair and one entry.
+
+Every command takes the same flags for the same things: `--model` (a folder, an official variant name or a Hub
+repo id, resolved by `hub.resolve_model`), `--device`, `--quiet` and `--overwrite` (outputs are never replaced
+without it). Arguments are checked before any model loads; heavy modules are imported inside the commands, so that
+`--help`, `--version` and usage errors answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import __version__
 from .hiera.presets import HIERA_PRESETS
 from .sam2.presets import SAM2_PRESETS
 
 # Errors with a message for the user: printed without a traceback.
 USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, ConnectionError, ImportError)
+
+MODEL_HELP = (
+    "a converted folder, an official variant name (e.g. {example}: Meta's checkpoint is downloaded and converted "
+    "into the cache on first use, then reused) or a Hugging Face Hub repo id (owner/name, downloaded and cached)"
+)
+
+
+def add_model_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """`--model NAME_OR_DIR` (what `hub.resolve_model` accepts) with the same help in every command."""
+    parser.add_argument("--model", required=True, metavar="NAME_OR_DIR", help=MODEL_HELP.format(example=example))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """`--quiet` (and its old spelling `--no-progress`) and, for commands that run a model, `--device`."""
+    if device:
+        parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no messages but the results")
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists (refused by default)")
+
+
+def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """`FileExistsError` naming the first of `paths` that exists, unless `overwrite`."""
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def start(args: argparse.Namespace) -> str:
+    """Prepare a model-running command: with `--quiet`, silence transformers' and huggingface_hub's progress bars
+    and info messages; returns the torch device to use."""
+    import torch
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    if args.quiet:
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+        disable_progress_bars()
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {device!r} is not a torch device: {error}") from None
+    return device
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +101,11 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against the reference code")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hugging Face Hub repo")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite_argument(parser, "the output folder")
+    add_run_arguments(parser, device=False)
 
 
 def run_convert(args: argparse.Namespace) -> None:
-    from .conversion import convert_hiera, convert_sam2
-    from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
-
     if args.variant is None and args.from_transformers is None:
         raise ValueError("--variant NAME is required unless --from-transformers DIR is given")
     if args.variant is not None and args.variant not in HIERA_PRESETS and args.variant not in SAM2_PRESETS:
@@ -60,6 +113,13 @@ def run_convert(args: argparse.Namespace) -> None:
             f"Unknown variant {args.variant!r}; Hiera variants: {', '.join(sorted(HIERA_PRESETS))}; SAM 2 variants: "
             f"{', '.join(SAM2_PRESETS)}"
         )
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: {args.checkpoint}")
+    refuse_existing([Path(args.output)], args.overwrite)
+    start(args)
+    from .conversion import convert_hiera, convert_sam2
+    from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
+
     config_file = Path(args.from_transformers or "", "config.json")
     if args.variant in SAM2_PRESETS or (
         args.from_transformers is not None
@@ -71,17 +131,64 @@ def run_convert(args: argparse.Namespace) -> None:
         convert = convert_sam2
     else:
         convert = functools.partial(convert_hiera, checkpoint_name=args.checkpoint_name)
-    output = convert(
-        args.output,
-        variant=args.variant,
-        checkpoint=args.checkpoint,
-        from_transformers=args.from_transformers,
-        verify=not args.no_verify,
-        push_to_hub=args.push_to_hub,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-    print(f"Wrote {output}")
+    try:
+        output = convert(
+            args.output,
+            variant=args.variant,
+            checkpoint=args.checkpoint,
+            from_transformers=args.from_transformers,
+            verify=not args.no_verify,
+            push_to_hub=args.push_to_hub,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except ValueError as error:
+        match = None if args.checkpoint is None else matching_variant(Path(args.checkpoint))
+        if match is None or match == args.variant:
+            raise
+        raise ValueError(
+            f"{args.checkpoint} does not hold a {args.variant} but matches {match}: pass --variant {match}"
+        ) from error
+    if not args.quiet:
+        print(f"Wrote {output}")
+
+
+def matching_variant(checkpoint: Path) -> str | None:
+    """The official variant whose architecture fits a Meta checkpoint (block count, width, image or video, MAE
+    decoder, classifier size; for SAM 2, SAM 2 or 2.1), or None when none or several do."""
+    from .conversion.hiera import load_meta_state_dict
+
+    is_sam2 = checkpoint.suffix == ".pt"
+    try:
+        state = load_meta_state_dict(checkpoint, entry="model" if is_sam2 else "model_state")
+    except ValueError:
+        return None
+    prefix = "image_encoder.trunk." if is_sam2 else ""
+    blocks = {int(k[len(prefix) :].split(".")[1]) for k in state if k.startswith(f"{prefix}blocks.")}
+    patch = state.get(f"{prefix}patch_embed.proj.weight")
+    if patch is None or not blocks:
+        return None
+    width, depth = patch.shape[0], max(blocks) + 1
+    if is_sam2:
+        matches = [
+            name
+            for name, preset in SAM2_PRESETS.items()
+            if preset.config["embed_dim"] == width
+            and sum(preset.config["depths"]) == depth
+            and preset.config["no_obj_embed_spatial"] == ("no_obj_embed_spatial" in state)
+        ]
+    else:
+        head = state.get("head.projection.weight")
+        matches = [
+            name
+            for name, preset in HIERA_PRESETS.items()
+            if preset.config["embed_dim"] == width
+            and sum(preset.config["depths"]) == depth
+            and preset.is_video == (patch.ndim == 5)
+            and preset.is_mae == any(k.startswith("decoder_") for k in state)
+            and (head is None or preset.config.get("num_labels") == head.shape[0])
+        ]
+    return matches[0] if len(matches) == 1 else None
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -95,19 +202,21 @@ def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"an image ({', '.join(IMAGE_EXTENSIONS)}) for image models; a video file (e.g. .mp4) or a folder of "
         "frames for video models",
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME_OR_DIR",
-        help="a converted folder, or an official variant name (e.g. hiera_base_224, hiera_base_16x224): Meta's "
-        "checkpoint is downloaded and converted into the cache on first use, then reused",
-    )
+    add_model_argument(parser, "hiera_base_224, hiera_base_16x224")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="number of labels to print (default 5)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, no header: only the label lines")
+    add_run_arguments(parser)
 
 
 def run_classify(args: argparse.Namespace) -> None:
     """Print the top-k labels of `args.input`, one `probability  label` line each, most likely first."""
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    path = Path(args.input)
+    if not path.exists():
+        raise FileNotFoundError(f"No such image or video: {path}")
+    device = start(args)
+    import contextlib
+
     import torch
     from PIL import Image
     from transformers import (
@@ -117,15 +226,9 @@ def run_classify(args: argparse.Namespace) -> None:
         AutoModelForVideoClassification,
         AutoVideoProcessor,
     )
-    from transformers.utils import logging as transformers_logging
 
     from .hub import resolve_model
 
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    path = Path(args.input)
-    if not path.exists():
-        raise FileNotFoundError(f"No such image or video: {path}")
     folder = resolve_model(args.model, progress=not args.quiet)
     architectures = AutoConfig.from_pretrained(folder).architectures or []
     is_video = any(name.endswith("ForVideoClassification") for name in architectures)
@@ -152,11 +255,9 @@ def run_classify(args: argparse.Namespace) -> None:
             inputs = processor(media, return_tensors="pt")
     except (ValueError, OSError, IndexError, RuntimeError) as error:  # PIL's and PyAV's errors derive from these
         raise ValueError(f"Cannot read the {'video' if is_video else 'image'} {path}: {error}") from error
-    if args.quiet:
-        transformers_logging.disable_progress_bar()
-    model = model_class.from_pretrained(folder).eval()
+    model = model_class.from_pretrained(folder).eval().to(device)
     with torch.inference_mode():
-        probabilities = model(**inputs).logits.softmax(-1)[0]
+        probabilities = model(**inputs.to(device)).logits.softmax(-1)[0].cpu()
     top = probabilities.topk(min(args.top_k, probabilities.numel()))
     if not args.quiet:
         print(f"Top {len(top.indices)} labels for {path} ({args.model}):")
@@ -194,13 +295,13 @@ def _numbers_type(count: int | tuple[int, ...], what: str) -> Callable[[str], li
     return parse
 
 
-def _load_sam2(model: str, progress: bool):
-    """(model, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
+def _load_sam2(model: str, device: str, quiet: bool):
+    """(model on `device`, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
     from .hub import resolve_model
     from .sam2 import Sam2ImageProcessor, Sam2Model
 
-    folder = resolve_model(model, progress=progress)
-    sam = Sam2Model.from_pretrained(folder).eval()
+    folder = resolve_model(model, progress=not quiet)
+    sam = Sam2Model.from_pretrained(folder).eval().to(device)
     if (Path(folder) / "preprocessor_config.json").is_file():
         processor = Sam2ImageProcessor.from_pretrained(folder)
     else:
@@ -212,110 +313,125 @@ def _load_sam2(model: str, progress: bool):
 def _open_image(path: str):
     from PIL import Image
 
-    with Image.open(path) as image:
-        image.load()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No such image: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except OSError as error:
+        raise ValueError(f"Cannot read the image {path}: {error}") from error
     return image
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write through `write(temporary_path)` next to `path`, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(partial)
-        os.chmod(partial, 0o644)  # mkstemp creates owner-only files
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
-def _save_png(array, path: Path) -> None:
+def _save_png(image, path: Path) -> None:
+    """Write a PIL image or an array as a PNG, atomically, mode 0644."""
     from PIL import Image
 
-    _write_atomic(path, lambda partial: Image.fromarray(array).save(partial, format="PNG"))
+    from .io_utils import atomic_write
 
-
-def _overlay(image, masks: list, alpha: float = 0.5):
-    """The RGB image `(H, W, 3)` uint8 with each boolean mask `(H, W)` tinted in its own colour (later on top)."""
-    import numpy as np
-
-    from .sam2.processing_sam2 import to_rgb_float
-
-    rgb = to_rgb_float(image).permute(1, 2, 0).numpy() * 255.0
-    colours = np.random.default_rng(0).uniform(40, 255, size=(max(len(masks), 1), 3))
-    colours[0] = (30, 144, 255)
-    for mask, colour in zip(masks, colours):
-        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    atomic_write(path, lambda partial: image.save(partial, format="PNG"))
 
 
 def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file")
-    parser.add_argument("--model", required=True, metavar="DIR", help="converted SAM 2 folder")
-    parser.add_argument("--point", action="append", default=[], metavar="X,Y", help="click in image pixels")
+    add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument(
-        "--label", action="append", type=int, metavar="0|1", help="label per --point (1 foreground, 0 background)"
-    )
-    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box in image pixels")
+        "--point", action="append", default=[], metavar="X,Y", type=_numbers_type(2, "--point"),
+        help="click in image pixels",
+    )  # fmt: skip
+    parser.add_argument(
+        "--label", action="append", type=int, choices=(0, 1), metavar="0|1",
+        help="label per --point (1 foreground, 0 background)",
+    )  # fmt: skip
+    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_numbers_type(4, "--box"), help="box in image pixels")
     parser.add_argument("--out", required=True, metavar="MASK.png", help="mask PNG; the overlay goes to *_overlay.png")
     parser.add_argument("--mask-threshold", type=float, default=0.0, help="logit threshold (default 0)")
     parser.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     parser.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite_argument(parser, "the mask and overlay PNGs")
+    add_run_arguments(parser)
 
 
 def run_segment(args: argparse.Namespace) -> None:
-    import torch
-
     if not args.point and args.box is None:
         raise ValueError("Give at least one --point X,Y or a --box X0,Y0,X1,Y1")
     labels = args.label if args.label is not None else [1] * len(args.point)
     if len(labels) != len(args.point):
         raise ValueError(f"Give one --label per --point ({len(args.point)} points, {len(labels)} labels)")
+    out = Path(args.out)
+    overlay = out.with_name(f"{out.stem}_overlay.png")
+    refuse_existing([out, overlay], args.overwrite)
     image = _open_image(args.image)
-    model, processor = _load_sam2(args.model, progress=not args.no_progress)
+    device = start(args)
+    import torch
+
+    from .visualization import draw
+
+    model, processor = _load_sam2(args.model, device, args.quiet)
     prompts = {}
     if args.point:
-        prompts["input_points"] = [[[_numbers(p, 2, "--point") for p in args.point]]]
+        prompts["input_points"] = [[args.point]]
         prompts["input_labels"] = [[labels]]
     if args.box is not None:
-        prompts["input_boxes"] = [[_numbers(args.box, 4, "--box")]]
+        prompts["input_boxes"] = [[args.box]]
     inputs = processor(image, **prompts)
-    with torch.no_grad():
-        outputs = model(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
+    with torch.inference_mode():
+        model_inputs = {k: v.to(device) for k, v in inputs.items() if k != "original_sizes"}
+        outputs = model(**model_inputs, multimask_output=True)
     masks = processor.post_process_masks(
-        outputs.pred_masks, inputs["original_sizes"], args.mask_threshold, args.max_hole_area, args.max_sprinkle_area
-    )[0][0]
+        outputs.pred_masks.cpu(), inputs["original_sizes"], args.mask_threshold, args.max_hole_area,
+        args.max_sprinkle_area,
+    )[0][0]  # fmt: skip
     best = int(outputs.iou_scores[0, 0].argmax())
     mask = masks[best].numpy()
-    out = Path(args.out)
     _save_png((mask * 255).astype("uint8"), out)
-    overlay = out.with_name(f"{out.stem}_overlay.png")
-    _save_png(_overlay(image, [mask]), overlay)
-    print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+    _save_png(draw(image, mask, points=args.point or None, labels=labels, boxes=args.box and [args.box]), overlay)
+    if not args.quiet:
+        print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+
+
+def _fraction(text: str) -> float:
+    """An argparse `type`: a number in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """An argparse `type`: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def add_generate_masks_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file")
-    parser.add_argument("--model", required=True, metavar="DIR", help="converted SAM 2 folder")
+    add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for overlay.png and masks.json")
-    parser.add_argument("--points-per-side", type=int, default=32, help="click grid size (default 32)")
-    parser.add_argument("--points-per-batch", type=int, default=64, help="clicks decoded at once (default 64)")
-    parser.add_argument("--pred-iou-thresh", type=float, default=0.8, help="minimum predicted IoU (default 0.8)")
-    parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="minimum stability (0.95)")
+    parser.add_argument("--points-per-side", type=_positive, default=32, help="click grid size (default 32)")
+    parser.add_argument("--points-per-batch", type=_positive, default=64, help="clicks decoded at once (default 64)")
+    parser.add_argument("--pred-iou-thresh", type=_fraction, default=0.8, help="minimum predicted IoU (default 0.8)")
+    parser.add_argument("--stability-score-thresh", type=_fraction, default=0.95, help="minimum stability (0.95)")
     parser.add_argument("--crop-n-layers", type=int, default=0, help="layers of image crops (default 0)")
     parser.add_argument("--min-mask-region-area", type=int, default=0, help="fill holes / remove specks (low-res px)")
     parser.add_argument("--use-m2m", action="store_true", help="refine each mask once with its own logits")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite_argument(parser, "masks.json and overlay.png")
+    add_run_arguments(parser)
 
 
 def run_generate_masks(args: argparse.Namespace) -> None:
-    from .sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, mask_to_rle
-
+    out = Path(args.out)
+    refuse_existing([out / "masks.json", out / "overlay.png"], args.overwrite)
     image = _open_image(args.image)
-    model, processor = _load_sam2(args.model, progress=not args.no_progress)
+    device = start(args)
+    from .io_utils import atomic_write
+    from .sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, mask_to_rle
+    from .visualization import draw
+
+    model, processor = _load_sam2(args.model, device, args.quiet)
     generator = Sam2AutomaticMaskGenerator(
         model,
         processor,
@@ -327,22 +443,65 @@ def run_generate_masks(args: argparse.Namespace) -> None:
         min_mask_region_area=args.min_mask_region_area,
         use_m2m=args.use_m2m,
         output_mode="binary_mask",
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     records = generator.generate(image)
-    out = Path(args.out)
     by_area = sorted(records, key=lambda r: -r["area"])  # small masks drawn last, on top
-    _save_png(_overlay(image, [r["segmentation"] for r in by_area]), out / "overlay.png")
+    _save_png(draw(image, [r["segmentation"] for r in by_area] or None), out / "overlay.png")
     coco = [{**r, "segmentation": coco_encode_rle(mask_to_rle(r["segmentation"]))} for r in records]
     text = json.dumps(coco, indent=1) + "\n"
-    _write_atomic(out / "masks.json", lambda partial: Path(partial).write_text(text))
-    print(f"Wrote {len(records)} masks to {out / 'masks.json'} and {out / 'overlay.png'}")
+    atomic_write(out / "masks.json", lambda partial: Path(partial).write_text(text))
+    if not args.quiet:
+        print(f"Wrote {plural(len(records), 'mask')} to {out / 'masks.json'} and {out / 'overlay.png'}")
+    if not records:
+        print(
+            f"No mask passed --pred-iou-thresh {args.pred_iou_thresh} and --stability-score-thresh "
+            f"{args.stability_score_thresh}; lower them to keep more",
+            file=sys.stderr,
+        )
+
+
+TRACK_FORMATS = ("png", "rle", "objects", "mp4")
+
+
+def _mask_prompt(text: str) -> tuple[int, int, Path]:
+    """An argparse `type` for `--mask FRAME,OBJ,FILE.png`."""
+    frame, obj, file = (text.split(",", 2) + ["", ""])[:3]
+    if not (frame.isdigit() and obj.isdigit() and file):
+        raise argparse.ArgumentTypeError(f"--mask must be FRAME,OBJ,FILE.png, got {text!r}")
+    if not Path(file).is_file():
+        raise argparse.ArgumentTypeError(f"--mask {text}: no such file {file}")
+    return int(frame), int(obj), Path(file)
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """An argparse `type` for `--format`: comma-separated names out of `TRACK_FORMATS`."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
+    unknown = [name for name in names if name not in TRACK_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(TRACK_FORMATS)}")
+    return names
+
+
+def _read_mask(path: Path, obj: int):
+    """The boolean mask `(H, W)` in a PNG: its nonzero pixels, or for a label map (a palette PNG such as `track`
+    writes) the pixels equal to `obj`."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            palette_mode = image.mode == "P"
+            values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
+    except OSError as error:
+        raise ValueError(f"Cannot read the mask {path}: {error}") from error
+    return values == obj if palette_mode else values > 0
 
 
 def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `track`."""
     parser.add_argument("video", metavar="VIDEO", help="a video file or a folder of JPEG/PNG frames")
-    parser.add_argument("--model", required=True, metavar="NAME_OR_DIR", help="a converted SAM 2 folder or name")
+    add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument(
         "--point",
         action="append",
@@ -360,26 +519,43 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         help="a box around object OBJ on FRAME, in pixels",
     )
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="writes DIR/masks/00000.png ... and DIR/overlay.mp4"
+        "--mask",
+        action="append",
+        default=[],
+        metavar="FRAME,OBJ,FILE.png",
+        type=_mask_prompt,
+        help="a mask of object OBJ on FRAME: the nonzero pixels of a PNG the size of the video (of a palette PNG "
+        "such as track writes: the pixels equal to OBJ)",
     )
-    parser.add_argument("--max-frames", type=int, metavar="N", help="track at most N frames each way")
-    parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="writes DIR/masks/00000.png ... (png), DIR/rle/00000.json ... (rle), DIR/objects/OBJ/00000.png ... "
+        "(objects) and DIR/overlay.mp4 (mp4)",
+    )
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        default=("png", "mp4"),
+        metavar="png,rle,objects,mp4",
+        help="what to write (default png,mp4): palette PNGs (pixel value = object id), per-frame COCO RLE JSON "
+        "with object ids, one 0/255 PNG per object and frame, the overlay video",
+    )
+    parser.add_argument("--start-frame", type=int, metavar="FRAME", help="frame to track from (default: first prompt)")
+    parser.add_argument(
+        "--direction",
+        choices=("forward", "backward", "both"),
+        default="both",
+        help="which way to track from the start frame (default both)",
+    )
+    parser.add_argument("--max-frames", type=_positive, metavar="N", help="track at most N frames each way")
+    add_run_arguments(parser)
 
 
-def run_track(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    import numpy as np
-    import torch
-    from PIL import Image
-    from transformers.utils import logging as transformers_logging
-
-    from .hub import resolve_model
-    from .sam2 import Sam2VideoModel, Sam2VideoSession
-    from .sam2.video_output import label_map, write_overlay_video, write_palette_png
-
-    prompts: dict[tuple[int, int], dict] = {}  # (frame, object) -> box and clicks
+def _track_prompts(args: argparse.Namespace) -> dict[tuple[int, int], dict]:
+    """`(frame, object) -> {"box": ..., "clicks": [(x, y, label), ...], "mask": path}` from the flags, checked."""
+    prompts: dict[tuple[int, int], dict] = {}
     for frame, obj, *box in args.box:
         if "box" in prompts.setdefault((int(frame), int(obj)), {}):
             raise ValueError(f"More than one --box for object {int(obj)} on frame {int(frame)}")
@@ -387,32 +563,80 @@ def run_track(args: argparse.Namespace) -> None:
     for frame, obj, x, y, *label in args.point:
         clicks = prompts.setdefault((int(frame), int(obj)), {}).setdefault("clicks", [])
         clicks.append((x, y, int(label[0]) if label else 1))
+    for frame, obj, path in args.mask:
+        if prompts.get((frame, obj)):
+            raise ValueError(f"Object {obj} on frame {frame}: give a --mask or clicks and a box, not both")
+        prompts[frame, obj] = {"mask": path}
     if not prompts:
-        raise ValueError("Give at least one --point or --box")
+        raise ValueError("Give at least one --point or --box (or --mask)")
     if any(not 1 <= obj <= 255 for _, obj in prompts):
         raise ValueError(f"Object ids must be 1..255 (mask PNG values), got {sorted({obj for _, obj in prompts})}")
-    if args.quiet:
-        transformers_logging.disable_progress_bar()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.start_frame is not None and args.start_frame < 0:
+        raise ValueError(f"--start-frame must be at least 0, got {args.start_frame}")
+    return prompts
+
+
+def run_track(args: argparse.Namespace) -> None:
+    prompts = _track_prompts(args)
+    device = start(args)
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from .hub import resolve_model
+    from .io_utils import atomic_write
+    from .sam2 import Sam2VideoModel, Sam2VideoSession
+    from .sam2.mask_generation import coco_encode_rle, mask_to_rle
+    from .sam2.video_output import label_map, write_overlay_video, write_palette_png
+
+    masks = {key: _read_mask(prompt["mask"], key[1]) for key, prompt in prompts.items() if "mask" in prompt}
     model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet)).to(device)
     out = Path(args.out)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
+    out.mkdir(parents=True, exist_ok=True)
+    with Sam2VideoSession(model, args.video, progress=not args.quiet) as session, tempfile.TemporaryDirectory(
+        dir=out, prefix=".labels."
+    ) as scratch:
         for (frame, obj), prompt in prompts.items():
+            if "mask" in prompt:
+                session.add_mask(frame, obj, masks[frame, obj])
+                continue
             clicks = prompt.get("clicks")
             points = None if clicks is None else [c[:2] for c in clicks]
             labels = None if clicks is None else [c[2] for c in clicks]
             session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+        first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
+        direction = args.direction
+        if direction == "both" and first in (0, session.num_frames - 1):  # one way has no frames to track
+            direction = "forward" if first == 0 else "backward"
+        reverse = {"forward": False, "backward": True, "both": "both"}[direction]
+        labels_folder = out / "masks" if "png" in args.format else Path(scratch)
         tracked = set()
-        for result in session.propagate(reverse="both", max_frames=args.max_frames):
-            write_palette_png(label_map(result), out / "masks" / f"{result.frame_idx:05d}.png")
+        for result in session.propagate(args.start_frame, reverse=reverse, max_frames=args.max_frames):
+            name = f"{result.frame_idx:05d}"
+            if "png" in args.format or "mp4" in args.format:
+                labels_folder.mkdir(exist_ok=True)
+                write_palette_png(label_map(result), labels_folder / f"{name}.png")
+            present = [(obj, logits > 0) for obj, logits in zip(result.object_ids, result.mask_logits.cpu().numpy())]
+            if "rle" in args.format:
+                records = [
+                    {"object_id": obj, "area": int(mask.sum()), "segmentation": coco_encode_rle(mask_to_rle(mask))}
+                    for obj, mask in present
+                ]
+                text = json.dumps(records) + "\n"
+                atomic_write(out / "rle" / f"{name}.json", lambda partial, text=text: Path(partial).write_text(text))
+            if "objects" in args.format:
+                for obj, mask in present:
+                    _save_png(mask.astype(np.uint8) * 255, out / "objects" / str(obj) / f"{name}.png")
             tracked.add(result.frame_idx)
         order = sorted(tracked)
-        frames = (session.frame(t) for t in order)
-        labels = (np.asarray(Image.open(out / "masks" / f"{t:05d}.png")) for t in order)
-        write_overlay_video(frames, labels, out / "overlay.mp4", session.fps or 24.0)
+        if "mp4" in args.format:
+            frames = (session.frame(t) for t in order)
+            label_maps = (np.asarray(Image.open(labels_folder / f"{t:05d}.png")) for t in order)
+            write_overlay_video(frames, label_maps, out / "overlay.mp4", session.fps or 24.0)
     if not args.quiet:
-        print(f"Wrote {len(order)} masks to {out / 'masks'} and {out / 'overlay.mp4'}")
+        written = {"png": "masks/", "rle": "rle/", "objects": "objects/", "mp4": "overlay.mp4"}
+        print(f"Tracked {plural(len(order), 'frame')}; wrote {', '.join(written[f] for f in args.format)} in {out}")
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -428,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hiera-hf", description="Meta's Hiera and SAM 2 in the Hugging Face ecosystem."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (summary, add_arguments, run) in SUBCOMMANDS.items():
         command = commands.add_parser(name, help=summary, description=summary)
