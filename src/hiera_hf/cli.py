@@ -617,7 +617,7 @@ def run_track(args: argparse.Namespace) -> None:
             if "png" in args.format or "mp4" in args.format:
                 labels_folder.mkdir(exist_ok=True)
                 write_palette_png(label_map(result), labels_folder / f"{name}.png")
-            present = [(obj, logits > 0) for obj, logits in zip(result.object_ids, result.mask_logits.cpu().numpy())]
+            present = sorted(zip(result.object_ids, result.mask_logits.cpu().numpy() > 0), key=lambda item: item[0])
             if "rle" in args.format:
                 records = [
                     {"object_id": obj, "area": int(mask.sum()), "segmentation": coco_encode_rle(mask_to_rle(mask))}
