@@ -121,7 +121,7 @@ def _check_sources(variant: str | None, checkpoint, from_transformers, example: 
 
 def _check_output(output: Path, overwrite: bool) -> None:
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite")
+        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite=True")
 
 
 def _from_meta(
