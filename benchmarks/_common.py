@@ -18,15 +18,43 @@ import torch
 from tqdm.auto import tqdm
 
 
-def environment() -> dict[str, str]:
-    """Versions, threads and CPU of this process, for the report header."""
+def parse_device(name: str) -> torch.device:
+    """`--device` of the benchmarks: `cpu`, `cuda` or `cuda:N`. On CUDA, TF32 is switched off so that the fp32 rows
+    do fp32 math (the outputs are checked against the references before timing); bf16 rows are what the hardware
+    gives."""
+    device = torch.device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device must be cpu or cuda[:N], got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda was asked for, but torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
+def synchronize(device: torch.device | None) -> None:
+    """Waits for queued device work (CUDA kernels run asynchronously); nothing to do on the CPU."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_gpu_mb(device: torch.device | None) -> float:
+    """Peak memory allocated by torch on a CUDA device since the last reset, in MB; NaN on the CPU."""
+    if device is None or device.type != "cuda":
+        return float("nan")
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def environment(device: torch.device | None = None) -> dict[str, str]:
+    """Versions, threads, CPU (and GPU when `device` is CUDA) of this process, for the report header."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {
+    report = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch threads": str(torch.get_num_threads()),
@@ -34,6 +62,9 @@ def environment() -> dict[str, str]:
         "cpu capability": torch.backends.cpu.get_cpu_capability(),
         "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+    if device is not None and device.type == "cuda":
+        report["gpu"] = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return report
 
 
 def peak_rss_mb() -> float:
@@ -54,10 +85,12 @@ def interleaved_times(
     warmup: int = 1,
     progress: bool = True,
     desc: str = "",
+    device: torch.device | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, run round-robin: `warmup` untimed rounds, then `repeats` timed ones.
 
-    The starting function rotates from round to round so that none always follows the same neighbour.
+    The starting function rotates from round to round so that none always follows the same neighbour. On a CUDA
+    `device` each call is bracketed by synchronisations, so its time includes the kernels it queued.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
@@ -67,8 +100,10 @@ def interleaved_times(
     for r in rounds:
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
+            synchronize(device)
             start = time.perf_counter()
             fns[name]()
+            synchronize(device)
             elapsed = time.perf_counter() - start
             if r >= warmup:
                 times[name].append(elapsed)

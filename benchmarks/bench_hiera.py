@@ -32,6 +32,8 @@ from _common import (  # noqa: E402
     markdown_table,
     meta_to_transformers,
     paired_ratio,
+    parse_device,
+    peak_gpu_mb,
     peak_rss_mb,
     throughput,
 )
@@ -81,7 +83,7 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 def run_group(args, short: str, batch: int, models: dict[str, nn.Module], compiled: dict) -> tuple[list, list]:
     """Verify then time every implementation x dtype for one model and batch size. Returns (rows, notes)."""
     torch.manual_seed(0)
-    pixels = torch.randn(batch, 3, 224, 224)
+    pixels = torch.randn(batch, 3, 224, 224).to(args.device)
     fns, outputs, notes = {}, {}, []
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
@@ -132,6 +134,7 @@ def run_group(args, short: str, batch: int, models: dict[str, nn.Module], compil
             warmup=args.warmup,
             progress=not args.quiet,
             desc=f"{short} bs={batch}",
+            device=args.device,
         )
     times = {key: times[labels[key]] for key in fns}
 
@@ -171,7 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny, batch 1, fp32, 3 repeats, no compile")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu); TF32 off on CUDA")
     args = parser.parse_args(argv)
+    args.device = parse_device(args.device)
     quick = args.quick
     defaults = {
         "models": "tiny" if quick else ",".join(MODELS),
@@ -202,14 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = environment()
+    env = environment(args.device)
     env.update(transformers=transformers.__version__, timm=timm.__version__)
     print("\n".join(f"{key}: {value}" for key, value in env.items()))
 
     rows, notes = [], []
     for short in args.models:
         name, depths = MODELS[short]
-        fp32 = build_models(name, depths)
+        fp32 = {impl: model.to(args.device) for impl, model in build_models(name, depths).items()}
         models = {}
         for dtype_name in args.dtypes:
             for impl, model in fp32.items():
@@ -239,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown_table(headers, rows))
     print()
     print("\n".join(f"- {note}" for note in notes))
-    print(f"- peak RSS {peak_rss_mb():.0f} MB; load average at end {environment()['load average']}")
+    gpu = f"; peak GPU memory {peak_gpu_mb(args.device):.0f} MB" if args.device.type == "cuda" else ""
+    print(f"- peak RSS {peak_rss_mb():.0f} MB{gpu}; load average at end {environment()['load average']}")
 
 
 if __name__ == "__main__":

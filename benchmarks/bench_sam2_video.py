@@ -16,6 +16,7 @@ Measured:
     python benchmarks/bench_sam2_video.py                        # blocks.mp4, 8 frames, 1 and 4 objects
     python benchmarks/bench_sam2_video.py --frames 4 --memory-frames 25 --memory-size 256
     python benchmarks/bench_sam2_video.py --quick                # smoke run: 2 frames, 1 object, 256 px, no memory
+    python benchmarks/bench_sam2_video.py --device cuda --memory-frames 50 --memory-size 1024   # GPU, 200 frames
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, markdown_table, peak_rss_mb  # noqa: E402
+from _common import environment, markdown_table, parse_device, peak_gpu_mb, peak_rss_mb, synchronize  # noqa: E402
 
 from hiera_hf.conversion.sam2 import convert_meta_sam2_state_dict  # noqa: E402
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession  # noqa: E402
@@ -58,7 +59,7 @@ def write_jpegs(video: str, folder: Path, num_frames: int) -> tuple[int, int]:
         return frames[0].shape[:2]
 
 
-def build_models(image_size: int, folder: Path):
+def build_models(image_size: int, folder: Path, device: torch.device):
     """Meta's predictor with random weights (1-D tensors and object scores spread so masks are not trivial), ours
     converted from it, and transformers' with its own random weights at the same input size."""
     from sam2.build_sam import build_sam2_video_predictor
@@ -69,7 +70,7 @@ def build_models(image_size: int, folder: Path):
     meta = build_sam2_video_predictor(
         "configs/sam2.1/sam2.1_hiera_t.yaml",
         ckpt_path=None,
-        device="cpu",
+        device=str(device),
         hydra_overrides_extra=[f"++model.image_size={image_size}"],
     )
     meta.fill_hole_area = 0  # skipped on CPU anyway (needs Meta's CUDA extension); ours runs with it off too
@@ -83,14 +84,14 @@ def build_models(image_size: int, folder: Path):
     save_file(
         {k: v.contiguous() for k, v in converted.items()}, folder / "model.safetensors", metadata={"format": "pt"}
     )
-    ours = Sam2VideoModel.from_pretrained(folder).eval()
+    ours = Sam2VideoModel.from_pretrained(folder).to(device).eval()
 
     config = Sam2VideoConfig()
     config.image_size = config.prompt_encoder_config.image_size = image_size
     config.vision_config.backbone_config.image_size = [image_size, image_size]
     config.vision_config.backbone_feature_sizes = [[image_size // s] * 2 for s in (4, 8, 16)]
     config.memory_attention_rope_feat_sizes = [image_size // 16] * 2
-    transformers_model = TransformersVideoModel(config).eval()
+    transformers_model = TransformersVideoModel(config).to(device).eval()
     return meta.eval(), ours, transformers_model
 
 
@@ -99,7 +100,7 @@ def clicks(num_objects: int, height: int, width: int) -> list[list[float]]:
     return [[width * (i + 1) / (num_objects + 1), height / 2] for i in range(num_objects)]
 
 
-def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int):
+def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int, device: torch.device):
     """For each implementation, `start(num_objects, num_frames)` -> a generator of `(N, H, W)` float32 logits per
     frame (setup done on the first `next`, untimed by the caller)."""
     meta, ours, transformers_model = models
@@ -135,7 +136,7 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int):
             image_processor=Sam2ImageProcessor(size=square), video_processor=Sam2VideoVideoProcessor(size=square)
         )
         frames = [np.asarray(Image.open(frames_dir / f"{t:05d}.jpg")) for t in range(num_frames)]
-        session = processor.init_video_session(video=frames, inference_device="cpu")
+        session = processor.init_video_session(video=frames, inference_device=device)
         points = [[[point] for point in clicks(num_objects, height, width)]]
         ids = list(range(1, num_objects + 1))
         processor.add_inputs_to_inference_session(
@@ -156,12 +157,14 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int):
     }
 
 
-def timed_run(start, num_objects: int, num_frames: int) -> tuple[float, list[torch.Tensor]]:
+def timed_run(start, num_objects: int, num_frames: int, device: torch.device) -> tuple[float, list[torch.Tensor]]:
     """Seconds spent tracking `num_frames` frames (setup excluded) and the logits of each frame."""
     generator = start(num_objects, num_frames)
     next(generator)
+    synchronize(device)
     begin = time.perf_counter()
     logits = list(generator)
+    synchronize(device)
     return time.perf_counter() - begin, logits
 
 
@@ -180,8 +183,8 @@ def speed(args, tmp: Path) -> None:
     frames_dir = tmp / "frames"
     frames_dir.mkdir()
     size = write_jpegs(args.video, frames_dir, args.frames)
-    models = build_models(args.image_size, tmp / "model")
-    runs = trackers(models, frames_dir, size, args.image_size)
+    models = build_models(args.image_size, tmp / "model", args.device)
+    runs = trackers(models, frames_dir, size, args.image_size, args.device)
     rows = []
     for num_objects in args.objects:
         times = {name: [] for name in IMPLEMENTATIONS}
@@ -189,7 +192,7 @@ def speed(args, tmp: Path) -> None:
         for r in range(args.repeats):
             order = IMPLEMENTATIONS[r % 4 :] + IMPLEMENTATIONS[: r % 4]
             for name in order:
-                seconds, logits = timed_run(runs[name], num_objects, args.frames)
+                seconds, logits = timed_run(runs[name], num_objects, args.frames, args.device)
                 times[name].append(seconds)
                 masks[name] = logits
         worst = max((x - y).abs().max().item() for x, y in zip(masks["ours"], masks["meta"]))
@@ -208,18 +211,22 @@ def speed(args, tmp: Path) -> None:
 
 
 def memory_worker(args) -> None:
-    """One implementation in this fresh process: VmRSS after N and 4N tracked frames, printed as JSON."""
-    frames_dir, name, n = Path(args.frames_dir), args.worker, args.memory_frames
+    """One implementation in this fresh process: VmRSS (and on CUDA the GPU memory allocated) after N and 4N
+    tracked frames, printed as JSON."""
+    frames_dir, name, n, device = Path(args.frames_dir), args.worker, args.memory_frames, args.device
+    cuda = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
-        models = build_models(args.memory_size, Path(tmp))
+        models = build_models(args.memory_size, Path(tmp), device)
         size = np.asarray(Image.open(frames_dir / "00000.jpg")).shape[:2]
-        generator = trackers(models, frames_dir, size, args.memory_size)[name](1, 4 * n)
+        generator = trackers(models, frames_dir, size, args.memory_size, device)[name](1, 4 * n)
         next(generator)
-        rss = {}
+        rss, gpu = {}, {}
         for count, _ in enumerate(generator, start=1):
             if count in (n, 4 * n):
                 rss[count] = current_rss_mb()
-    print(json.dumps({"rss_n": rss[n], "rss_4n": rss[4 * n], "peak": peak_rss_mb()}))
+                gpu[count] = torch.cuda.memory_allocated(device) / 2**20 if cuda else float("nan")
+    result = {"rss_n": rss[n], "rss_4n": rss[4 * n], "peak": peak_rss_mb(), "gpu_n": gpu[n], "gpu_4n": gpu[4 * n]}
+    print(json.dumps({**result, "gpu_peak": peak_gpu_mb(device)}))
 
 
 def memory(args, tmp: Path) -> None:
@@ -230,13 +237,20 @@ def memory(args, tmp: Path) -> None:
     rows = []
     for name in ("ours", "meta", "transformers"):
         command = [sys.executable, __file__, "--worker", name, "--frames-dir", str(frames_dir)]
-        command += ["--memory-frames", str(n), "--memory-size", str(args.memory_size)]
+        command += ["--memory-frames", str(n), "--memory-size", str(args.memory_size), "--device", str(args.device)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         result = json.loads(output)
         growth = (result["rss_4n"] - result["rss_n"]) / (3 * n)
+        gpu_growth = (result["gpu_4n"] - result["gpu_n"]) / (3 * n)
         rows.append((name, result["rss_n"], result["rss_4n"], growth, result["peak"]))
+        rows[-1] += (
+            (result["gpu_n"], result["gpu_4n"], gpu_growth, result["gpu_peak"]) if args.device.type == "cuda" else ()
+        )
     print(f"\n### Resident memory, 1 object, {args.memory_size} px input, {n} and {4 * n} frames\n")
-    print(markdown_table(("implementation", f"RSS MB @{n}", f"RSS MB @{4 * n}", "MB/frame", "peak MB"), rows))
+    headers = ("implementation", f"RSS MB @{n}", f"RSS MB @{4 * n}", "MB/frame", "peak MB")
+    if args.device.type == "cuda":
+        headers += (f"GPU MB @{n}", f"GPU MB @{4 * n}", "GPU MB/frame", "GPU peak MB")
+    print(markdown_table(headers, rows))
 
 
 def main() -> None:
@@ -251,13 +265,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 frames, 1 object, 256 px, no memory runs")
     parser.add_argument("--worker", choices=("ours", "meta", "transformers"), help=argparse.SUPPRESS)
     parser.add_argument("--frames-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu); TF32 off on CUDA")
     args = parser.parse_args()
+    args.device = parse_device(args.device)
     if args.worker:
         memory_worker(args)
         return
     if args.quick:
         args.frames, args.objects, args.image_size, args.memory_frames = 2, [1], 256, 0
-    print("\n".join(f"- {k}: {v}" for k, v in environment().items()))
+    print("\n".join(f"- {k}: {v}" for k, v in environment(args.device).items()))
     with tempfile.TemporaryDirectory() as tmp:
         speed(args, Path(tmp))
         if args.memory_frames:

@@ -16,11 +16,8 @@ Needs `torchvision` (augmentation), `datasets` for `--dataset_name` and `av` for
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 
 from hiera_hf import HieraConfig, HieraForPreTraining, get_preset
 from hiera_hf.hub import resolve_model
+from hiera_hf.io_utils import atomic_write
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
@@ -246,19 +244,6 @@ def reconstruction_grid(model: HieraForPreTraining, pixel_values: torch.Tensor, 
     return Image.fromarray((grid.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8))
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path`, then rename it: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class ReconstructionCallback(TrainerCallback):
     """Writes `output_dir/reconstructions/step_N.png` every `every` steps, on the main process."""
 
@@ -275,11 +260,8 @@ class ReconstructionCallback(TrainerCallback):
             image = reconstruction_grid(model, self.pixel_values.to(device), self.mean, self.std)
         finally:
             model.train(was_training)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        write_atomically(
-            Path(args.output_dir) / "reconstructions" / f"step_{state.global_step}.png", buffer.getvalue()
-        )
+        path = Path(args.output_dir) / "reconstructions" / f"step_{state.global_step}.png"
+        atomic_write(path, lambda partial: image.save(partial, format="PNG"))
 
 
 # -- main ----------------------------------------------------------------------------------------------------------
@@ -296,7 +278,8 @@ def parameter_checksum(model: torch.nn.Module) -> str:
 def write_parameter_checksum(model: torch.nn.Module, training_args: TrainingArguments) -> None:
     """`output_dir/parameter_checksum_rank<N>.txt`: replicas of a distributed run must write the same one."""
     path = Path(training_args.output_dir) / f"parameter_checksum_rank{training_args.process_index}.txt"
-    write_atomically(path, f"{parameter_checksum(model)}\n".encode())
+    checksum = f"{parameter_checksum(model)}\n"
+    atomic_write(path, lambda partial: Path(partial).write_text(checksum))
 
 
 def main(argv: list[str] | None = None) -> Trainer:

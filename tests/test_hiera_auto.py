@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hiera_helpers import pixels
 from PIL import Image
 from transformers import (
     AutoBackbone,
@@ -72,6 +73,7 @@ def test_folder_layout(image_folder):
         "config.json",
         "configuration_hiera.py",
         "image_processing_hiera.py",
+        "image_utils.py",
         "model.safetensors",
         "modeling_hiera.py",
         "modeling_hiera_mae.py",
@@ -88,7 +90,7 @@ def test_folder_layout(image_folder):
 
 def test_auto_classes_load_ours(image_folder):
     folder, model = image_folder
-    pixel_values = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    pixel_values = pixels((224, 224), seed=1)
     assert type(AutoConfig.from_pretrained(folder)) is HieraConfig
     loaded = AutoModelForImageClassification.from_pretrained(folder).eval()
     assert type(loaded) is HieraForImageClassification
@@ -263,7 +265,7 @@ def test_video_remote_code_is_model_only(video_folder, tmp_path):
     assert "auto_map" not in json.loads((folder / "video_preprocessor_config.json").read_text())
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForVideoClassification"] == "modeling_hiera.HieraForVideoClassification"
-    pixel_values = torch.randn(1, 3, 4, 64, 64, generator=torch.Generator().manual_seed(3))
+    pixel_values = pixels((4, 64, 64), seed=3)
     torch.save(pixel_values, tmp_path / "inputs.pt")
     run_without_hiera_hf(REMOTE_VIDEO_SCRIPT, str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"),
                          tmp_path=tmp_path)  # fmt: skip

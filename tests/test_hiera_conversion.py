@@ -7,11 +7,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
-import hiera
 import pytest
 import torch
 import transformers
-from accelerate import init_empty_weights
+from hiera_helpers import meta_model, pixels, save_meta_checkpoint
 
 import hiera_hf.conversion.export as export
 import hiera_hf.hub as hub
@@ -43,31 +42,6 @@ UNVERIFIED = {"hiera_large_224", "hiera_huge_224", "hiera_base_plus_16x224", "hi
 TOLERANCE = 1e-4
 
 
-def random_meta_model(variant: str, mae: bool = False) -> torch.nn.Module:
-    """Meta's model with random weights: normal(0, 0.02) weights, LayerNorms near 1, and a classifier head with
-    std 1 so that the logits are far from 0 (Meta initialises it ~0). Filling empty tensors is much faster than
-    Meta's truncated-normal initialisation for the 670M-parameter variants."""
-    with init_empty_weights():
-        model = getattr(hiera.hiera_mae if mae else hiera, variant)()
-    model.to_empty(device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.normal_(0.0, 1.0 if name.startswith("head.") else 0.02, generator=generator)
-            if param.ndim == 1 and "norm" in name and name.endswith("weight"):
-                param.add_(1.0)
-    return model.eval()
-
-
-def save_checkpoint(model: torch.nn.Module, path) -> None:
-    torch.save({"model_state": model.state_dict()}, path)
-
-
-def pixels(shape, seed: int = 1) -> torch.Tensor:
-    """A test input distinct from the converter's own (seed 0)."""
-    return torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(seed))
-
-
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape
     return (a - b).abs().max().item()
@@ -97,14 +71,14 @@ def our_classifier_outputs(model: torch.nn.Module, x: torch.Tensor):
 def tiny_checkpoint(tmp_path_factory):
     """Meta's hiera_tiny_224 with random weights, as an official `.pth`."""
     path = tmp_path_factory.mktemp("tiny") / "hiera_tiny_224.pth"
-    save_checkpoint(random_meta_model("hiera_tiny_224"), path)
+    save_meta_checkpoint(meta_model("hiera_tiny_224"), path)
     return path
 
 
 def test_meta_train_mode_logits_are_the_head_output():
     """The test's shortcut (logits from a hook in eval mode) equals Meta's train-mode output."""
-    model = random_meta_model("hiera_tiny_224")
-    x = pixels((224, 224))
+    model = meta_model("hiera_tiny_224")
+    x = pixels((224, 224), seed=1)
     logits, probabilities, _ = meta_classifier_outputs(model, x)
     with torch.no_grad():
         train_logits = model.train()(x)
@@ -115,11 +89,11 @@ def test_meta_train_mode_logits_are_the_head_output():
 @pytest.mark.parametrize("variant", CLASSIFIERS)
 def test_classifier_parity_with_meta(variant, tmp_path):
     preset = HIERA_PRESETS[variant]
-    reference = random_meta_model(variant)
-    x = pixels(preset.config["image_size"])
+    reference = meta_model(variant)
+    x = pixels(preset.config["image_size"], seed=1)
     logits, probabilities, intermediates = meta_classifier_outputs(reference, x)
     assert logits.abs().max() > 1.0  # a real head, not Meta's ~0 initialisation
-    save_checkpoint(reference, tmp_path / "meta.pth")
+    save_meta_checkpoint(reference, tmp_path / "meta.pth")
     del reference
     gc.collect()
 
@@ -189,11 +163,11 @@ def test_model_card_and_preprocessor(tiny_checkpoint, tmp_path):
 def test_mae_checkpoint(tmp_path):
     """An MAE model converts with its decoder and matches Meta's predictions; its trunk-only use in a classifier
     says clearly that the head is new."""
-    reference = random_meta_model("mae_hiera_tiny_224", mae=True)
-    save_checkpoint(reference, tmp_path / "mae.pth")
+    reference = meta_model("mae_hiera_tiny_224")
+    save_meta_checkpoint(reference, tmp_path / "mae.pth")
     convert_hiera(tmp_path / "mae", "mae_hiera_tiny_224", checkpoint=tmp_path / "mae.pth", progress=False)
     model = HieraForPreTraining.from_pretrained(tmp_path / "mae").eval()
-    x = pixels((224, 224))
+    x = pixels((224, 224), seed=1)
     torch.manual_seed(3)
     mask = reference.get_random_mask(x, 0.6)
     with torch.no_grad():
@@ -225,7 +199,7 @@ def test_from_transformers_parity(architecture, tmp_path):
     reference.save_pretrained(tmp_path / "hf")
     assert main(["convert", "--from-transformers", str(tmp_path / "hf"), "--output", str(tmp_path / "out"),
                  "--no-progress"]) == 0  # fmt: skip
-    x = pixels((64, 64))
+    x = pixels((64, 64), seed=1)
     with torch.no_grad():
         if architecture == "HieraForImageClassification":
             model = HieraForImageClassification.from_pretrained(tmp_path / "out").eval()
@@ -332,8 +306,12 @@ def test_existing_output_needs_overwrite(tiny_checkpoint, tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, progress=False)
     assert (output / "keep.txt").read_text() == "mine"
-    convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, overwrite=True, progress=False)
-    assert not (output / "keep.txt").exists() and (output / "model.safetensors").is_file()
+    with pytest.raises(FileExistsError, match="not a folder hiera-hf wrote .it holds keep.txt"):  # not a model
+        convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, overwrite=True, progress=False)
+    (output / "keep.txt").unlink()
+    for _ in range(2):  # an empty folder, then the model folder written the first time
+        convert_hiera(output, "hiera_tiny_224", checkpoint=tiny_checkpoint, verify=False, overwrite=True, progress=False)
+        assert (output / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

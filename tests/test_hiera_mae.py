@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers.models.hiera.modeling_hiera as transformers_hiera
+from hiera_helpers import meta_model, pixels
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import AutoModelForPreTraining
 from transformers.initialization import no_init_weights
@@ -42,43 +43,17 @@ def tiny_config(**kwargs) -> HieraConfig:
     return HieraConfig.from_preset("mae_hiera_tiny_224", **{**TINY, **kwargs})
 
 
-def pixels(config: HieraConfig, batch: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(batch, config.num_channels, *config.image_size, generator=torch.Generator().manual_seed(seed))
-
-
 def test_presets_cover_every_meta_mae_variant():
     meta = {name for name in dir(hiera) if name.startswith("mae_hiera_")}
     assert len(MAE_PRESETS) == 10
     assert set(MAE_PRESETS) == meta
 
 
-def meta_with_random_weights(name: str) -> torch.nn.Module:
-    """Meta's MAE model with random weights in one cheap pass.
-
-    Meta's own initialisation makes three passes over the weights (~35 s for the 700M-parameter huge variants on
-    this machine); one uniform draw per tensor gives weights of the same scale (xavier bounds for matrices), with
-    LayerNorm scales around 1 and non-zero biases so that every parameter matters.
-    """
-    with no_init_weights():
-        model = getattr(hiera, name)(pretrained=False)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, param in model.named_parameters():
-            if param.ndim >= 2 and param.shape[0] > 1:
-                bound = (6 / (param.shape[0] + param[0].numel())) ** 0.5
-                param.uniform_(-bound, bound, generator=generator)
-            elif param.ndim == 1 and "norm" in key and key.endswith("weight"):
-                param.uniform_(0.5, 1.5, generator=generator)
-            else:  # biases, position embeddings, mask token
-                param.uniform_(-0.05, 0.05, generator=generator)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name", MAE_PRESETS)
 def test_parity_with_meta(name, tmp_path):
     """Random weights saved as an official `.pth`, converted, loaded strictly; same input and mask as Meta's."""
     config = HieraConfig.from_preset(name)
-    reference = meta_with_random_weights(name)
+    reference = meta_model(name)
     checkpoint = tmp_path / f"{name}.pth"
     torch.save({"model_state": reference.state_dict()}, checkpoint)
     state = torch.load(checkpoint, weights_only=True, mmap=True)["model_state"]
@@ -242,11 +217,14 @@ def test_save_load_auto_and_log_lines(tmp_path, caplog):
     )
     classifier.save_pretrained(tmp_path / "classifier")
     with caplog.at_level(logging.WARNING):
-        HieraForPreTraining.from_pretrained(tmp_path / "classifier")
-    lines = [r.getMessage() for r in caplog.records if "HieraForPreTraining" in r.getMessage()]
-    assert len(lines) == 1
-    assert "dropped its classifier head: classifier, hiera.norm" in lines[0]
-    assert "decoder_blocks" in lines[0] and "mask_token" in lines[0]
+        _, info = HieraForPreTraining.from_pretrained(tmp_path / "classifier", output_loading_info=True)
+    # The new MAE parts are reported missing and the classifier head unexpected, in the loading info and the log.
+    new = {"decoder_embed", "mask_token", "decoder_pos_embed", "decoder_blocks", "decoder_norm", "decoder_pred"}
+    new |= {"encoder_norm", "multi_scale_fusion_heads"}
+    assert {key.split(".")[0] for key in info["missing_keys"]} == new
+    assert {key.rsplit(".", 1)[0] for key in info["unexpected_keys"]} == {"classifier", "hiera.norm"}
+    report = "\n".join(r.getMessage() for r in caplog.records if "HieraForPreTraining" in r.getMessage())
+    assert "mask_token" in report and "classifier.weight" in report
 
 
 def test_trainer_overfits_a_fixed_batch(tmp_path):

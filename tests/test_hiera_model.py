@@ -2,9 +2,9 @@
 
 import copy
 
-import hiera
 import pytest
 import torch
+from hiera_helpers import meta_model, pixels
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import AutoBackbone, AutoConfig
 
@@ -25,7 +25,7 @@ def small_video_config(**kwargs) -> HieraConfig:
 
 
 def meta_small(video: bool) -> torch.nn.Module:
-    """Meta's Hiera with the same architecture as `small_config` / `small_video_config`."""
+    """Meta's Hiera with the same architecture as `small_config` / `small_video_config`, random weights."""
     kwargs = {"embed_dim": 32, "num_heads": 1, "stages": (1, 1, 2, 1), "num_classes": 10}
     if video:
         kwargs.update(
@@ -37,22 +37,17 @@ def meta_small(video: bool) -> torch.nn.Module:
             patch_padding=(1, 3, 3),
             sep_pos_embed=True,
         )
-    return hiera.Hiera(**kwargs)
-
-
-def pixels(config: HieraConfig, batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, config.num_channels, *config.image_size, generator=torch.Generator().manual_seed(0))
+    return meta_model(**kwargs)
 
 
 @pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
 def test_backbone_feature_maps_equal_meta_intermediates(video):
-    torch.manual_seed(0)
-    reference = meta_small(video).eval()
+    reference = meta_small(video)
     config = (small_video_config if video else small_config)(out_features=["stage1", "stage2", "stage3", "stage4"])
     backbone = HieraBackbone(config).eval()
     state = {k.removeprefix("hiera."): v for k, v in convert_meta_hiera_state_dict(reference.state_dict()).items()}
     backbone.hiera.load_state_dict({k: v for k, v in state.items() if not k.startswith(("norm.", "classifier."))})
-    x = pixels(config)
+    x = pixels(config, 2)
     with torch.no_grad():
         _, intermediates = reference(x, return_intermediates=True)
         maps = backbone(x).feature_maps
@@ -69,7 +64,7 @@ def test_backbone_out_features_and_auto(tmp_path):
     # folders, so it cannot load any local folder; from_config resolves our class and from_pretrained loads it.
     assert isinstance(AutoBackbone.from_config(AutoConfig.from_pretrained(tmp_path)), HieraBackbone)
     backbone = HieraBackbone.from_pretrained(tmp_path)
-    maps = backbone(pixels(config, 1)).feature_maps
+    maps = backbone(pixels(config)).feature_maps
     assert [tuple(m.shape) for m in maps] == [(1, 32, 56, 56), (1, 64, 28, 28), (1, 256, 7, 7)]
     assert backbone.channels == [32, 64, 256]
 
@@ -83,7 +78,7 @@ def test_attention_implementations_agree_with_eager(implementation):
     other = HieraForImageClassification._from_config(copy.deepcopy(config), attn_implementation=implementation)
     other.eval().load_state_dict(eager.state_dict())
     assert eager.config._attn_implementation == "eager" and other.config._attn_implementation == implementation
-    x = pixels(config)
+    x = pixels(config, 2)
     with torch.no_grad():
         torch.testing.assert_close(other(x).logits, eager(x).logits, atol=1e-5, rtol=1e-5)
 
@@ -95,7 +90,7 @@ def test_default_attention_is_sdpa():
 def test_hidden_states_and_attentions():
     config = small_config()
     model = HieraModel._from_config(config, attn_implementation="eager").eval()
-    out = model(pixels(config), output_hidden_states=True, output_attentions=True)
+    out = model(pixels(config, 2), output_hidden_states=True, output_attentions=True)
     blocks = sum(config.depths)
     assert len(out.hidden_states) == blocks + 1 and len(out.attentions) == blocks
     assert out.hidden_states[0].shape == (2, 56, 56, 32)
@@ -112,7 +107,7 @@ def test_classifier_loss_and_video_classifier():
     from hiera_hf import HieraForVideoClassification
 
     model = HieraForVideoClassification(config)
-    out = model(pixels(config), labels=torch.tensor([1, 2]))
+    out = model(pixels(config, 2), labels=torch.tensor([1, 2]))
     assert out.logits.shape == (2, 10)
     expected = torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 2]))
     torch.testing.assert_close(out.loss, expected)
@@ -122,7 +117,7 @@ def test_gradient_checkpointing_gives_same_gradients():
     config = small_config(drop_path_rate=0.0)
     torch.manual_seed(0)
     model = HieraForImageClassification(config).train()
-    x, labels = pixels(config), torch.tensor([3, 4])
+    x, labels = pixels(config, 2), torch.tensor([3, 4])
 
     def grads():
         model.zero_grad()
@@ -140,7 +135,7 @@ def test_gradient_checkpointing_gives_same_gradients():
 def test_compile_has_no_graph_breaks():
     config = small_config()
     model = HieraForImageClassification(config).eval()
-    explanation = torch._dynamo.explain(model)(pixels(config, 1))
+    explanation = torch._dynamo.explain(model)(pixels(config))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
 
@@ -154,14 +149,14 @@ def test_interpolate_pos_encoding():
     out = model(larger, interpolate_pos_encoding=True)
     assert out.intermediates[0].shape == (1, 72, 64, 32) and out.intermediates[-1].shape == (1, 9, 8, 256)
     # At the native size interpolation is the identity.
-    x = pixels(config, 1)
+    x = pixels(config)
     torch.testing.assert_close(model(x, interpolate_pos_encoding=True).pooler_output, model(x).pooler_output)
 
 
 def test_bf16_forward_close_to_fp32():
     config = small_config()
     model = HieraModel(config).eval()
-    x = pixels(config, 1)
+    x = pixels(config)
     with torch.no_grad():
         reference = model(x).intermediates[-1]
         low = model.to(torch.bfloat16)(x.to(torch.bfloat16)).intermediates[-1]
@@ -175,7 +170,7 @@ def test_bf16_forward_close_to_fp32():
 def test_device_map_auto(tmp_path):
     HieraForImageClassification(small_config()).save_pretrained(tmp_path)
     model = HieraForImageClassification.from_pretrained(tmp_path, device_map="auto")
-    assert model(pixels(model.config, 1)).logits.shape == (1, 10)
+    assert model(pixels(model.config)).logits.shape == (1, 10)
 
 
 @pytest.mark.parametrize(
@@ -216,7 +211,7 @@ def test_config_validation(kwargs, match):
 
 
 def test_unknown_preset():
-    with pytest.raises(KeyError, match="hiera_base_224"):
+    with pytest.raises(ValueError, match="Unknown Hiera variant 'hiera_gigantic_224'.*hiera_base_224"):
         HieraConfig.from_preset("hiera_gigantic_224")
 
 

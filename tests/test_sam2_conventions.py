@@ -7,6 +7,7 @@ with itself under another setting (loading path, dtype, compiler, attention kern
 """
 
 import copy
+import json
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from accelerate.utils import compute_module_sizes
 from test_sam2_training import tiny_config
 
 from hiera_hf.sam2 import Sam2Model
+from hiera_hf.sam2.memory_bank import MemorySelection, assemble_memory
 from hiera_hf.sam2.modeling_sam2 import (
     Sam2Attention,
     Sam2HieraBlock,
@@ -51,8 +53,9 @@ def run_video(model: Sam2VideoModel) -> list[Sam2VideoFrameOutput]:
     frame = (vision.fpn_features, vision.position_encoding)
     points, labels = torch.tensor([[[20.0, 30.0]], [[45.0, 12.0]]]), torch.tensor([[1], [1]])
     clicked = model(*frame, input_points=points, input_labels=labels)
-    memory = model.prepare_memory(clicked.maskmem_features[:, None], [0], clicked.object_pointers[:, None], [1])
-    tracked = model(*frame, *memory)
+    selection = MemorySelection((0,), (0,), (0,), (1,), model.config.max_obj_ptrs_in_encoder - 1)
+    memory = assemble_memory(model, selection, clicked.maskmem_features[:, None], clicked.object_pointers[:, None])
+    tracked = model(*frame, memory.memory, memory.memory_position_encoding, memory.num_pointer_tokens)
     masks = torch.zeros(2, 1, SIZE, SIZE)
     masks[0, :, 10:40, 20:50] = 1.0
     return [clicked, tracked, model(*frame, input_masks=masks)]
@@ -125,7 +128,7 @@ def test_sam2_attention_projects_keys_from_kv_in_dim():
     assert attention.k_proj.in_features == attention.v_proj.in_features == 16
     assert attention.q_proj.in_features == 32
     memory = torch.randn(3, 7, 16)
-    assert attention(torch.randn(3, 5, 32), memory, memory).shape == (3, 5, 32)
+    assert attention(torch.randn(3, 5, 32), memory, memory)[0].shape == (3, 5, 32)
 
 
 @torch.no_grad()
@@ -249,3 +252,47 @@ def test_position_grid_cache_follows_the_weights():
     model.zero_grad(set_to_none=True)
     model.get_vision_features(pixels(1)).fpn_features[-1].sum().backward()
     assert all(p.grad.abs().sum() > 0 for p in (hiera.position_embeddings, hiera.position_embeddings_window))
+
+
+# Settings that Sam2Config held until hiera-hf removed them (dead, or never allowed to vary), with the values
+# today's converter wrote into every folder.
+OLD_LAYOUT_FIELDS = {
+    "memory_attention_rope_feat_sizes": [64, 64],
+    "use_obj_ptrs_in_encoder": True,
+    "non_overlap_masks_for_mem_enc": False,
+    "use_mask_input_as_output_without_sam": True,
+    "directly_add_no_mem_embed": True,
+}
+
+
+def write_old_layout(model, folder, **changes) -> None:
+    """`model` saved, its config.json rewritten with the removed fields, as folders converted before their removal."""
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert not OLD_LAYOUT_FIELDS.keys() & config.keys()
+    (folder / "config.json").write_text(json.dumps({**config, **OLD_LAYOUT_FIELDS, **changes}, indent=2))
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@torch.no_grad()
+def test_folder_in_the_old_config_layout_loads(kind, tmp_path):
+    cls, run = MODELS[kind]
+    model = random_model(cls)
+    write_old_layout(model, tmp_path / "old")
+    loaded = cls.from_pretrained(tmp_path / "old").eval()
+    assert not OLD_LAYOUT_FIELDS.keys() & loaded.config.to_dict().keys()
+    for expected, actual in zip(as_list(run(model)), as_list(run(loaded))):
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(actual[key], value, rtol=0, atol=0, msg=key)
+    loaded.save_pretrained(tmp_path / "new")  # written again in today's layout
+    assert not OLD_LAYOUT_FIELDS.keys() & json.loads((tmp_path / "new" / "config.json").read_text()).keys()
+
+
+@pytest.mark.parametrize(
+    "name", [name for name in OLD_LAYOUT_FIELDS if name != "memory_attention_rope_feat_sizes"]
+)
+def test_old_folder_with_a_setting_the_model_never_supported_is_refused(name, tmp_path):
+    write_old_layout(random_model(Sam2Model), tmp_path, **{name: not OLD_LAYOUT_FIELDS[name]})
+    with pytest.raises(ValueError, match=f"{name}={not OLD_LAYOUT_FIELDS[name]} is not supported"):
+        Sam2Model.from_pretrained(tmp_path)

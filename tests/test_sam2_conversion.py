@@ -21,7 +21,7 @@ from accelerate import init_empty_weights
 from sam2.build_sam import build_sam2
 from sam2_helpers import meta_model
 
-from hiera_hf import SAM2_PRESETS, Sam2Config, Sam2Model, hub
+from hiera_hf import SAM2_PRESETS, Sam2Config, Sam2Model, checkpoints, hub
 from hiera_hf.cli import main
 from hiera_hf.conversion import (
     convert_meta_sam2_state_dict,
@@ -159,10 +159,10 @@ def test_official_name_download_and_cache(tiny, tmp_path, monkeypatch, no_networ
     assert hub.resolve_model(TINY) == folder and downloads == [url, url]  # reused, no second download
     card = (folder / "README.md").read_text()
     assert "Not verified" in card and url in card
-    assert hub.download_checkpoint("sam2_hiera_large").name == "sam2_hiera_large.pt"
+    assert checkpoints.download_checkpoint("sam2_hiera_large").name == "sam2_hiera_large.pt"
     assert downloads[-1] == "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
     with pytest.raises(ValueError, match="one official checkpoint"):
-        hub.download_checkpoint(TINY, "mae_in1k")
+        checkpoints.download_checkpoint(TINY, "mae_in1k")
 
 
 # ---------------------------------------------------------------------------------------------------------------

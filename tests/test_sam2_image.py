@@ -275,7 +275,7 @@ def test_bad_inputs(tiny):
         model.get_image_embeddings(torch.zeros(1, 3, 512, 512))
     with pytest.raises(TypeError, match="floating-point"):
         model.get_image_embeddings(torch.zeros(1, 3, 1024, 1024, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="Unknown SAM 2 preset"):
+    with pytest.raises(ValueError, match="Unknown SAM 2 variant 'sam3_hiera_tiny'.*sam2.1_hiera_tiny"):
         Sam2Config.from_preset("sam3_hiera_tiny")
     with pytest.raises(Exception, match="one entry per stage"):
         Sam2Config(window_sizes=(8, 4))

@@ -26,7 +26,6 @@ from transformers.pipelines.mask_generation import MaskGenerationPipeline
 from hiera_hf.cli import main
 from hiera_hf.sam2.mask_generation import (
     Sam2AutomaticMaskGenerator,
-    Sam2MaskGenerationPipeline,
     box_nms,
     coco_encode_rle,
     crop_boxes,
@@ -225,15 +224,15 @@ def test_cli_generate_masks(models, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra, message, status",
+    "extra, status, message",
     [
-        (["--point", "1,2,3"], "--point must be 2 comma-separated numbers", 2),  # usage errors, at parse time
-        (["--point", "1,2", "--label", "1", "--label", "0"], "one --label per --point", 1),
-        ([], "at least one --point", 1),
-        (["--box", "1,2,3,x"], "--box must be 4", 2),
+        (["--point", "1,2,3"], 2, "--point must be 2 comma-separated numbers"),  # refused when parsed
+        (["--point", "1,2", "--label", "1", "--label", "0"], 1, "one --label per --point"),
+        ([], 1, "at least one --point"),
+        (["--box", "1,2,3,x"], 2, "--box must be 4"),
     ],
 )
-def test_cli_segment_rejects_bad_prompts(models, tmp_path, capsys, extra, message, status):
+def test_cli_segment_rejects_bad_prompts(models, tmp_path, capsys, extra, status, message):
     argv = ["segment", media("dog.jpg"), "--model", str(models["folder"]), "--out", str(tmp_path / "m.png")]
     try:
         assert main([*argv, *extra]) == status

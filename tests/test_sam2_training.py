@@ -382,9 +382,14 @@ def test_clip_step_uses_memory_corrections_and_both_label_sizes():
     frames, ids = moving_shapes(2, 4, 64, 2, seed=5)
     pixels, labels = clip_tensors(frames, ids, 2)
     labels[1, :, 1] = IGNORE_INDEX  # the second clip has one object
-    calls = []
-    original = model._sam_heads
-    model._sam_heads = lambda *args: calls.append(args[2].shape[1] if args[2] is not None else 0) or original(*args)
+    calls = []  # the number of clicks of every tracking step
+    original = model.track_step
+
+    def counting(**inputs):
+        calls.append(0 if inputs.get("input_points") is None else inputs["input_points"].shape[1])
+        return original(**inputs)
+
+    model.track_step = counting
     generator = torch.Generator().manual_seed(0)
     output = track_clips(model, pixels, labels, "point", 3, 2, 0.0, generator=generator)
     output.loss.backward()
@@ -395,7 +400,7 @@ def test_clip_step_uses_memory_corrections_and_both_label_sizes():
     assert model.maskmem_tpos_enc.grad.abs().sum() > 0
     assert output.pred_masks.shape == (2, 4, 2, 16, 16) and bool((output.pred_masks[1, :, 1] == NO_OBJECT_SCORE).all())
     # Activation checkpointing (trunk, decoder and memory-attention layers) gives the same gradients.
-    del model._sam_heads  # back to the class method
+    del model.track_step  # back to the class method
     grads = {}
     for checkpointed in (False, True):
         if checkpointed:

@@ -14,8 +14,9 @@ from sam2.modeling.sam2_utils import get_1d_sine_pe
 from sam2_helpers import load_converted, meta_video_predictor, randomize_meta_weights
 
 from hiera_hf.sam2 import Sam2Config
-from hiera_hf.sam2.modeling_sam2 import sine_position_encoding
-from hiera_hf.sam2.modeling_sam2_video import Sam2VideoFrameOutput, axial_rope_angles, sine_encoding_1d
+from hiera_hf.sam2.memory_bank import MemoryRules, MemorySelection, assemble_memory, select_memory
+from hiera_hf.sam2.modeling_sam2_video import Sam2VideoFrameOutput
+from hiera_hf.sam2.position_encoding import axial_rope_angles, sine_encoding_1d, sine_position_encoding
 
 MEMORY_DIM, HIDDEN = 64, 256
 
@@ -178,19 +179,22 @@ def test_prepare_memory_matches_meta(models, monkeypatch):
 
     # Meta's order: conditioning frame (t_pos 0), then frames 2..7 (t_pos 1..6); pointers of the conditioning frame,
     # then of frames 7, 6, ..., 1.
-    frames = [0, *range(2, frame_idx)]
+    held = output_dict["non_cond_frame_outputs"].keys()
+    selection = select_memory(frame_idx, [0], held, held, MemoryRules.from_config(ours.config), num_frames=num_frames)
+    assert selection.spatial_frames == (0, *range(2, frame_idx)) and selection.temporal_positions == tuple(range(7))
+    assert selection.pointer_frames == (0, *range(frame_idx - 1, 0, -1)) and selection.max_pointer_offset == 15
     outputs = {0: output_dict["cond_frame_outputs"][0], **output_dict["non_cond_frame_outputs"]}
-    pointer_frames = [0, *range(frame_idx - 1, 0, -1)]
-    memory, memory_pos, num_pointer_tokens = ours.prepare_memory(
-        torch.stack([outputs[t]["maskmem_features"] for t in frames], dim=1),
-        memory_temporal_positions=range(len(frames)),
-        object_pointers=torch.stack([outputs[t]["obj_ptr"] for t in pointer_frames], dim=1),
-        pointer_frame_offsets=[frame_idx - t for t in pointer_frames],
-        max_pointer_offset=min(num_frames, ours.config.max_obj_ptrs_in_encoder) - 1,
+    tokens = assemble_memory(
+        ours,
+        selection,
+        torch.stack([outputs[t]["maskmem_features"] for t in selection.spatial_frames], dim=1),
+        torch.stack([outputs[t]["obj_ptr"] for t in selection.pointer_frames], dim=1),
     )
-    assert num_pointer_tokens == captured["num_pointer_tokens"] == 4 * len(pointer_frames)
-    torch.testing.assert_close(memory, captured["memory"].transpose(0, 1), rtol=0, atol=0)
-    torch.testing.assert_close(memory_pos, captured["memory_pos"].transpose(0, 1), rtol=0, atol=1e-6)
+    assert tokens.num_pointer_tokens == captured["num_pointer_tokens"] == 4 * len(selection.pointer_frames)
+    torch.testing.assert_close(tokens.memory, captured["memory"].transpose(0, 1), rtol=0, atol=0)
+    torch.testing.assert_close(
+        tokens.memory_position_encoding, captured["memory_pos"].transpose(0, 1), rtol=0, atol=1e-6
+    )
 
 
 @torch.no_grad()
@@ -218,12 +222,15 @@ def test_sam2_0_checkpoint_loads(tmp_path):
 def test_bad_inputs_raise(models):
     _, ours = models
     memories = torch.zeros(1, 2, MEMORY_DIM, 4, 4)
-    with pytest.raises(ValueError, match="memory_temporal_positions"):
-        ours.prepare_memory(memories, [0, 7])
-    with pytest.raises(ValueError, match="memory_features"):
-        ours.prepare_memory(torch.zeros(1, 2, 32, 4, 4), [0, 1])
-    with pytest.raises(ValueError, match="pointer_frame_offsets"):
-        ours.prepare_memory(memories, [0, 1], torch.zeros(1, 3, HIDDEN), [1, 2])
+    two_frames = MemorySelection((0, 1), (0, 1), (0, 1), (1, 2), 15)
+    with pytest.raises(ValueError, match="temporal_positions"):
+        assemble_memory(ours, MemorySelection((0, 1), (0, 7), (), (), 15), memories)
+    with pytest.raises(ValueError, match="spatial_memories"):
+        assemble_memory(ours, two_frames, torch.zeros(1, 2, 32, 4, 4), torch.zeros(1, 2, HIDDEN))
+    with pytest.raises(ValueError, match=r"object_pointers must be \(1, 2, 256\)"):
+        assemble_memory(ours, two_frames, memories, torch.zeros(1, 3, HIDDEN))
+    with pytest.raises(ValueError, match="2 pointers"):
+        assemble_memory(ours, two_frames, memories)
     features, position, memory, memory_pos = _frame_inputs(1, 4, 2 * 16 + 3, seed=0)
     with pytest.raises(ValueError, match="whole number"):
         ours.memory_attention(features, position, memory, memory_pos, 0)
@@ -241,6 +248,18 @@ def test_bad_inputs_raise(models):
         ours(fpn, position, memory=torch.zeros(2, 16, MEMORY_DIM))
     with pytest.raises(ValueError, match="input_masks"):
         ours(fpn, position, input_masks=torch.ones(2, 1, 64, 64))
+    memory = torch.zeros(2, 16 + 4, MEMORY_DIM)
+    with pytest.raises(ValueError, match="memory is not read"):
+        ours.track_step(fpn, position, memory, memory, 4, input_masks=torch.ones(2, 1, 256, 256))
+    with pytest.raises(ValueError, match="not both"):
+        ours.track_step(fpn, position, memory, memory, 4, conditioned_features=torch.zeros(2, HIDDEN, 16, 16))
+    with pytest.raises(ValueError, match="does not return attentions"):
+        ours.track_step(fpn, position, input_points=points, input_labels=labels, output_attentions=True)
+    # Keyword arguments are never dropped: a typo is refused by name.
+    with pytest.raises(TypeError, match="input_point"):
+        ours.track_step(fpn, position, input_point=points, input_labels=labels)
+    with pytest.raises(TypeError, match="input_point"):
+        ours(fpn, position, input_point=points, input_labels=labels)
     with pytest.raises(ValueError, match="from_points"):
         ours.encode_memory(torch.zeros(2, HIDDEN, 4, 4), torch.zeros(2, 1, 64, 64), torch.ones(2, 1), torch.ones(3))
 
@@ -261,6 +280,10 @@ def _assert_step_matches(ours_out, meta_out):
     torch.testing.assert_close(ours_out.object_pointers, meta_out["obj_ptr"], rtol=0, atol=1e-4)
     torch.testing.assert_close(ours_out.object_score_logits, meta_out["object_score_logits"], rtol=0, atol=1e-4)
     torch.testing.assert_close(ours_out.maskmem_features, meta_out["maskmem_features"], rtol=0, atol=1e-4)
+    if ours_out.high_res_masks is not None:  # the full output of `track_step` (not a slice of it)
+        torch.testing.assert_close(ours_out.high_res_masks, meta_out["pred_masks_high_res"], rtol=0, atol=1e-4)
+        expected_pos = meta_out["maskmem_pos_enc"][-1]
+        torch.testing.assert_close(ours_out.maskmem_position_encoding.expand_as(expected_pos), expected_pos)
 
 
 @torch.no_grad()
@@ -304,14 +327,16 @@ def test_tracking_steps_match_meta(models):
         num_frames=num_frames,
         **frame,
     )
-    memory = ours.prepare_memory(
-        clicked.maskmem_features[:, None],
-        memory_temporal_positions=[0],
-        object_pointers=clicked.object_pointers[:, None],
-        pointer_frame_offsets=[1],
-        max_pointer_offset=min(num_frames, ours.config.max_obj_ptrs_in_encoder) - 1,
+    selection = select_memory(1, [0], (), (), MemoryRules.from_config(ours.config), num_frames=num_frames)
+    assert (selection.spatial_frames, selection.pointer_frames, selection.pointer_offsets) == ((0,), (0,), (1,))
+    tokens = assemble_memory(ours, selection, clicked.maskmem_features[:, None], clicked.object_pointers[:, None])
+    tracked = ours.track_step(
+        fpn,
+        position,
+        memory=tokens.memory,
+        memory_position_encoding=tokens.memory_position_encoding,
+        num_pointer_tokens=tokens.num_pointer_tokens,
     )
-    tracked = ours(fpn, position, *memory)
     _assert_step_matches(tracked, expected)
     assert (tracked.object_score_logits > 0).any()
 
@@ -346,5 +371,19 @@ def test_tracking_steps_match_meta(models):
             num_frames=num_frames,
             **_meta_frame(fpn, position, 1),
         )
-        single = Sam2VideoFrameOutput(**{k: v[index, None] for k, v in batched.items() if k != "iou_scores"})
+        compared = ("pred_masks", "object_pointers", "object_score_logits", "maskmem_features")
+        single = Sam2VideoFrameOutput(**{k: batched[k][index, None] for k in compared})
         _assert_step_matches(single, expected)
+
+
+def test_video_model_is_not_an_image_model(models):
+    """The video model shares the image modules (`Sam2Base`) but is not a `Sam2Model` (whose `forward` prompts
+    images): code that needs the image model refuses it at once, by name."""
+    from hiera_hf.sam2 import Sam2Base, Sam2Model
+    from hiera_hf.sam2.mask_generation import Sam2AutomaticMaskGenerator
+
+    _, ours = models
+    assert isinstance(ours, Sam2Base) and not isinstance(ours, Sam2Model)
+    assert not issubclass(Sam2Model, type(ours))
+    with pytest.raises(TypeError, match="Sam2Model, got Sam2VideoModel"):
+        Sam2AutomaticMaskGenerator(ours)

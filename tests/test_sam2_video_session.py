@@ -31,9 +31,10 @@ from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
+from hiera_hf.sam2.memory_bank import select_conditioning_frames
 from hiera_hf.sam2.presets import get_sam2_preset
 from hiera_hf.sam2.processing_sam2 import clean_mask_logits
-from hiera_hf.sam2.video_session import HOLE_LOGIT, _ObjectState, apply_non_overlap
+from hiera_hf.sam2.video_session import HOLE_LOGIT, apply_non_overlap
 
 SIZE, HEIGHT, WIDTH, NUM_FRAMES = 128, 96, 128, 8
 VARIANTS = {
@@ -249,12 +250,13 @@ def small_model():
 
 @pytest.mark.parametrize("limit", [2, 3])
 def test_conditioning_frame_selection_matches_meta(small_model, limit):
-    session = Sam2VideoSession(small_model, _synthetic_frames(1), max_conditioning_frames=limit, progress=False)
-    state = _ObjectState(obj_id=1, conditioning={t: t for t in (0, 3, 10, 20, 50)})
+    conditioning = {t: t for t in (0, 3, 10, 20, 50)}
     for frame_idx in (0, 5, 15, 49, 60):
-        expected = select_closest_cond_frames(frame_idx, state.conditioning, limit)
-        actual = session._selected_conditioning(state, frame_idx)
+        expected = select_closest_cond_frames(frame_idx, conditioning, limit)
+        actual = select_conditioning_frames(frame_idx, list(conditioning), limit)
         assert [sorted(x) for x in actual] == [sorted(x) for x in expected], frame_idx
+    session = Sam2VideoSession(small_model, _synthetic_frames(1), max_conditioning_frames=limit, progress=False)
+    assert session.memory_rules.max_conditioning_frames == limit
     with pytest.raises(ValueError, match="max_conditioning_frames"):
         Sam2VideoSession(small_model, _synthetic_frames(1), max_conditioning_frames=1)
 
@@ -355,10 +357,9 @@ def test_track_cli(small_model, tmp_path, capsys):
 
     assert main(["track", str(video), "--model", str(tmp_path / "model"), "--out", str(out)]) == 1
     assert "at least one --point or --box" in capsys.readouterr().err
-    assert (
-        main(["track", str(video), "--model", str(tmp_path / "model"), "--point", "0,300,1,1", "--out", str(out)]) == 1
-    )
-    assert "Object ids must be 1..255" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused when parsed
+        main(["track", str(video), "--model", str(tmp_path / "model"), "--point", "0,300,1,1", "--out", str(out)])
+    assert "object id must be 1..255" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["track", str(video), "--model", str(tmp_path / "model"), "--point", "1,2", "--out", str(out)])
 

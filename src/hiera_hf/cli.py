@@ -10,8 +10,10 @@ without it). Arguments are checked before any model loads; heavy modules are imp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,8 +22,14 @@ from . import __version__
 from .hiera.presets import HIERA_PRESETS
 from .sam2.presets import SAM2_PRESETS
 
-# Errors with a message for the user: printed without a traceback.
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, ConnectionError, ImportError)
+# Errors with a message for the user, printed as one line without a traceback: bad values and files (ValueError;
+# our loaders turn damaged files into it, naming them), missing or existing paths, unreadable or unwritable files
+# (OSError: permissions, read-only or full disks), no network, missing optional packages. TypeError, KeyError and
+# the rest are bugs and keep their traceback.
+USER_ERRORS = (ValueError, OSError, ImportError)
+SAM2_TYPES = ("hiera_hf_sam2",)
+SAM2_NEEDED = "a converted SAM 2 folder (hiera-hf convert --variant sam2.1_hiera_tiny ...)"
+
 
 MODEL_HELP = (
     "a converted folder, an official variant name (e.g. {example}: Meta's checkpoint is downloaded and converted "
@@ -77,7 +85,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `convert` (shared with `conversion_scripts/convert_hiera_to_hf.py`)."""
+    """Flags of `convert` (shared with `conversion_scripts/convert_to_hf.py`)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--checkpoint",
@@ -119,12 +127,13 @@ def run_convert(args: argparse.Namespace) -> None:
     start(args)
     from .conversion import convert_hiera, convert_sam2
     from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
+    from .hub import read_config
 
     config_file = Path(args.from_transformers or "", "config.json")
     if args.variant in SAM2_PRESETS or (
         args.from_transformers is not None
         and config_file.is_file()
-        and json.loads(config_file.read_text()).get("model_type") in TRANSFORMERS_SAM2_MODEL_TYPES
+        and read_config(config_file).get("model_type") in TRANSFORMERS_SAM2_MODEL_TYPES
     ):
         if args.checkpoint_name is not None:
             raise ValueError("--checkpoint-name applies to Hiera only: each SAM 2 variant has one checkpoint")
@@ -227,9 +236,10 @@ def run_classify(args: argparse.Namespace) -> None:
         AutoVideoProcessor,
     )
 
-    from .hub import resolve_model
+    from .hub import check_model_folder, resolve_model
 
     folder = resolve_model(args.model, progress=not args.quiet)
+    check_model_folder(folder, ("hiera_hf", "hiera"), "classify needs a Hiera classifier folder")
     architectures = AutoConfig.from_pretrained(folder).architectures or []
     is_video = any(name.endswith("ForVideoClassification") for name in architectures)
     if not is_video and not any(name.endswith("ForImageClassification") for name in architectures):
@@ -283,44 +293,58 @@ def _numbers(text: str, count: int | tuple[int, ...], what: str) -> list[float]:
     return values
 
 
-def _numbers_type(count: int | tuple[int, ...], what: str) -> Callable[[str], list[float]]:
-    """An argparse `type` for `_numbers`: a malformed value becomes a usage error with its message."""
+def _prompt(text: str, what: str, ids: int, coordinates: int, label: bool = False) -> list[float]:
+    """A prompt flag's numbers, checked as far as they can be before the image is read (`sam2.prompts`): `ids`
+    leading integers (frame >= 0, then object 1..255), `coordinates` finite pixel values >= 0 ((x, y) pairs; four
+    are a box with x0 < x1, y0 < y1), then an optional click label 0 or 1 when `label`."""
+    from .sam2.prompts import check_boxes, check_coordinates, check_index, check_labels
+
+    counts = (ids + coordinates, ids + coordinates + 1) if label else ids + coordinates
+    values = _numbers(text, counts, what)
+    for i, (name, low, high) in enumerate((("frame", 0, None), ("object id", 1, 255))[:ids]):
+        values[i] = check_index(values[i], f"{what} {text}: {name}", low, high)
+    numbers = values[ids : ids + coordinates]
+    if coordinates == 4:
+        check_boxes(numbers, None, None, f"{what} {text}: box")
+    else:
+        check_coordinates([numbers], None, None, f"{what} {text}: point")
+    if len(values) > ids + coordinates:
+        values[-1] = int(check_labels(values[-1:], f"{what} {text}: label")[0])
+    return values
+
+
+def _prompt_type(what: str, ids: int, coordinates: int, label: bool = False) -> Callable[[str], list[float]]:
+    """An argparse `type` for `_prompt`: a bad value is a usage error (exit 2) with its message."""
 
     def parse(text: str) -> list[float]:
         try:
-            return _numbers(text, count, what)
+            return _prompt(text, what, ids, coordinates, label)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
 
 
+def _label(text: str) -> int:
+    """An argparse `type` for `--label`: exactly 0 or 1."""
+    if text.strip() not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"--label must be 0 (background) or 1 (foreground), got {text!r}")
+    return int(text)
+
+
 def _load_sam2(model: str, device: str, quiet: bool):
     """(model on `device`, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
-    from .hub import resolve_model
+    from .hub import load_pretrained, resolve_model
     from .sam2 import Sam2ImageProcessor, Sam2Model
 
     folder = resolve_model(model, progress=not quiet)
-    sam = Sam2Model.from_pretrained(folder).eval().to(device)
+    sam = load_pretrained(Sam2Model, folder, SAM2_TYPES, SAM2_NEEDED).eval().to(device)
     if (Path(folder) / "preprocessor_config.json").is_file():
         processor = Sam2ImageProcessor.from_pretrained(folder)
     else:
         size = sam.config.image_size
         processor = Sam2ImageProcessor(size={"height": size, "width": size})
     return sam, processor
-
-
-def _open_image(path: str):
-    from PIL import Image
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"No such image: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except OSError as error:
-        raise ValueError(f"Cannot read the image {path}: {error}") from error
-    return image
 
 
 def _save_png(image, path: Path) -> None:
@@ -337,14 +361,17 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file")
     add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument(
-        "--point", action="append", default=[], metavar="X,Y", type=_numbers_type(2, "--point"),
+        "--point",
+        action="append",
+        default=[],
+        metavar="X,Y",
+        type=_prompt_type("--point", 0, 2),
         help="click in image pixels",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--label", action="append", type=int, choices=(0, 1), metavar="0|1",
-        help="label per --point (1 foreground, 0 background)",
-    )  # fmt: skip
-    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_numbers_type(4, "--box"), help="box in image pixels")
+        "--label", action="append", type=_label, metavar="0|1", help="label per --point (1 foreground, 0 background)"
+    )
+    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_prompt_type("--box", 0, 4), help="box in image pixels")
     parser.add_argument("--out", required=True, metavar="MASK.png", help="mask PNG; the overlay goes to *_overlay.png")
     parser.add_argument("--mask-threshold", type=float, default=0.0, help="logit threshold (default 0)")
     parser.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
@@ -362,7 +389,9 @@ def run_segment(args: argparse.Namespace) -> None:
     out = Path(args.out)
     overlay = out.with_name(f"{out.stem}_overlay.png")
     refuse_existing([out, overlay], args.overwrite)
-    image = _open_image(args.image)
+    from .image_utils import open_image
+
+    image = open_image(args.image)
     device = start(args)
     import torch
 
@@ -425,7 +454,9 @@ def add_generate_masks_arguments(parser: argparse.ArgumentParser) -> None:
 def run_generate_masks(args: argparse.Namespace) -> None:
     out = Path(args.out)
     refuse_existing([out / "masks.json", out / "overlay.png"], args.overwrite)
-    image = _open_image(args.image)
+    from .image_utils import open_image
+
+    image = open_image(args.image)
     device = start(args)
     from .io_utils import atomic_write
     from .sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, mask_to_rle
@@ -469,6 +500,8 @@ def _mask_prompt(text: str) -> tuple[int, int, Path]:
     frame, obj, file = (text.split(",", 2) + ["", ""])[:3]
     if not (frame.isdigit() and obj.isdigit() and file):
         raise argparse.ArgumentTypeError(f"--mask must be FRAME,OBJ,FILE.png, got {text!r}")
+    if not 1 <= int(obj) <= 255:
+        raise argparse.ArgumentTypeError(f"--mask {text}: object id must be 1..255, got {obj}")
     if not Path(file).is_file():
         raise argparse.ArgumentTypeError(f"--mask {text}: no such file {file}")
     return int(frame), int(obj), Path(file)
@@ -507,7 +540,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FRAME,OBJ,X,Y[,LABEL]",
-        type=_numbers_type((4, 5), "--point"),
+        type=_prompt_type("--point", 2, 2, label=True),
         help="a click on object OBJ (1-255) at pixel (X, Y) of FRAME; LABEL 1 foreground (default) or 0 background",
     )
     parser.add_argument(
@@ -515,7 +548,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FRAME,OBJ,X0,Y0,X1,Y1",
-        type=_numbers_type(6, "--box"),
+        type=_prompt_type("--box", 2, 4),
         help="a box around object OBJ on FRAME, in pixels",
     )
     parser.add_argument(
@@ -556,87 +589,143 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
 def _track_prompts(args: argparse.Namespace) -> dict[tuple[int, int], dict]:
     """`(frame, object) -> {"box": ..., "clicks": [(x, y, label), ...], "mask": path}` from the flags, checked."""
     prompts: dict[tuple[int, int], dict] = {}
-    for frame, obj, *box in args.box:
-        if "box" in prompts.setdefault((int(frame), int(obj)), {}):
-            raise ValueError(f"More than one --box for object {int(obj)} on frame {int(frame)}")
-        prompts[int(frame), int(obj)]["box"] = box
+    for frame, obj, *box in args.box:  # ids checked when parsed
+        if "box" in prompts.setdefault((frame, obj), {}):
+            raise ValueError(f"More than one --box for object {obj} on frame {frame}")
+        prompts[frame, obj]["box"] = box
     for frame, obj, x, y, *label in args.point:
-        clicks = prompts.setdefault((int(frame), int(obj)), {}).setdefault("clicks", [])
-        clicks.append((x, y, int(label[0]) if label else 1))
+        prompts.setdefault((frame, obj), {}).setdefault("clicks", []).append((x, y, label[0] if label else 1))
     for frame, obj, path in args.mask:
         if prompts.get((frame, obj)):
             raise ValueError(f"Object {obj} on frame {frame}: give a --mask or clicks and a box, not both")
         prompts[frame, obj] = {"mask": path}
     if not prompts:
         raise ValueError("Give at least one --point or --box (or --mask)")
-    if any(not 1 <= obj <= 255 for _, obj in prompts):
-        raise ValueError(f"Object ids must be 1..255 (mask PNG values), got {sorted({obj for _, obj in prompts})}")
     if args.start_frame is not None and args.start_frame < 0:
         raise ValueError(f"--start-frame must be at least 0, got {args.start_frame}")
     return prompts
 
 
+# What track writes in OUT, per --format: a folder (or file) and which names an earlier run left there, so that
+# it may be replaced as a whole.
+_TRACK_OUTPUTS = {
+    "png": ("masks", re.compile(r"\d{5}\.png")),
+    "rle": ("rle", re.compile(r"\d{5}\.json")),
+    "objects": ("objects", re.compile(r"\d{1,3}/\d{5}\.png")),
+}
+
+
+def _written_by_track(kind: str) -> Callable[[Path], bool]:
+    """Whether a folder holds only what an earlier `track` wrote for `kind` (`00012.png`, ...)."""
+    pattern = _TRACK_OUTPUTS[kind][1]
+
+    def check(folder: Path) -> bool:
+        entries = [p for p in folder.rglob("*") if p.is_file() or not any(p.iterdir())]
+        return all(p.is_file() and pattern.fullmatch(p.relative_to(folder).as_posix()) for p in entries)
+
+    return check
+
+
+def _check_track_output(out: Path, formats: Sequence[str]) -> None:
+    """`track` writes `out/masks/`, `out/rle/`, `out/objects/` (replacing only an earlier run's) and
+    `out/overlay.mp4`, as `formats` asks."""
+    from .io_utils import check_replaceable
+
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} exists and is not a folder")
+    for kind in formats:
+        if kind in _TRACK_OUTPUTS:
+            folder = _TRACK_OUTPUTS[kind][0]
+            check_replaceable(out / folder, True, _written_by_track(kind), what=f"{folder} folder")
+    if (out / "overlay.mp4").is_dir():
+        raise FileExistsError(f"{out / 'overlay.mp4'} is a folder; choose another --out")
+
+
 def run_track(args: argparse.Namespace) -> None:
+    """Everything is checked (prompts, output, model, video, prompts against the frames) before anything is
+    written; each output folder is filled hidden and renamed to `OUT/masks`, `OUT/rle`, `OUT/objects` at the end
+    (an earlier run's are replaced as a whole, never mixed with new ones). A video that stops decoding part-way
+    keeps the frames tracked so far, and the error says which."""
     prompts = _track_prompts(args)
+    out = Path(args.out)
+    _check_track_output(out, args.format)
     device = start(args)
     import tempfile
 
     import numpy as np
     from PIL import Image
 
-    from .hub import resolve_model
-    from .io_utils import atomic_write
+    from .hub import load_pretrained, resolve_model
+    from .io_utils import atomic_write, staged_folder
     from .sam2 import Sam2VideoModel, Sam2VideoSession
     from .sam2.mask_generation import coco_encode_rle, mask_to_rle
     from .sam2.video_output import label_map, write_overlay_video, write_palette_png
+    from .video_io import VideoDecodeError
 
     masks = {key: _read_mask(prompt["mask"], key[1]) for key, prompt in prompts.items() if "mask" in prompt}
-    model = Sam2VideoModel.from_pretrained(resolve_model(args.model, progress=not args.quiet)).to(device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with Sam2VideoSession(model, args.video, progress=not args.quiet) as session, tempfile.TemporaryDirectory(
-        dir=out, prefix=".labels."
-    ) as scratch:
-        for (frame, obj), prompt in prompts.items():
-            if "mask" in prompt:
-                session.add_mask(frame, obj, masks[frame, obj])
-                continue
-            clicks = prompt.get("clicks")
-            points = None if clicks is None else [c[:2] for c in clicks]
-            labels = None if clicks is None else [c[2] for c in clicks]
-            session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+    folder = resolve_model(args.model, progress=not args.quiet)
+    model = load_pretrained(Sam2VideoModel, folder, SAM2_TYPES, f"track needs {SAM2_NEEDED}").to(device)
+    failure = None
+    with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
+        try:
+            for (frame, obj), prompt in prompts.items():
+                if "mask" in prompt:
+                    session.add_mask(frame, obj, masks[frame, obj])
+                    continue
+                clicks = prompt.get("clicks")
+                points = None if clicks is None else [c[:2] for c in clicks]
+                labels = None if clicks is None else [c[2] for c in clicks]
+                session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+        except VideoDecodeError as error:
+            raise ValueError(f"{error}; nothing was written") from None
         first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
         direction = args.direction
         if direction == "both" and first in (0, session.num_frames - 1):  # one way has no frames to track
             direction = "forward" if first == 0 else "backward"
         reverse = {"forward": False, "backward": True, "both": "both"}[direction]
-        labels_folder = out / "masks" if "png" in args.format else Path(scratch)
         tracked = set()
-        for result in session.propagate(args.start_frame, reverse=reverse, max_frames=args.max_frames):
-            name = f"{result.frame_idx:05d}"
-            if "png" in args.format or "mp4" in args.format:
-                labels_folder.mkdir(exist_ok=True)
-                write_palette_png(label_map(result), labels_folder / f"{name}.png")
-            present = sorted(zip(result.object_ids, result.mask_logits.cpu().numpy() > 0), key=lambda item: item[0])
-            if "rle" in args.format:
-                records = [
-                    {"object_id": obj, "area": int(mask.sum()), "segmentation": coco_encode_rle(mask_to_rle(mask))}
-                    for obj, mask in present
-                ]
-                text = json.dumps(records) + "\n"
-                atomic_write(out / "rle" / f"{name}.json", lambda partial, text=text: Path(partial).write_text(text))
-            if "objects" in args.format:
-                for obj, mask in present:
-                    _save_png(mask.astype(np.uint8) * 255, out / "objects" / str(obj) / f"{name}.png")
-            tracked.add(result.frame_idx)
-        order = sorted(tracked)
-        if "mp4" in args.format:
-            frames = (session.frame(t) for t in order)
-            label_maps = (np.asarray(Image.open(labels_folder / f"{t:05d}.png")) for t in order)
-            write_overlay_video(frames, label_maps, out / "overlay.mp4", session.fps or 24.0)
+        with contextlib.ExitStack() as stack:
+            staging = {
+                kind: stack.enter_context(
+                    staged_folder(out / _TRACK_OUTPUTS[kind][0], overwrite=True, is_replaceable=_written_by_track(kind))
+                )
+                for kind in args.format
+                if kind in _TRACK_OUTPUTS
+            }
+            if "mp4" in args.format and "png" not in args.format:  # the overlay reads the label maps back
+                staging["png"] = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out, prefix=".labels.")))
+            try:
+                for result in session.propagate(args.start_frame, reverse=reverse, max_frames=args.max_frames):
+                    name = f"{result.frame_idx:05d}"
+                    if "png" in staging:
+                        write_palette_png(label_map(result), staging["png"] / f"{name}.png")
+                    logits = result.mask_logits.cpu().numpy()
+                    present = sorted(zip(result.object_ids, logits > 0), key=lambda item: item[0])
+                    if "rle" in staging:
+                        records = [
+                            {"object_id": obj, "area": int(m.sum()), "segmentation": coco_encode_rle(mask_to_rle(m))}
+                            for obj, m in present
+                        ]
+                        text = json.dumps(records) + "\n"
+                        atomic_write(staging["rle"] / f"{name}.json", lambda p, text=text: Path(p).write_text(text))
+                    for obj, m in present if "objects" in staging else ():
+                        _save_png(m.astype(np.uint8) * 255, staging["objects"] / str(obj) / f"{name}.png")
+                    tracked.add(result.frame_idx)
+            except VideoDecodeError as error:
+                failure = error
+            order = sorted(tracked)
+            if "mp4" in args.format:
+                (out / "overlay.mp4").unlink(missing_ok=True)  # an earlier run's, about to be stale
+                frames = (session.frame(t) for t in order)
+                label_maps = (np.asarray(Image.open(staging["png"] / f"{t:05d}.png")) for t in order)
+                write_overlay_video(frames, label_maps, out / "overlay.mp4", session.fps or 24.0)
+    span = f" (frames {order[0]}-{order[-1]})" if order else ""
+    names = {"png": "masks/", "rle": "rle/", "objects": "objects/", "mp4": "overlay.mp4"}
+    written = f"{plural(len(order), 'frame')}{span}: {', '.join(names[f] for f in args.format)} in {out}"
+    if failure is not None:
+        raise ValueError(f"{failure}; tracking stopped there and wrote {written}")
     if not args.quiet:
-        written = {"png": "masks/", "rle": "rle/", "objects": "objects/", "mp4": "overlay.mp4"}
-        print(f"Tracked {plural(len(order), 'frame')}; wrote {', '.join(written[f] for f in args.format)} in {out}")
+        print(f"Tracked {written}")
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -668,10 +757,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"hiera-hf {args.command}: error: {message}", file=sys.stderr)
+        print(f"hiera-hf {args.command}: error: {_message(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _message(error: Exception) -> str:
+    """One line for the user: an OSError as "what: file" (`[Errno 28] No space left on device: 'x'` ->
+    "No space left on device: x"), anything else its text with line breaks folded."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f": {error.filename}" if error.filename else "")
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

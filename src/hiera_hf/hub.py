@@ -1,58 +1,21 @@
-"""Official Hiera and SAM 2 checkpoints: download from Meta and convert once into a local cache.
+"""Official Hiera and SAM 2 variants by name: Meta's checkpoint downloaded and converted once into a local cache.
 
 The cache is `$HIERA_HF_CACHE`, or `~/.cache/hiera_hf`: `checkpoints/` holds Meta's `.pth` / `.pt` files as
-downloaded, `models/<variant>.<checkpoint>/` (Hiera) and `models/<variant>/` (SAM 2) the converted folders.
+downloaded (see `hiera_hf.checkpoints`), `models/<variant>.<checkpoint>/` (Hiera) and `models/<variant>/` (SAM 2) the
+converted folders.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
-import tempfile
-import urllib.error
 from pathlib import Path
 
-import torch
-
-from .hiera.presets import HIERA_PRESETS, HieraPreset, get_preset
+from .checkpoints import cache_dir, download_checkpoint
+from .conversion import convert_hiera, convert_sam2
+from .hiera.presets import HIERA_PRESETS
 from .sam2.presets import SAM2_PRESETS
-
-
-def cache_dir() -> Path:
-    """The root of hiera-hf's cache."""
-    return Path(os.environ.get("HIERA_HF_CACHE") or Path.home() / ".cache" / "hiera_hf").expanduser()
-
-
-def download_checkpoint(variant: str, checkpoint_name: str | None = None, progress: bool = True) -> Path:
-    """Path of Meta's checkpoint for `variant`, downloaded on first use: a Hiera `.pth` (the default checkpoint
-    unless `checkpoint_name`) or a SAM 2 `.pt` (one per variant, so no `checkpoint_name`).
-
-    Raises `ConnectionError` when the download fails (e.g. offline), naming the offline alternatives.
-    """
-    if variant in SAM2_PRESETS:
-        if checkpoint_name is not None:
-            raise ValueError(f"{variant} has one official checkpoint; do not pass a checkpoint name")
-        url = SAM2_PRESETS[variant].checkpoint
-    else:
-        url = checkpoint_url(official_preset(variant), checkpoint_name)
-    target = cache_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        torch.hub.download_url_to_file(url, partial, progress=progress)
-        os.replace(partial, target)
-    except (urllib.error.URLError, OSError) as error:
-        raise ConnectionError(
-            f"Could not download {url} ({error}). If you are offline, download {target.name} elsewhere and pass "
-            f"--checkpoint FILE (convert) or pass --model DIR with an already converted folder."
-        ) from error
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    return target
 
 
 def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, progress: bool = True) -> Path:
@@ -94,8 +57,6 @@ def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, p
         checkpoint = download_checkpoint(name, checkpoint_name, progress=progress)
     except ConnectionError as error:
         raise ConnectionError(f"{name} is not in the cache ({folder}) and could not be downloaded: {error}") from error
-    from .conversion import convert_hiera, convert_sam2
-
     if name in SAM2_PRESETS:
         return convert_sam2(folder, name, checkpoint=checkpoint, overwrite=True, progress=progress)
     return convert_hiera(
@@ -146,17 +107,86 @@ def _download_repo(repo_id: str) -> Path:
         ) from error
 
 
-def official_preset(variant: str) -> HieraPreset:
-    """The preset of an official variant; `ValueError` listing the valid names otherwise."""
+# model_type -> what it is, for messages about a folder of the wrong kind.
+MODEL_KINDS = {
+    "hiera_hf": "Hiera",
+    "hiera": "transformers Hiera",
+    "hiera_hf_sam2": "SAM 2",
+    "sam2": "transformers SAM 2",
+    "sam2_video": "transformers SAM 2 video",
+}
+
+
+def read_config(path: str | Path) -> dict:
+    """A `config.json` as a dict; `ValueError` naming the file when it is not a JSON object."""
+    path = Path(path)
     try:
-        return get_preset(variant)
-    except KeyError as error:
-        raise ValueError(error.args[0]) from error
+        config = json.loads(path.read_text())
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a text file ({error.reason})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object (a model config), got {type(config).__name__}")
+    return config
 
 
-def checkpoint_url(preset: HieraPreset, checkpoint_name: str | None = None) -> str:
-    """Download URL of one of the variant's official checkpoints (its default one when `checkpoint_name` is None)."""
-    name = checkpoint_name or preset.default_checkpoint
-    if name not in preset.checkpoints:
-        raise ValueError(f"{preset.name} has no checkpoint {name!r}; official ones: {', '.join(preset.checkpoints)}")
-    return preset.checkpoints[name]
+def check_model_folder(folder: str | Path, model_types: tuple[str, ...], needed: str) -> dict:
+    """The `config.json` of a model folder, checked before loading: it is valid JSON with a `model_type` among
+    `model_types`, and the weights are a complete `model.safetensors` (header and size checked, not the values).
+    Every problem is a `ValueError` (`FileNotFoundError` for a missing file) naming the file; `needed` completes
+    the message about a folder of the wrong kind (e.g. "segment needs a SAM 2 folder")."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    config_file, weights = folder / "config.json", folder / "model.safetensors"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json")
+    config = read_config(config_file)
+    model_type = config.get("model_type")
+    if model_type not in model_types:
+        kind = MODEL_KINDS.get(model_type, f"model_type {model_type!r}")
+        raise ValueError(f"{folder} holds a {kind} model, not the kind needed here: {needed}")
+    if not weights.is_file():
+        if (folder / "model.safetensors.index.json").is_file():
+            return config
+        if any((folder / name).is_file() for name in ("pytorch_model.bin", "model.pt", "model.pth")):
+            raise ValueError(
+                f"{folder} holds pickled PyTorch weights, not model.safetensors; hiera-hf loads safetensors only "
+                "(pickles can run code): convert the original checkpoint with `hiera-hf convert`"
+            )
+        raise FileNotFoundError(f"{folder} has no model.safetensors")
+    try:
+        with safe_open(weights, "pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{weights} is damaged or truncated: {error}") from None
+    return config
+
+
+def load_pretrained(model_class: type, folder: str | Path, model_types: tuple[str, ...], needed: str, **kwargs):
+    """`model_class.from_pretrained(folder, **kwargs)` after `check_model_folder`, refusing weights that do not
+    match the config (missing, unexpected or differently shaped tensors: a tampered `config.json` or the wrong
+    file) instead of filling them with random values. Errors are `ValueError`s naming the folder."""
+    from safetensors import SafetensorError
+
+    check_model_folder(folder, model_types, needed)
+    try:
+        model, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
+    except (OSError, RuntimeError, SafetensorError, TypeError, KeyError) as error:  # a damaged or edited folder
+        raise ValueError(f"Cannot load the model in {folder}: {str(error).strip().splitlines()[0]}") from error
+    problems = {
+        name: sorted(map(str, keys))[:3]
+        for name, keys in info.items()
+        if name in ("missing_keys", "unexpected_keys", "mismatched_keys") and keys
+    }
+    if problems:
+        found = "; ".join(f"{name.replace('_', ' ')}: {', '.join(keys)}" for name, keys in problems.items())
+        raise ValueError(
+            f"{folder}/model.safetensors does not match {folder}/config.json ({found}); the config may have been "
+            "edited or the weights belong to another model"
+        )
+    return model
+
+
+__all__ = ["check_model_folder", "load_pretrained", "read_config", "resolve_model"]

@@ -57,10 +57,4 @@ def register_auto_classes() -> None:
     AutoBackbone.register(Sam2Config, Sam2HieraBackbone, exist_ok=True)
     processors = {"torchvision": Sam2ImageProcessor, "pil": Sam2ImageProcessor}
     AutoImageProcessor.register(Sam2Config, image_processor_classes=processors, exist_ok=True)
-    # pipeline() picks one class per task; ours builds transformers' own pipeline for any other model. A dotted
-    # path keeps the pipeline module unimported until a mask-generation pipeline is made.
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    task = PIPELINE_REGISTRY.supported_tasks["mask-generation"]
-    task["impl"] = "hiera_hf.sam2.mask_generation.Sam2MaskGenerationPipeline"
     _done = True

@@ -1,18 +1,16 @@
 """Convert a Hiera or SAM 2 checkpoint into a hiera-hf folder: weights, config, preprocessing, model card, parity.
 
-`convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_hiera_to_hf.py` run.
-Both share the folder writing (atomic: into a temporary folder beside the output, renamed at the end, removed on
-any failure), the model-card filling and the upload.
+`convert_hiera` and `convert_sam2` are what `hiera-hf convert` and `conversion_scripts/convert_to_hf.py` run.
+Both share the folder writing (atomic, `io_utils.staged_folder`: into a hidden folder beside the output, renamed at
+the end, removed on any failure; `overwrite` replaces only a model folder and never one holding the input), the
+model-card filling and the upload.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from importlib.util import find_spec
@@ -22,15 +20,17 @@ from string import Template
 import torch
 from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..checkpoints import checkpoint_url, download_checkpoint, official_preset
 from ..hiera import HieraConfig, add_remote_code
-from ..hiera.presets import IMAGENET_MEAN, IMAGENET_STD, HieraPreset
-from ..hub import checkpoint_url, download_checkpoint, official_preset
+from ..hiera.presets import HieraPreset
+from ..io_utils import check_replaceable, staged_folder
 from ..labels import label_fields
 from ..sam2 import Sam2Config, Sam2Model
 from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
 from ..sam2.modeling_sam2_video import Sam2VideoModel
-from ..sam2.presets import SAM2_MEAN, SAM2_STD, Sam2Preset, get_sam2_preset
+from ..sam2.presets import Sam2Preset, get_sam2_preset
 from .hiera import (
     build_model,
     config_from_transformers,
@@ -75,7 +75,7 @@ def convert_hiera(
             Required for Meta checkpoints; optional with `from_transformers` (it then only names the base variant
             and the preprocessing in the card).
         checkpoint: Meta's `.pth` (`{"model_state": ...}`). When neither `checkpoint` nor `from_transformers` is
-            given, the variant's official checkpoint is downloaded into the cache (see `hiera_hf.hub`).
+            given, the variant's official checkpoint is downloaded into the cache (see `hiera_hf.checkpoints`).
         checkpoint_name: which of the variant's official checkpoints (`mae_in1k_ft_in1k`, `mae_in1k`, ...).
         from_transformers: a transformers-format Hiera folder (`facebook/hiera-*-hf` layout) instead of a `.pth`.
         verify: compare with the reference code (Meta's `hiera` when installed; transformers' Hiera for
@@ -89,23 +89,23 @@ def convert_hiera(
     preset = official_preset(variant) if variant is not None else None
     if checkpoint_name is not None and preset is not None:
         checkpoint_url(preset, checkpoint_name)  # validates the name
-    _check_output(output, overwrite)
+    _check_output(output, overwrite, checkpoint, from_transformers)
     if preset is not None and checkpoint is None and from_transformers is None:
         checkpoint_name = checkpoint_name or preset.default_checkpoint
         checkpoint = download_checkpoint(preset.name, checkpoint_name, progress=progress)
 
     steps = tqdm(total=3, desc="convert", disable=not progress)
     if from_transformers is not None:
-        model, card, report = _from_transformers(Path(from_transformers), preset, verify, steps)
+        model, card, report = _from_transformers(Path(from_transformers), verify, steps)
     else:
         model, card, report = _from_meta(Path(checkpoint), preset, checkpoint_name, verify, steps)
     steps.set_postfix_str("writing")
-    mean, std = (preset.mean, preset.std) if preset else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = (preset.mean, preset.std) if preset else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     files = {
         "preprocessor_config.json": json.dumps(preprocessor_config(model.config, mean, std), indent=2) + "\n",
         "README.md": model_card(model, preset, card, report),
     }
-    _write_folder(output, model, files, overwrite, finish=add_remote_code)
+    _write_folder(output, model, files, overwrite, add_remote_code, (checkpoint, from_transformers))
     steps.update()
     steps.close()
     _push(output, push_to_hub, "Hiera")
@@ -119,9 +119,28 @@ def _check_sources(variant: str | None, checkpoint, from_transformers, example: 
         raise ValueError(f"variant is required to convert a Meta checkpoint (e.g. {example})")
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; choose another output folder or pass overwrite=True")
+# What `save_pretrained`, the converters and `add_remote_code` put in a folder: `overwrite` replaces only these.
+_MODEL_FOLDER_FILES = re.compile(
+    r"(config\.json|preprocessor_config\.json|video_preprocessor_config\.json|README\.md|generation_config\.json"
+    r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|[a-z_]+\.py)"
+)
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether `folder` looks like a hiera-hf model folder: a `config.json` of one of our model types and no
+    file a conversion would not write (so replacing it loses nothing else)."""
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if model_type not in (HieraConfig.model_type, Sam2Config.model_type):
+        return False
+    return all(entry.is_file() and _MODEL_FOLDER_FILES.fullmatch(entry.name) for entry in folder.iterdir())
+
+
+def _check_output(output: Path, overwrite: bool, *inputs) -> None:
+    """Refuses an output that exists without `overwrite`, that is not a model folder, or that holds an input."""
+    check_replaceable(output, overwrite, is_model_folder, inputs)
 
 
 def _from_meta(
@@ -155,7 +174,7 @@ def _from_meta(
 
 
 def _from_transformers(
-    folder: Path, preset: HieraPreset | None, verify: bool, steps: tqdm
+    folder: Path, verify: bool, steps: tqdm
 ) -> tuple[torch.nn.Module, dict, ParityReport | None]:
     steps.set_postfix_str("loading")
     config_dict, transformers_state_dict = load_transformers_folder(folder)
@@ -275,35 +294,17 @@ def _write_folder(
     files: dict[str, str],
     overwrite: bool,
     finish: Callable[[Path], object] | None = None,
+    inputs: tuple = (),
 ) -> None:
-    """Write `model.save_pretrained` plus the text `files` (name -> content), then `finish(folder)`, into a
-    temporary folder beside `output`, and rename it to `output` (replacing it only when `overwrite`)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp creates it private
-    previous = None
-    try:
+    """Write `model.save_pretrained` plus the text `files` (name -> content), then `finish(folder)`, as the folder
+    `output` in one rename (`io_utils.staged_folder`: an existing model folder is replaced only when `overwrite`,
+    a folder holding one of `inputs` never)."""
+    with staged_folder(output, overwrite, is_model_folder, inputs) as staging:
         model.save_pretrained(staging)
         for name, content in files.items():
             (staging / name).write_text(content)
         if finish is not None:
             finish(staging)
-        for file in staging.iterdir():
-            file.chmod(0o666 & ~umask)  # some writers create their files private, like mkdtemp
-        if output.exists() and overwrite:
-            previous = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
-            os.replace(output, previous / output.name)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if previous is not None and not output.exists():
-            os.replace(previous / output.name, output)
-        raise
-    finally:
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -331,7 +332,7 @@ def convert_sam2(
         variant: official variant name (`sam2_hiera_tiny` ... `sam2.1_hiera_large`; see `SAM2_PRESETS`). Required
             for Meta checkpoints; optional with `from_transformers` (it then only names the variant in the card).
         checkpoint: Meta's `.pt` (`{"model": ...}`). When neither `checkpoint` nor `from_transformers` is given, the
-            variant's official checkpoint is downloaded into the cache (see `hiera_hf.hub`).
+            variant's official checkpoint is downloaded into the cache (see `hiera_hf.checkpoints`).
         from_transformers: a transformers-format SAM 2 folder (`facebook/sam2*-hiera-*` layout: `Sam2Model` or
             `Sam2VideoModel` saved with `save_pretrained`) instead of a `.pt`.
         verify: compare with the reference code (Meta's `sam2` when installed; transformers' `Sam2Model` for
@@ -344,7 +345,7 @@ def convert_sam2(
     output = Path(output)
     _check_sources(variant, checkpoint, from_transformers, "sam2.1_hiera_tiny")
     preset = get_sam2_preset(variant) if variant is not None else None
-    _check_output(output, overwrite)
+    _check_output(output, overwrite, checkpoint, from_transformers)
     if preset is not None and checkpoint is None and from_transformers is None:
         checkpoint = download_checkpoint(preset.name, progress=progress)
 
@@ -352,7 +353,7 @@ def convert_sam2(
     steps.set_postfix_str("loading")
     if from_transformers is not None:
         folder = Path(from_transformers)
-        config_dict, transformers_state_dict = load_transformers_folder(folder)
+        config_dict, source_state_dict = load_transformers_folder(folder)
         config = sam2_config_from_transformers(config_dict)
         source, convert = folder, convert_transformers_sam2_state_dict
         card = {
@@ -360,13 +361,13 @@ def convert_sam2(
             "source_url": META_SAM2_REPO,
         }
     else:
-        transformers_state_dict = load_meta_state_dict(checkpoint, entry="model")
+        source_state_dict = load_meta_state_dict(checkpoint, entry="model")
         config = Sam2Config.from_preset(preset.name)
         source, convert = Path(checkpoint), convert_meta_sam2_state_dict
         official = preset.checkpoint.rsplit("/", 1)[-1] == source.name
         card = {"checkpoint": source.name, "source_url": preset.checkpoint if official else META_SAM2_REPO}
-    try:
-        state_dict = convert(transformers_state_dict)
+    try:  # `source_state_dict`: the weights as read, in Meta's or transformers' layout
+        state_dict = convert(source_state_dict)
     except KeyError as error:
         raise ValueError(f"{source}: {error.args[0]}") from None
     image_weights = {k: v for k, v in state_dict.items() if not any(re.match(p, k) for p in VIDEO_ONLY_KEYS)}
@@ -383,7 +384,7 @@ def convert_sam2(
         if from_transformers is not None:
             report = verify_sam2_against_transformers(image_model, from_transformers)
         else:
-            report = verify_sam2_against_meta(image_model, preset, transformers_state_dict)
+            report = verify_sam2_against_meta(image_model, preset, source_state_dict)
         report.check()
     elif verify:
         logger.warning("sam2 is not installed: the conversion is not verified against Meta's code")
@@ -393,7 +394,7 @@ def convert_sam2(
         "preprocessor_config.json": json.dumps(sam2_preprocessor_config(config), indent=2) + "\n",
         "README.md": sam2_model_card(model, preset, card, report),
     }
-    _write_folder(output, model, files, overwrite)
+    _write_folder(output, model, files, overwrite, inputs=(checkpoint, from_transformers))
     steps.update()
     steps.close()
     _push(output, push_to_hub, "SAM 2")
@@ -411,8 +412,8 @@ def sam2_preprocessor_config(config: Sam2Config) -> dict:
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
-        "image_mean": SAM2_MEAN,
-        "image_std": SAM2_STD,
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
     }
 
 

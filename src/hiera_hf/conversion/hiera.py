@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import pickle
 import re
 import zipfile
 from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..hiera import HieraConfig, HieraForImageClassification, HieraForVideoClassification, HieraModel
@@ -144,12 +144,8 @@ def load_meta_state_dict(path: str | Path, entry: str = "model_state") -> dict[s
     try:
         # Memory-mapping needs the zip format (every torch.save since 1.6); older files are read normally.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
-        if "Weights only load failed" in str(error):
-            raise ValueError(f"{path} holds objects that weights_only=True refuses to load: {error}") from error
-        raise ValueError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt or not a .pth/.pt file): {error}"
-        ) from error
+    except Exception as error:  # anything torch.load raises on a file is about the file
+        raise ValueError(_unreadable_checkpoint(path, error)) from None
     if not isinstance(checkpoint, dict) or entry not in checkpoint:
         found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(
@@ -161,6 +157,23 @@ def load_meta_state_dict(path: str | Path, entry: str = "model_state") -> dict[s
     return state
 
 
+def _unreadable_checkpoint(path: Path, error: Exception) -> str:
+    """Why `torch.load(path, weights_only=True)` failed, without torch's advice to retry with `weights_only=False`
+    (which would run whatever code the file holds)."""
+    text = str(error)
+    refused = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line]
+    if "Weights only load failed" in text and refused:
+        return (
+            f"{path} holds Python objects besides tensors, which hiera-hf does not load (it reads checkpoints "
+            f"with torch.load(weights_only=True)): {refused[0]}"
+        )
+    reason = next((line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line), "")
+    return (
+        f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or not a .pth/.pt file): "
+        f"{type(error).__name__}{': ' + reason if reason else ''}"
+    )
+
+
 def load_transformers_folder(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """`(config dict, state dict)` of a transformers-format folder (`config.json` + `model.safetensors`)."""
     folder = Path(folder)
@@ -170,9 +183,14 @@ def load_transformers_folder(folder: str | Path) -> tuple[dict, dict[str, torch.
             raise FileNotFoundError(f"{folder} is not a transformers model folder: {file.name} is missing")
     try:
         config = json.loads(config_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} must hold a JSON object (the model's config), got {type(config).__name__}")
+    try:
         state_dict = load_file(weights_file)
-    except (json.JSONDecodeError, OSError, RuntimeError) as error:  # safetensors raises its own subclasses too
-        raise ValueError(f"{folder} holds an unreadable config.json or model.safetensors: {error}") from error
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(f"{weights_file} is damaged or truncated: {error}") from None
     return config, state_dict
 
 

@@ -210,7 +210,6 @@ _CONFIG_FIELDS = {
     "memory_attention_num_heads": "memory_attention_num_attention_heads",
     "memory_attention_feedforward_dim": "memory_attention_feed_forward_hidden_size",
     "memory_attention_dropout": "memory_attention_dropout",
-    "memory_attention_rope_feat_sizes": "memory_attention_rope_feat_sizes",
     "memory_attention_rope_theta": "rope_parameters.rope_theta",
     "memory_encoder_hidden_size": "memory_encoder_output_channels",
     "mask_downsampler_kernel_size": "mask_downsampler_kernel_size",

@@ -5,7 +5,8 @@ Meta's notebook applies `Resize(256, BICUBIC)`, `CenterCrop(224)`, `ToTensor()` 
 with Pillow itself, so this processor resizes with Pillow as well (the tensor bicubic kernel differs by up
 to one grey level) and rounds the crop offset the way torchvision does.
 
-This module only imports transformers, numpy and Pillow so that it can be shipped as remote code.
+This module imports only transformers, numpy, Pillow and `hiera_hf.image_utils`, so that it can be shipped as remote
+code (see `remote_code.py`).
 """
 
 from __future__ import annotations
@@ -21,70 +22,7 @@ from transformers.image_utils import (
     SizeDict,
 )
 
-_CHANNELS = (1, 3, 4)
-
-
-def to_rgb_layout(image, channels_first: bool = False) -> np.ndarray:
-    """Validates the type and shape of one numpy array / torch tensor image and returns it as `(H, W, 3)` in its
-    own dtype: `(H, W)`, `(H, W, C)` (or `(C, H, W)` with `channels_first=True`) with C in {1, 3, 4}; grey levels
-    are repeated to RGB and an alpha channel is dropped (as `Image.convert("RGB")` does)."""
-    if type(image).__module__.startswith("torch"):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"Unsupported image type {type(image).__name__}; expected a PIL image, a numpy array or a torch tensor"
-        )
-    shape, layout = tuple(image.shape), "(C, H, W)" if channels_first else "(H, W, C)"
-    if image.ndim == 2:
-        image = image[..., None]
-    elif image.ndim == 3 and channels_first:
-        image = np.moveaxis(image, 0, -1)
-    if image.ndim != 3 or image.shape[-1] not in _CHANNELS or min(image.shape[:2]) < 1:
-        raise ValueError(f"Image of shape {shape} is neither (H, W) nor {layout} with C in {_CHANNELS}")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return image[..., :3]
-
-
-def to_rgb_array(image, channels_first: bool = False) -> np.ndarray:
-    """Validates one image and returns it as an RGB `uint8` array `(H, W, 3)`.
-
-    Accepts a PIL image (any mode), or a numpy array / torch tensor laid out as `to_rgb_layout` describes,
-    holding `uint8` values in [0, 255] or floating-point values in [0, 1]. Floats are rounded to 8 bits, the
-    precision of Meta's PIL pipeline, so `x / 255` gives exactly the result of `x`.
-    """
-    if isinstance(image, Image.Image):
-        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    image = to_rgb_layout(image, channels_first)
-    if np.issubdtype(image.dtype, np.floating):
-        check_unit_range(image)
-        image = np.rint(image * 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise TypeError(f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255] or float in [0, 1]")
-    return np.ascontiguousarray(image)
-
-
-def check_unit_range(image: np.ndarray) -> None:
-    """Floating-point images must be finite and in [0, 1]."""
-    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-        raise ValueError(
-            f"Floating-point images must hold values in [0, 1], got [{image.min()}, {image.max()}]; "
-            "pass uint8 arrays for values in [0, 255]"
-        )
-
-
-def is_channels_first(image, input_data_format: str | ChannelDimension | None) -> bool:
-    """Whether an image's channels come first: as `input_data_format` says, else True for torch tensors only."""
-    if input_data_format is None:
-        return type(image).__module__.startswith("torch")
-    return ChannelDimension(input_data_format) == ChannelDimension.FIRST
-
-
-def _with_channel_axis(image):
-    """transformers' batching only accepts 3-D arrays: give grey `(H, W)` arrays/tensors a channel axis."""
-    if getattr(image, "ndim", None) != 2:
-        return image
-    return image[None] if type(image).__module__.startswith("torch") else image[..., None]
+from ..image_utils import is_channels_first, to_rgb_array, with_channel_axis
 
 
 class HieraImageProcessor(PilBackend):
@@ -114,8 +52,8 @@ class HieraImageProcessor(PilBackend):
 
     def _prepare_images_structure(self, images, expected_ndims: int = 3) -> list:
         if isinstance(images, (list, tuple)):
-            images = [_with_channel_axis(image) for image in images]
-        return super()._prepare_images_structure(_with_channel_axis(images), expected_ndims=expected_ndims)
+            images = [with_channel_axis(image) for image in images]
+        return super()._prepare_images_structure(with_channel_axis(images), expected_ndims=expected_ndims)
 
     def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> np.ndarray:
         """One input image -> RGB `uint8` array `(3, H, W)`. Arrays are read channels-last and tensors

@@ -96,6 +96,30 @@ def eager_attention_forward(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def resolve_output_flags(
+    model: PreTrainedModel, output_hidden_states: bool | None, output_attentions: bool | None
+) -> tuple[bool, bool]:
+    """`(output_hidden_states, output_attentions)` of a call: `None` takes the config's value (transformers'
+    convention). Attention weights exist only with the eager implementation: asking for them otherwise is refused
+    (fused kernels would return no weights)."""
+    config = model.config
+    output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+    output_attentions = config.output_attentions if output_attentions is None else output_attentions
+    if output_attentions and config._attn_implementation != "eager":
+        raise ValueError(
+            f"output_attentions=True needs attn_implementation='eager' (this model uses "
+            f"{config._attn_implementation!r}, which returns no attention weights): load it with "
+            "attn_implementation='eager' or call model.set_attn_implementation('eager')"
+        )
+    return bool(output_hidden_states), bool(output_attentions)
+
+
+def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
+    """Stochastic-depth rate of each of `depth` blocks, rising linearly from 0 to `drop_path_rate` (Meta's Hiera and
+    SAM 2 trunks: the same float32 `linspace`). Computed on the CPU, so that models build on the meta device."""
+    return torch.linspace(0.0, drop_path_rate, depth, device="cpu").tolist()
+
+
 class HieraAttention(nn.Module):
     """Multi-head attention over mask units (or windows) with optional max-pooling of the queries.
 
@@ -124,7 +148,7 @@ class HieraAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim_out)
         self.proj = nn.Linear(dim_out, dim_out)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, units = hidden_states.shape[:2]
         query, key, value = self.qkv(hidden_states).chunk(3, dim=-1)
         query = pool_tokens(query, self.query_stride)
@@ -203,7 +227,7 @@ class HieraBlock(GradientCheckpointingLayer):
     def attend(self, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.attn(normed)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         normed = self.norm1(hidden_states)
         if self.proj is not None:
             # Meta projects the *normalised* input for the residual when the width changes.
@@ -324,7 +348,7 @@ class HieraEncoder(nn.Module):
         depth = sum(config.depths)
         self.stage_ends = [sum(config.depths[: i + 1]) - 1 for i in range(len(config.depths))]
         pool_blocks = {end + 1 for end in self.stage_ends[: config.num_query_pool]}
-        drop_rates = torch.linspace(0, config.drop_path_rate, depth).tolist()
+        drop_rates = drop_path_rates(config.drop_path_rate, depth)
         dims, stage = config.stage_dims, 0
         self.blocks = nn.ModuleList()
         for i in range(depth):
@@ -345,21 +369,28 @@ class HieraEncoder(nn.Module):
                     drop_path=drop_rates[i],
                 )
             )
-        self.num_query_pool = config.num_query_pool
-        self.query_stride = tuple(config.query_stride)
         self.gradient_checkpointing = False
 
-    def run_block(self, block: HieraBlock, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def run_block(
+        self, block: HieraBlock, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`block(hidden_states)`, with `hidden_states` `(B, U, *unit, C)`.
 
         Mask units do not interact in a windowed block, so in inference it runs them in groups of about
         `unit_group_tokens` tokens: each group's intermediates (the MLP's are 4x the input) then stay in cache
         instead of filling fresh memory. Same result, faster on CPU. Training keeps whole batches (drop path is
-        per sample) and so does `torch.compile` (it fuses the block itself).
+        per sample) and so does `torch.compile` (it fuses the block itself); so do calls that return the attention
+        weights (the returned weights are then the ones the block used, not a concatenated copy).
         """
         batch, units, *unit, channels = hidden_states.shape
         group = max(1, self.unit_group_tokens // math.prod(unit))
-        if self.training or not block.attn.windowed or batch * units <= group or torch.compiler.is_compiling():
+        if (
+            self.training
+            or output_attentions
+            or not block.attn.windowed
+            or batch * units <= group
+            or torch.compiler.is_compiling()
+        ):
             return block(hidden_states)
         flat = hidden_states.reshape(1, batch * units, *unit, channels)
         outputs = [block(part) for part in flat.split(group, dim=1)]
@@ -375,22 +406,34 @@ class HieraEncoder(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, tuple, tuple | None, tuple | None]:
         """`hidden_states` `(B, U, *unit, C)`. `unit_grid` is the unit grid for spatial outputs, or `None` for
-        masked inputs (outputs stay per unit). Returns (last, stage outputs, hidden states, attentions)."""
+        masked inputs (outputs stay per unit). Returns (last, stage outputs, hidden states, attentions).
 
-        def spatial(x: torch.Tensor) -> torch.Tensor:
-            return x if unit_grid is None else units_to_grid(x, unit_grid)
-
+        The returned hidden states are on the graph the forward continues from (so `retain_grad()` on them gets a
+        gradient): in spatial order, the next block reads the mask-unit view of the returned spatial tensor (the
+        two layouts are one permutation apart, so the values are the same)."""
         intermediates = []
-        all_hidden = [spatial(hidden_states)] if output_hidden_states else None
+        all_hidden = [] if output_hidden_states else None
         all_attn = [] if output_attentions else None
+
+        def record(x: torch.Tensor) -> torch.Tensor:
+            """Appends `x` in spatial order and returns the tensor to continue from, `(B, U, *unit, C)`."""
+            if unit_grid is None:
+                all_hidden.append(x)
+                return x
+            grid = units_to_grid(x, unit_grid)
+            all_hidden.append(grid)
+            return grid_to_units(grid, tuple(x.shape[2:-1]))
+
+        if output_hidden_states:
+            hidden_states = record(hidden_states)
         for i, block in enumerate(self.blocks):
-            hidden_states, attn_weights = self.run_block(block, hidden_states)
+            hidden_states, attn_weights = self.run_block(block, hidden_states, output_attentions)
             if output_hidden_states:
-                all_hidden.append(spatial(hidden_states))
+                hidden_states = record(hidden_states)
             if output_attentions:
                 all_attn.append(attn_weights)
             if i in self.stage_ends:
-                intermediates.append(spatial(hidden_states))
+                intermediates.append(hidden_states if unit_grid is None else units_to_grid(hidden_states, unit_grid))
         return (
             hidden_states,
             tuple(intermediates),
@@ -412,6 +455,9 @@ class HieraPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # The losses are means over the batch: the Trainer must scale them for gradient accumulation (and must not pass
+    # `num_items_in_batch`, which no forward takes).
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
@@ -482,7 +528,6 @@ class HieraModel(HieraPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        **kwargs,
     ) -> HieraModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, channels, height, width)` or
@@ -493,12 +538,12 @@ class HieraModel(HieraPreTrainedModel):
         num_kept (`int`, *optional*): the number of True entries per row of `mask`, when the caller knows it
             statically (keeps `torch.compile` graphs free of data-dependent shapes); counted from `mask` otherwise.
         interpolate_pos_encoding (`bool`): resize the position embeddings to an input of another size.
+        output_hidden_states, output_attentions (`bool`, *optional*): return every block's output / attention
+            weights (the latter needs `attn_implementation="eager"`); default: the config's values.
+        return_dict (`bool`, *optional*): return a tuple instead of the output class when False.
         """
         self._check_pixel_values(pixel_values)
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states, output_attentions = resolve_output_flags(self, output_hidden_states, output_attentions)
         unit_grid = self.unit_grid(pixel_values)
         keep_index = None
         if mask is not None:
@@ -577,7 +622,6 @@ class HieraForImageClassification(HieraPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        **kwargs,
     ) -> ImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class indices for the cross-entropy loss
@@ -620,12 +664,17 @@ class HieraBackbone(BackboneMixin, HieraPreTrainedModel):
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        **kwargs,
     ) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, channels, height, width)` or
+            `(batch_size, channels, frames, height, width)`): normalised input.
+        output_hidden_states, output_attentions (`bool`, *optional*): as for [`HieraModel`]; default: the config's.
+        """
+        output_hidden_states, output_attentions = resolve_output_flags(self, output_hidden_states, output_attentions)
         need_stem = "stem" in self.out_features
         outputs = self.hiera(
             pixel_values,
-            output_hidden_states=bool(output_hidden_states) or need_stem,
+            output_hidden_states=output_hidden_states or need_stem,
             output_attentions=output_attentions,
         )
         maps = dict(zip(self.stage_names, (outputs.hidden_states[0] if need_stem else None, *outputs.intermediates)))
@@ -648,5 +697,6 @@ __all__ = [
     "HieraPreTrainedModel",
     "grid_to_units",
     "pool_tokens",
+    "resolve_output_flags",
     "units_to_grid",
 ]

@@ -16,26 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import initialization as init
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_hiera import HieraConfig
 from .modeling_hiera import HieraBlock, HieraModel, HieraPreTrainedModel, units_to_grid
-
-logger = logging.get_logger(__name__)
-
-# Modules that only the MAE model has, and the classification head that only a fine-tuned checkpoint has.
-_MAE_MODULES = (
-    "encoder_norm",
-    "multi_scale_fusion_heads",
-    "decoder_embed",
-    "mask_token",
-    "decoder_pos_embed",
-    "decoder_blocks",
-    "decoder_norm",
-    "decoder_pred",
-)
-_CLASSIFIER_MODULES = ("hiera.norm", "classifier")
 
 # Meta normalises each target patch with its unbiased variance plus this epsilon.
 _PATCH_NORM_EPS = 1e-6
@@ -158,26 +143,6 @@ class HieraForPreTraining(HieraPreTrainedModel):
         for module in self.hiera.modules():
             self._init_weights(module)
 
-    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
-        """Loading an encoder or fine-tuned checkpoint: say in one line which weights are new, instead of a table."""
-        super()._adjust_missing_and_unexpected_keys(loading_info)
-
-        def top_module(key: str, names: tuple[str, ...]) -> str | None:
-            return next((name for name in names if key == name or key.startswith(f"{name}.")), None)
-
-        new = {top_module(key, _MAE_MODULES) for key in loading_info.missing_keys}
-        dropped = {top_module(key, _CLASSIFIER_MODULES) for key in loading_info.unexpected_keys}
-        if not loading_info.missing_keys or None in new or None in dropped:
-            return
-        logger.warning(
-            "Loaded an encoder checkpoint into HieraForPreTraining%s; newly initialised (%d tensors): %s",
-            f" (dropped its classifier head: {', '.join(sorted(dropped))})" if dropped else "",
-            len(loading_info.missing_keys),
-            ", ".join(name for name in _MAE_MODULES if name in new),
-        )
-        loading_info.missing_keys = set()
-        loading_info.unexpected_keys = set()
-
     # -- masks and targets ---------------------------------------------------------------------------------------
 
     def num_kept_units(self, mask_ratio: float | None = None) -> int:
@@ -295,7 +260,6 @@ class HieraForPreTraining(HieraPreTrainedModel):
         mask_ratio: float | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        **kwargs,
     ) -> HieraForPreTrainingOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, channels, height, width)` or

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 META_HIERA_URL = "https://dl.fbaipublicfiles.com/hiera/{file}.pth"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_IMAGENET = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)  # transformers' mean and std
 # Meta's video notebook normalises with these values (the last std entry is 0.255, as published).
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.255)
 
@@ -79,16 +81,14 @@ def _build() -> dict[str, HieraPreset]:
                 "mae_in1k": META_HIERA_URL.format(file=f"mae_{name}"),
             },
             "imagenet-1k",
-            IMAGENET_MEAN,
-            IMAGENET_STD,
+            *_IMAGENET,
         )
         presets[f"mae_{name}"] = HieraPreset(
             f"mae_{name}",
             {**_arch(size), "image_size": (224, 224), **_MAE, "mask_ratio": 0.6},
             {"mae_in1k": META_HIERA_URL.format(file=f"mae_{name}")},
             "imagenet-1k",
-            IMAGENET_MEAN,
-            IMAGENET_STD,
+            *_IMAGENET,
         )
     for size in _VIDEO_SIZES:
         name = f"hiera_{size}_16x224"
@@ -118,8 +118,8 @@ HIERA_PRESETS: dict[str, HieraPreset] = _build()
 
 
 def get_preset(name: str) -> HieraPreset:
-    """The preset called `name`; raises a `KeyError` listing the valid names otherwise."""
-    try:
-        return HIERA_PRESETS[name]
-    except KeyError:
-        raise KeyError(f"Unknown Hiera variant {name!r}. Known variants: {', '.join(sorted(HIERA_PRESETS))}") from None
+    """The preset called `name`, e.g. `"hiera_base_224"`; raises a `ValueError` listing the valid names otherwise
+    (as `get_sam2_preset` does)."""
+    if name not in HIERA_PRESETS:
+        raise ValueError(f"Unknown Hiera variant {name!r}. Known variants: {', '.join(sorted(HIERA_PRESETS))}")
+    return HIERA_PRESETS[name]

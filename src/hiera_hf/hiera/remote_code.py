@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from transformers.dynamic_module_utils import custom_object_save
 
+from .. import image_utils
+from ..io_utils import atomic_write, staged_folder
 from . import configuration_hiera, image_processing_hiera, modeling_hiera, modeling_hiera_mae
 
 # Auto class -> class. The folder of any head answers all of them (the weights decide what loads).
@@ -29,6 +29,11 @@ _AUTO_MAP = {
 }
 
 
+# The package import of `image_processing_hiera.py`, rewritten for the flat remote-code folder (see
+# `_save_processor_code`).
+_IMAGE_UTILS_IMPORT = "from ..image_utils import "
+
+
 def _class_ref(cls: type) -> str:
     return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
 
@@ -36,14 +41,27 @@ def _class_ref(cls: type) -> str:
 def _add_auto_map(json_path: Path, auto_map: dict[str, str]) -> None:
     data = json.loads(json_path.read_text())
     data["auto_map"] = {**data.get("auto_map", {}), **auto_map}
-    handle, partial = tempfile.mkstemp(prefix=f".{json_path.name}.", dir=json_path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(partial, json_path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    atomic_write(json_path, lambda partial: Path(partial).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def _save_processor_code(folder: Path) -> list[Path]:
+    """Writes `image_processing_hiera.py` and the `image_utils.py` it imports into the folder.
+
+    transformers' `custom_object_save` copies a module with its same-folder imports (`from .x import`) only, and
+    the processor imports the package-level `hiera_hf.image_utils` (`from ..image_utils import`). The remote-code
+    folder is flat, so `image_utils.py` (no relative imports of its own) is copied beside the processor and that one
+    import line becomes `from .image_utils import`, which transformers then resolves in the folder when loading.
+    """
+    source = Path(image_processing_hiera.__file__).read_text()
+    if source.count(_IMAGE_UTILS_IMPORT) != 1:
+        raise RuntimeError(f"image_processing_hiera.py must import hiera_hf.image_utils once as {_IMAGE_UTILS_IMPORT!r}")
+    files = {
+        folder / "image_processing_hiera.py": source.replace(_IMAGE_UTILS_IMPORT, "from .image_utils import "),
+        folder / "image_utils.py": Path(image_utils.__file__).read_text(),
+    }
+    for path, text in files.items():
+        atomic_write(path, lambda partial, text=text: Path(partial).write_text(text))
+    return list(files)
 
 
 def add_remote_code(folder: str | os.PathLike) -> list[Path]:
@@ -51,8 +69,9 @@ def add_remote_code(folder: str | os.PathLike) -> list[Path]:
 
     Copies `modeling_hiera.py`, `modeling_hiera_mae.py` and the files they import (relative imports only),
     sets the `auto_map` of `config.json` (AutoConfig, AutoModel, AutoModelForImageClassification,
-    AutoModelForVideoClassification, AutoBackbone, AutoModelForPreTraining) and, when `preprocessor_config.json` names `HieraImageProcessor`, copies
-    `image_processing_hiera.py` and sets its `AutoImageProcessor` entry. Video processors are not shipped as
+    AutoModelForVideoClassification, AutoBackbone, AutoModelForPreTraining) and, when `preprocessor_config.json` names
+    `HieraImageProcessor`, copies `image_processing_hiera.py` with `image_utils.py` and sets its `AutoImageProcessor`
+    entry. Video processors are not shipped as
     remote code (they need `hiera_hf.video_io`). Returns the copied files.
     """
     folder = Path(folder)
@@ -70,34 +89,26 @@ def add_remote_code(folder: str | os.PathLike) -> list[Path]:
     if processor_path.is_file() and json.loads(processor_path.read_text()).get("image_processor_type") == (
         processor_class.__name__
     ):
-        files.update(custom_object_save(processor_class, folder))
+        files.update(_save_processor_code(folder))
         _add_auto_map(processor_path, {"AutoImageProcessor": _class_ref(processor_class)})
     return sorted(files)
 
 
 def save_for_hub(model, save_directory: str | os.PathLike, image_processor=None, video_processor=None) -> Path:
-    """Saves `model` and its processors with remote code (see `add_remote_code`), atomically: everything is
-    written to a temporary folder beside `save_directory`, which is then renamed. `save_directory` must not
+    """Saves `model` and its processors with remote code (see `add_remote_code`), atomically
+    (`io_utils.staged_folder`): everything is written to a hidden folder beside `save_directory`, then renamed. `save_directory` must not
     exist or be empty. Returns its path."""
     if not isinstance(model, modeling_hiera.HieraPreTrainedModel):
         raise TypeError(f"save_for_hub expects a hiera-hf Hiera model, got {type(model).__name__}")
     target = Path(save_directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target} already exists and is not an empty folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(target, overwrite=True) as staging:  # replaces an empty folder only
         model.save_pretrained(staging)
         for processor in (image_processor, video_processor):
             if processor is not None:
                 processor.save_pretrained(staging)
         add_remote_code(staging)
-        if target.exists():
-            target.rmdir()
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -8,6 +8,29 @@ from huggingface_hub.dataclasses import strict
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
+# Fields of earlier hiera-hf versions that the model never let vary, with the one value it supported; folders
+# converted before their removal still load (the value is checked, then dropped).
+REMOVED_FIELDS = {
+    "use_obj_ptrs_in_encoder": True,
+    "non_overlap_masks_for_mem_enc": False,
+    "use_mask_input_as_output_without_sam": True,
+    "directly_add_no_mem_embed": True,
+}
+# Fields earlier versions stored but never read (any value loads).
+UNUSED_FIELDS = ("memory_attention_rope_feat_sizes",)
+
+
+def _drop_removed_fields(kwargs: dict) -> None:
+    """Pops the removed fields from a config's extra keyword arguments; refuses values the model cannot honour."""
+    for name in UNUSED_FIELDS:
+        kwargs.pop(name, None)
+    for name, supported in REMOVED_FIELDS.items():
+        if name in kwargs and kwargs.pop(name) != supported:
+            raise ValueError(
+                f"{name}={not supported} is not supported: hiera-hf's SAM 2 always behaves as {name}={supported} "
+                "(as every official SAM 2 model does), so the setting is no longer a config field"
+            )
+
 
 @strict
 class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
@@ -53,12 +76,14 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
 
     Video model (Meta's `SAM2Base` arguments, same names): num_maskmem, memory_attention_*, memory_encoder_*,
     mask_downsampler_*, memory_fuser_*, sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc,
-    binarize_mask_from_pts_for_mem_enc, use_mask_input_as_output_without_sam, max_cond_frames_in_attn,
-    directly_add_no_mem_embed, multimask_output_in_sam, multimask_min_pt_num, multimask_max_pt_num,
-    multimask_output_for_tracking, memory_temporal_stride_for_eval, non_overlap_masks_for_mem_enc,
-    use_obj_ptrs_in_encoder, max_obj_ptrs_in_encoder, add_tpos_enc_to_obj_ptrs, proj_tpos_enc_in_obj_ptrs,
-    use_signed_tpos_enc_to_obj_ptrs, only_obj_ptrs_in_the_past_for_eval, fixed_no_obj_ptr, soft_no_obj_ptr,
-    use_mlp_for_obj_ptr_proj, no_obj_embed_spatial, fill_hole_area, non_overlap_masks.
+    binarize_mask_from_pts_for_mem_enc, max_cond_frames_in_attn, multimask_output_in_sam, multimask_min_pt_num,
+    multimask_max_pt_num, multimask_output_for_tracking, memory_temporal_stride_for_eval, max_obj_ptrs_in_encoder,
+    add_tpos_enc_to_obj_ptrs, proj_tpos_enc_in_obj_ptrs, use_signed_tpos_enc_to_obj_ptrs,
+    only_obj_ptrs_in_the_past_for_eval, fixed_no_obj_ptr, soft_no_obj_ptr, use_mlp_for_obj_ptr_proj,
+    no_obj_embed_spatial, fill_hole_area, non_overlap_masks. Meta's options that every official model sets one way
+    (`use_obj_ptrs_in_encoder`, `non_overlap_masks_for_mem_enc`, `use_mask_input_as_output_without_sam`,
+    `directly_add_no_mem_embed`) are not options here: the model is built that way, and a config that sets them
+    otherwise (e.g. an old `config.json`) is refused.
 
     Training (see `hiera_hf.sam2.loss_sam2`; defaults are the SAM 2 paper's recipe, Meta's fine-tuning config):
         focal_loss_weight, dice_loss_weight, iou_loss_weight, object_score_loss_weight: weights of the focal and
@@ -120,7 +145,6 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
     memory_attention_feedforward_dim: int = 2048
     memory_attention_dropout: float = 0.1
     memory_attention_rope_theta: float = 10000.0
-    memory_attention_rope_feat_sizes: list[int] | tuple[int, ...] = (64, 64)
     memory_encoder_hidden_size: int = 64
     mask_downsampler_kernel_size: int = 3
     mask_downsampler_stride: int = 2
@@ -132,16 +156,12 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
     sigmoid_scale_for_mem_enc: float = 20.0
     sigmoid_bias_for_mem_enc: float = -10.0
     binarize_mask_from_pts_for_mem_enc: bool = True
-    use_mask_input_as_output_without_sam: bool = True
     max_cond_frames_in_attn: int = -1
-    directly_add_no_mem_embed: bool = True
     multimask_output_in_sam: bool = True
     multimask_min_pt_num: int = 0
     multimask_max_pt_num: int = 1
     multimask_output_for_tracking: bool = True
     memory_temporal_stride_for_eval: int = 1
-    non_overlap_masks_for_mem_enc: bool = False
-    use_obj_ptrs_in_encoder: bool = True
     max_obj_ptrs_in_encoder: int = 16
     add_tpos_enc_to_obj_ptrs: bool = True
     proj_tpos_enc_in_obj_ptrs: bool = True
@@ -180,9 +200,9 @@ class Sam2Config(BackboneConfigMixin, PreTrainedConfig):
             "patch_stride",
             "patch_padding",
             "fpn_top_down_levels",
-            "memory_attention_rope_feat_sizes",
         ):
             setattr(self, name, tuple(getattr(self, name)))
+        _drop_removed_fields(kwargs)
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
         out_features, out_indices = kwargs.pop("out_features", None), kwargs.pop("out_indices", None)
         if out_features is None and out_indices is None and self._out_features is None:

@@ -11,9 +11,11 @@ consecutive frames with up to `max_objects` objects visible on the first one (Me
 `Sam2VideoCollator` batches them and draws the prompt type, the inputs of `Sam2VideoModelForTraining`.
 
 Instance masks hold 0 for the background, 1, 2, ... for the objects and 255 for "void" (ignored: background).
-Frames are resized to the square model input (as Meta's `SAM2Transforms`) and normalised with ImageNet's mean and
-standard deviation; masks are resized with nearest-neighbour to `mask_size` (the input size by default, or the
-low-resolution output size `image_size // 4` for a cheaper loss).
+Images and frames are stretched to the square model input and normalised exactly as the model will see them after
+fine-tuning: images as `Sam2ImageProcessor` (Meta's image predictor), video frames as `Sam2VideoSession` (Meta's
+video predictor); see `processing_sam2`. (Meta's training scripts resize with a third filter, Pillow's bilinear,
+which neither predictor uses.) Masks are resized with nearest-neighbour to `mask_size` (the input size by default,
+or the low-resolution output size `image_size // 4` for a cheaper loss).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..image_utils import open_image, to_rgb_array, to_rgb_float
 from .loss_sam2 import IGNORE_INDEX
 from .modeling_sam2 import PADDING_LABEL
+from .processing_sam2 import normalize, resize_image, resize_video_frame
 from .prompts import sample_box, sample_click
 from .training import PROMPT_TYPES
 
@@ -37,12 +40,16 @@ VOID_ID = 255
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """An image as normalised `(3, image_size, image_size)` float32, preprocessed as `Sam2ImageProcessor` (Meta's
+    image predictor) does."""
+    return normalize(resize_image(to_rgb_float(image), (image_size, image_size)))
+
+
 def frame_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
-    """An RGB image as normalised `(3, image_size, image_size)` float32 (bilinear resize)."""
-    image = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
-    return (pixels - mean[:, None, None]) / std[:, None, None]
+    """A video frame as normalised `(3, image_size, image_size)` float32, preprocessed as `Sam2VideoSession` (Meta's
+    video predictor) does."""
+    return normalize(resize_video_frame(to_rgb_array(image), (image_size, image_size)))
 
 
 def instance_ids(mask: Image.Image) -> np.ndarray:
@@ -140,7 +147,7 @@ class Sam2ImageDataset(Dataset):
             if objects:
                 objects = choose(objects, self.max_objects, self.train)
                 return {
-                    "pixel_values": frame_tensor(_open(self.images[position]), self.image_size),
+                    "pixel_values": image_tensor(_open(self.images[position]), self.image_size),
                     "labels": object_masks(ids, objects, self.mask_size),
                 }
         raise ValueError("No instance mask of the dataset holds an object (ids other than 0 and 255)")
@@ -289,11 +296,7 @@ class _Column:
 
 
 def _open(item) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item
-    with Image.open(item) as image:
-        image.load()
-        return image
+    return item if isinstance(item, Image.Image) else open_image(item)
 
 
 __all__ = [
@@ -302,6 +305,7 @@ __all__ = [
     "Sam2ImageDataset",
     "Sam2VideoCollator",
     "frame_tensor",
+    "image_tensor",
     "instance_ids",
     "object_masks",
 ]

@@ -15,7 +15,6 @@ drops.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,9 +30,17 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from ..hiera.modeling_hiera import HieraBlock, eager_attention_forward, grid_to_units, units_to_grid
+from ..hiera.modeling_hiera import (
+    HieraBlock,
+    drop_path_rates,
+    eager_attention_forward,
+    grid_to_units,
+    resolve_output_flags,
+    units_to_grid,
+)
 from .configuration_sam2 import Sam2Config
 from .loss_sam2 import check_mask_targets, sam2_loss
+from .position_encoding import fourier_features, sine_position_encoding
 
 PADDING_LABEL = -10  # a point to ignore (pads prompts with fewer clicks)
 NOT_A_POINT_LABEL = -1  # Meta's padding point, always appended to the sparse prompt
@@ -89,29 +96,6 @@ class Sam2MLP(nn.Module):
 def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same device, dtype, shape and values (unlike `torch.equal`, never raises across devices)."""
     return a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)
-
-
-def sine_position_encoding(
-    height: int, width: int, channels: int, device: torch.device, temperature: float = 10000.0
-) -> torch.Tensor:
-    """DETR-style normalised sine encoding of a `height x width` grid, `(1, channels, height, width)` float32:
-    the first half of the channels encodes y, the second x, alternating sin and cos."""
-    half = channels // 2
-    scale = 2 * math.pi
-    y = torch.arange(1, height + 1, dtype=torch.float32, device=device)
-    x = torch.arange(1, width + 1, dtype=torch.float32, device=device)
-    y = y / (height + 1e-6) * scale
-    x = x / (width + 1e-6) * scale
-    dim_t = torch.arange(half, dtype=torch.float32, device=device)
-    dim_t = temperature ** (2 * (dim_t // 2) / half)
-
-    def encode(pos: torch.Tensor) -> torch.Tensor:
-        pos = pos[:, None] / dim_t
-        return torch.stack((pos[:, 0::2].sin(), pos[:, 1::2].cos()), dim=2).flatten(1)
-
-    pos_y = encode(y)[:, None, :].expand(height, width, half)
-    pos_x = encode(x)[None, :, :].expand(height, width, half)
-    return torch.cat((pos_y, pos_x), dim=-1).permute(2, 0, 1)[None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -171,7 +155,7 @@ class Sam2HieraModel(nn.Module):
         self.stage_ends = [sum(config.depths[: i + 1]) - 1 for i in range(len(config.depths))]
         pool_blocks = {end + 1 for end in self.stage_ends[: config.num_query_pool]}
         depth = sum(config.depths)
-        drop_rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # meta-device safe
+        drop_rates = drop_path_rates(config.drop_path_rate, depth)
         dims, stage = config.stage_dims, 0
         self.blocks = nn.ModuleList()
         for i in range(depth):
@@ -318,11 +302,8 @@ class Sam2PromptEncoder(nn.Module):
         self.act = nn.GELU()
 
     def encode_coordinates(self, coords: torch.Tensor) -> torch.Tensor:
-        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)` in the model's dtype. Computed in
-        float32: the phases reach tens of radians, too coarse in bfloat16."""
-        matrix = self.positional_encoding_gaussian_matrix
-        coords = 2 * math.pi * ((2 * coords.float() - 1) @ matrix.float())
-        return torch.cat([coords.sin(), coords.cos()], dim=-1).to(matrix.dtype)
+        """Fourier features of coordinates in [0, 1]: `(..., 2)` -> `(..., hidden)` in the model's dtype."""
+        return fourier_features(coords, self.positional_encoding_gaussian_matrix)
 
     def dense_positional_embedding(self) -> torch.Tensor:
         """Encoding of the image-embedding grid's cell centres, `(1, hidden, size, size)`."""
@@ -393,9 +374,10 @@ class Sam2Attention(nn.Module):
 
     def forward(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`query` `(N, Lq, hidden)`, `key`/`value` `(N or 1, Lk, kv_in_dim)`, `attention_mask` additive
-        `(N, 1, 1, Lk)`. Returns `(N, Lq, hidden)`."""
+        `(N, 1, 1, Lk)`. Returns `(N, Lq, hidden)` and the attention weights `(N, heads, Lq, Lk)` (eager attention
+        only, else `None`)."""
 
         def heads_first(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
@@ -410,10 +392,10 @@ class Sam2Attention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        attn_output, _ = attention_interface(
+        attn_output, attn_weights = attention_interface(
             self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0
         )
-        return self.out_proj(attn_output.reshape(batch, -1, self.num_heads * self.head_dim))
+        return self.out_proj(attn_output.reshape(batch, -1, self.num_heads * self.head_dim)), attn_weights
 
 
 class Sam2TwoWayAttentionBlock(GradientCheckpointingLayer):
@@ -444,21 +426,23 @@ class Sam2TwoWayAttentionBlock(GradientCheckpointingLayer):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
         token_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor | None, ...]]:
         """`queries` `(N, T, C)` tokens, `keys` `(N, HW, C)` image; `token_mask` additive `(N, 1, 1, T)` hides
-        padding tokens from whoever attends to the tokens."""
+        padding tokens from whoever attends to the tokens. Returns queries, keys and the weights of the three
+        attentions (token self-attention, token-to-image, image-to-token)."""
         if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries, token_mask)
+            queries, self_weights = self.self_attn(queries, queries, queries, token_mask)
         else:
             q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries, token_mask)
+            attended, self_weights = self.self_attn(q, q, queries, token_mask)
+            queries = queries + attended
         queries = self.norm1(queries)
-        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys + key_pe, keys))
+        attended, token_weights = self.cross_attn_token_to_image(queries + query_pe, keys + key_pe, keys)
+        queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.mlp(queries))
-        keys = self.norm4(
-            keys + self.cross_attn_image_to_token(keys + key_pe, queries + query_pe, queries, token_mask)
-        )
-        return queries, keys
+        attended, image_weights = self.cross_attn_image_to_token(keys + key_pe, queries + query_pe, queries, token_mask)
+        keys = self.norm4(keys + attended)
+        return queries, keys, (self_weights, token_weights, image_weights)
 
 
 class Sam2TwoWayTransformer(nn.Module):
@@ -479,16 +463,19 @@ class Sam2TwoWayTransformer(nn.Module):
         image_pe: torch.Tensor,
         tokens: torch.Tensor,
         token_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor | None, ...]]:
         """`image_embeddings` `(N, C, h, w)`, `image_pe` `(1, C, h, w)`, `tokens` `(N, T, C)`.
-        Returns tokens `(N, T, C)` and image tokens `(N, h*w, C)`."""
+        Returns tokens `(N, T, C)`, image tokens `(N, h*w, C)` and the attention weights of every attention in
+        order (three per layer, then the final token-to-image attention)."""
         keys = image_embeddings.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
-        queries = tokens
+        queries, attentions = tokens, []
         for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe, token_mask)
-        queries = queries + self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
-        return self.norm_final_attn(queries), keys
+            queries, keys, weights = layer(queries, keys, tokens, key_pe, token_mask)
+            attentions.extend(weights)
+        attended, weights = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
+        attentions.append(weights)
+        return self.norm_final_attn(queries + attended), keys, tuple(attentions)
 
 
 class Sam2MaskDecoder(nn.Module):
@@ -537,14 +524,16 @@ class Sam2MaskDecoder(nn.Module):
         high_res_features: tuple[torch.Tensor, torch.Tensor] | None,
         multimask_output: bool,
         sparse_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """Predict masks for `N = B * P` prompts on `B` images.
 
         `image_embeddings` `(B, C, h, w)`, `image_pe` `(1, C, h, w)`, `sparse_embeddings` `(N, K, C)`,
         `dense_embeddings` `(N, C, h, w)`, `high_res_features` `((B, C/8, 4h, 4w), (B, C/4, 2h, 2w))`,
         `sparse_mask` `(N, K)` bool, False for tokens to ignore.
         Returns masks `(N, M, 4h, 4w)` logits, IoU scores `(N, M)`, SAM output tokens `(N, M_tokens, C)` and
-        object-score logits `(N, 1)`, with `M = num_multimask_outputs` or 1.
+        object-score logits `(N, 1)`, with `M = num_multimask_outputs` or 1; with `output_attentions`, a fifth
+        element: the two-way transformer's attention weights (see `Sam2TwoWayTransformer`).
         """
         num_prompts = sparse_embeddings.shape[0]
         per_image = num_prompts // image_embeddings.shape[0]
@@ -562,7 +551,7 @@ class Sam2MaskDecoder(nn.Module):
 
         src = image_embeddings.repeat_interleave(per_image, dim=0) + dense_embeddings
         batch, channels, height, width = src.shape
-        hidden_tokens, src = self.transformer(src, image_pe, tokens, token_mask)
+        hidden_tokens, src, attentions = self.transformer(src, image_pe, tokens, token_mask)
         iou_token_out = hidden_tokens[:, offset]
         mask_tokens_out = hidden_tokens[:, offset + 1 : offset + 1 + self.num_mask_tokens]
 
@@ -598,6 +587,8 @@ class Sam2MaskDecoder(nn.Module):
             sam_tokens = mask_tokens_out[:, 1:]
         else:
             sam_tokens = mask_tokens_out[:, :1]
+        if output_attentions:
+            return masks, iou_scores, sam_tokens, object_score_logits, attentions
         return masks, iou_scores, sam_tokens, object_score_logits
 
     def select_stable_single_mask(
@@ -684,6 +675,16 @@ class Sam2ImageSegmentationOutput(ModelOutput):
         The image embeddings used (with `no_mem_embed`).
     high_res_features (`tuple(torch.FloatTensor)`):
         The high-resolution features used, see [`Sam2ImageEmbeddingsOutput`].
+    vision_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True` and
+        `pixel_values` are given):
+        The trunk's embeddings and every block's output, channels last `(batch_size, height, width, channels)`.
+    vision_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True` and
+        `pixel_values` are given):
+        Attention weights of every trunk block, `(batch_size * windows, heads, query_tokens, key_tokens)`.
+    mask_decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        Attention weights of the mask decoder's two-way transformer, `(batch_size * num_prompts, heads,
+        query_tokens, key_tokens)`: per layer token self-attention, token-to-image and image-to-token, then the
+        final token-to-image attention.
     """
 
     loss: torch.FloatTensor | None = None
@@ -693,6 +694,9 @@ class Sam2ImageSegmentationOutput(ModelOutput):
     sam_output_tokens: torch.FloatTensor | None = None
     image_embeddings: torch.FloatTensor | None = None
     high_res_features: tuple[torch.FloatTensor, ...] | None = None
+    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    vision_attentions: tuple[torch.FloatTensor, ...] | None = None
+    mask_decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -767,7 +771,7 @@ class Sam2PreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings_window, std=std)
         elif isinstance(module, Sam2PromptEncoder):
             init.normal_(module.positional_encoding_gaussian_matrix)
-        elif isinstance(module, Sam2Model):
+        elif isinstance(module, Sam2Base):
             init.trunc_normal_(module.no_mem_embed, std=std)
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
@@ -784,18 +788,14 @@ class Sam2PreTrainedModel(PreTrainedModel):
             )
 
 
-class Sam2Model(Sam2PreTrainedModel):
-    """SAM 2 image segmentation: image encoder, prompt encoder and mask decoder (see the module docstring)."""
-
-    _keys_to_ignore_on_load_unexpected = list(VIDEO_ONLY_KEYS)
-
-    def __init__(self, config: Sam2Config):
-        super().__init__(config)
-        self._build_image_modules(config)
-        self.post_init()
+class Sam2Base(Sam2PreTrainedModel):
+    """The image path every SAM 2 model is built on (Meta's `SAM2Base`): Hiera trunk, FPN neck, prompt encoder, mask
+    decoder and `no_mem_embed`, under Meta's names. Its two subclasses are siblings, neither is the other:
+    `Sam2Model` segments images (`forward` takes prompts), `Sam2VideoModel` tracks (`track_step`, a per-frame step
+    with memory). Code that needs the image model's `forward` checks for `Sam2Model`."""
 
     def _build_image_modules(self, config: Sam2Config) -> None:
-        """The image model's modules; subclasses add theirs before calling `post_init`."""
+        """The image modules; a subclass builds them in `__init__`, adds its own, then calls `post_init`."""
         self.hiera = Sam2HieraModel(config)
         self.neck = Sam2FpnNeck(config)
         self.prompt_encoder = Sam2PromptEncoder(config)
@@ -824,101 +824,6 @@ class Sam2Model(Sam2PreTrainedModel):
             intermediates=intermediates,
             hidden_states=hidden,
             attentions=attentions,
-        )
-
-    @can_return_tuple
-    def get_image_embeddings(self, pixel_values: torch.Tensor, **kwargs) -> Sam2ImageEmbeddingsOutput:
-        """Encode a batch of images `(batch_size, 3, image_size, image_size)` once, to prompt them many times."""
-        features = self.get_vision_features(pixel_values).fpn_features
-        embeddings = features[-1]
-        if self.config.directly_add_no_mem_embed:
-            embeddings = embeddings + self.no_mem_embed.reshape(1, -1, 1, 1)
-        high_res = tuple(features[:-1]) if self.config.use_high_res_features else None
-        return Sam2ImageEmbeddingsOutput(image_embeddings=embeddings, high_res_features=high_res)
-
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_points: torch.Tensor | None = None,
-        input_labels: torch.Tensor | None = None,
-        input_boxes: torch.Tensor | None = None,
-        input_masks: torch.Tensor | None = None,
-        image_embeddings: torch.Tensor | None = None,
-        high_res_features: tuple[torch.Tensor, ...] | None = None,
-        multimask_output: bool = True,
-        labels: torch.Tensor | None = None,
-        **kwargs,
-    ) -> Sam2ImageSegmentationOutput:
-        r"""
-        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
-            Normalised images; or pass `image_embeddings` and `high_res_features` from `get_image_embeddings`.
-        input_points (`torch.FloatTensor` of shape `(batch_size, num_prompts, num_points, 2)`, *optional*):
-            Clicks as (x, y) in pixels of the `image_size` model input. Pad prompts with fewer clicks with label -10.
-        input_labels (`torch.LongTensor` of shape `(batch_size, num_prompts, num_points)`, *optional*):
-            1 foreground, 0 background, -1 Meta's "not a point", -10 padding (ignored).
-        input_boxes (`torch.FloatTensor` of shape `(batch_size, num_prompts, 4)`, *optional*):
-            Boxes as (x0, y0, x1, y1) in model-input pixels, one per prompt.
-        input_masks (`torch.FloatTensor` of shape `(batch_size, num_prompts, 1, 256, 256)`, *optional*):
-            Low-resolution mask logits, e.g. a previous `pred_masks` output.
-        multimask_output (`bool`): return 3 masks per prompt; otherwise one (with the dynamic stability fallback
-            of `dynamic_multimask_via_stability` in eval mode).
-        labels (`torch.FloatTensor` of shape `(batch_size, num_prompts, size, size)`, *optional*):
-            Target 0/1 mask of each prompt, at the low-resolution output size (`size` 256 for a 1024 input: cheap)
-            or at the model input size (`size` = `image_size`: the masks are upsampled first, as in Meta's
-            training). A prompt whose target is all -100 is padding and is left out. Gives `loss`: see
-            `hiera_hf.sam2.loss_sam2`; with several masks per prompt only the best one gets the mask loss.
-        """
-        if (pixel_values is None) == (image_embeddings is None):
-            raise ValueError("Pass exactly one of pixel_values or image_embeddings")
-        if pixel_values is not None:
-            embedded = self.get_image_embeddings(pixel_values)
-            image_embeddings, high_res_features = embedded.image_embeddings, embedded.high_res_features
-        else:
-            size, channels = self.config.image_embedding_size, self.config.fpn_hidden_size
-            if image_embeddings.ndim != 4 or tuple(image_embeddings.shape[1:]) != (channels, size, size):
-                raise ValueError(
-                    f"image_embeddings must have shape (batch, {channels}, {size}, {size}) as returned by "
-                    f"get_image_embeddings, got {tuple(image_embeddings.shape)}"
-                )
-            if self.config.use_high_res_features and high_res_features is None:
-                raise ValueError("high_res_features are required with image_embeddings (see get_image_embeddings)")
-        batch = image_embeddings.shape[0]
-        points, point_labels, masks, num_prompts = self._flatten_prompts(
-            batch, input_points, input_labels, input_boxes, input_masks
-        )
-        sparse, dense = self.prompt_encoder(points, point_labels, masks, batch * num_prompts)
-        masks, iou_scores, sam_tokens, object_score_logits = self.mask_decoder(
-            image_embeddings,
-            self.prompt_encoder.dense_positional_embedding(),
-            sparse,
-            dense,
-            high_res_features,
-            multimask_output,
-            sparse_mask=None if point_labels is None else point_labels != PADDING_LABEL,
-        )
-        loss = None
-        if labels is not None:
-            check_mask_targets(labels, self.config)
-            if tuple(labels.shape[:2]) != (batch, num_prompts):
-                raise ValueError(
-                    f"labels must be (batch, num_prompts, size, size) = ({batch}, {num_prompts}, ...), one target "
-                    f"mask per prompt; got {tuple(labels.shape)}"
-                )
-            # Meta's training replaces the masks of objects predicted absent before the loss (they then learn
-            # through the object score only).
-            present = object_score_logits[..., None, None] > 0
-            loss_masks = torch.where(present, masks, NO_OBJECT_SCORE) if self.config.pred_obj_scores else masks
-            loss = sam2_loss(loss_masks.float(), iou_scores, object_score_logits, labels.flatten(0, 1), self.config)
-            loss = loss["loss"]
-        return Sam2ImageSegmentationOutput(
-            loss=loss,
-            pred_masks=masks.unflatten(0, (batch, num_prompts)),
-            iou_scores=iou_scores.unflatten(0, (batch, num_prompts)),
-            object_score_logits=object_score_logits.unflatten(0, (batch, num_prompts)),
-            sam_output_tokens=sam_tokens.unflatten(0, (batch, num_prompts)),
-            image_embeddings=image_embeddings,
-            high_res_features=high_res_features,
         )
 
     def _flatten_prompts(
@@ -997,6 +902,131 @@ class Sam2Model(Sam2PreTrainedModel):
         return coords, point_labels, flat_masks, num_prompts
 
 
+class Sam2Model(Sam2Base):
+    """SAM 2 image segmentation: image encoder, prompt encoder and mask decoder (see the module docstring)."""
+
+    _keys_to_ignore_on_load_unexpected = list(VIDEO_ONLY_KEYS)
+
+    def __init__(self, config: Sam2Config):
+        super().__init__(config)
+        self._build_image_modules(config)
+        self.post_init()
+
+    @can_return_tuple
+    def get_image_embeddings(self, pixel_values: torch.Tensor) -> Sam2ImageEmbeddingsOutput:
+        """Encode a batch of images `(batch_size, 3, image_size, image_size)` once, to prompt them many times."""
+        return self._image_embeddings(self.get_vision_features(pixel_values).fpn_features)
+
+    def _image_embeddings(self, fpn_features: tuple[torch.Tensor, ...]) -> Sam2ImageEmbeddingsOutput:
+        """What the mask decoder reads from the FPN levels: the coarsest plus `no_mem_embed` (an image has no
+        memory; Meta adds it directly), and the high-resolution levels."""
+        embeddings = fpn_features[-1] + self.no_mem_embed.reshape(1, -1, 1, 1)
+        high_res = tuple(fpn_features[:-1]) if self.config.use_high_res_features else None
+        return Sam2ImageEmbeddingsOutput(image_embeddings=embeddings, high_res_features=high_res)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        image_embeddings: torch.Tensor | None = None,
+        high_res_features: tuple[torch.Tensor, ...] | None = None,
+        multimask_output: bool = True,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> Sam2ImageSegmentationOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
+            Normalised images; or pass `image_embeddings` and `high_res_features` from `get_image_embeddings`.
+        input_points (`torch.FloatTensor` of shape `(batch_size, num_prompts, num_points, 2)`, *optional*):
+            Clicks as (x, y) in pixels of the `image_size` model input. Pad prompts with fewer clicks with label -10.
+        input_labels (`torch.LongTensor` of shape `(batch_size, num_prompts, num_points)`, *optional*):
+            1 foreground, 0 background, -1 Meta's "not a point", -10 padding (ignored).
+        input_boxes (`torch.FloatTensor` of shape `(batch_size, num_prompts, 4)`, *optional*):
+            Boxes as (x0, y0, x1, y1) in model-input pixels, one per prompt.
+        input_masks (`torch.FloatTensor` of shape `(batch_size, num_prompts, 1, 256, 256)`, *optional*):
+            Low-resolution mask logits, e.g. a previous `pred_masks` output.
+        multimask_output (`bool`): return 3 masks per prompt; otherwise one (with the dynamic stability fallback
+            of `dynamic_multimask_via_stability` in eval mode).
+        labels (`torch.FloatTensor` of shape `(batch_size, num_prompts, size, size)`, *optional*):
+            Target 0/1 mask of each prompt, at the low-resolution output size (`size` 256 for a 1024 input: cheap)
+            or at the model input size (`size` = `image_size`: the masks are upsampled first, as in Meta's
+            training). A prompt whose target is all -100 is padding and is left out. Gives `loss`: see
+            `hiera_hf.sam2.loss_sam2`; with several masks per prompt only the best one gets the mask loss.
+        output_hidden_states (`bool`, *optional*): return the trunk's hidden states (`vision_hidden_states`; needs
+            `pixel_values`). Default: `config.output_hidden_states`.
+        output_attentions (`bool`, *optional*): return the trunk's and the mask decoder's attention weights (needs
+            `attn_implementation="eager"`). Default: `config.output_attentions`.
+        return_dict (`bool`, *optional*): return a tuple instead of the output class when False.
+        """
+        if (pixel_values is None) == (image_embeddings is None):
+            raise ValueError("Pass exactly one of pixel_values or image_embeddings")
+        if output_hidden_states and pixel_values is None:
+            raise ValueError(
+                "output_hidden_states=True needs pixel_values: the trunk does not run on given image_embeddings"
+            )
+        output_hidden_states, output_attentions = resolve_output_flags(self, output_hidden_states, output_attentions)
+        vision = None
+        if pixel_values is not None:
+            vision = self.get_vision_features(pixel_values, output_hidden_states, output_attentions)
+            embedded = self._image_embeddings(vision.fpn_features)
+            image_embeddings, high_res_features = embedded.image_embeddings, embedded.high_res_features
+        else:
+            size, channels = self.config.image_embedding_size, self.config.fpn_hidden_size
+            if image_embeddings.ndim != 4 or tuple(image_embeddings.shape[1:]) != (channels, size, size):
+                raise ValueError(
+                    f"image_embeddings must have shape (batch, {channels}, {size}, {size}) as returned by "
+                    f"get_image_embeddings, got {tuple(image_embeddings.shape)}"
+                )
+            if self.config.use_high_res_features and high_res_features is None:
+                raise ValueError("high_res_features are required with image_embeddings (see get_image_embeddings)")
+        batch = image_embeddings.shape[0]
+        points, point_labels, masks, num_prompts = self._flatten_prompts(
+            batch, input_points, input_labels, input_boxes, input_masks
+        )
+        sparse, dense = self.prompt_encoder(points, point_labels, masks, batch * num_prompts)
+        masks, iou_scores, sam_tokens, object_score_logits, *decoder_attentions = self.mask_decoder(
+            image_embeddings,
+            self.prompt_encoder.dense_positional_embedding(),
+            sparse,
+            dense,
+            high_res_features,
+            multimask_output,
+            sparse_mask=None if point_labels is None else point_labels != PADDING_LABEL,
+            output_attentions=output_attentions,
+        )
+        loss = None
+        if labels is not None:
+            check_mask_targets(labels, self.config)
+            if tuple(labels.shape[:2]) != (batch, num_prompts):
+                raise ValueError(
+                    f"labels must be (batch, num_prompts, size, size) = ({batch}, {num_prompts}, ...), one target "
+                    f"mask per prompt; got {tuple(labels.shape)}"
+                )
+            # Meta's training replaces the masks of objects predicted absent before the loss (they then learn
+            # through the object score only).
+            present = object_score_logits[..., None, None] > 0
+            loss_masks = torch.where(present, masks, NO_OBJECT_SCORE) if self.config.pred_obj_scores else masks
+            loss = sam2_loss(loss_masks.float(), iou_scores, object_score_logits, labels.flatten(0, 1), self.config)
+            loss = loss["loss"]
+        return Sam2ImageSegmentationOutput(
+            loss=loss,
+            pred_masks=masks.unflatten(0, (batch, num_prompts)),
+            iou_scores=iou_scores.unflatten(0, (batch, num_prompts)),
+            object_score_logits=object_score_logits.unflatten(0, (batch, num_prompts)),
+            sam_output_tokens=sam_tokens.unflatten(0, (batch, num_prompts)),
+            image_embeddings=image_embeddings,
+            high_res_features=high_res_features,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
+            mask_decoder_attentions=decoder_attentions[0] if output_attentions else None,
+        )
+
+
 class Sam2HieraBackbone(BackboneMixin, Sam2PreTrainedModel):
     """SAM 2's Hiera trunk alone: `feature_maps` are the selected stage outputs `(B, C, H, W)` (all four stages by
     default). A converted SAM 2 folder loads into it through `AutoBackbone`; the other weights are skipped."""
@@ -1015,19 +1045,25 @@ class Sam2HieraBackbone(BackboneMixin, Sam2PreTrainedModel):
         self.hiera = Sam2HieraModel(config)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.hiera.patch_embeddings
+
     @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        **kwargs,
     ) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`): normalised images.
+        output_hidden_states, output_attentions (`bool`, *optional*): return the trunk's hidden states (channels
+            last) / attention weights (eager attention only); default: the config's values.
+        """
         self._check_pixel_values(pixel_values)
+        output_hidden_states, output_attentions = resolve_output_flags(self, output_hidden_states, output_attentions)
         need_stem = "stem" in self.out_features
-        stages, hidden, attentions = self.hiera(
-            pixel_values, bool(output_hidden_states) or need_stem, bool(output_attentions)
-        )
+        stages, hidden, attentions = self.hiera(pixel_values, output_hidden_states or need_stem, output_attentions)
         maps = dict(zip(self.stage_names, (hidden[0] if need_stem else None, *stages)))
         return BackboneOutput(
             feature_maps=tuple(maps[name].permute(0, 3, 1, 2) for name in self.out_features),
@@ -1040,6 +1076,7 @@ __all__ = [
     "NO_OBJECT_SCORE",
     "PADDING_LABEL",
     "VIDEO_ONLY_KEYS",
+    "Sam2Base",
     "Sam2HieraBackbone",
     "Sam2HieraModel",
     "Sam2ImageEmbeddingsOutput",
@@ -1047,5 +1084,4 @@ __all__ = [
     "Sam2Model",
     "Sam2PreTrainedModel",
     "Sam2VisionOutput",
-    "sine_position_encoding",
 ]

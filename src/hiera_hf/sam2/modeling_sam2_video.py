@@ -1,11 +1,12 @@
 """SAM 2 / SAM 2.1 video: the stateless building blocks of tracking.
 
 - `Sam2MemoryAttention` conditions the current frame's image embedding on the memory bank: self-attention and
-  cross-attention to the memories, both with axial 2-D rotary position encoding (RoPE).
+  cross-attention to the memories, both with axial 2-D rotary position encoding (RoPE, `position_encoding`).
 - `Sam2MemoryEncoder` fuses a predicted mask with the frame's image embedding into a small spatial memory.
-- `Sam2VideoModel` is the image model plus those two and the memory-bank parameters (temporal encodings, object
-  pointers, "no memory" / "no object" embeddings), all under the names of Meta's checkpoints. It offers the steps
-  of one frame as plain functions of tensors; the session that keeps the memory bank lives elsewhere.
+- `Sam2VideoModel` is the image modules (`Sam2Base`) plus those two and the memory-bank parameters (temporal
+  encodings, object pointers, "no memory" / "no object" embeddings), all under the names of Meta's checkpoints.
+  Its one public per-frame step is `track_step`, returning a `Sam2VideoFrameOutput`. Which frames a frame attends
+  to and how their memories become tokens is `memory_bank`'s; the session that keeps them is `video_session`.
 
 All tensors are batch first; the batch is the set of tracked objects (one frame of one video). The memory bank of
 `N` objects is `(N, M, memory_dim)` tokens: the spatial memories of the selected frames (`H * W` tokens each),
@@ -14,7 +15,7 @@ then the object-pointer tokens (each 256-d pointer split into 4 tokens of 64).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,47 +34,11 @@ from .modeling_sam2 import (
     NOT_A_POINT_LABEL,
     PADDING_LABEL,
     Sam2Attention,
+    Sam2Base,
     Sam2LayerNorm2d,
     Sam2MLP,
-    Sam2Model,
-    Sam2PreTrainedModel,
-    sine_position_encoding,
 )
-
-# ---------------------------------------------------------------------------------------------------------------
-# Position encodings
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def axial_rope_angles(height: int, width: int, head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
-    """Rotation angles of 2-D axial RoPE for a row-major `height x width` grid, `(height * width, head_dim // 2)`
-    float32: channel pair `j` is rotated by `x * f_j` for the first `head_dim // 4` pairs and by `y * f_j` for the
-    rest, with `f_j = theta ** (-4j / head_dim)`."""
-    if head_dim % 4:
-        raise ValueError(f"2-D rotary encoding needs a head size divisible by 4, got {head_dim}")
-    exponents = torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim
-    frequencies = 1.0 / theta**exponents
-    index = torch.arange(height * width, device=device)
-    x, y = (index % width).float(), torch.div(index, width, rounding_mode="floor").float()
-    return torch.cat([torch.outer(x, frequencies), torch.outer(y, frequencies)], dim=-1)
-
-
-def apply_rotary(hidden_states: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate the channel pairs `(2j, 2j + 1)` of `hidden_states` `(..., L, D)`, read as complex numbers, by the
-    unit complex numbers `rotation` `(L, D // 2)` (one complex multiply: a third of the time of the same rotation
-    in real arithmetic). Computed in float32 and returned in the input dtype."""
-    pairs = torch.view_as_complex(hidden_states.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * rotation).flatten(-2).to(hidden_states.dtype)
-
-
-def sine_encoding_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """Transformer sine encoding of scalar positions: `(...,)` -> `(..., dim)` float32, sines then cosines."""
-    half = dim // 2
-    dim_t = torch.arange(half, dtype=torch.float32, device=positions.device)
-    dim_t = temperature ** (2 * (dim_t // 2) / half)
-    angles = positions.float()[..., None] / dim_t
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
+from .position_encoding import apply_rotary, axial_rope_angles, sine_encoding_1d, sine_position_encoding
 
 # ---------------------------------------------------------------------------------------------------------------
 # Memory attention
@@ -336,9 +301,18 @@ class Sam2MemoryEncoder(nn.Module):
 @dataclass
 class Sam2VideoFrameOutput(ModelOutput):
     r"""
+    The result of `Sam2VideoModel.track_step` for the `N` objects of one frame (sizes for a 1024 input: image
+    embedding 64x64, low-resolution masks 256x256).
+
     pred_masks (`torch.FloatTensor` of shape `(num_objects, 1, 256, 256)`):
         Low-resolution mask logits of each object (a quarter of the model input size); the best of the multimask
         outputs when several were predicted, `-1024` everywhere for objects predicted absent.
+    high_res_masks (`torch.FloatTensor` of shape `(num_objects, 1, image_size, image_size)`):
+        `pred_masks` upsampled (bilinear) to the model input: what the memory encoder reads. For a mask prompt, the
+        prompt itself as logits +-10.
+    low_res_multimasks (`torch.FloatTensor` of shape `(num_objects, num_masks, 256, 256)`):
+        Every candidate mask, float32 (`-1024` for absent objects); the training loss picks the best against the
+        target. `pred_masks` is one of them.
     iou_scores (`torch.FloatTensor` of shape `(num_objects, num_masks)`):
         Predicted IoU of every candidate mask (`num_masks` 3 with multimask output, else 1; all ones when a mask
         prompt is used as the output).
@@ -346,44 +320,44 @@ class Sam2VideoFrameOutput(ModelOutput):
         Logit that each object is visible in the frame.
     object_pointers (`torch.FloatTensor` of shape `(num_objects, hidden_size)`):
         The objects' pointers, for the memory bank of later frames.
+    conditioned_features (`torch.FloatTensor` of shape `(num_objects, hidden_size, 64, 64)`, *optional*):
+        The frame's image embedding after memory attention (Meta's `pix_feat_with_mem`); `None` on a frame without
+        memory. Give it back to `track_step` for more clicks on the same frame without attending again.
     maskmem_features (`torch.FloatTensor` of shape `(num_objects, memory_dim, 64, 64)`, *optional*):
-        The frame's new spatial memory of each object (`None` with `run_memory_encoder=False`).
+        The frame's new spatial memory of each object (with `run_memory_encoder=True`).
+    maskmem_position_encoding (`torch.FloatTensor` of shape `(1, memory_dim, 64, 64)`, *optional*):
+        The sine position encoding of the spatial memory (with `run_memory_encoder=True`).
     """
 
     pred_masks: torch.FloatTensor | None = None
+    high_res_masks: torch.FloatTensor | None = None
+    low_res_multimasks: torch.FloatTensor | None = None
     iou_scores: torch.FloatTensor | None = None
     object_score_logits: torch.FloatTensor | None = None
     object_pointers: torch.FloatTensor | None = None
+    conditioned_features: torch.FloatTensor | None = None
     maskmem_features: torch.FloatTensor | None = None
+    maskmem_position_encoding: torch.FloatTensor | None = None
 
 
-class Sam2VideoModel(Sam2Model):
-    """SAM 2 for video: the image model (`Sam2Model`) plus memory attention, memory encoder and the memory-bank
-    parameters under Meta's names (`maskmem_tpos_enc`, `no_mem_pos_enc`, `no_obj_ptr`, `no_obj_embed_spatial`,
-    `obj_ptr_proj`, `obj_ptr_tpos_proj`, `mask_downsample`), so a converted SAM 2 folder loads without any key
-    left over. Stateless: every method maps tensors to tensors for the `N` objects of one frame."""
+class Sam2VideoModel(Sam2Base):
+    """SAM 2 for video: the image modules (`Sam2Base`: trunk, neck, prompt encoder, mask decoder) plus memory
+    attention, memory encoder and the memory-bank parameters under Meta's names (`maskmem_tpos_enc`,
+    `no_mem_pos_enc`, `no_obj_ptr`, `no_obj_embed_spatial`, `obj_ptr_proj`, `obj_ptr_tpos_proj`, `mask_downsample`),
+    so a converted SAM 2 folder loads without any key left over. A sibling of `Sam2Model`, not one: it has no
+    image-prompting `forward` (load the same folder with `Sam2Model` for images).
 
-    _keys_to_ignore_on_load_unexpected = None
+    Stateless: `track_step` (also the module's `forward`) maps one frame's features, the memory tokens
+    (`memory_bank.assemble_memory`) and prompts to the masks, pointers and new memory of the frame's `N` objects."""
 
     def __init__(self, config: Sam2Config):
-        # `Sam2Model.__init__` ends with `post_init`, which must come after the video modules.
-        Sam2PreTrainedModel.__init__(self, config)
+        super().__init__(config)
         hidden, memory_dim = config.fpn_hidden_size, config.memory_encoder_hidden_size
         if config.fpn_hidden_size % memory_dim:
             raise ValueError(
                 f"memory_encoder_hidden_size={memory_dim} must divide fpn_hidden_size={hidden} (object pointers "
                 "are split into memory-sized tokens)"
             )
-        if not config.use_obj_ptrs_in_encoder:
-            raise ValueError("use_obj_ptrs_in_encoder=False is not supported (every official SAM 2 model uses them)")
-        if config.non_overlap_masks_for_mem_enc:
-            raise ValueError("non_overlap_masks_for_mem_enc=True is not supported (no official model uses it)")
-        if not config.use_mask_input_as_output_without_sam:
-            raise ValueError(
-                "use_mask_input_as_output_without_sam=False is not supported (every official model sets it)"
-            )
-        if not config.directly_add_no_mem_embed:
-            raise ValueError("directly_add_no_mem_embed=False is not supported (every official SAM 2 model sets it)")
         if config.proj_tpos_enc_in_obj_ptrs and not config.add_tpos_enc_to_obj_ptrs:
             raise ValueError("proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs")
         self._build_image_modules(config)
@@ -458,7 +432,7 @@ class Sam2VideoModel(Sam2Model):
     # One frame ---------------------------------------------------------------------------------------------------
 
     @can_return_tuple
-    def forward(
+    def track_step(
         self,
         fpn_features: tuple[torch.Tensor, ...],
         vision_position_encoding: torch.Tensor,
@@ -469,43 +443,62 @@ class Sam2VideoModel(Sam2Model):
         input_labels: torch.Tensor | None = None,
         input_masks: torch.Tensor | None = None,
         prompt_masks: torch.Tensor | None = None,
+        conditioned_features: torch.Tensor | None = None,
         run_memory_encoder: bool = True,
-        **kwargs,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> Sam2VideoFrameOutput:
         r"""
-        One tracking step of the `N` objects of a frame, all at once (Meta's `SAM2Base.track_step`).
+        One tracking step of the `N` objects of a frame, all at once (Meta's `SAM2Base.track_step`). Sizes below
+        are for a 1024 input (`h = w = 64`).
 
         fpn_features (`tuple(torch.FloatTensor)`):
             `Sam2VisionOutput.fpn_features` of the frame, batch 1 (shared by the objects) or `N`.
         vision_position_encoding (`torch.FloatTensor` of shape `(1, hidden_size, h, w)`):
             `Sam2VisionOutput.position_encoding`.
         memory, memory_position_encoding (`torch.FloatTensor` of shape `(N, M, memory_dim)`), num_pointer_tokens:
-            The output of `prepare_memory`. `None` on an initial conditioning frame (the objects' first prompts,
-            before any memory exists): the frame then gets `no_mem_embed` instead of memory attention.
+            The fields of `memory_bank.assemble_memory`'s `MemoryTokens`. `None` on an initial conditioning frame
+            (the objects' first prompts, before any memory exists): the frame then gets `no_mem_embed` instead of
+            memory attention.
         input_points (`torch.FloatTensor` of shape `(N, K, 2)`), input_labels (`torch.LongTensor` of shape `(N, K)`):
             Clicks as (x, y) in model-input pixels, box corners first (labels 2 and 3); pad with label -10. Whether
             to predict 3 masks follows Meta's rule on `K` (3 masks for 0 or 1 click) for the whole batch: objects
             for which Meta would decide differently (e.g. 1 click and 2 clicks) go in separate calls.
         input_masks (`torch.FloatTensor` of shape `(N, 1, image_size, image_size)`):
             A mask prompt (> 0 inside), taken as the output without the decoder (Meta's
-            `use_mask_input_as_output_without_sam`); not combined with clicks.
+            `use_mask_input_as_output_without_sam`); not combined with clicks or memory.
         prompt_masks (`torch.FloatTensor` of shape `(N, 1, 4h, 4w)`):
             Low-resolution mask logits given to the decoder together with `input_points` (Meta's
             `prev_sam_mask_logits`: the object's previous mask on this frame when clicks are added to it).
+        conditioned_features (`torch.FloatTensor` of shape `(N, hidden_size, h, w)`):
+            The `conditioned_features` of an earlier step on this frame, used instead of `memory` (corrective
+            clicks reuse the memory attention's result, dropout draw included, as in Meta's training).
         run_memory_encoder (`bool`): also encode the new masks into `maskmem_features`.
+        output_attentions, output_hidden_states: not offered by the tracking step (refused when True); the trunk's
+            come from `get_vision_features(..., output_hidden_states=True, output_attentions=True)`.
         """
         config = self.config
+        for name, value in (("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states)):
+            if value:
+                raise ValueError(
+                    f"track_step does not return {name.removeprefix('output_')}; ask get_vision_features for the "
+                    "image encoder's"
+                )
         if input_masks is not None and input_points is not None:
             raise ValueError("Give either input_points or input_masks for a frame, not both")
         if prompt_masks is not None and input_points is None:
             raise ValueError("prompt_masks go with input_points (they refine a previous mask with new clicks)")
         if (memory is None) != (memory_position_encoding is None):
             raise ValueError("memory and memory_position_encoding must be given together")
-        sizes = {x.shape[0] for x in (memory, input_points, input_masks) if x is not None}
+        if conditioned_features is not None and memory is not None:
+            raise ValueError("Give memory or conditioned_features (already conditioned on a memory), not both")
+        if input_masks is not None and (memory is not None or conditioned_features is not None):
+            raise ValueError("input_masks are taken as the output: memory is not read, do not pass it")
+        sizes = {x.shape[0] for x in (memory, conditioned_features, input_points, input_masks) if x is not None}
         if len(sizes) != 1:
             raise ValueError(
-                "The number of objects comes from memory, input_points or input_masks: give at least one, all with "
-                f"the same first dimension (got {sorted(sizes)})"
+                "The number of objects comes from memory, conditioned_features, input_points or input_masks: give at "
+                f"least one, all with the same first dimension (got {sorted(sizes)})"
             )
         num_objects = sizes.pop()
         if any(x.shape[0] not in (1, num_objects) for x in fpn_features):
@@ -513,33 +506,39 @@ class Sam2VideoModel(Sam2Model):
         *high_res, embedding = (x.expand(num_objects, -1, -1, -1) for x in fpn_features)
         high_res = tuple(high_res) if config.use_high_res_features else None
 
+        conditioned = None
         if input_masks is not None:
             size = config.image_size
             if input_masks.shape[1:] != (1, size, size):
                 raise ValueError(
                     f"input_masks must be (num_objects, 1, {size}, {size}), got {tuple(input_masks.shape)}"
                 )
-            pred_masks, iou_scores, scores, pointers, high_res_masks, _ = self._mask_as_output(
-                embedding, high_res, input_masks
-            )
+            heads = self._mask_as_output(embedding, high_res, input_masks)
         else:
-            conditioned = self.condition_on_memory(
-                embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
-            )
-            multimask = self.use_multimask(0 if input_points is None else input_points.shape[1], memory is not None)
-            pred_masks, iou_scores, scores, pointers, high_res_masks, _ = self._sam_heads(
-                conditioned, high_res, input_points, input_labels, prompt_masks, multimask
-            )
-        maskmem = None
+            tracking = memory is not None or conditioned_features is not None
+            features = conditioned_features
+            if features is None:
+                features = self.condition_on_memory(
+                    embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
+                )
+            conditioned = features if tracking else None
+            multimask = self.use_multimask(0 if input_points is None else input_points.shape[1], tracking)
+            heads = self._sam_heads(features, high_res, input_points, input_labels, prompt_masks, multimask)
+        maskmem = maskmem_position = None
         if run_memory_encoder:
-            maskmem = self.encode_memory(embedding, high_res_masks, scores, from_points=input_points is not None)
+            maskmem = self.encode_memory(
+                embedding, heads.high_res_masks, heads.object_score_logits, from_points=input_points is not None
+            )
+            maskmem_position = sine_position_encoding(*maskmem.shape[-2:], maskmem.shape[1], maskmem.device)
+            maskmem_position = maskmem_position.to(maskmem.dtype)
         return Sam2VideoFrameOutput(
-            pred_masks=pred_masks,
-            iou_scores=iou_scores,
-            object_score_logits=scores,
-            object_pointers=pointers,
+            **heads,
+            conditioned_features=conditioned,
             maskmem_features=maskmem,
+            maskmem_position_encoding=maskmem_position,
         )
+
+    forward = track_step
 
     def condition_on_memory(
         self,
@@ -549,8 +548,8 @@ class Sam2VideoModel(Sam2Model):
         memory_position_encoding: torch.Tensor | None,
         num_pointer_tokens: int = 0,
     ) -> torch.Tensor:
-        """The frame's image embedding `(N, C, h, w)` conditioned on the memory bank (see `forward`); with no memory
-        (an initial conditioning frame), the embedding plus `no_mem_embed`."""
+        """The frame's image embedding `(N, C, h, w)` conditioned on the memory tokens (see `track_step`); with no
+        memory (an initial conditioning frame), the embedding plus `no_mem_embed`."""
         if memory is None:
             return embedding + self.no_mem_embed.reshape(1, -1, 1, 1)
         if embedding.stride(0) == 0 and not self.training:  # the objects share one frame (an expanded view)
@@ -577,12 +576,9 @@ class Sam2VideoModel(Sam2Model):
         labels: torch.Tensor | None,
         mask_prompt: torch.Tensor | None,
         multimask: bool,
-    ) -> tuple[torch.Tensor, ...]:
-        """Prompt encoder and mask decoder on memory-conditioned `embedding` `(N, C, h, w)` (Meta's
-        `_forward_sam_heads`). Returns the best low-resolution mask `(N, 1, 4h, 4w)` float32 (-1024 for absent
-        objects), IoU scores `(N, M)`, object-score logits `(N, 1)`, pointers `(N, C)`, the best mask upsampled
-        to the input size `(N, 1, image_size, image_size)` and all `M` low-resolution masks `(N, M, 4h, 4w)` (for
-        the training loss)."""
+    ) -> Sam2VideoFrameOutput:
+        """Prompt encoder and mask decoder on the (memory-conditioned) `embedding` `(N, C, h, w)` (Meta's
+        `_forward_sam_heads`): the mask, score and pointer fields of the output (the best mask chosen by IoU)."""
         num_objects = embedding.shape[0]
         if points is None:  # like Meta, an empty prompt is one "not a point" (plus the padding point)
             points = embedding.new_zeros(num_objects, 1, 2)
@@ -608,15 +604,21 @@ class Sam2VideoModel(Sam2Model):
         masks = all_masks[rows, best][:, None]
         token = sam_tokens[rows, best] if sam_tokens.shape[1] > 1 else sam_tokens[:, 0]
         size = self.config.image_size
-        high_res_masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
-        return masks, iou_scores, scores, self.object_pointer(token, scores), high_res_masks, all_masks
+        return Sam2VideoFrameOutput(
+            pred_masks=masks,
+            high_res_masks=F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False),
+            low_res_multimasks=all_masks,
+            iou_scores=iou_scores,
+            object_score_logits=scores,
+            object_pointers=self.object_pointer(token, scores),
+        )
 
     def _mask_as_output(
         self, embedding: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None, input_masks: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> Sam2VideoFrameOutput:
         """A mask prompt `(N, 1, S, S)` as the output, logits +-10 (Meta's `_use_mask_as_output`); the pointer comes
-        from the decoder prompted with the mask, presence from the mask itself. Same returns as `_sam_heads` (the
-        output mask is the only candidate)."""
+        from the decoder prompted with the mask, presence from the mask itself. The output mask is the only
+        candidate."""
         mask = input_masks.float()
         high_res_masks = mask * 20.0 - 10.0
         size = high_res_masks.shape[-1] // 4
@@ -624,11 +626,16 @@ class Sam2VideoModel(Sam2Model):
             high_res_masks, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
         prompt = self.mask_downsample(mask.to(self.mask_downsample.weight.dtype))
-        pointers = self._sam_heads(embedding, high_res, None, None, prompt, False)[3]
+        pointers = self._sam_heads(embedding, high_res, None, None, prompt, False).object_pointers
         present = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()
-        iou_scores = mask.new_ones(mask.shape[0], 1)
-        pointers = self._mark_absent(pointers, present)
-        return low_res, iou_scores, present * 20.0 - 10.0, pointers, high_res_masks, low_res
+        return Sam2VideoFrameOutput(
+            pred_masks=low_res,
+            high_res_masks=high_res_masks,
+            low_res_multimasks=low_res,
+            iou_scores=mask.new_ones(mask.shape[0], 1),
+            object_score_logits=present * 20.0 - 10.0,
+            object_pointers=self._mark_absent(pointers, present),
+        )
 
     # Object pointers -------------------------------------------------------------------------------------------
 
@@ -650,6 +657,14 @@ class Sam2VideoModel(Sam2Model):
             pointer = presence * pointer
         return pointer + (1 - presence) * self.no_obj_ptr
 
+    # Temporal encodings of the memory bank --------------------------------------------------------------------
+
+    def memory_temporal_encoding(self, temporal_positions: torch.Tensor) -> torch.Tensor:
+        """Learned temporal encoding `(F, memory_dim)` of spatial memories at `temporal_positions` `(F,)` (0 for
+        conditioning frames, `num_maskmem - 1` for the previous frame: see `memory_bank.MemorySelection`)."""
+        num_maskmem = self.config.num_maskmem
+        return self.maskmem_tpos_enc[num_maskmem - 1 - temporal_positions].reshape(temporal_positions.shape[0], -1)
+
     def pointer_position_encoding(self, frame_offsets: torch.Tensor, max_offset: int) -> torch.Tensor:
         """Temporal encoding `(P, memory_dim)` of object pointers made `frame_offsets` `(P,)` frames before the
         current frame in the tracking direction (negative for a conditioning frame ahead of it; made unsigned
@@ -666,74 +681,6 @@ class Sam2VideoModel(Sam2Model):
         encoding = sine_encoding_1d(frame_offsets.float() / max_offset, dim).to(self.maskmem_tpos_enc.dtype)
         return self.obj_ptr_tpos_proj(encoding) if self.obj_ptr_tpos_proj is not None else encoding
 
-    # Memory bank -----------------------------------------------------------------------------------------------
-
-    def prepare_memory(
-        self,
-        memory_features: torch.Tensor,
-        memory_temporal_positions: Sequence[int] | torch.Tensor,
-        object_pointers: torch.Tensor | None = None,
-        pointer_frame_offsets: Sequence[int] | torch.Tensor | None = None,
-        max_pointer_offset: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Assemble the memory tokens memory attention reads (Meta's `_prepare_memory_conditioned_features`,
-        with the frames already selected by the caller).
-
-        Args:
-            memory_features: `(N, F, memory_dim, H, W)` spatial memories of `F` frames, in attention order
-                (Meta: conditioning frames first, then the previous frames from the oldest).
-            memory_temporal_positions: `F` ints in `[0, num_maskmem)`: 0 for conditioning frames, else how recent
-                the frame is (`num_maskmem - 1` is the previous frame).
-            object_pointers: `(N, P, hidden)` pointers, in attention order.
-            pointer_frame_offsets: `P` ints, how many frames before the current one each pointer was made, in the
-                tracking direction (see `pointer_position_encoding`).
-            max_pointer_offset: normaliser of the offsets (Meta: `min(num_frames, max_obj_ptrs_in_encoder) - 1`);
-                defaults to `max_obj_ptrs_in_encoder - 1`.
-        Returns:
-            memory `(N, M, memory_dim)`, its position encoding `(N, M, memory_dim)`, the number of pointer tokens
-            at the end (`4 * P` for 256-d pointers and 64-d memories).
-        """
-        config = self.config
-        if memory_features.ndim != 5 or memory_features.shape[2] != config.memory_encoder_hidden_size:
-            raise ValueError(
-                f"memory_features must be (num_objects, frames, {config.memory_encoder_hidden_size}, H, W), got "
-                f"{tuple(memory_features.shape)}"
-            )
-        batch, frames, memory_dim, height, width = memory_features.shape
-        positions = torch.as_tensor(memory_temporal_positions, device=memory_features.device).long()
-        if positions.shape != (frames,) or bool(((positions < 0) | (positions >= config.num_maskmem)).any()):
-            raise ValueError(
-                f"memory_temporal_positions must be {frames} ints in [0, {config.num_maskmem}), got "
-                f"{positions.tolist()}"
-            )
-        spatial = sine_position_encoding(height, width, memory_dim, memory_features.device)
-        spatial = spatial.flatten(2).transpose(1, 2).to(memory_features.dtype)  # (1, H*W, memory_dim)
-        temporal = self.maskmem_tpos_enc[config.num_maskmem - 1 - positions].reshape(frames, 1, memory_dim)
-        memory = memory_features.permute(0, 1, 3, 4, 2).reshape(batch, frames * height * width, memory_dim)
-        memory_pos = (spatial + temporal).reshape(1, -1, memory_dim).expand(batch, -1, -1)
-        if object_pointers is None:
-            return memory, memory_pos, 0
-
-        hidden = config.fpn_hidden_size
-        if object_pointers.ndim != 3 or object_pointers.shape[0] != batch or object_pointers.shape[2] != hidden:
-            raise ValueError(
-                f"object_pointers must be ({batch}, num_pointers, {hidden}), got {tuple(object_pointers.shape)}"
-            )
-        num_pointers = object_pointers.shape[1]
-        if pointer_frame_offsets is None:
-            raise ValueError("pointer_frame_offsets are required with object_pointers")
-        offsets = torch.as_tensor(pointer_frame_offsets, device=memory_features.device)
-        if offsets.shape != (num_pointers,):
-            raise ValueError(f"pointer_frame_offsets must hold {num_pointers} ints, got {offsets.tolist()}")
-        if max_pointer_offset is None:
-            max_pointer_offset = config.max_obj_ptrs_in_encoder - 1
-        splits = hidden // memory_dim
-        pointer_tokens = object_pointers.reshape(batch, num_pointers * splits, memory_dim)
-        pointer_pos = self.pointer_position_encoding(offsets, max_pointer_offset).repeat_interleave(splits, dim=0)
-        memory = torch.cat((memory, pointer_tokens.to(memory.dtype)), dim=1)
-        memory_pos = torch.cat((memory_pos, pointer_pos.to(memory_pos.dtype).expand(batch, -1, -1)), dim=1)
-        return memory, memory_pos, num_pointers * splits
-
 
 __all__ = [
     "NO_OBJECT_SCORE",
@@ -741,7 +688,4 @@ __all__ = [
     "Sam2MemoryEncoder",
     "Sam2VideoFrameOutput",
     "Sam2VideoModel",
-    "apply_rotary",
-    "axial_rope_angles",
-    "sine_encoding_1d",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/{date}/{name}.pt"
-SAM2_MEAN, SAM2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -94,10 +93,11 @@ SAM2_PRESETS: dict[str, Sam2Preset] = _build()
 
 
 def get_sam2_preset(name: str) -> Sam2Preset:
-    """The preset called `name`, e.g. `"sam2.1_hiera_tiny"`."""
+    """The preset called `name`, e.g. `"sam2.1_hiera_tiny"`; raises a `ValueError` listing the valid names otherwise
+    (as `get_preset` does)."""
     if name not in SAM2_PRESETS:
-        raise ValueError(f"Unknown SAM 2 preset {name!r}; valid names: {', '.join(SAM2_PRESETS)}")
+        raise ValueError(f"Unknown SAM 2 variant {name!r}. Known variants: {', '.join(sorted(SAM2_PRESETS))}")
     return SAM2_PRESETS[name]
 
 
-__all__ = ["SAM2_MEAN", "SAM2_PRESETS", "SAM2_STD", "Sam2Preset", "get_sam2_preset"]
+__all__ = ["SAM2_PRESETS", "Sam2Preset", "get_sam2_preset"]

@@ -6,10 +6,18 @@ Prompts in original-image pixels are scaled per axis (`x / W * 1024`, `y / H * 1
 are upsampled straight to the original size (bilinear, `align_corners=False`). Meta removes small holes and
 sprinkles from the 256x256 logits with a CUDA connected-components kernel that is absent on CPU (the step is then
 skipped with a warning); here OpenCV labels the components, with the same 8-connectivity and the same logit edits.
+
+SAM 2's pixel preprocessing lives here, in the two forms Meta has: `resize_image` (the image predictor's
+`SAM2Transforms`: torch resize of the float image) and `resize_video_frame` (the video predictor's `load_video_frames`:
+Pillow resize of the 8-bit frame, bicubic), each followed by `normalize`. They differ by up to a few tenths after
+normalisation (tests/test_sam2_processing.py measures it against Meta's own functions), far above the parity
+tolerance, so the processor and the video session each keep theirs; the training datasets use the one of the
+predictor the fine-tuned model will be used with.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,44 +34,34 @@ from transformers.image_utils import (
     SizeDict,
 )
 
-from ..hiera.image_processing_hiera import check_unit_range, is_channels_first, to_rgb_array, to_rgb_layout
+from ..image_utils import is_channels_first, open_image, to_rgb_float
 from .modeling_sam2 import PADDING_LABEL
+from .prompts import check_boxes, check_coordinates, check_labels
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
 
 
-def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
-    """One image -> float32 RGB tensor `(3, H, W)` in [0, 1].
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Meta's image predictor (`SAM2Transforms`): a float RGB image `(3, H, W)` in [0, 1] stretched to `size`
+    `(height, width)` with antialiased bilinear interpolation of the float tensor (torchvision's tensor `Resize`)."""
+    return F.interpolate(image[None], size, mode="bilinear", align_corners=False, antialias=True)[0]
 
-    Accepts a PIL image (any mode; 16-bit grey `I;16*`/`I` modes keep their precision), or a numpy array / torch
-    tensor `(H, W)`, `(H, W, C)` (`(C, H, W)` with `channels_first=True`), C in {1, 3, 4}, holding `uint8` (divided
-    by 255, as Meta's `ToTensor`), `uint16` (divided by 65535) or floating-point values in [0, 1] (kept, as
-    `ToTensor` keeps them). Grey levels are repeated to RGB, alpha is dropped; anything else raises.
-    """
-    if isinstance(image, Image.Image):
-        if image.mode in _SIXTEEN_BIT_MODES:
-            image = np.asarray(image)
-            if image.min() < 0 or image.max() > 65535:
-                raise ValueError(f"32-bit integer images must hold 16-bit values, got [{image.min()}, {image.max()}]")
-            image = image.astype(np.uint16)
-        else:
-            image = to_rgb_array(image)
-    image = to_rgb_layout(image, channels_first)
-    if image.dtype == np.uint8:
-        scale = 255.0
-    elif image.dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(image.dtype, np.floating):
-        check_unit_range(image)
-        scale = None
-    else:
-        raise TypeError(
-            f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]"
-        )
-    # writable too: PIL's arrays are read-only, and torch warns on wrapping them (copied only then)
-    tensor = torch.from_numpy(np.require(image, requirements=["C_CONTIGUOUS", "WRITEABLE"])).permute(2, 0, 1)
-    return tensor.float() / scale if scale else tensor.float()
+
+def resize_video_frame(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Meta's video predictor (`load_video_frames`): an RGB `uint8` frame `(H, W, 3)` stretched to `size`
+    `(height, width)` by Pillow with its default filter (bicubic) in 8 bits, then divided by 255: float32
+    `(3, height, width)` in [0, 1]."""
+    resized = np.asarray(Image.fromarray(frame).resize(size[::-1])) / 255.0
+    return torch.from_numpy(resized).float().permute(2, 0, 1)
+
+
+def normalize(
+    pixels: torch.Tensor, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD
+) -> torch.Tensor:
+    """`(pixels - mean) / std` per channel of float32 `(3, H, W)` pixels (ImageNet's statistics, as Meta's)."""
+    mean = torch.tensor(mean, dtype=torch.float32, device=pixels.device)[:, None, None]
+    std = torch.tensor(std, dtype=torch.float32, device=pixels.device)[:, None, None]
+    return (pixels - mean) / std
 
 
 def _nested(value, name: str) -> list[list]:
@@ -172,7 +170,9 @@ class Sam2ImageProcessor(BaseImageProcessor):
 
     def process_image(self, image, input_data_format: str | ChannelDimension | None = None, **kwargs) -> torch.Tensor:
         """One input image -> float32 RGB `(3, H, W)` in [0, 1]. Arrays are read channels-last and tensors
-        channels-first unless `input_data_format` says otherwise."""
+        channels-first unless `input_data_format` says otherwise; a path is read with `image_utils.open_image`."""
+        if isinstance(image, (str, os.PathLike)):
+            image = open_image(image)
         return to_rgb_float(image, channels_first=is_channels_first(image, input_data_format))
 
     def _preprocess(
@@ -187,15 +187,11 @@ class Sam2ImageProcessor(BaseImageProcessor):
     ) -> BatchFeature:
         if not images:
             raise ValueError("Give at least one image")
-        mean = torch.tensor(image_mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(image_std, dtype=torch.float32)[:, None, None]
         pixel_values = []
         for image in images:
             if do_resize:
-                image = F.interpolate(
-                    image[None], (size.height, size.width), mode="bilinear", align_corners=False, antialias=True
-                )[0]
-            pixel_values.append((image - mean) / std if do_normalize else image)
+                image = resize_image(image, (size.height, size.width))
+            pixel_values.append(normalize(image, image_mean, image_std) if do_normalize else image)
         original_sizes = torch.tensor([tuple(image.shape[-2:]) for image in images])
         return BatchFeature({"pixel_values": torch.stack(pixel_values), "original_sizes": original_sizes})
 
@@ -228,7 +224,8 @@ class Sam2ImageProcessor(BaseImageProcessor):
         `(batch, num_prompts, num_points, 2)`, `(batch, num_prompts, num_points)`, `(batch, num_prompts, 4)`.
         Prompts with fewer points are padded with label -10 (ignored by the model; with boxes a prompt may have no
         points at all); images with fewer prompts are padded with whole prompts of -10 points (and zero boxes),
-        whose outputs are to be dropped.
+        whose outputs are to be dropped. Coordinates must be finite and within `[0, W] x [0, H]` of their image,
+        boxes have x0 < x1 and y0 < y1, labels are exactly 0, 1 or -10 (see `sam2.prompts`).
         Returns tensors `input_points` (float32), `input_labels` (int64), `input_boxes` (float32), as given.
         """
         sizes = [tuple(int(v) for v in size) for size in torch.as_tensor(original_sizes).reshape(-1, 2).tolist()]
@@ -265,9 +262,7 @@ class Sam2ImageProcessor(BaseImageProcessor):
                 for p, lab in zip(image_points, image_labels):
                     if lab.shape[0] != p.shape[0]:
                         raise ValueError(f"Each point needs one label: {p.shape[0]} points but {lab.shape[0]} labels")
-                    if not np.isin(lab, USER_LABELS).all():
-                        raise ValueError(f"input_labels must be 1 (foreground), 0 (background) or -10 (padding), "
-                                         f"got {np.unique(lab).tolist()}")  # fmt: skip
+                    check_labels(lab, "input_labels", allowed=USER_LABELS)
 
         num_prompts = max(next(iter(counts.values())))
         outputs = {}
@@ -279,7 +274,8 @@ class Sam2ImageProcessor(BaseImageProcessor):
                 for j, (p, lab) in enumerate(zip(image_points, image_labels)):
                     points[i, j, : len(p)] = torch.from_numpy(p)
                     labels[i, j, : len(p)] = torch.from_numpy(lab.astype(np.int64))
-            self._check_inside(points, labels != PADDING_LABEL, sizes, "input_points")
+            for i, (height, width) in enumerate(sizes):
+                check_coordinates(points[i][labels[i] != PADDING_LABEL], width, height, f"input_points of image {i}")
             outputs["input_points"] = self.scale_coordinates(points, sizes)
             outputs["input_labels"] = labels
         if "input_boxes" in given:
@@ -288,22 +284,10 @@ class Sam2ImageProcessor(BaseImageProcessor):
             for i, image_boxes in enumerate(given["input_boxes"]):
                 for j, box in enumerate(image_boxes):
                     boxes[i, j], valid[i, j] = torch.from_numpy(box), True
-            if bool((boxes[..., 2:] < boxes[..., :2]).any()):
-                raise ValueError("input_boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
-            self._check_inside(boxes.reshape(*boxes.shape[:2], 2, 2), valid, sizes, "input_boxes")
+            for i, (height, width) in enumerate(sizes):
+                check_boxes(boxes[i][valid[i, :, 0]], width, height, f"input_boxes of image {i}")
             outputs["input_boxes"] = self.scale_coordinates(boxes.reshape(*boxes.shape[:2], 2, 2), sizes).flatten(-2)
         return outputs
-
-    @staticmethod
-    def _check_inside(coords: torch.Tensor, valid: torch.Tensor, sizes: list[tuple[int, int]], name: str) -> None:
-        """`coords` `(batch, ..., 2)` as (x, y) must lie in [0, W] x [0, H] of their image where `valid`."""
-        for i, (height, width) in enumerate(sizes):
-            xy = coords[i][valid[i]]
-            if bool(((xy < 0) | (xy > torch.tensor([width, height]))).any()):
-                raise ValueError(
-                    f"{name} of image {i} lie outside the {width}x{height} image (coordinates are (x, y) in pixels of "
-                    f"the original image, within [0, {width}] x [0, {height}])"
-                )
 
     def scale_coordinates(self, coords: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
         """(x, y) pixels of each original image `(batch, ..., 2)` -> model-input pixels, per axis as Meta's
@@ -352,4 +336,4 @@ class Sam2ImageProcessor(BaseImageProcessor):
         return results
 
 
-__all__ = ["Sam2ImageProcessor", "clean_mask_logits", "to_rgb_float"]
+__all__ = ["Sam2ImageProcessor", "clean_mask_logits", "normalize", "resize_image", "resize_video_frame"]

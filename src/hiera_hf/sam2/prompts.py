@@ -1,16 +1,149 @@
-"""Prompts sampled from ground-truth masks, as in SAM 2's training: a click inside the object, a noisy box around
-it, and corrective clicks in the error region of a prediction (Meta's `sam2_utils.get_next_point(method="uniform")`
-and `sample_box_points`).
+"""Prompts: the one place that checks prompts given by users, and prompts sampled from ground-truth masks.
 
-Masks are `(N, H, W)` booleans; points come back as (x, y) in the pixels of a model input of side `image_size`
-(default `W`: the masks' own grid), a mask pixel standing for the input pixels it covers (its centre).
+Checking (used by `Sam2ImageProcessor`, `Sam2VideoSession` and the CLI): coordinates are (x, y) in pixels of the
+original image or frame, continuous, within `[0, W] x [0, H]` (W is the right edge of the last pixel column);
+nothing is clipped, a coordinate outside (or NaN / infinite) raises. Boxes are (x0, y0, x1, y1) with x0 < x1 and
+y0 < y1. Click labels are exactly 0 (background) or 1 (foreground); the image processor alone also accepts -10,
+the padding label it writes itself. Frame indices and object ids are integers (2.9 is refused, never truncated).
+Every failure is a `ValueError` naming the argument and the offending value.
+
+Sampling, as in SAM 2's training: a click inside the object, a noisy box around it, and corrective clicks in the
+error region of a prediction (Meta's `sam2_utils.get_next_point(method="uniform")` and `sample_box_points`). Masks
+are `(N, H, W)` booleans; points come back as (x, y) in the pixels of a model input of side `image_size` (default
+`W`: the masks' own grid), a mask pixel standing for the input pixels it covers (its centre).
 """
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
 
 from .modeling_sam2 import BOX_LABELS
+
+CLICK_LABELS = (0, 1)  # background, foreground
+
+
+def _index_text(name: str, index: tuple[int, ...]) -> str:
+    return name + "".join(f"[{i}]" for i in index)
+
+
+def _as_float_array(values, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be numbers, got {values!r} ({error})") from None
+    return array
+
+
+def check_finite(values, name: str) -> np.ndarray:
+    """`values` as a float64 array; `ValueError` naming the first NaN or infinite entry."""
+    array = _as_float_array(values, name)
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        index = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{_index_text(name, index)} = {array[index]} is not a finite number")
+    return array
+
+
+def check_coordinates(xy, width: int | None, height: int | None, name: str = "points") -> np.ndarray:
+    """(x, y) pixel coordinates `(..., 2)` -> float64 array, each finite and inside `[0, width] x [0, height]`
+    (with `width`, `height` None, before the image is known: finite and >= 0)."""
+    array = check_finite(xy, name)
+    if array.ndim < 1 or array.shape[-1] != 2:
+        raise ValueError(f"{name} must hold (x, y) pairs, shape (..., 2), got shape {array.shape}")
+    known = width is not None and height is not None
+    bounds = np.array([width, height], dtype=np.float64) if known else np.array([np.inf, np.inf])
+    outside = np.argwhere(((array < 0) | (array > bounds)).any(axis=-1))
+    if len(outside):
+        index = tuple(int(i) for i in outside[0])
+        x, y = array[index]
+        where = (
+            f"outside the {width}x{height} image: x must be within [0, {width}] and y within [0, {height}]"
+            if known
+            else "outside the image: coordinates must be >= 0"
+        )
+        raise ValueError(f"{_index_text(name, index)} = ({x:g}, {y:g}) lies {where} (pixels of the original image)")
+    return array
+
+
+def check_boxes(boxes, width: int | None, height: int | None, name: str = "box") -> np.ndarray:
+    """Boxes `(..., 4)` as (x0, y0, x1, y1) -> float64 array: corners inside the image, x0 < x1 and y0 < y1."""
+    array = _as_float_array(boxes, name)
+    if array.ndim < 1 or array.shape[-1] != 4:
+        raise ValueError(f"{name} must be (x0, y0, x1, y1), shape (..., 4), got shape {array.shape}")
+    check_coordinates(array.reshape(*array.shape[:-1], 2, 2), width, height, name)
+    inverted = np.argwhere((array[..., 2:] <= array[..., :2]).any(axis=-1))
+    if len(inverted):
+        index = tuple(int(i) for i in inverted[0])
+        values = ", ".join(f"{v:g}" for v in array[index])
+        raise ValueError(f"{_index_text(name, index)} = ({values}) must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
+    return array
+
+
+def check_labels(labels, name: str = "labels", allowed: tuple[int, ...] = CLICK_LABELS) -> np.ndarray:
+    """Click labels -> int64 array; every value exactly one of `allowed` (0.7 or 2 raise, nothing is rounded)."""
+    array = check_finite(labels, name)
+    bad = np.argwhere(~np.isin(array, allowed))
+    if len(bad):
+        index = tuple(int(i) for i in bad[0])
+        meaning = "0 (background) or 1 (foreground)" + (" or -10 (padding)" if -10 in allowed else "")
+        raise ValueError(f"{_index_text(name, index)} = {array[index]:g}: click labels must be {meaning}")
+    return array.astype(np.int64)
+
+
+def check_index(value, name: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integral id (frame index, object id) as `int`, within `[minimum, maximum]`: integers and integral floats
+    (2.0) pass; 2.9, NaN, booleans and strings raise `ValueError` (never truncated)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not float(value).is_integer():
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        limits = f"{minimum}..{maximum}" if maximum is not None else f"at least {minimum}"
+        raise ValueError(f"{name} must be {limits}, got {value}")
+    return value
+
+
+def check_clicks(points, labels, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """User clicks of one object: `points` `(K, 2)` (x, y) in pixels of a `width` x `height` image with `labels`
+    `(K,)` of 0/1 (either may be `None`: no clicks). Returns float32 `(K, 2)` and int64 `(K,)` tensors."""
+    if (points is None) != (labels is None):
+        raise ValueError("points and labels must be given together (one label per point)")
+    if points is None:
+        return torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
+    coords, point_labels = _as_float_array(points, "points"), _as_float_array(labels, "labels")
+    if coords.ndim != 2 or coords.shape[1] != 2 or point_labels.shape != coords.shape[:1]:
+        raise ValueError(
+            f"points must be (K, 2) and labels (K,), got shapes {coords.shape} and {point_labels.shape}"
+        )
+    coords = check_coordinates(coords, width, height, "points")
+    point_labels = check_labels(point_labels, "labels")
+    return torch.from_numpy(coords).float(), torch.from_numpy(point_labels)
+
+
+def check_box(box, width: int, height: int, name: str = "box") -> torch.Tensor:
+    """One box (x0, y0, x1, y1) in pixels of a `width` x `height` image -> float32 tensor `(4,)`."""
+    array = _as_float_array(box, name)
+    if array.size != 4:
+        raise ValueError(f"{name} must be (x0, y0, x1, y1), got {array.tolist()}")
+    return torch.from_numpy(check_boxes(array.reshape(4), width, height, name)).float()
+
+
+def check_mask(mask, width: int, height: int, name: str = "mask") -> torch.Tensor:
+    """A user mask of a `width` x `height` image: `(height, width)`, bool or finite numbers (> 0.5 inside)."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    array = np.asarray(mask)
+    if array.ndim != 2 or array.shape != (height, width):
+        raise ValueError(f"{name} must be (height, width) = ({height}, {width}) like the frame, got shape {array.shape}")
+    if array.dtype != np.bool_:
+        array = check_finite(array, name)
+    return torch.from_numpy(array.astype(np.float32))
 
 
 def _to_input_pixels(xy: torch.Tensor, mask_size: int, image_size: int | None) -> torch.Tensor:
@@ -100,4 +233,17 @@ def sample_box(
     return points, labels
 
 
-__all__ = ["mask_to_box", "sample_box", "sample_click"]
+__all__ = [
+    "CLICK_LABELS",
+    "check_box",
+    "check_boxes",
+    "check_clicks",
+    "check_coordinates",
+    "check_finite",
+    "check_index",
+    "check_labels",
+    "check_mask",
+    "mask_to_box",
+    "sample_box",
+    "sample_click",
+]

@@ -11,7 +11,8 @@ A clip of `T` frames (8 in Meta's recipe) and the ground-truth masklets of its o
    with the previous mask logits. Corrected frames become conditioning frames.
 3. Every frame attends to the memories of the conditioning frames and of the `num_maskmem - 1` previous frames,
    and to the object pointers of the conditioning frames and of the `max_obj_ptrs_in_encoder - 1` previous frames
-   (`prepare_memory`); its final mask is encoded into memory (`encode_memory`).
+   (`memory_bank.select_memory` with the training rules, `memory_bank.assemble_memory`); each prompt goes through
+   `Sam2VideoModel.track_step`, and the frame's final mask is encoded into memory (`encode_memory`).
 
 Every decoder call adds its `sam2_loss` (best of the multimask outputs), summed over the clip and divided by the
 number of objects. `Sam2VideoModelForTraining` wraps this in `forward` for the `Trainer`.
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
 from .loss_sam2 import IGNORE_INDEX, check_mask_targets, sam2_loss
+from .memory_bank import MemoryRules, assemble_memory, select_memory
 from .modeling_sam2 import NO_OBJECT_SCORE
 from .modeling_sam2_video import Sam2VideoModel
 from .prompts import sample_box, sample_click
@@ -52,30 +54,30 @@ class Sam2VideoTrainingOutput(ModelOutput):
 
 def _frame_memory(
     model: Sam2VideoModel,
+    rules: MemoryRules,
     frame: int,
     num_frames: int,
     cond_frames: list[int],
     memories: dict[int, torch.Tensor],
     pointers: dict[int, torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Memory tokens of `frame` from the earlier frames' memories and pointers, chosen as Meta's training does
-    (all conditioning frames, then the `num_maskmem - 1` previous frames from the oldest; pointers of the
-    conditioning frames, then of the previous frames from the newest)."""
-    config = model.config
-    recent = [frame - d for d in range(config.num_maskmem - 1, 0, -1) if frame - d >= 0]
-    recent = [t for t in recent if t not in cond_frames]
-    spatial = cond_frames + recent
-    positions = [0] * len(cond_frames) + [config.num_maskmem - (frame - t) for t in recent]
-    max_pointers = min(num_frames, config.max_obj_ptrs_in_encoder)
-    previous = [frame - d for d in range(1, max_pointers) if frame - d >= 0 and frame - d not in cond_frames]
-    pointer_frames = cond_frames + previous
-    return model.prepare_memory(
-        torch.stack([memories[t] for t in spatial], dim=1),
-        positions,
-        torch.stack([pointers[t] for t in pointer_frames], dim=1),
-        [frame - t for t in pointer_frames],
-        max_pointer_offset=max(max_pointers - 1, 1),
+) -> dict:
+    """`track_step`'s memory arguments for `frame`: the memories (`(K, memory_dim, h, w)` per frame) and pointers
+    (`(K, hidden)`) of the earlier frames, selected by the memory bank; none on frame 0."""
+    if frame == 0:
+        return {}
+    held = [t for t in memories if t not in cond_frames]
+    selection = select_memory(frame, cond_frames, held, held, rules, num_frames=num_frames)
+    frame_pointers = None
+    if selection.pointer_frames:
+        frame_pointers = torch.stack([pointers[t] for t in selection.pointer_frames], dim=1)
+    tokens = assemble_memory(
+        model, selection, torch.stack([memories[t] for t in selection.spatial_frames], dim=1), frame_pointers
     )
+    return {
+        "memory": tokens.memory,
+        "memory_position_encoding": tokens.memory_position_encoding,
+        "num_pointer_tokens": tokens.num_pointer_tokens,
+    }
 
 
 def track_clips(
@@ -142,55 +144,66 @@ def track_clips(
         others = torch.randperm(num_frames - 1, generator=generator)[:extra] + 1
         corrected = [0, *sorted(others.tolist())]
 
+    rules = MemoryRules.from_config(config, training=model.training)
     cond_frames, memories, pointers = [], {}, {}
     total = torch.zeros((), device=pixel_values.device)
     final_masks, final_scores = [], []
     for frame in range(num_frames):
-        *high_res, embedding = (level[:, frame][owner] for level in levels)
-        high_res = tuple(high_res) if config.use_high_res_features else None
+        features = tuple(level[:, frame][owner] for level in levels)
+        step_inputs = {"fpn_features": features, "vision_position_encoding": vision.position_encoding}
         truth = targets[frame] > 0
+        points = None
         if frame == 0 and prompt_type == "mask":
             full = truth[:, None].float()
             if size != config.image_size:
                 full = F.interpolate(full, size=(config.image_size,) * 2, mode="nearest")
-            steps = [model._mask_as_output(embedding, high_res, full)]
-            points = None
+            steps = [model.track_step(**step_inputs, input_masks=full, run_memory_encoder=False)]
         else:
+            point_labels = None
             if frame == 0:
                 sample = sample_click if prompt_type == "point" else sample_box
                 points, point_labels = sample(truth, image_size=config.image_size, generator=generator)
-                conditioned = model.condition_on_memory(embedding, vision.position_encoding, None, None)
-            else:
-                points = point_labels = None
-                memory = _frame_memory(model, frame, num_frames, cond_frames, memories, pointers)
-                conditioned = model.condition_on_memory(embedding, vision.position_encoding, *memory)
-            tracking = frame != 0
-            num_points = 0 if points is None else points.shape[1]
+            memory = _frame_memory(model, rules, frame, num_frames, cond_frames, memories, pointers)
             steps = [
-                model._sam_heads(
-                    conditioned, high_res, points, point_labels, None, model.use_multimask(num_points, tracking)
+                model.track_step(
+                    **step_inputs, **memory, input_points=points, input_labels=point_labels, run_memory_encoder=False
                 )
             ]
             for _ in range(num_correction_points if frame in corrected else 0):
-                low_res, high_res_masks = steps[-1][0], steps[-1][4]
-                predicted = (high_res_masks if size == config.image_size else low_res)[:, 0] > 0
+                previous = steps[-1]
+                predicted = (previous.high_res_masks if size == config.image_size else previous.pred_masks)[:, 0] > 0
                 from_truth = float(torch.rand((), generator=generator)) < prob_click_from_ground_truth
                 click, click_label = sample_click(
                     truth, None if from_truth else predicted, image_size=config.image_size, generator=generator
                 )
                 points = click if points is None else torch.cat((points, click), dim=1)
                 point_labels = click_label if point_labels is None else torch.cat((point_labels, click_label), dim=1)
-                multimask = model.use_multimask(points.shape[1], tracking)
-                steps.append(model._sam_heads(conditioned, high_res, points, point_labels, low_res, multimask))
+                # The clicks refine the previous mask on the frame's memory-conditioned features (one memory
+                # attention per frame, as Meta's training).
+                steps.append(
+                    model.track_step(
+                        **step_inputs,
+                        conditioned_features=steps[0].conditioned_features,
+                        input_points=points,
+                        input_labels=point_labels,
+                        prompt_masks=previous.pred_masks,
+                        run_memory_encoder=False,
+                    )
+                )
         if frame == 0 or frame in corrected:  # corrected frames become conditioning frames, as in Meta's recipe
             cond_frames.append(frame)
-        for _, iou_scores, scores, _, _, all_masks in steps:
-            total = total + sam2_loss(all_masks, iou_scores, scores, targets[frame], config, num_objects)["loss"]
-        low_res, _, scores, frame_pointers, high_res_masks, _ = steps[-1]
-        memories[frame] = model.encode_memory(embedding, high_res_masks, scores, from_points=points is not None)
-        pointers[frame] = frame_pointers
-        final_masks.append(low_res[:, 0])
-        final_scores.append(scores[:, 0])
+        for step in steps:
+            losses = sam2_loss(
+                step.low_res_multimasks, step.iou_scores, step.object_score_logits, targets[frame], config, num_objects
+            )
+            total = total + losses["loss"]
+        final = steps[-1]
+        memories[frame] = model.encode_memory(
+            features[-1], final.high_res_masks, final.object_score_logits, from_points=points is not None
+        )
+        pointers[frame] = final.object_pointers
+        final_masks.append(final.pred_masks[:, 0])
+        final_scores.append(final.object_score_logits[:, 0])
 
     # Scatter the objects back to (batch, frames, objects, ...), padding objects at NO_OBJECT_SCORE.
     masks = torch.stack(final_masks, dim=1)  # (K, T, h, w)
@@ -209,7 +222,7 @@ class Sam2VideoModelForTraining(Sam2VideoModel):
     config: a saved folder loads back as a `Sam2VideoModel` for inference."""
 
     def forward(
-        self, pixel_values: torch.Tensor, labels: torch.Tensor, prompt_type: str = "mask", **kwargs
+        self, pixel_values: torch.Tensor, labels: torch.Tensor, prompt_type: str = "mask"
     ) -> Sam2VideoTrainingOutput:
         r"""`pixel_values` `(batch_size, num_frames, 3, image_size, image_size)`, `labels`
         `(batch_size, num_frames, num_objects, size, size)`: see `track_clips`. In training the first frame gets a

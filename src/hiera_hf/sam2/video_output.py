@@ -1,20 +1,19 @@
 """Writing tracking results: one palette PNG per frame (pixel value = object id, 0 = background) and an overlay video.
 
-Every file is written to a temporary name in its folder and moved into place, so an interrupted run never leaves
-a truncated file behind.
+Every file is written through `hiera_hf.io_utils.atomic_write`, so an interrupted run never leaves a truncated file
+behind.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..io_utils import atomic_write
 from ..visualization import blend_labels, palette
 from .video_session import Sam2VideoFrameResult
 
@@ -30,24 +29,11 @@ def label_map(result: Sam2VideoFrameResult) -> np.ndarray:
     return ids[best].numpy()
 
 
-def _atomic_path(target: Path) -> str:
-    handle, partial = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-    os.close(handle)
-    return partial
-
-
 def write_palette_png(labels: np.ndarray, path: str | os.PathLike) -> None:
     """Save a `(H, W)` uint8 label map as a palette PNG."""
-    path = Path(path)
     image = Image.fromarray(labels, mode="P")
     image.putpalette(palette().ravel().tolist())
-    partial = _atomic_path(path)
-    try:
-        image.save(partial, format="PNG")
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    atomic_write(path, lambda partial: image.save(partial, format="PNG"))
 
 
 def write_overlay_video(
@@ -56,9 +42,7 @@ def write_overlay_video(
     """Encode RGB frames `(H, W, 3)` with their label maps blended in (50%) as an H.264 (or MPEG-4) video."""
     import av
 
-    path = Path(path)
-    partial = _atomic_path(path)
-    try:
+    def encode(partial: str) -> None:
         with av.open(partial, "w", format="mp4") as container:
             stream = None
             for frame, label in zip(frames, labels):
@@ -70,10 +54,8 @@ def write_overlay_video(
                 container.mux(packets)
             if stream is not None:
                 container.mux(stream.encode())
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+
+    atomic_write(path, encode)
 
 
 def _video_stream(container, fps: float, width: int, height: int):

@@ -1,5 +1,6 @@
-"""SAM 2 video tracking session: lazy frames, per-object prompts and a bounded memory bank around a stateless
-`Sam2VideoModel`.
+"""SAM 2 video tracking session: lazy frames, per-object prompts and a bounded store of memories around a stateless
+`Sam2VideoModel`. Which stored memories a frame attends to and their tokens come from `memory_bank`; each frame's
+step is `Sam2VideoModel.track_step`.
 
 It reproduces Meta's `SAM2VideoPredictor` (the per-object version of sam2 1.1.0) frame by frame:
 
@@ -38,14 +39,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..hiera.image_processing_hiera import to_rgb_array
+from ..image_utils import to_rgb_array
 from ..video_io import VideoFrames, open_video
-from .modeling_sam2_video import NO_OBJECT_SCORE, Sam2VideoModel
-from .processing_sam2 import clean_mask_logits
+from .memory_bank import MemoryRules, MemorySelection, MemoryTokens, assemble_memory, select_memory
+from .modeling_sam2_video import NO_OBJECT_SCORE, Sam2VideoFrameOutput, Sam2VideoModel
+from .processing_sam2 import clean_mask_logits, normalize, resize_video_frame
+from .prompts import check_box, check_clicks, check_mask
 
 PREVIOUS_MASK_CLAMP = 32.0  # previous mask logits fed back with correction clicks are clamped to +-32 (Meta)
 HOLE_LOGIT = 0.1  # logit given to filled holes (Meta)
@@ -197,15 +198,16 @@ class Sam2VideoSession:
         self.storage_device = torch.device("cpu") if offload_memory_to_cpu else self.device
         self.fill_hole_area = config.fill_hole_area if fill_hole_area is None else int(fill_hole_area)
         self.non_overlap_masks = config.non_overlap_masks if non_overlap_masks is None else bool(non_overlap_masks)
-        limit = config.max_cond_frames_in_attn if max_conditioning_frames is None else int(max_conditioning_frames)
-        if limit != -1 and limit < 2:
-            raise ValueError(f"max_conditioning_frames must be -1 (all) or at least 2, got {limit}")
-        self.max_conditioning_frames = limit
+        if max_conditioning_frames is not None:
+            max_conditioning_frames = int(max_conditioning_frames)
+        self.memory_rules = MemoryRules.from_config(config, max_conditioning_frames=max_conditioning_frames)
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.progress = progress
-        stride = config.memory_temporal_stride_for_eval
-        self._memory_window = stride * config.num_maskmem  # frames whose spatial memory and mask are kept
-        self._pointer_window = config.max_obj_ptrs_in_encoder - 1  # frames whose pointer is kept
+        rules = self.memory_rules
+        # What the selection can still reach, around the last frame tracked and the last start: frames whose
+        # spatial memory and mask are kept, frames whose pointer is kept.
+        self._memory_window = rules.temporal_stride * rules.num_maskmem
+        self._pointer_window = rules.max_pointers - 1
 
         self._video: VideoFrames | None = None
         self._held: dict[int, np.ndarray] = {}  # stream frames not yet tracked, and the last one pushed
@@ -277,15 +279,9 @@ class Sam2VideoSession:
         return self._held[frame_idx] if self._video is None else self._video[frame_idx]
 
     def _pixels(self, frame_idx: int) -> torch.Tensor:
-        """Model input `(1, 3, S, S)` of a frame: resized with PIL's default filter, scaled to [0, 1] and
-        normalised with the ImageNet mean and std, as Meta's video loader does."""
-        frame = self.frame(frame_idx)
+        """Model input `(1, 3, S, S)` of a frame, preprocessed as Meta's video loader does (`resize_video_frame`)."""
         size = self.model.config.image_size
-        resized = np.asarray(Image.fromarray(frame).resize((size, size))) / 255.0
-        pixels = torch.from_numpy(resized).float().permute(2, 0, 1)
-        mean = torch.tensor(IMAGENET_DEFAULT_MEAN).reshape(3, 1, 1)
-        std = torch.tensor(IMAGENET_DEFAULT_STD).reshape(3, 1, 1)
-        return ((pixels - mean) / std)[None].to(self.device)
+        return normalize(resize_video_frame(self.frame(frame_idx), (size, size)))[None].to(self.device)
 
     def _frame_features(self, frame_idx: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """FPN features (batch 1) and position encoding of a frame, computed once and cached while needed."""
@@ -324,27 +320,16 @@ class Sam2VideoSession:
     ) -> Sam2VideoFrameResult:
         """Clicks `(K, 2)` as (x, y) in video pixels with labels `(K,)` (1 foreground, 0 background) for an object
         on a frame, added to its earlier clicks there unless `clear_old`; `box` (x0, y0, x1, y1) goes first (it
-        needs `clear_old`). Returns the masks of all objects on the frame."""
+        needs `clear_old`). Coordinates must lie within the frame and boxes have x0 < x1, y0 < y1 (see
+        `sam2.prompts`). Returns the masks of all objects on the frame."""
         frame_idx = self._check_frame(frame_idx)
-        if (points is None) != (labels is None):
-            raise ValueError("points and labels must be given together")
         if points is None and box is None:
             raise ValueError("Give clicks (points and labels), a box, or both")
-        coords = torch.zeros(0, 2) if points is None else torch.as_tensor(np.asarray(points), dtype=torch.float32)
-        point_labels = torch.zeros(0, dtype=torch.long) if labels is None else torch.as_tensor(np.asarray(labels))
-        if coords.ndim != 2 or coords.shape[1] != 2 or point_labels.shape != coords.shape[:1]:
-            raise ValueError(
-                f"points must be (K, 2) and labels (K,), got {tuple(coords.shape)} and {tuple(point_labels.shape)}"
-            )
-        if point_labels.is_floating_point() or not bool(((point_labels == 0) | (point_labels == 1)).all()):
-            raise ValueError(f"labels must be 0 (background) or 1 (foreground), got {point_labels.tolist()}")
-        point_labels = point_labels.long()
+        coords, point_labels = check_clicks(points, labels, self.video_width, self.video_height)
         if box is not None:
             if not clear_old:
                 raise ValueError("A box must come before any click: use clear_old=True with box")
-            corners = torch.as_tensor(np.asarray(box), dtype=torch.float32)
-            if corners.numel() != 4:
-                raise ValueError(f"box must be (x0, y0, x1, y1), got {tuple(corners.shape)}")
+            corners = check_box(box, self.video_width, self.video_height)
             coords = torch.cat([corners.reshape(2, 2), coords])
             point_labels = torch.cat([torch.tensor([2, 3]), point_labels])
         scale = torch.tensor([self.video_width, self.video_height], dtype=torch.float32)
@@ -371,14 +356,12 @@ class Sam2VideoSession:
 
     @torch.inference_mode()
     def add_mask(self, frame_idx: int, obj_id: int, mask) -> Sam2VideoFrameResult:
-        """A mask `(H, W)` (bool, or > 0.5 inside) for an object on a frame, replacing its prompts there; resized to
+        """A mask `(H, W)` at the frame's size (bool, or > 0.5 inside) for an object on a frame, replacing its prompts there; resized to
         the model input with antialiased bilinear interpolation and thresholded at 0.5 like Meta's."""
         frame_idx = self._check_frame(frame_idx)
-        mask = torch.as_tensor(np.asarray(mask))
-        if mask.ndim != 2:
-            raise ValueError(f"mask must be 2-D (height, width), got shape {tuple(mask.shape)}")
+        mask = check_mask(mask, self.video_width, self.video_height)
         size = self.model.config.image_size
-        mask = mask.float()[None, None].to(self.device)
+        mask = mask[None, None].to(self.device)
         if mask.shape[-2:] != (size, size):
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             mask = (mask >= 0.5).float()
@@ -398,10 +381,10 @@ class Sam2VideoSession:
         reverse = state.tracked_reverse(frame_idx)
         is_conditioning = reverse is None or self.add_all_frames_to_correct_as_cond
         fpn, position = self._frame_features(frame_idx)
-        memory, prompt_masks = (), None
+        memory, prompt_masks = None, None
         if reverse is not None and mask is None:  # a correction: memory of the object, previous mask
-            selection = self._memory(state, frame_idx, reverse)
-            memory = () if selection is None else self._prepared_memory([selection])
+            if state.conditioning:
+                memory = self._memory_tokens([state], [self._selection(state, frame_idx, reverse)])
             previous = state.previous_output(frame_idx, is_conditioning)
             if previous is not None and previous.pred_masks is not None:
                 prompt_masks = (
@@ -411,12 +394,28 @@ class Sam2VideoSession:
         if points is not None:
             coords, labels = points
             inputs = {"input_points": coords[None].to(self.device), "input_labels": labels[None].to(self.device)}
-        with self._autocast():
-            output = self.model(fpn, position, *memory, prompt_masks=prompt_masks, run_memory_encoder=False, **inputs)
+        output = self._step(fpn, position, memory, prompt_masks=prompt_masks, run_memory_encoder=False, **inputs)
         state.pending[frame_idx] = (is_conditioning, self._store(output, 0))
         return self._prompt_result(frame_idx, is_conditioning)
 
-    def _store(self, output, index: int) -> _FrameOutput:
+    def _step(
+        self,
+        fpn: tuple[torch.Tensor, ...],
+        position: torch.Tensor,
+        memory: MemoryTokens | None,
+        **prompts: torch.Tensor | bool | None,
+    ) -> Sam2VideoFrameOutput:
+        """`track_step` on a frame's features with the memory tokens of its objects (`None` without memory)."""
+        if memory is not None:
+            prompts.update(
+                memory=memory.memory,
+                memory_position_encoding=memory.memory_position_encoding,
+                num_pointer_tokens=memory.num_pointer_tokens,
+            )
+        with self._autocast():
+            return self.model.track_step(fpn, position, **prompts)
+
+    def _store(self, output: Sam2VideoFrameOutput, index: int) -> _FrameOutput:
         """Object `index` of a model output as kept by the session (holes filled in the mask)."""
         masks = output.pred_masks[index : index + 1].float()
         masks = clean_mask_logits(masks, max_hole_area=self.fill_hole_area, hole_logit=HOLE_LOGIT)[0]
@@ -512,68 +511,35 @@ class Sam2VideoSession:
             for frame_idx in state.conditioning:
                 state.recent.pop(frame_idx, None)
 
-    def _selected_conditioning(self, state: _ObjectState, frame_idx: int) -> tuple[dict, dict]:
-        """(selected, unselected) conditioning frames: all, or the closest before, the closest at or after and
-        then the nearest ones up to `max_conditioning_frames` (Meta's `select_closest_cond_frames`)."""
-        frames, limit = state.conditioning, self.max_conditioning_frames
-        if limit == -1 or len(frames) <= limit:
-            return frames, {}
-        chosen = [t for t in (max((t for t in frames if t < frame_idx), default=None),) if t is not None]
-        after = min((t for t in frames if t >= frame_idx), default=None)
-        chosen += [after] if after is not None else []
-        rest = sorted((t for t in frames if t not in chosen), key=lambda t: abs(t - frame_idx))
-        chosen += rest[: limit - len(chosen)]
-        return {t: frames[t] for t in chosen}, {t: o for t, o in frames.items() if t not in chosen}
+    def _selection(self, state: _ObjectState, frame_idx: int, reverse: bool) -> MemorySelection:
+        """What an object attends to on a frame, from the memories the session still holds."""
+        memory_frames = {t for t, output in state.recent.items() if output.maskmem is not None}
+        return select_memory(
+            frame_idx,
+            list(state.conditioning),
+            memory_frames,
+            state.recent.keys(),
+            self.memory_rules,
+            reverse=reverse,
+            num_frames=self.num_frames,
+        )
 
-    def _memory(self, state: _ObjectState, frame_idx: int, reverse: bool) -> tuple[list, list, list, list] | None:
-        """The memory an object attends to on a frame (Meta's selection in `_prepare_memory_conditioned_features`):
-        (spatial memories, their temporal positions, pointers, pointer offsets); `None` without conditioning."""
-        if not state.conditioning:
-            return None
-        config = self.model.config
-        selected, unselected = self._selected_conditioning(state, frame_idx)
-        spatial = [(0, output) for output in selected.values()]
-        stride, sign = config.memory_temporal_stride_for_eval, -1 if reverse else 1
-        for position in range(1, config.num_maskmem):
-            distance = config.num_maskmem - position
-            if distance == 1:
-                previous = frame_idx - sign
-            elif reverse:
-                previous = -(-(frame_idx + 2) // stride) * stride + (distance - 2) * stride
-            else:
-                previous = ((frame_idx - 2) // stride) * stride - (distance - 2) * stride
-            output = state.recent.get(previous, unselected.get(previous))
-            if output is not None and output.maskmem is not None:
-                spatial.append((position, output))
-        pointers = [
-            ((frame_idx - t) * sign, output.pointer)
-            for t, output in selected.items()
-            if (t >= frame_idx if reverse else t <= frame_idx) or not config.only_obj_ptrs_in_the_past_for_eval
-        ]
-        limit = self._pointer_limit()
-        for offset in range(1, limit):
-            t = frame_idx - sign * offset
-            if t < 0 or (self.num_frames is not None and t >= self.num_frames):
-                break
-            output = state.recent.get(t, unselected.get(t))
-            if output is not None:
-                pointers.append((offset, output.pointer))
-        return spatial, pointers
+    def _memory_tokens(self, states: list[_ObjectState], selections: list[MemorySelection]) -> MemoryTokens:
+        """The memory tokens of objects whose selections share one layout, stacked as one batch."""
 
-    def _pointer_limit(self) -> int:
-        limit = self.model.config.max_obj_ptrs_in_encoder
-        return limit if self.num_frames is None else min(self.num_frames, limit)
+        def stored(state: _ObjectState, frame_idx: int) -> _FrameOutput:
+            return state.conditioning[frame_idx] if frame_idx in state.conditioning else state.recent[frame_idx]
 
-    def _prepared_memory(self, memories: list) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Stack the memories of objects with the same layout and assemble the tokens (`prepare_memory`)."""
         dtype = self.dtype if self.dtype == torch.bfloat16 else torch.float32
-        spatial = torch.stack([torch.stack([o.maskmem for _, o in m[0]]) for m in memories]).to(self.device, dtype)
-        positions = [p for p, _ in memories[0][0]]
-        if not memories[0][1]:
-            return (*self.model.prepare_memory(spatial, positions)[:2], 0)
-        pointers = torch.stack([torch.stack([p for _, p in m[1]]) for m in memories]).to(self.device)
-        offsets = [o for o, _ in memories[0][1]]
-        return self.model.prepare_memory(spatial, positions, pointers, offsets, max(self._pointer_limit() - 1, 1))
+        spatial = torch.stack(
+            [torch.stack([stored(s, t).maskmem for t in sel.spatial_frames]) for s, sel in zip(states, selections)]
+        ).to(self.device, dtype)
+        pointers = None
+        if selections[0].pointer_frames:
+            pointers = torch.stack(
+                [torch.stack([stored(s, t).pointer for t in sel.pointer_frames]) for s, sel in zip(states, selections)]
+            ).to(self.device)
+        return assemble_memory(self.model, selections[0], spatial, pointers)
 
     def _prune(self, frame_idx: int) -> None:
         """Drop what no later frame can attend to: keep memories near the current frame and the last start."""
@@ -651,19 +617,17 @@ class Sam2VideoSession:
     def _track_frame(self, frame_idx: int, reverse: bool) -> Sam2VideoFrameResult:
         states = list(self._objects.values())
         outputs: list[_FrameOutput | None] = [state.conditioning.get(frame_idx) for state in states]
-        groups: dict[tuple, list[int]] = {}
-        memories = {}
+        groups: dict[tuple, list[int]] = {}  # objects whose memories share a layout run as one batch
+        selections = {}
         for index, state in enumerate(states):
             if outputs[index] is None:
-                memories[index] = self._memory(state, frame_idx, reverse)
-                layout = (tuple(p for p, _ in memories[index][0]), tuple(o for o, _ in memories[index][1]))
-                groups.setdefault(layout, []).append(index)
+                selections[index] = self._selection(state, frame_idx, reverse)
+                groups.setdefault(selections[index].layout, []).append(index)
         if groups:
             fpn, position = self._frame_features(frame_idx)
         for indices in groups.values():
-            memory = self._prepared_memory([memories[i] for i in indices])
-            with self._autocast():
-                output = self.model(fpn, position, *memory)
+            memory = self._memory_tokens([states[i] for i in indices], [selections[i] for i in indices])
+            output = self._step(fpn, position, memory)
             for row, index in enumerate(indices):
                 outputs[index] = states[index].recent[frame_idx] = self._store(output, row)
         for state in states:
