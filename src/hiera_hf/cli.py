@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .hiera.presets import HIERA_PRESETS
 from .sam2.presets import SAM2_PRESETS
 
 # Errors with a message for the user, printed as one line without a traceback: bad values and files (ValueError;
@@ -101,7 +100,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant",
         metavar="NAME",
         help="official variant (required for Meta checkpoints): "
-        f"{', '.join(sorted(HIERA_PRESETS))}, {', '.join(SAM2_PRESETS)}",
+        "hiera_{tiny,small,base,base_plus,large,huge}_224, hiera_{base,base_plus,large,huge}_16x224, their mae_ "
+        f"pre-training counterparts, {', '.join(SAM2_PRESETS)}",
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to create")
     parser.add_argument(
@@ -114,6 +114,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> None:
+    from .hiera.presets import HIERA_PRESETS
+
     if args.variant is None and args.from_transformers is None:
         raise ValueError("--variant NAME is required unless --from-transformers DIR is given")
     if args.variant is not None and args.variant not in HIERA_PRESETS and args.variant not in SAM2_PRESETS:
@@ -166,6 +168,7 @@ def matching_variant(checkpoint: Path) -> str | None:
     """The official variant whose architecture fits a Meta checkpoint (block count, width, image or video, MAE
     decoder, classifier size; for SAM 2, SAM 2 or 2.1), or None when none or several do."""
     from .conversion.hiera import load_meta_state_dict
+    from .hiera.presets import HIERA_PRESETS
 
     is_sam2 = checkpoint.suffix == ".pt"
     try:
@@ -297,10 +300,10 @@ def _prompt(text: str, what: str, ids: int, coordinates: int, label: bool = Fals
     """A prompt flag's numbers, checked as far as they can be before the image is read (`sam2.prompts`): `ids`
     leading integers (frame >= 0, then object 1..255), `coordinates` finite pixel values >= 0 ((x, y) pairs; four
     are a box with x0 < x1, y0 < y1), then an optional click label 0 or 1 when `label`."""
+    counts = (ids + coordinates, ids + coordinates + 1) if label else ids + coordinates
+    values = _numbers(text, counts, what)  # first: a malformed flag is refused before torch is imported
     from .sam2.prompts import check_boxes, check_coordinates, check_index, check_labels
 
-    counts = (ids + coordinates, ids + coordinates + 1) if label else ids + coordinates
-    values = _numbers(text, counts, what)
     for i, (name, low, high) in enumerate((("frame", 0, None), ("object id", 1, 255))[:ids]):
         values[i] = check_index(values[i], f"{what} {text}: {name}", low, high)
     numbers = values[ids : ids + coordinates]
@@ -658,7 +661,7 @@ def run_track(args: argparse.Namespace) -> None:
     from .hub import load_pretrained, resolve_model
     from .io_utils import atomic_write, staged_folder
     from .sam2 import Sam2VideoModel, Sam2VideoSession
-    from .sam2.mask_generation import coco_encode_rle, mask_to_rle
+    from .sam2.amg import coco_encode_rle, mask_to_rle
     from .sam2.video_output import label_map, write_overlay_video, write_palette_png
     from .video_io import VideoDecodeError
 
