@@ -107,7 +107,7 @@ def test_classify_errors(image_folder, video_folder, tmp_path, capsys):
         ([str(tmp_path / "broken.mp4"), "--model", video_model], "broken.mp4"),
         ([str(tmp_path / "missing.jpg"), "--model", image_model], "No such image or video"),
         ([str(DOG), "--model", image_model, "--top-k", "0"], "--top-k must be at least 1"),
-        ([str(DOG), "--model", "hiera_nano"], "neither an existing folder, a known Hiera or SAM 2 variant"),
+        ([str(DOG), "--model", "hiera_nano"], "neither an existing folder nor a known Hiera variant"),
         ([str(DOG), "--model", str(tmp_path / "nope_dir")], "No such model folder"),
     ]
     for arguments, message in cases:

@@ -48,7 +48,7 @@ def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, p
         close = difflib.get_close_matches(name, variants, n=3)
         hint = f"did you mean {' or '.join(close)}?" if close else f"variants: {', '.join(variants)}"
         raise ValueError(
-            f"{name!r} is neither an existing folder, a known Hiera or SAM 2 variant, nor a Hub repo id "
+            f"{name!r} is neither an existing folder nor a known Hiera variant or SAM 2 variant nor a Hub repo id "
             f"(owner/name); {hint}"
         )
     if (folder / "config.json").is_file():
