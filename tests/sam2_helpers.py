@@ -73,6 +73,20 @@ def scipy_connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     return torch.from_numpy(np.stack(labels))[:, None], torch.from_numpy(np.stack(areas))[:, None]
 
 
+def write_mp4(path, frames, container_options=None, codec_options=None):
+    """Encode RGB `uint8` frames `(H, W, 3)` as an MPEG-4 file at 4 frames/s (PyAV); returns `path`."""
+    import av
+
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream("mpeg4", rate=4, options=codec_options or {})
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 # The real test media: $HIERA_HF_MEDIA, or `shared/media` beside the checkout (the README's layout).
 MEDIA_FOLDER = Path(os.environ.get("HIERA_HF_MEDIA") or Path(__file__).resolve().parents[2] / "shared" / "media")
 

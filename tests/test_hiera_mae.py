@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers.models.hiera.modeling_hiera as transformers_hiera
-from hiera_helpers import meta_model, pixels
+from hiera_helpers import TINY_MAE, meta_model, pixels, tiny_mae_config
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import AutoModelForPreTraining
 from transformers.initialization import no_init_weights
@@ -24,23 +24,6 @@ from hiera_hf.metrics import load_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 MAE_PRESETS = sorted(name for name, preset in HIERA_PRESETS.items() if preset.is_mae)
-TINY = {
-    "embed_dim": 16,
-    "num_heads": (1, 1, 2, 2),
-    "depths": (1, 1, 1, 1),
-    "image_size": (64, 64),
-    "patch_size": (3, 3),
-    "patch_stride": (2, 2),
-    "patch_padding": (1, 1),
-    "decoder_hidden_size": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-}
-
-
-def tiny_config(**kwargs) -> HieraConfig:
-    """A 64x64 MAE with 4x4 mask units: builds and runs in milliseconds."""
-    return HieraConfig.from_preset("mae_hiera_tiny_224", **{**TINY, **kwargs})
 
 
 def test_presets_cover_every_meta_mae_variant():
@@ -88,7 +71,7 @@ def test_noise_gives_meta_and_transformers_masks():
     meta_mask = reference.get_random_mask(x, 0.6)
     torch.manual_seed(3)
     noise = torch.rand(4, config.num_mask_units)
-    ours = HieraForPreTraining(tiny_config(image_size=(224, 224), patch_stride=(4, 4)))
+    ours = HieraForPreTraining(tiny_mae_config(image_size=(224, 224), patch_stride=(4, 4)))
     assert torch.equal(ours.random_mask(noise, ours.num_kept_units()), meta_mask)
 
     embeddings = transformers_hiera.HieraEmbeddings(transformers_hiera.HieraConfig(mask_ratio=0.6), is_mae=True)
@@ -97,7 +80,7 @@ def test_noise_gives_meta_and_transformers_masks():
 
 
 def test_noise_and_explicit_mask_agree():
-    config = tiny_config()
+    config = tiny_mae_config()
     model = HieraForPreTraining(config).eval()
     x = pixels(config, 3)
     noise = torch.rand(3, config.num_mask_units, generator=torch.Generator().manual_seed(1))
@@ -110,7 +93,7 @@ def test_noise_and_explicit_mask_agree():
 
 
 def test_mask_ratio_per_call_and_default():
-    config = tiny_config(mask_ratio=0.5)
+    config = tiny_mae_config(mask_ratio=0.5)
     model = HieraForPreTraining(config).eval()
     x = pixels(config, 2)
     with torch.no_grad():
@@ -126,7 +109,7 @@ def test_mask_ratio_per_call_and_default():
 @pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
 def test_reconstruct_inverts_the_targets(video):
     """`reconstruct(x, labels)` gives back the input (its time-strided frames for a video)."""
-    config = tiny_config(**(_TINY_VIDEO if video else {}))
+    config = tiny_mae_config(**(_TINY_VIDEO if video else {}))
     model = HieraForPreTraining(config)
     x = pixels(config, 2)
     with torch.no_grad():
@@ -151,7 +134,7 @@ _TINY_VIDEO = {
 
 @pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
 def test_compiles_without_graph_breaks(video):
-    config = tiny_config(**(_TINY_VIDEO if video else {}))
+    config = tiny_mae_config(**(_TINY_VIDEO if video else {}))
     model = HieraForPreTraining(config)
     x = pixels(config, 2)
     noise = torch.rand(2, config.num_mask_units)
@@ -161,7 +144,7 @@ def test_compiles_without_graph_breaks(video):
 
 
 def test_bad_inputs_raise_clear_errors():
-    config = tiny_config()
+    config = tiny_mae_config()
     model = HieraForPreTraining(config)
     x = pixels(config, 2)
     with pytest.raises(ValueError, match=r"mask must have shape \(batch, 16\)"):
@@ -192,7 +175,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_mae_initialisation_follows_meta():
-    model = HieraForPreTraining(tiny_config())
+    model = HieraForPreTraining(tiny_mae_config())
     qkv = model.hiera.encoder.blocks[0].attn.qkv
     bound = (6 / sum(qkv.weight.shape)) ** 0.5  # xavier-uniform
     assert qkv.weight.abs().max() <= bound and qkv.weight.abs().max() > 0.9 * bound
@@ -202,7 +185,7 @@ def test_mae_initialisation_follows_meta():
 
 
 def test_save_load_auto_and_log_lines(tmp_path, caplog):
-    config = tiny_config()
+    config = tiny_mae_config()
     model = HieraForPreTraining(config).eval()
     model.save_pretrained(tmp_path / "mae")
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "mae")
@@ -230,7 +213,7 @@ def test_save_load_auto_and_log_lines(tmp_path, caplog):
 def test_trainer_overfits_a_fixed_batch(tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    config = tiny_config()
+    config = tiny_mae_config()
     torch.manual_seed(0)
     model = HieraForPreTraining(config)
     # Smooth images (upsampled 8x8 noise): their normalised patches are learnable, unlike white noise.
@@ -280,7 +263,7 @@ def _image_folder(path: Path, count: int) -> Path:
 def _example_args(tmp_path: Path, data: Path, steps: int, **extra) -> list[str]:
     args = {
         "image_folder": str(data),
-        "config_overrides": json.dumps({k: v for k, v in TINY.items()}),
+        "config_overrides": json.dumps({k: v for k, v in TINY_MAE.items()}),
         "output_dir": str(tmp_path / "run"),
         "max_steps": steps,
         "per_device_train_batch_size": 2,
@@ -341,7 +324,7 @@ def test_packaged_accuracy_metric_matches_numpy():
 
 
 def test_finetune_example_from_an_mae_checkpoint(tmp_path):
-    HieraForPreTraining(tiny_config()).save_pretrained(tmp_path / "mae")
+    HieraForPreTraining(tiny_mae_config()).save_pretrained(tmp_path / "mae")
     for split in ("train", "val"):
         for name in ("cat", "dog"):
             _image_folder(tmp_path / split / name, 3)

@@ -278,10 +278,13 @@ def write_old_layout(model, folder, **changes) -> None:
 def test_folder_in_the_old_config_layout_loads(kind, tmp_path):
     cls, run = MODELS[kind]
     model = random_model(cls)
+    model.save_pretrained(tmp_path / "today")
     write_old_layout(model, tmp_path / "old")
+    today = cls.from_pretrained(tmp_path / "today").eval()
     loaded = cls.from_pretrained(tmp_path / "old").eval()
     assert not OLD_LAYOUT_FIELDS.keys() & loaded.config.to_dict().keys()
-    for expected, actual in zip(as_list(run(model)), as_list(run(loaded))):
+    assert loaded.config.to_diff_dict() | {"_name_or_path": ""} == today.config.to_diff_dict() | {"_name_or_path": ""}
+    for expected, actual in zip(as_list(run(today)), as_list(run(loaded))):
         for key, value in expected.items():
             if isinstance(value, torch.Tensor):
                 torch.testing.assert_close(actual[key], value, rtol=0, atol=0, msg=key)

@@ -426,6 +426,18 @@ def test_clip_step_uses_memory_corrections_and_both_label_sizes():
         track_clips(model, pixels, torch.full_like(labels, IGNORE_INDEX))
 
 
+def test_unknown_keywords_are_refused():
+    """A misspelt argument raises, naming it, instead of being dropped (training forward and tracking step)."""
+    torch.manual_seed(0)
+    model = Sam2VideoModelForTraining(tiny_config())
+    pixels, labels = torch.zeros(1, 2, 3, 64, 64), torch.zeros(1, 2, 1, 16, 16)
+    with pytest.raises(TypeError, match="prompt_typ"):
+        model(pixels, labels, prompt_typ="box")
+    vision = model.get_vision_features(pixels[0, :1])
+    with pytest.raises(TypeError, match="input_mask"):
+        model.track_step(vision.fpn_features, vision.position_encoding, input_mask=torch.ones(1, 1, 64, 64))
+
+
 def test_fine_tuning_improves_j_and_f_on_held_out_clips():
     """A tiny SAM 2.1 (64x64 inputs) trained from scratch on moving shapes: 300 steps of 2 clips x 4 frames, mask
     prompts (the setting J&F measures), learning rate 3e-3 then 3e-4 for the last 100 steps; J&F on 8 held-out

@@ -26,7 +26,7 @@ import sam2.utils.misc as meta_misc
 import torch
 from PIL import Image
 from sam2.modeling.sam2_utils import select_closest_cond_frames
-from sam2_helpers import MEDIA_FOLDER, load_converted, meta_video_predictor, randomize_meta_weights
+from sam2_helpers import MEDIA_FOLDER, load_converted, meta_video_predictor, randomize_meta_weights, write_mp4
 from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
@@ -317,13 +317,7 @@ def test_one_frame_video_and_bad_inputs(small_model, tmp_path):
 
 
 def _write_mp4(path: Path, num_frames: int) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=4)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for frame in _synthetic_frames(num_frames):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
+    return write_mp4(path, _synthetic_frames(num_frames))
 
 
 def test_video_file_and_clear_prompts(small_model, tmp_path):

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 from accelerate import init_empty_weights
-from hiera_helpers import pixels
+from hiera_helpers import pixels, tiny_mae_config
 from safetensors.torch import load_file, save_file
+from test_sam2_training import tiny_config as tiny_sam2_config
 from torch import nn
 
 from hiera_hf import (
@@ -33,32 +34,6 @@ from hiera_hf import (
 )
 
 TINY_HIERA = {"embed_dim": 16, "num_heads": (1, 1, 2, 2), "depths": (1, 1, 2, 1), "num_labels": 3}
-TINY_MAE = {
-    **TINY_HIERA,
-    "image_size": (64, 64),
-    "patch_size": (3, 3),
-    "patch_stride": (2, 2),
-    "patch_padding": (1, 1),
-    "decoder_hidden_size": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-}
-TINY_SAM2 = {
-    "image_size": 64,
-    "embed_dim": 16,
-    "num_heads": (1, 1, 2, 2),
-    "depths": (1, 1, 1, 1),
-    "window_sizes": (4, 4, 2, 2),
-    "global_attention_blocks": (2,),
-    "window_position_embedding_background_size": (4, 4),
-    "fpn_hidden_size": 32,
-    "decoder_num_heads": 2,
-    "decoder_mlp_dim": 64,
-    "iou_head_hidden_dim": 32,
-    "memory_attention_num_layers": 1,
-    "memory_attention_feedforward_dim": 64,
-    "memory_encoder_hidden_size": 16,
-}
 ALL_STAGES = {"out_features": ["stem", "stage1", "stage2", "stage3", "stage4"]}
 
 
@@ -114,46 +89,33 @@ def backbone_inputs(model) -> dict:
     return {"pixel_values": sam2_pixels()}
 
 
-HIERA_BLOCKS, SAM2_BLOCKS = sum(TINY_HIERA["depths"]), sum(TINY_SAM2["depths"])
+HIERA_BLOCKS, SAM2_BLOCKS = sum(TINY_HIERA["depths"]), sum(tiny_sam2_config().depths)
+
+
+def hiera_case(model_class: type, config: HieraConfig, inputs=hiera_inputs) -> Case:
+    return Case(
+        model_class,
+        config,
+        inputs,
+        num_hidden_states=HIERA_BLOCKS + 1,
+        num_attentions={"attentions": HIERA_BLOCKS},
+    )
+
+
 CASES = [
-    Case(
-        HieraModel,
-        HieraConfig.from_preset("hiera_tiny_224", **TINY_HIERA, image_size=(64, 64)),
-        hiera_inputs,
-        num_hidden_states=HIERA_BLOCKS + 1,
-        num_attentions={"attentions": HIERA_BLOCKS},
-    ),
-    Case(
-        HieraForImageClassification,
-        HieraConfig.from_preset("hiera_tiny_224", **TINY_HIERA, image_size=(64, 64)),
-        hiera_inputs,
-        num_hidden_states=HIERA_BLOCKS + 1,
-        num_attentions={"attentions": HIERA_BLOCKS},
-    ),
-    Case(
+    hiera_case(HieraModel, HieraConfig.from_preset("hiera_tiny_224", **TINY_HIERA, image_size=(64, 64))),
+    hiera_case(HieraForImageClassification, HieraConfig.from_preset("hiera_tiny_224", **TINY_HIERA, image_size=(64, 64))),
+    hiera_case(
         HieraForVideoClassification,
         HieraConfig.from_preset("hiera_base_16x224", **TINY_HIERA, image_size=(4, 64, 64)),
-        hiera_inputs,
-        num_hidden_states=HIERA_BLOCKS + 1,
-        num_attentions={"attentions": HIERA_BLOCKS},
     ),
-    Case(
-        HieraBackbone,
-        HieraConfig.from_preset("hiera_tiny_224", **TINY_HIERA, image_size=(64, 64), **ALL_STAGES),
-        hiera_inputs,
-        num_hidden_states=HIERA_BLOCKS + 1,
-        num_attentions={"attentions": HIERA_BLOCKS},
+    hiera_case(
+        HieraBackbone, HieraConfig.from_preset("hiera_tiny_224", **TINY_HIERA, image_size=(64, 64), **ALL_STAGES)
     ),
-    Case(
-        HieraForPreTraining,
-        HieraConfig.from_preset("mae_hiera_tiny_224", **TINY_MAE),
-        mae_inputs,
-        num_hidden_states=HIERA_BLOCKS + 1,
-        num_attentions={"attentions": HIERA_BLOCKS},
-    ),
+    hiera_case(HieraForPreTraining, tiny_mae_config(depths=TINY_HIERA["depths"], num_labels=3), mae_inputs),
     Case(
         Sam2Model,
-        Sam2Config.from_preset("sam2.1_hiera_tiny", **TINY_SAM2),
+        tiny_sam2_config(),
         sam2_inputs,
         hidden_states="vision_hidden_states",
         attentions=("vision_attentions", "mask_decoder_attentions"),
@@ -163,7 +125,7 @@ CASES = [
     ),
     Case(
         Sam2HieraBackbone,
-        Sam2Config.from_preset("sam2.1_hiera_tiny", **TINY_SAM2, **ALL_STAGES),
+        tiny_sam2_config(**ALL_STAGES),
         backbone_inputs,
         num_hidden_states=SAM2_BLOCKS + 1,
         num_attentions={"attentions": SAM2_BLOCKS},
@@ -171,7 +133,7 @@ CASES = [
     # One tracking step: no hidden-state or attention outputs to offer.
     Case(
         Sam2VideoModel,
-        Sam2Config.from_preset("sam2.1_hiera_tiny", **TINY_SAM2),
+        tiny_sam2_config(),
         video_inputs,
         hidden_states=None,
         attentions=(),
@@ -321,7 +283,7 @@ def test_missing_keys_are_reported(case, tmp_path):
 
 
 def test_pretraining_from_an_encoder_folder_reports_the_decoder_missing(tmp_path):
-    config = HieraConfig.from_preset("mae_hiera_tiny_224", **TINY_MAE)
+    config = tiny_mae_config(depths=TINY_HIERA["depths"])
     HieraModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
     model, info = HieraForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
     new = {name for name, _ in model.named_parameters() if not name.startswith("hiera.")}
@@ -439,21 +401,7 @@ def test_forward_signature_starts_with_the_main_input(case):
     assert parameters[:2] == ["self", case.model_class.main_input_name]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            marks=pytest.mark.xfail(
-                strict=True, reason="Sam2VideoModel.forward still takes **kwargs (its restructuring removes it)"
-            ),
-        )
-        if case.model_class is Sam2VideoModel
-        else case
-        for case in CASES
-    ],
-    ids=str,
-)
+@pytest.mark.parametrize("case", CASES, ids=str)
 def test_unknown_keyword_is_refused_by_name(case):
     model = build(case).eval()
     with pytest.raises(TypeError, match="unexpected keyword argument 'output_hidden_state'"):

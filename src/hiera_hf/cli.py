@@ -60,9 +60,9 @@ def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
-def start(args: argparse.Namespace) -> str:
+def start(args: argparse.Namespace):
     """Prepare a model-running command: with `--quiet`, silence transformers' and huggingface_hub's progress bars
-    and info messages; returns the torch device to use."""
+    and info messages; returns the `torch.device` to use (checked: it exists and is available here)."""
     import torch
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as transformers_logging
@@ -71,11 +71,14 @@ def start(args: argparse.Namespace) -> str:
         transformers_logging.disable_progress_bar()
         transformers_logging.set_verbosity_error()
         disable_progress_bars()
-    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    requested = getattr(args, "device", None)
     try:
-        torch.device(device)
+        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as error:
-        raise ValueError(f"--device {device!r} is not a torch device: {error}") from None
+        raise ValueError(f"--device {requested!r} is not a torch device: {error}") from None
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
+        raise ValueError(f"--device {requested}: no {device.type} device is available here")
     return device
 
 
@@ -335,7 +338,7 @@ def _label(text: str) -> int:
     return int(text)
 
 
-def _load_sam2(model: str, device: str, quiet: bool):
+def _load_sam2(model: str, device, quiet: bool):
     """(model on `device`, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
     from .hub import load_pretrained, resolve_model
     from .sam2 import Sam2ImageProcessor, Sam2Model

@@ -172,7 +172,10 @@ def load_pretrained(model_class: type, folder: str | Path, model_types: tuple[st
 
     check_model_folder(folder, model_types, needed)
     try:
-        model, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
+        # Mismatched shapes come back in `info` (refused below, with their names) rather than as a bare error.
+        model, info = model_class.from_pretrained(
+            folder, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
     except (OSError, RuntimeError, SafetensorError, TypeError, KeyError) as error:  # a damaged or edited folder
         raise ValueError(f"Cannot load the model in {folder}: {str(error).strip().splitlines()[0]}") from error
     problems = {

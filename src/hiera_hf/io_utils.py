@@ -85,7 +85,7 @@ def check_replaceable(
     it is or contains one of the `inputs` (with or without `overwrite`: the input would be deleted)."""
     target = Path(target)
     for source in inputs:
-        if source is not None and (_contains(target, Path(source)) or _contains(Path(source), target)):
+        if source is not None and _contains(target, Path(source)):
             raise ValueError(f"The {what} {target} holds the input {source}; choose another {what}")
     if not target.exists() and not target.is_symlink():
         return

@@ -161,16 +161,17 @@ def _unreadable_checkpoint(path: Path, error: Exception) -> str:
     """Why `torch.load(path, weights_only=True)` failed, without torch's advice to retry with `weights_only=False`
     (which would run whatever code the file holds)."""
     text = str(error)
-    refused = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line]
-    if "Weights only load failed" in text and refused:
+    # torch's own lines are advice (retry with weights_only=False, file an issue, read the docs): keep the rest.
+    advice = ("weights_only", "Weights only", "WeightsUnpickler", "torch.load", "trusted source")
+    reasons = [line.strip() for line in text.splitlines() if line.strip() and not any(a in line for a in advice)]
+    if "GLOBAL" in text:
         return (
             f"{path} holds Python objects besides tensors, which hiera-hf does not load (it reads checkpoints "
-            f"with torch.load(weights_only=True)): {refused[0]}"
+            f"with torch.load(weights_only=True)){': ' + reasons[0] if reasons else ''}"
         )
-    reason = next((line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line), "")
     return (
         f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or not a .pth/.pt file): "
-        f"{type(error).__name__}{': ' + reason if reason else ''}"
+        f"{type(error).__name__}{': ' + reasons[0] if reasons else ''}"
     )
 
 

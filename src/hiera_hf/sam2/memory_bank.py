@@ -8,7 +8,10 @@ stays with the caller: the selection only asks which frames it still holds.
 - Selection, pure Python on frame indices (no torch, so a session on another runtime reuses it as is):
   `MemoryRules` (the config's numbers, for inference or training) and `select_memory`, which returns a
   `MemorySelection`.
-- Token assembly (torch): `assemble_memory` turns the selected spatial memories and pointers into `MemoryTokens`.
+- Storage of one object's bank: `ObjectMemory` (conditioning and recent frames, each a `StoredMemory`), bounded
+  by `prune`; the session keeps one per object (the clip trainer, which keeps whole clips, needs none).
+- Token assembly (torch): `assemble_memory` turns the selected spatial memories and pointers into `MemoryTokens`;
+  `gather_memory` does it for objects stored in `ObjectMemory` banks.
 
 The selection is Meta's (`SAM2Base._prepare_memory_conditioned_features`), for a frame `t` tracked forward:
 
@@ -33,8 +36,8 @@ Tracked in reverse, "before" means "after": the previous frame is `t + 1`, the g
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -75,6 +78,16 @@ class MemoryRules:
         limit = self.max_conditioning_frames
         if isinstance(limit, bool) or not isinstance(limit, int) or (limit != -1 and limit < 2):
             raise ValueError(f"max_conditioning_frames must be -1 (all) or at least 2, got {limit!r}")
+
+    @property
+    def memory_reach(self) -> int:
+        """Frames farther than this from the current frame never give it a spatial memory."""
+        return self.temporal_stride * self.num_maskmem
+
+    @property
+    def pointer_reach(self) -> int:
+        """Frames farther than this from the current frame never give it a pointer (as recent frames)."""
+        return self.max_pointers - 1
 
     @classmethod
     def from_config(
@@ -212,6 +225,61 @@ def select_memory(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StoredMemory:
+    """What one object keeps of one frame (arrays of any runtime; the PyTorch session stores tensors).
+
+    Attributes:
+        pred_masks: `(1, 4h, 4w)` low-resolution mask logits (after hole filling); `None` once out of reach.
+        pointer: `(hidden,)` the object pointer.
+        object_score: `(1,)` the object-score logit.
+        maskmem: `(memory_dim, h, w)` the spatial memory; `None` until encoded or once out of reach.
+    """
+
+    pred_masks: Any
+    pointer: Any
+    object_score: Any
+    maskmem: Any = None
+
+
+@dataclass
+class ObjectMemory:
+    """One object's memory bank: its conditioning (prompted) frames, kept for good, and the recent
+    (non-conditioning) frames a later frame may still attend to."""
+
+    conditioning: dict[int, StoredMemory] = field(default_factory=dict)
+    recent: dict[int, StoredMemory] = field(default_factory=dict)
+
+    def get(self, frame_idx: int) -> StoredMemory | None:
+        """The stored frame, conditioning first (`None` if not held)."""
+        return self.conditioning.get(frame_idx, self.recent.get(frame_idx))
+
+    def select(
+        self, frame_idx: int, rules: MemoryRules, reverse: bool = False, num_frames: int | None = None
+    ) -> MemorySelection:
+        """`select_memory` over what this bank holds."""
+        memory_frames = {t for t, stored in self.recent.items() if stored.maskmem is not None}
+        return select_memory(
+            frame_idx, list(self.conditioning), memory_frames, self.recent.keys(), rules, reverse, num_frames
+        )
+
+    def prune(self, anchors: Sequence[int], rules: MemoryRules) -> None:
+        """Forget what no frame near the `anchors` (e.g. the last frame tracked and the start of the last
+        propagation) can attend to: recent frames beyond `pointer_reach` go, beyond `memory_reach` they keep only
+        their pointer."""
+        for t in list(self.recent):
+            distance = min(abs(t - anchor) for anchor in anchors)
+            if distance > rules.pointer_reach:
+                del self.recent[t]
+            elif distance > rules.memory_reach:
+                self.recent[t].maskmem = self.recent[t].pred_masks = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Token assembly
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -293,11 +361,36 @@ def assemble_memory(
     return MemoryTokens(memory, memory_pos, num_pointers * splits)
 
 
+def gather_memory(
+    model: Sam2VideoModel,
+    banks: Sequence[ObjectMemory],
+    selections: Sequence[MemorySelection],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> MemoryTokens:
+    """The memory tokens of several objects as one batch: each object's selected memories stacked from its bank
+    (spatial memories in `dtype`), then `assemble_memory`. The selections must share one `layout`."""
+    if len({selection.layout for selection in selections}) != 1:
+        raise ValueError("Objects batched together must have selections of the same layout")
+    spatial = torch.stack(
+        [torch.stack([bank.get(t).maskmem for t in sel.spatial_frames]) for bank, sel in zip(banks, selections)]
+    ).to(device, dtype)
+    pointers = None
+    if selections[0].pointer_frames:
+        pointers = torch.stack(
+            [torch.stack([bank.get(t).pointer for t in sel.pointer_frames]) for bank, sel in zip(banks, selections)]
+        ).to(device)
+    return assemble_memory(model, selections[0], spatial, pointers)
+
+
 __all__ = [
     "MemoryRules",
     "MemorySelection",
     "MemoryTokens",
+    "ObjectMemory",
+    "StoredMemory",
     "assemble_memory",
+    "gather_memory",
     "recent_memory_slots",
     "select_conditioning_frames",
     "select_memory",

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..image_utils import to_rgb_array
 from ..video_io import VideoFrames, open_video
-from .memory_bank import MemoryRules, MemorySelection, MemoryTokens, assemble_memory, select_memory
+from .memory_bank import MemoryRules, MemorySelection, MemoryTokens, ObjectMemory, StoredMemory, gather_memory
 from .modeling_sam2_video import NO_OBJECT_SCORE, Sam2VideoFrameOutput, Sam2VideoModel
 from .processing_sam2 import clean_mask_logits, normalize, resize_video_frame
 from .prompts import check_box, check_clicks, check_mask
@@ -76,18 +76,6 @@ class Sam2VideoFrameResult:
 
 
 @dataclass
-class _FrameOutput:
-    """What one object keeps of one frame: the low-resolution mask logits `(1, 4h, 4w)` (after hole filling),
-    the spatial memory `(memory_dim, h, w)` (bfloat16; `None` until encoded or once out of the window), the
-    object pointer `(hidden,)` and the object-score logit `(1,)`."""
-
-    pred_masks: torch.Tensor | None
-    pointer: torch.Tensor
-    object_score: torch.Tensor
-    maskmem: torch.Tensor | None = None
-
-
-@dataclass
 class _TrackedSpan:
     """Frames `first..last` (inclusive) were tracked by one propagation pass in one direction."""
 
@@ -98,14 +86,13 @@ class _TrackedSpan:
 
 @dataclass
 class _ObjectState:
-    """One object's prompts and memory bank."""
+    """One object's prompts, tracked spans and memory bank."""
 
     obj_id: int
     points: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # frame -> (K, 2), (K,)
     mask_frames: set[int] = field(default_factory=set)
-    conditioning: dict[int, _FrameOutput] = field(default_factory=dict)
-    recent: dict[int, _FrameOutput] = field(default_factory=dict)  # non-conditioning frames near the anchors
-    pending: dict[int, tuple[bool, _FrameOutput]] = field(default_factory=dict)  # prompted, memory not yet encoded
+    memory: ObjectMemory = field(default_factory=ObjectMemory)
+    pending: dict[int, tuple[bool, StoredMemory]] = field(default_factory=dict)  # prompted, memory not yet encoded
     tracked: list[_TrackedSpan] = field(default_factory=list)
 
     def tracked_reverse(self, frame_idx: int) -> bool | None:
@@ -134,12 +121,12 @@ class _ObjectState:
                 spans.append(span)
         self.tracked = spans
 
-    def previous_output(self, frame_idx: int, is_conditioning: bool) -> _FrameOutput | None:
+    def previous_output(self, frame_idx: int, is_conditioning: bool) -> StoredMemory | None:
         """The object's latest output on a frame (Meta's lookup: prompt output, conditioning, tracked)."""
         pending = self.pending.get(frame_idx)
         if pending is not None and pending[0] == is_conditioning:
             return pending[1]
-        return self.conditioning.get(frame_idx, self.recent.get(frame_idx))
+        return self.memory.get(frame_idx)
 
 
 def apply_non_overlap(mask_logits: torch.Tensor) -> torch.Tensor:
@@ -203,11 +190,6 @@ class Sam2VideoSession:
         self.memory_rules = MemoryRules.from_config(config, max_conditioning_frames=max_conditioning_frames)
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.progress = progress
-        rules = self.memory_rules
-        # What the selection can still reach, around the last frame tracked and the last start: frames whose
-        # spatial memory and mask are kept, frames whose pointer is kept.
-        self._memory_window = rules.temporal_stride * rules.num_maskmem
-        self._pointer_window = rules.max_pointers - 1
 
         self._video: VideoFrames | None = None
         self._held: dict[int, np.ndarray] = {}  # stream frames not yet tracked, and the last one pushed
@@ -383,7 +365,7 @@ class Sam2VideoSession:
         fpn, position = self._frame_features(frame_idx)
         memory, prompt_masks = None, None
         if reverse is not None and mask is None:  # a correction: memory of the object, previous mask
-            if state.conditioning:
+            if state.memory.conditioning:
                 memory = self._memory_tokens([state], [self._selection(state, frame_idx, reverse)])
             previous = state.previous_output(frame_idx, is_conditioning)
             if previous is not None and previous.pred_masks is not None:
@@ -415,12 +397,12 @@ class Sam2VideoSession:
         with self._autocast():
             return self.model.track_step(fpn, position, **prompts)
 
-    def _store(self, output: Sam2VideoFrameOutput, index: int) -> _FrameOutput:
+    def _store(self, output: Sam2VideoFrameOutput, index: int) -> StoredMemory:
         """Object `index` of a model output as kept by the session (holes filled in the mask)."""
         masks = output.pred_masks[index : index + 1].float()
         masks = clean_mask_logits(masks, max_hole_area=self.fill_hole_area, hole_logit=HOLE_LOGIT)[0]
         maskmem = output.maskmem_features
-        return _FrameOutput(
+        return StoredMemory(
             pred_masks=masks.to(self.storage_device),
             pointer=output.object_pointers[index].float(),
             object_score=output.object_score_logits[index].float(),
@@ -431,7 +413,7 @@ class Sam2VideoSession:
         outputs = [state.previous_output(frame_idx, is_conditioning) for state in self._objects.values()]
         return self._result(frame_idx, outputs)
 
-    def _result(self, frame_idx: int, outputs: list[_FrameOutput | None]) -> Sam2VideoFrameResult:
+    def _result(self, frame_idx: int, outputs: list[StoredMemory | None]) -> Sam2VideoFrameResult:
         """Masks of all objects at the video's resolution (`NO_OBJECT_SCORE` where an object has no output)."""
         size = (self.video_height, self.video_width)
         low_res = self.model.config.image_size // 4
@@ -453,9 +435,9 @@ class Sam2VideoSession:
         state.points.pop(frame_idx, None)
         state.mask_frames.discard(frame_idx)
         state.pending.pop(frame_idx, None)
-        output = state.conditioning.pop(frame_idx, None)
+        output = state.memory.conditioning.pop(frame_idx, None)
         if output is not None:
-            state.recent[frame_idx] = output
+            state.memory.recent[frame_idx] = output
             state.untrack(frame_idx)
         is_conditioning = any(s.pending.get(frame_idx, (False,))[0] for s in self._objects.values())
         return self._prompt_result(frame_idx, is_conditioning)
@@ -504,60 +486,36 @@ class Sam2VideoSession:
             for state, output, features in zip(owners, outputs, maskmem):
                 is_conditioning, _ = state.pending.pop(frame_idx)
                 output.maskmem = features.to(torch.bfloat16).to(self.storage_device)
-                (state.conditioning if is_conditioning else state.recent)[frame_idx] = output
+                bank = state.memory
+                (bank.conditioning if is_conditioning else bank.recent)[frame_idx] = output
         for state in self._objects.values():
-            if not state.conditioning:
+            if not state.memory.conditioning:
                 raise ValueError(f"Object {state.obj_id} has no prompt on any frame; add one or remove the object")
-            for frame_idx in state.conditioning:
-                state.recent.pop(frame_idx, None)
+            for frame_idx in state.memory.conditioning:
+                state.memory.recent.pop(frame_idx, None)
 
     def _selection(self, state: _ObjectState, frame_idx: int, reverse: bool) -> MemorySelection:
         """What an object attends to on a frame, from the memories the session still holds."""
-        memory_frames = {t for t, output in state.recent.items() if output.maskmem is not None}
-        return select_memory(
-            frame_idx,
-            list(state.conditioning),
-            memory_frames,
-            state.recent.keys(),
-            self.memory_rules,
-            reverse=reverse,
-            num_frames=self.num_frames,
-        )
+        return state.memory.select(frame_idx, self.memory_rules, reverse=reverse, num_frames=self.num_frames)
 
     def _memory_tokens(self, states: list[_ObjectState], selections: list[MemorySelection]) -> MemoryTokens:
-        """The memory tokens of objects whose selections share one layout, stacked as one batch."""
-
-        def stored(state: _ObjectState, frame_idx: int) -> _FrameOutput:
-            return state.conditioning[frame_idx] if frame_idx in state.conditioning else state.recent[frame_idx]
-
+        """The memory tokens of objects whose selections share one layout, as one batch."""
         dtype = self.dtype if self.dtype == torch.bfloat16 else torch.float32
-        spatial = torch.stack(
-            [torch.stack([stored(s, t).maskmem for t in sel.spatial_frames]) for s, sel in zip(states, selections)]
-        ).to(self.device, dtype)
-        pointers = None
-        if selections[0].pointer_frames:
-            pointers = torch.stack(
-                [torch.stack([stored(s, t).pointer for t in sel.pointer_frames]) for s, sel in zip(states, selections)]
-            ).to(self.device)
-        return assemble_memory(self.model, selections[0], spatial, pointers)
+        return gather_memory(self.model, [s.memory for s in states], selections, self.device, dtype)
 
     def _prune(self, frame_idx: int) -> None:
         """Drop what no later frame can attend to: keep memories near the current frame and the last start."""
         anchors = [frame_idx] + ([self._anchor] if self._anchor is not None else [])
         for state in self._objects.values():
-            for t in list(state.recent):
-                distance = min(abs(t - anchor) for anchor in anchors)
-                if distance > self._pointer_window:
-                    del state.recent[t]
-                elif distance > self._memory_window:
-                    state.recent[t].maskmem = state.recent[t].pred_masks = None
+            state.memory.prune(anchors, self.memory_rules)
 
     def memory_footprint(self) -> tuple[int, int]:
         """(number of tensors, bytes) held by the session's memory bank, prompts and caches."""
         tensors = [t for features, position in self._features.values() for t in (*features, position)]
         for state in self._objects.values():
             tensors += [t for pair in state.points.values() for t in pair]
-            outputs = [*state.conditioning.values(), *state.recent.values(), *(o for _, o in state.pending.values())]
+            bank = state.memory
+            outputs = [*bank.conditioning.values(), *bank.recent.values(), *(o for _, o in state.pending.values())]
             for output in outputs:
                 tensors += [t for t in vars(output).values() if isinstance(t, torch.Tensor)]
         held = sum(a.nbytes for a in self._held.values())
@@ -583,14 +541,14 @@ class Sam2VideoSession:
         with torch.inference_mode():
             self._consolidate()
         if self._video is not None:
-            first_prompt = min(t for state in self._objects.values() for t in state.conditioning)
+            first_prompt = min(t for state in self._objects.values() for t in state.memory.conditioning)
             start_frame = first_prompt if start_frame is None else self._check_frame(start_frame)
         elif start_frame is not None:
             raise ValueError("A stream is tracked from the first frame not tracked yet; do not give start_frame")
         elif self._tracked_upto is not None:
             start_frame = self._tracked_upto + 1
         else:
-            start_frame = min(t for state in self._objects.values() for t in state.conditioning)
+            start_frame = min(t for state in self._objects.values() for t in state.memory.conditioning)
             for t in [t for t in self._held if t < start_frame]:
                 del self._held[t]
         directions = (False, True) if reverse == "both" else (bool(reverse),)
@@ -616,7 +574,7 @@ class Sam2VideoSession:
 
     def _track_frame(self, frame_idx: int, reverse: bool) -> Sam2VideoFrameResult:
         states = list(self._objects.values())
-        outputs: list[_FrameOutput | None] = [state.conditioning.get(frame_idx) for state in states]
+        outputs: list[StoredMemory | None] = [state.memory.conditioning.get(frame_idx) for state in states]
         groups: dict[tuple, list[int]] = {}  # objects whose memories share a layout run as one batch
         selections = {}
         for index, state in enumerate(states):
@@ -629,7 +587,7 @@ class Sam2VideoSession:
             memory = self._memory_tokens([states[i] for i in indices], [selections[i] for i in indices])
             output = self._step(fpn, position, memory)
             for row, index in enumerate(indices):
-                outputs[index] = states[index].recent[frame_idx] = self._store(output, row)
+                outputs[index] = states[index].memory.recent[frame_idx] = self._store(output, row)
         for state in states:
             state.mark_tracked(frame_idx, reverse)
         self._prune(frame_idx)

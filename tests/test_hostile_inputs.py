@@ -1,0 +1,488 @@
+"""Hostile and careless inputs (issue 11): every case ends in a clear error or a correct answer, never a traceback
+for a user's mistake, a silent wrong answer, debris, or a deleted input.
+
+The command-line cases are one table: arguments, expected exit status (2: refused while parsing the flags, 1: a
+one-line `error:`), a fragment of the message, and the paths that must not exist afterwards. They run
+`hiera_hf.cli.main` in-process on a random-weight SAM 2 tiny folder (128 px input) and a tiny Hiera folder.
+The Python API and the folder writer have their own tables below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sam2_helpers import media, write_mp4
+
+from hiera_hf import (
+    HieraConfig,
+    HieraForImageClassification,
+    HieraImageProcessor,
+    Sam2Config,
+    Sam2ImageProcessor,
+    Sam2VideoModel,
+    Sam2VideoSession,
+    save_for_hub,
+)
+from hiera_hf.cli import main
+from hiera_hf.image_utils import open_image
+from hiera_hf.io_utils import remove_stale_staging, staged_folder
+from hiera_hf.video_io import PyAVFrames, open_video
+
+SIZE, HEIGHT, WIDTH, FRAMES = 128, 96, 128, 4
+
+
+def _frames(count: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(rng.random((height, width, 3)) * 200 + 20).astype(np.uint8) for _ in range(count)]
+
+
+def _write_mp4(path: Path, count: int, faststart: bool = False) -> Path:
+    return write_mp4(path, _frames(count), {"movflags": "faststart"} if faststart else None)
+
+
+def _copy_folder(source: Path, target: Path) -> Path:
+    """A copy of a model folder whose weights are a link (cheap), for damaging its config."""
+    target.mkdir()
+    for entry in source.iterdir():
+        (target / entry.name).symlink_to(entry) if entry.suffix == ".safetensors" else shutil.copy(entry, target)
+    return target
+
+
+class _Hostile:
+    """Unpickles as a call of `os.system("true")`."""
+
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory) -> SimpleNamespace:
+    """Every input the cases use, built once: model folders (good and damaged), images, videos, checkpoints."""
+    root = tmp_path_factory.mktemp("hostile")
+    torch.manual_seed(0)
+    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=SIZE, num_maskmem=3, max_obj_ptrs_in_encoder=4)
+    sam = root / "sam"
+    Sam2VideoModel(config).eval().save_pretrained(sam)
+    hiera = save_for_hub(
+        HieraForImageClassification(HieraConfig.from_preset("hiera_tiny_224", depths=(1, 1, 1, 1))).eval(),
+        root / "hiera",
+        image_processor=HieraImageProcessor(),
+    )
+    p = SimpleNamespace(root=root, sam=sam, hiera=hiera, dog=media("dog.jpg"))
+
+    p.no_json = _copy_folder(sam, root / "no_json")
+    (p.no_json / "config.json").write_text('{"model_type": "hiera_hf_sam2", ')
+    p.list_json = _copy_folder(sam, root / "list_json")
+    (p.list_json / "config.json").write_text("[1, 2]")
+    p.tampered = _copy_folder(sam, root / "tampered")
+    tampered = json.loads((sam / "config.json").read_text())
+    tampered["decoder_mlp_dim"] = 1024  # the weights have 2048
+    (p.tampered / "config.json").write_text(json.dumps(tampered))
+    p.truncated_weights = root / "truncated_weights"
+    p.truncated_weights.mkdir()
+    shutil.copy(sam / "config.json", p.truncated_weights)
+    with open(sam / "model.safetensors", "rb") as source:
+        (p.truncated_weights / "model.safetensors").write_bytes(source.read(1 << 20))
+    p.pickled = root / "pickled"
+    p.pickled.mkdir()
+    shutil.copy(sam / "config.json", p.pickled)
+    torch.save({"w": torch.zeros(1)}, p.pickled / "pytorch_model.bin")
+    p.no_config = root / "no_config"
+    p.no_config.mkdir()
+
+    p.zero = root / "zero.png"
+    p.zero.write_bytes(b"")
+    p.text = root / "text.png"
+    p.text.write_text("not an image")
+    p.cut_jpeg = root / "cut.jpg"
+    p.cut_jpeg.write_bytes(Path(p.dog).read_bytes()[:4000])
+    p.bomb = root / "bomb.png"
+    Image.new("1", (14000, 14000)).save(p.bomb)  # 196 megapixels, a few kB
+    p.rotated = root / "rotated.jpg"  # stored 500x331, shown upright as 331x500 (EXIF orientation 6)
+    exif = Image.Image().getexif()
+    exif[0x0112] = 6
+    with Image.open(p.dog) as dog:
+        dog.save(p.rotated, exif=exif)
+
+    p.clip = _write_mp4(root / "clip.mp4", FRAMES)
+    p.cut_clip = root / "cut.mp4"
+    data = _write_mp4(root / "long.mp4", 12, faststart=True).read_bytes()
+    p.cut_clip.write_bytes(data[: len(data) // 2])
+    p.noise_video = root / "noise.mp4"
+    p.noise_video.write_bytes(os.urandom(4000))
+    p.mixed = root / "mixed"
+    p.mixed.mkdir()
+    for t, frame in enumerate(_frames()):
+        Image.fromarray(frame if t != 2 else frame[:64, :64]).save(p.mixed / f"{t:05d}.jpg")
+    p.bad_frame = root / "bad_frame"
+    p.bad_frame.mkdir()
+    for t, frame in enumerate(_frames()):
+        Image.fromarray(frame).save(p.bad_frame / f"{t:05d}.jpg")
+    damaged = (p.bad_frame / "00002.jpg").read_bytes()
+    (p.bad_frame / "00002.jpg").write_bytes(damaged[: len(damaged) // 2])  # the header is intact
+
+    p.random_pt = root / "random.pt"
+    p.random_pt.write_bytes(np.random.default_rng(1).bytes(5000))
+    p.empty_pt = root / "empty.pt"
+    p.empty_pt.write_bytes(b"")
+    p.hostile_pt = root / "hostile.pt"
+    torch.save({"model": _Hostile()}, p.hostile_pt)
+    p.missing = root / "missing.mp4"
+    return p
+
+
+@dataclass
+class Case:
+    """One command line: `argv(paths, tmp)` -> arguments; the exit status; a fragment of stderr; `absent(tmp)`
+    -> paths that must not exist afterwards; `env`: environment variables set during the run."""
+
+    argv: object
+    status: int
+    message: str
+    absent: object = None  # by default `tmp / "out"`: nothing written
+    env: dict = field(default_factory=dict)
+
+
+def seg(*extra, image="dog", model="sam"):
+    return lambda p, tmp: ["segment", str(getattr(p, image)), "--model", str(getattr(p, model)),
+                           "--out", str(tmp / "out" / "mask.png"), "--no-progress", *extra]  # fmt: skip
+
+
+def track(*extra, video="clip", model="sam"):
+    return lambda p, tmp: ["track", str(getattr(p, video)), "--model", str(getattr(p, model)),
+                           "--out", str(tmp / "out"), "--quiet", *extra]  # fmt: skip
+
+
+def convert(extra):
+    return lambda p, tmp: ["convert", "--variant", "hiera_tiny_224", "--no-progress", "--no-verify", *extra(p, tmp)]
+
+
+def convert_into_out(flag: str, source: str):
+    return convert(lambda p, tmp: [flag, str(getattr(p, source)), "--output", str(tmp / "out")])
+
+
+def nothing_written(tmp):
+    return [tmp / "out"]
+
+
+def keeps_out(tmp):  # `out` is the user's file
+    return []
+
+
+CLI_CASES = {
+    # Prompts refused while parsing (exit 2): non-finite, negative, inverted or empty boxes, labels, ids
+    "segment point nan": Case(seg("--point", "nan,nan"), 2, "is not a finite number"),
+    "segment point inf": Case(seg("--point", "inf,3"), 2, "is not a finite number"),
+    "segment point negative": Case(seg("--point=-5,10"), 2, "outside the image"),
+    "segment box inverted": Case(seg("--box", "200,200,20,20"), 2, "x0 < x1 and y0 < y1"),
+    "segment box empty": Case(seg("--box", "10,10,10,50"), 2, "x0 < x1 and y0 < y1"),
+    "segment label padding": Case(seg("--point", "5,5", "--label", "-10"), 2, "--label must be 0"),
+    "segment label fraction": Case(seg("--point", "5,5", "--label", "0.7"), 2, "--label must be 0"),
+    "segment label 2": Case(seg("--point", "5,5", "--label", "2"), 2, "--label must be 0"),
+    "track frame fraction": Case(track("--point", "2.9,1,30,60"), 2, "frame must be an integer"),
+    "track object fraction": Case(track("--point", "0,1.5,30,60"), 2, "object id must be an integer"),  # fmt: skip
+    "track object 0": Case(track("--point", "0,0,30,60"), 2, "object id must be 1..255"),
+    "track label fraction": Case(track("--point", "0,1,30,60,0.7"), 2, "click labels must be 0"),
+    "track point nan": Case(track("--point", "0,1,nan,60"), 2, "is not a finite number"),
+    "track box inverted": Case(track("--box", "0,1,200,200,20,20"), 2, "x0 < x1"),
+    # Prompts checked against the image once it is read (exit 1)
+    "segment point outside": Case(seg("--point", "5000,5000"), 1, "outside the 500x331 image"),
+    "segment box outside": Case(seg("--box", "0,0,600,100"), 1, "outside the 500x331 image"),
+    "track point outside": Case(track("--point", "0,1,5000,5000"), 1, "outside the 128x96 image"),
+    "track frame past the end": Case(track("--point", "9,1,30,60"), 1, "out of range"),
+    "track max-frames 0": Case(track("--point", "0,1,30,60", "--max-frames", "0"), 1, "at least 1"),  # fmt: skip
+    # Images that cannot be read
+    "segment zero-byte image": Case(seg("--point", "5,5", image="zero"), 1, "cannot identify"),
+    "segment text as png": Case(seg("--point", "5,5", image="text"), 1, "Cannot read the image"),
+    "segment truncated jpeg": Case(seg("--point", "5,5", image="cut_jpeg"), 1, "truncated"),
+    "segment image is a folder": Case(seg("--point", "5,5", image="root"), 1, "it is a folder"),
+    "segment decompression bomb": Case(seg("--point", "5,5", image="bomb"), 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
+    "generate-masks over the pixel limit": Case(
+        lambda p, tmp: ["generate-masks", p.dog, "--model", str(p.sam), "--out", str(tmp / "out"), "--no-progress"],
+        1, "more than the limit of 1,000", env={"HIERA_HF_MAX_IMAGE_PIXELS": "1000"},
+    ),  # fmt: skip
+    "generate-masks zero-byte image": Case(
+        lambda p, tmp: ["generate-masks", str(p.zero), "--model", str(p.sam), "--out", str(tmp / "out")],
+        1, "cannot identify",
+    ),  # fmt: skip
+    # Model folders that are damaged or of the wrong kind
+    "segment with a Hiera folder": Case(seg("--point", "5,5", model="hiera"), 1, "holds a Hiera model"),  # fmt: skip
+    "track with a Hiera folder": Case(track("--point", "0,1,5,5", model="hiera"), 1, "holds a Hiera model"),  # fmt: skip
+    "classify with a SAM 2 folder": Case(
+        lambda p, tmp: ["classify", p.dog, "--model", str(p.sam), "--quiet"], 1, "holds a SAM 2 model"
+    ),
+    "non-JSON config": Case(seg("--point", "5,5", model="no_json"), 1, "no_json/config.json is not valid JSON"),  # fmt: skip
+    "config not an object": Case(seg("--point", "5,5", model="list_json"), 1, "must hold a JSON object"),  # fmt: skip
+    "config edited": Case(seg("--point", "5,5", model="tampered"), 1, "tampered/model.safetensors does not match"),  # fmt: skip
+    "truncated safetensors": Case(seg("--point", "5,5", model="truncated_weights"), 1, "damaged or truncated"),  # fmt: skip
+    "pickled weights": Case(seg("--point", "5,5", model="pickled"), 1, "pickled PyTorch weights"),
+    "folder without config": Case(seg("--point", "5,5", model="no_config"), 1, "has no config.json"),  # fmt: skip
+    # Videos
+    "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder"),  # fmt: skip
+    "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video"),  # fmt: skip
+    "track mixed frame sizes": Case(track("--point", "0,1,5,5", video="mixed"), 1,
+                                    "00000.jpg is 128x96 but 00002.jpg is 64x64"),  # fmt: skip
+    "track prompt past a cut": Case(track("--point", "8,1,5,5", video="cut_clip"), 1, "nothing was written"),  # fmt: skip
+    "track unknown device": Case(track("--point", "0,1,5,5", "--device", "gpu7"), 1, "is not a torch device"),
+    "track absent device": Case(track("--point", "0,1,5,5", "--device", "mps"), 1, "no mps device is available"),
+    # Outputs
+    "segment out under a file": Case(
+        lambda p, tmp: ["segment", p.dog, "--model", str(p.sam), "--point", "5,5", "--out", str(tmp / "f" / "m.png")],
+        1, "File exists",
+    ),  # fmt: skip
+    "track out is a file": Case(track("--point", "0,1,5,5", video="clip"), 1, "is not a folder", keeps_out),
+    # Checkpoints for convert
+    "convert into the input's folder": Case(
+        convert(lambda p, tmp: ["--checkpoint", str(tmp / "d" / "ckpt.pth"), "--output", str(tmp / "d"),
+                                "--overwrite"]),
+        1, "holds the input",
+    ),  # fmt: skip
+    "convert over a user folder": Case(
+        convert(lambda p, tmp: ["--checkpoint", str(p.random_pt), "--output", str(tmp / "d"), "--overwrite"]),
+        1, "is not a folder hiera-hf wrote (it holds ckpt.pth, notes.txt)",
+    ),  # fmt: skip
+    "convert random bytes": Case(convert_into_out("--checkpoint", "random_pt"), 1,
+                                 "random.pt is not a readable PyTorch checkpoint"),  # fmt: skip
+    "convert empty checkpoint": Case(convert_into_out("--checkpoint", "empty_pt"), 1,
+                                     "empty.pt is not a readable PyTorch checkpoint"),  # fmt: skip
+    "convert hostile pickle": Case(convert_into_out("--checkpoint", "hostile_pt"), 1,
+                                   "Python objects besides tensors"),  # fmt: skip
+    "convert from non-JSON transformers folder": Case(convert_into_out("--from-transformers", "no_json"), 1,
+                                                      "config.json is not valid JSON"),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", list(CLI_CASES))
+def test_command_line(paths, tmp_path, capsys, monkeypatch, name):
+    case = CLI_CASES[name]
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "f").write_text("a file where a folder is expected")
+    (tmp_path / "d").mkdir()
+    for inner in ("ckpt.pth", "notes.txt"):
+        (tmp_path / "d" / inner).write_text(inner)
+    if name == "track out is a file":
+        (tmp_path / "out").write_text("mine")
+    try:
+        status = main(case.argv(paths, tmp_path))
+    except SystemExit as exit:
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == case.status, err
+    assert case.message in err
+    assert "Traceback" not in err and "weights_only=False" not in err
+    if status == 1:  # one line (after any progress bar of transformers' loading)
+        assert err.endswith("\n") and err.splitlines()[-1].startswith("hiera-hf ") and err.count("error:") == 1
+    for path in (case.absent or nothing_written)(tmp_path):
+        assert not path.exists(), path
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["ckpt.pth", "notes.txt"]  # inputs untouched
+    assert not [p for p in tmp_path.rglob(".*") if "staging" in p.name]
+
+
+def test_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    """User errors (ValueError, OSError such as a full disk) print one line; a TypeError or KeyError raised by
+    our own code is a bug and propagates with its traceback."""
+    import hiera_hf.cli as cli
+
+    def raising(error):
+        def run(args):
+            raise error
+
+        return run
+
+    for error, status in ((OSError(28, "No space left on device", "/out/mask.png"), 1), (ValueError("a\nb"), 1)):
+        monkeypatch.setitem(cli.SUBCOMMANDS, "segment", (*cli.SUBCOMMANDS["segment"][:2], raising(error)))
+        assert main(["segment", "x.jpg", "--model", "m", "--out", "o.png", "--point", "1,1"]) == status
+    assert capsys.readouterr().err.splitlines() == [
+        "hiera-hf segment: error: No space left on device: /out/mask.png",
+        "hiera-hf segment: error: a b",
+    ]
+    for bug in (TypeError("unsupported operand"), KeyError("stage")):
+        monkeypatch.setitem(cli.SUBCOMMANDS, "segment", (*cli.SUBCOMMANDS["segment"][:2], raising(bug)))
+        with pytest.raises(type(bug)):
+            main(["segment", "x.jpg", "--model", "m", "--out", "o.png", "--point", "1,1"])
+
+
+def test_output_inside_an_input_folder_is_allowed(tmp_path):
+    """Only an output that is or holds an input is refused; writing beside or inside an input folder is fine."""
+    source = tmp_path / "source"
+    source.mkdir()
+    with staged_folder(source / "converted", inputs=[source]) as staging:
+        (staging / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds the input"):
+        with staged_folder(tmp_path, overwrite=True, inputs=[source / "converted" / "config.json"]):
+            pass
+    assert (source / "converted" / "config.json").is_file()
+
+
+def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_path, capsys):
+    """A second run with fewer frames leaves no stale mask of the first; a video cut half-way keeps the masks of
+    the frames it could decode, and the message says how many and what was written; a masks folder holding
+    anything else is refused untouched."""
+    out = tmp_path / "out"
+    assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{t:05d}.png" for t in range(FRAMES)]
+    assert main([*track("--point", "1,1,30,60")(paths, tmp_path), "--max-frames", "1"]) == 0
+    names = sorted(p.name for p in (out / "masks").iterdir())
+    assert "00001.png" in names and len(names) < FRAMES and "00003.png" not in names  # no stale frame 3
+
+    cut = tmp_path / "cut"
+    assert main(["track", str(paths.cut_clip), "--model", str(paths.sam), "--out", str(cut), "--quiet",
+                 "--point", "0,1,30,60"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    readable = len(list((cut / "masks").iterdir()))
+    assert 0 < readable < 12, err
+    assert f"first {readable} of 12 frames" in err or f"ended after {readable} of its 12 frames" in err, err
+    assert f"wrote {readable} masks (frames 0-{readable - 1})" in err and (cut / "overlay.mp4").is_file()
+
+    bad = tmp_path / "bad"
+    assert main(track("--point", "0,1,30,60", video="bad_frame")(paths, bad)) == 1
+    err = capsys.readouterr().err
+    assert "00002.jpg" in err and "wrote 2 masks (frames 0-1)" in err
+
+    (out / "masks" / "holiday.jpg").write_text("mine")
+    assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 1
+    assert "not a folder hiera-hf wrote" in capsys.readouterr().err
+    assert (out / "masks" / "holiday.jpg").read_text() == "mine"
+
+
+def test_segment_sees_photos_upright(paths, tmp_path):
+    """A phone photo (EXIF orientation 6) is segmented as shown: the mask has the upright size."""
+    out = tmp_path / "mask.png"
+    assert main(["segment", str(paths.rotated), "--model", str(paths.sam), "--point", "300,100", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    with Image.open(out) as mask:
+        assert mask.size == (331, 500)
+    with Image.open(paths.rotated) as stored:
+        upright = stored.transpose(Image.Transpose.ROTATE_270)  # orientation 6: turn 90 degrees clockwise
+    assert np.array_equal(np.asarray(open_image(paths.rotated)), np.asarray(upright))
+    with pytest.raises(ValueError, match="Cannot read the image .*cut.jpg: image file is truncated"):
+        Sam2ImageProcessor()(str(paths.cut_jpeg))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Python API: one validation layer for prompts (sam2.prompts)
+# ---------------------------------------------------------------------------------------------------------------
+
+PROCESSOR_CASES = [
+    ({"input_points": [[[[float("nan"), 3]]]], "input_labels": [[[1]]]}, "is not a finite number"),
+    ({"input_points": [[[[3, float("inf")]]]], "input_labels": [[[1]]]}, "is not a finite number"),
+    ({"input_points": [[[[3, 3]]]], "input_labels": [[[0.7]]]}, "= 0.7: click labels must be 0"),
+    ({"input_boxes": [[[10, 10, 10, 20]]]}, "x0 < x1 and y0 < y1"),
+    ({"input_boxes": [[[float("nan"), 10, 30, 20]]]}, "is not a finite number"),
+]
+
+
+@pytest.mark.parametrize("prompts, message", PROCESSOR_CASES)
+def test_processor_refuses(prompts, message):
+    with pytest.raises(ValueError, match=message):
+        Sam2ImageProcessor().prepare_prompts([(331, 500)], **prompts)
+
+
+@pytest.fixture(scope="module")
+def session(paths):
+    return Sam2VideoSession(Sam2VideoModel.from_pretrained(paths.sam), _frames(2), progress=False)
+
+
+SESSION_CASES = [
+    ("add_points", ([[float("nan"), 3]], [1]), "points\\[0\\]\\[0\\] = nan is not a finite number"),
+    ("add_points", ([[200, 3]], [1]), "outside the 128x96 image"),
+    ("add_points", ([[-1, 3]], [1]), "outside the 128x96 image"),
+    ("add_points", ([[3, 3]], [0.5]), "click labels must be 0"),
+    ("add_points", ([[3, 3]], [-10]), "click labels must be 0"),
+    ("add_points", ([[3, 3], [4, 4]], [1]), "points must be \\(K, 2\\) and labels \\(K,\\)"),
+    ("add_box", ([50, 50, 20, 20],), "x0 < x1 and y0 < y1"),
+    ("add_box", ([0, 0, 300, 20],), "outside the 128x96 image"),
+    ("add_mask", (np.ones((10, 10)),), "mask must be \\(height, width\\) = \\(96, 128\\)"),
+    ("add_mask", (np.full((HEIGHT, WIDTH), np.nan),), "is not a finite number"),
+]
+
+
+@pytest.mark.parametrize("method, arguments, message", SESSION_CASES)
+def test_session_refuses(session, method, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        getattr(session, method)(0, 1, *arguments)
+    assert session.object_ids == []  # nothing was added
+
+
+def test_sessions_refuse_mixed_frame_sizes(paths):
+    frames = _frames(3)
+    frames[1] = frames[1][:50]
+    with pytest.raises(ValueError, match="frame 0 is 128x96 but frame 1 is 128x50"):
+        open_video(frames)
+    with pytest.raises(ValueError, match="00000.jpg is 128x96 but 00002.jpg is 64x64"):
+        open_video(paths.mixed)
+
+
+def test_video_file_reads_backwards_like_forwards(paths, tmp_path):
+    """Random access seeks to a keyframe: any order gives the frames of one forward pass (mpeg4 with keyframes
+    every 12 frames and a cache of 3 frames, so backward reading crosses keyframes and refills the cache)."""
+    path = write_mp4(tmp_path / "long.mp4", _frames(30), codec_options={"g": "12"})
+    with PyAVFrames(path) as video:
+        forward = [video[i] for i in range(len(video))]
+    with PyAVFrames(path, cache_bytes=3 * WIDTH * HEIGHT * 3 // 2) as video:
+        assert len(video._keyframes) > 1
+        backward = [video[i] for i in reversed(range(len(video)))][::-1]
+        jumps = [video[i] for i in (17, 3, 29, 0, 12, 11)]
+    assert all(np.array_equal(a, b) for a, b in zip(forward, backward))
+    assert all(np.array_equal(a, forward[i]) for a, i in zip(jumps, (17, 3, 29, 0, 12, 11)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folder writing (io_utils.staged_folder): killed runs, concurrent writers, failures
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_staging_of_killed_runs_is_cleaned(tmp_path):
+    target = tmp_path / "out"
+    dead = tmp_path / f".out.hiera-hf-staging.{_dead_pid()}.abc"
+    alive = tmp_path / ".out.hiera-hf-staging.1.abc"  # pid 1 runs: another writer, left alone
+    foreign = tmp_path / ".out.other"
+    for folder in (dead, alive, foreign):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"0" * 100)
+    with staged_folder(target) as staging:
+        (staging / "config.json").write_text("{}")
+    assert not dead.exists() and alive.exists() and foreign.exists()
+    assert remove_stale_staging(target) == []
+    assert (target / "config.json").read_text() == "{}"
+
+
+def test_concurrent_writers_end_with_one_complete_folder(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(FileExistsError, match="written by another process at the same time"):
+        with staged_folder(target) as first:
+            (first / "a.txt").write_text("first")
+            with staged_folder(target) as second:
+                (second / "b.txt").write_text("second")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+
+
+def test_failed_write_keeps_the_old_folder(tmp_path):
+    target = tmp_path / "out"
+    with staged_folder(target) as staging:
+        (staging / "config.json").write_text("old")
+    with pytest.raises(OSError, match="disk full"):
+        with staged_folder(target, overwrite=True, is_replaceable=lambda folder: True) as staging:
+            (staging / "config.json").write_text("new")
+            raise OSError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (target / "config.json").read_text() == "old"
