@@ -15,7 +15,7 @@ from pycocotools import mask as coco_mask
 from sam2_helpers import media, meta_model, write_folder
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
-from hiera_hf.app.arguments import add_app_arguments, run_app
+from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.app.state import AppSession, Models, Sessions
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -273,7 +273,7 @@ def test_app_flags():
     parser = argparse.ArgumentParser()
     add_app_arguments(parser)
     args = parser.parse_args([])
-    assert (args.model, args.host, args.port, args.device) == ("sam2.1_hiera_tiny", "127.0.0.1", None, None)
+    assert (args.model, args.host, args.port, args.device, args.quiet) == ("sam2.1_hiera_tiny", "127.0.0.1", None, None, False)
     args = parser.parse_args(["--model", "folder", "--host", "0.0.0.0", "--port", "8000", "--device", "cpu"])
     assert (args.model, args.host, args.port, args.device) == ("folder", "0.0.0.0", 8000, "cpu")
     with pytest.raises(ValueError, match="--port must be in 1..65535"):

@@ -734,12 +734,40 @@ def run_track(args: argparse.Namespace) -> None:
         print(f"Tracked {written}")
 
 
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `app`: the interactive SAM 2 page of `hiera_hf.app` (Gradio)."""
+    parser.add_argument(
+        "--model",
+        default="sam2.1_hiera_tiny",
+        metavar="NAME_OR_DIR",
+        help=MODEL_HELP.format(example="sam2.1_hiera_tiny") + "; default sam2.1_hiera_tiny",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0: all)")
+    parser.add_argument("--port", type=int, metavar="N", help="port (default: the first free one from 7860)")
+    add_run_arguments(parser)
+
+
+def run_app(args: argparse.Namespace) -> None:
+    """Start the app (blocks until interrupted)."""
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    device = start(args)
+    try:
+        import gradio  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f'The app needs Gradio: pip install "hiera-hf[app]" ({error})') from error
+    from .app import launch
+
+    launch(args.model, host=args.host, port=args.port, device=str(device))
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "convert": ("convert a Meta or transformers Hiera or SAM 2 checkpoint", add_convert_arguments, run_convert),
     "classify": ("print the top labels of an image or a video", add_classify_arguments, run_classify),
     "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
     "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
     "track": ("track objects through a video with SAM 2", add_track_arguments, run_track),
+    "app": ("start the interactive SAM 2 app (Gradio) in the browser", add_app_arguments, run_app),
 }
 
 
