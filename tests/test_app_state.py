@@ -15,8 +15,8 @@ from pycocotools import mask as coco_mask
 from sam2_helpers import media, meta_model, write_folder
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
-from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.app.state import AppSession, Models, Sessions
+from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
 
