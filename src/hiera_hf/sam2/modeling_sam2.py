@@ -852,7 +852,8 @@ class Sam2Model(Sam2PreTrainedModel):
     ) -> Sam2ImageSegmentationOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
-            Normalised images; or pass `image_embeddings` and `high_res_features` from `get_image_embeddings`.
+            Normalised images; or pass `image_embeddings` and `high_res_features` from `get_image_embeddings`
+            (or its whole output as `image_embeddings`).
         input_points (`torch.FloatTensor` of shape `(batch_size, num_prompts, num_points, 2)`, *optional*):
             Clicks as (x, y) in pixels of the `image_size` model input. Pad prompts with fewer clicks with label -10.
         input_labels (`torch.LongTensor` of shape `(batch_size, num_prompts, num_points)`, *optional*):
@@ -869,6 +870,11 @@ class Sam2Model(Sam2PreTrainedModel):
             training). A prompt whose target is all -100 is padding and is left out. Gives `loss`: see
             `hiera_hf.sam2.loss_sam2`; with several masks per prompt only the best one gets the mask loss.
         """
+        if isinstance(image_embeddings, ModelOutput):  # get_image_embeddings' whole output (transformers' pipeline)
+            embedded = image_embeddings
+            if high_res_features is not None or set(embedded) - {"image_embeddings", "high_res_features"}:
+                raise ValueError("image_embeddings as a ModelOutput must be get_image_embeddings' output, alone")
+            image_embeddings, high_res_features = embedded.get("image_embeddings"), embedded.get("high_res_features")
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Pass exactly one of pixel_values or image_embeddings")
         if pixel_values is not None:
