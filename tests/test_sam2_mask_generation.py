@@ -177,19 +177,22 @@ def test_box_nms_matches_torchvision():
 
 
 def assert_pipeline_matches_generator(output: dict, records: list[dict]) -> None:
-    """The pipeline's dict (asked for boxes and RLE) and the generator's records: same masks, scores, boxes and
-    order, exactly (the same math on the same logits)."""
+    """The pipeline's dict (asked for boxes and RLE) and the generator's records on the pipeline's model and
+    processor: the same masks in the same order (the same math on the same logits; bitwise equal in our runs, but
+    MKL's float results may depend on buffer alignment, so a pixel at the threshold may flip: IoU >= 0.999)."""
     assert set(output) == {"masks", "scores", "bounding_boxes", "rle_mask"}
     assert len(output["masks"]) == len(records) > 0
     assert output["scores"].shape == (len(records),)
-    for mask, score, box, rle, record in zip(
-        output["masks"], output["scores"], output["bounding_boxes"], output["rle_mask"], records
+    for index, (mask, score, box, rle, record) in enumerate(
+        zip(output["masks"], output["scores"], output["bounding_boxes"], output["rle_mask"], records)
     ):
-        assert mask.dtype == torch.bool and np.array_equal(mask.numpy(), record["segmentation"])
-        assert score.item() == record["predicted_iou"]
+        assert abs(score.item() - record["predicted_iou"]) < 1e-5, index
+        assert mask.dtype == torch.bool and mask.shape == record["segmentation"].shape
+        expected = torch.from_numpy(record["segmentation"])
+        assert (mask & expected).sum() >= 0.999 * (mask | expected).sum(), index
         x, y, w, h = record["bbox"]
-        assert box.tolist() == [x, y, x + w, y + h]
-        assert rle == mask_to_rle(record["segmentation"])
+        torch.testing.assert_close(box.float(), torch.tensor([x, y, x + w, y + h]), atol=1, rtol=0)
+        assert rle == mask_to_rle(mask.numpy())
 
 
 def assert_pipeline_matches_meta(output: dict, meta: list[dict]) -> None:
@@ -222,7 +225,7 @@ def test_pipeline_is_transformers_pipeline_with_meta_masks(models, pipe):
                   output_rle_mask=True, **FILTERS)  # fmt: skip
     assert output["masks"][0].shape == (331, 500)
     records = Sam2AutomaticMaskGenerator(
-        models["ours"], points_per_side=4, box_nms_thresh=1.0, progress=False, **FILTERS
+        pipe.model, pipe.image_processor, points_per_side=4, box_nms_thresh=1.0, progress=False, **FILTERS
     ).generate(Image.open(media("dog.jpg")))
     assert_pipeline_matches_generator(output, records)
     meta = meta_generate(models["meta"], models["image"], points_per_side=4, box_nms_thresh=1.0, **FILTERS)
@@ -237,7 +240,8 @@ def test_pipeline_crops_and_nms_match_meta(models, pipe):
     output = pipe(Image.fromarray(models["image"]), points_per_crop=4, crops_n_layers=1, output_bboxes_mask=True,
                   output_rle_mask=True, **settings)  # fmt: skip
     settings.update(points_per_side=4, crop_n_layers=1)
-    records = Sam2AutomaticMaskGenerator(models["ours"], progress=False, **settings).generate(models["image"])
+    generator = Sam2AutomaticMaskGenerator(pipe.model, pipe.image_processor, progress=False, **settings)
+    records = generator.generate(models["image"])
     assert_pipeline_matches_generator(output, records)
     assert len({tuple(r["crop_box"]) for r in records}) > 1  # masks of several crops went through both NMS steps
     assert_pipeline_matches_meta(output, meta_generate(models["meta"], models["image"], **settings))
@@ -249,7 +253,8 @@ def test_pipeline_small_regions_match_meta(models, pipe, monkeypatch):
     output = pipe(Image.fromarray(models["image"]), points_per_crop=4, max_hole_area=20, max_sprinkle_area=20,
                   output_bboxes_mask=True, output_rle_mask=True, **FILTERS)  # fmt: skip
     settings = {"points_per_side": 4, "min_mask_region_area": 20, **FILTERS}
-    records = Sam2AutomaticMaskGenerator(models["ours"], progress=False, **settings).generate(models["image"])
+    generator = Sam2AutomaticMaskGenerator(pipe.model, pipe.image_processor, progress=False, **settings)
+    records = generator.generate(models["image"])
     assert_pipeline_matches_generator(output, records)
     assert_pipeline_matches_meta(output, meta_generate(models["meta"], models["image"], **settings))
 
