@@ -27,12 +27,19 @@ from hiera_hf import (
     Sam2VideoModel,
 )
 from hiera_hf.onnx import export as onnx_export
+from hiera_hf.onnx.graphs import GRAPHS
 from hiera_hf.onnx.processing import resize, to_rgb_float
-from hiera_hf.onnx.runtime import OnnxHieraClassifier, Sam2OnnxImagePredictor, load_session
+from hiera_hf.onnx.runtime import OnnxHieraClassifier, Sam2OnnxImagePredictor, load_session, run_session
 
 SIZE = 128  # model input size of the test models
 ATOL = 1e-4
-VARIANTS = ["sam2.1_hiera_tiny"]
+# The fully exported variant; two more get the graphs their architecture changes: SAM 2.0's memory settings
+# (pointer encodings, no spatial "no object" embedding) and a larger trunk.
+MAIN = "sam2.1_hiera_tiny"
+EXTRA_GRAPHS = {
+    "sam2_hiera_tiny": ("mask_decoder_multimask", "memory_attention", "memory_encoder"),
+    "sam2.1_hiera_small": ("image_encoder",),
+}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -54,13 +61,31 @@ def random_sam2(name: str, folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
-def exported(request, tmp_path_factory):
-    """(torch video model, torch image model, ONNX folder) of one variant."""
-    root = tmp_path_factory.mktemp(request.param)
-    folder = random_sam2(request.param, root / "model")
-    output = onnx_export.export_onnx(folder, root / "onnx", progress=False)
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(torch video model, torch image model, ONNX folder) of `MAIN`, exported whole by `export_onnx`, with an int8
+    image encoder calibrated on the shared photos."""
+    root = tmp_path_factory.mktemp(MAIN)
+    folder = random_sam2(MAIN, root / "model")
+    photos = Path(media("truck.jpg")).parent
+    output = onnx_export.export_onnx(folder, root / "onnx", int8=True, calibration=photos, progress=False)
     return Sam2VideoModel.from_pretrained(folder).eval(), Sam2Model.from_pretrained(folder).eval(), output
+
+
+@pytest.fixture(scope="module")
+def graphs(request, tmp_path_factory):
+    """(torch video model, folder of ONNX graphs) of the variant `request.param`."""
+    if request.param == MAIN:
+        video, _, folder = request.getfixturevalue("exported")
+        return video, folder
+    root = tmp_path_factory.mktemp(request.param)
+    video = Sam2VideoModel.from_pretrained(random_sam2(request.param, root / "model")).eval()
+    onnx_export.export_sam2_graphs(video, root, EXTRA_GRAPHS[request.param])
+    return video, root
+
+
+def variants(graph: str) -> list[str]:
+    return [MAIN, *(name for name, names in EXTRA_GRAPHS.items() if graph in names)]
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +97,9 @@ def predictor(exported):
 
 
 def run(folder: Path, graph: str, **inputs) -> dict[str, np.ndarray]:
-    session = load_session(folder / f"{graph}.onnx")
+    session = load_session(folder / f"{graph}.onnx", expected_inputs=GRAPHS[graph][0])
     names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(names, {k: np.asarray(v) for k, v in inputs.items()})))
+    return dict(zip(names, run_session(session, names, {k: np.asarray(v) for k, v in inputs.items()})))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -82,9 +107,10 @@ def run(folder: Path, graph: str, **inputs) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("graphs", variants("image_encoder"), indirect=True)
 @torch.no_grad()
-def test_image_encoder_matches_torch(exported):
-    video, _, folder = exported
+def test_image_encoder_matches_torch(graphs):
+    video, folder = graphs
     pixels = torch.randn(3, 3, SIZE, SIZE)  # batch 3: the graph was traced with 2
     expected = video.get_vision_features(pixels)
     outputs = run(folder, "image_encoder", pixel_values=pixels.numpy())
@@ -128,10 +154,11 @@ def test_image_predictor_matches_torch_pipeline(exported, predictor, multimask):
     close(scores, expected.iou_scores[0, 0])
 
 
+@pytest.mark.parametrize("graphs", variants("mask_decoder_multimask"), indirect=True)
 @torch.no_grad()
-def test_mask_decoder_object_pointers_per_object(exported):
+def test_mask_decoder_object_pointers_per_object(graphs):
     """The video form: one memory-conditioned embedding per object, the frame's high-resolution features once."""
-    video, model, folder = exported
+    video, folder = graphs
     grid = SIZE // 16
     torch.manual_seed(1)
     embeddings = torch.randn(2, 256, grid, grid)
@@ -139,7 +166,10 @@ def test_mask_decoder_object_pointers_per_object(exported):
     points = torch.tensor([[[30.0, 40.0], [90.0, 20.0], [0.0, 0.0]], [[64.0, 64.0], [0.0, 0.0], [0.0, 0.0]]])
     labels = torch.tensor([[1, 0, -1], [1, -10, -1]])  # Meta's form: clicks (padded), then "not a point"
     for multimask, graph in ((False, "mask_decoder"), (True, "mask_decoder_multimask")):
-        expected = model(
+        if not (folder / f"{graph}.onnx").is_file():
+            continue  # the extra variants carry the multimask graph only (the same decoder code)
+        expected = Sam2Model.forward(
+            video,
             image_embeddings=embeddings,
             high_res_features=tuple(x.expand(2, -1, -1, -1) for x in high_res),
             input_points=points[:, None, :2],
@@ -160,10 +190,11 @@ def test_mask_decoder_object_pointers_per_object(exported):
         close(outputs["object_pointers"], pointers)
 
 
+@pytest.mark.parametrize("graphs", variants("memory_attention"), indirect=True)
 @pytest.mark.parametrize("frames,pointers", [(1, 1), (3, 5)])
 @torch.no_grad()
-def test_memory_attention_matches_torch(exported, frames, pointers):
-    video, _, folder = exported
+def test_memory_attention_matches_torch(graphs, frames, pointers):
+    video, folder = graphs
     config, grid = video.config, SIZE // 16
     torch.manual_seed(frames)
     features = torch.randn(1, 256, grid, grid)
@@ -187,9 +218,10 @@ def test_memory_attention_matches_torch(exported, frames, pointers):
     close(outputs["conditioned_features"], expected)
 
 
+@pytest.mark.parametrize("graphs", variants("memory_encoder"), indirect=True)
 @torch.no_grad()
-def test_memory_encoder_matches_torch(exported):
-    video, _, folder = exported
+def test_memory_encoder_matches_torch(graphs):
+    video, folder = graphs
     grid = SIZE // 16
     torch.manual_seed(2)
     features = torch.randn(1, 256, grid, grid)
@@ -203,6 +235,31 @@ def test_memory_encoder_matches_torch(exported):
     )
     close(outputs["memory_features"], expected)
     assert outputs["memory_position_encoding"].shape == (1, video.config.memory_encoder_hidden_size, grid, grid)
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_int8_image_encoder_stays_close_to_fp32(exported, tmp_path, calibrated):
+    """The int8 encoders (static calibrated by the export, dynamic by `quantize_graph`) on a real photo: embeddings
+    within 20% (relative norm; random weights, so only a sanity bound), and the predictor runs on them."""
+    from hiera_hf.onnx.quantize import quantize_graph
+
+    folder = exported[2]
+    if not calibrated:
+        folder = shutil.copytree(folder, tmp_path / "copy")
+        quantize_graph(folder / "image_encoder.onnx", folder / "image_encoder_quantized.onnx", exported[0].config)
+    image = Image.open(media("dog.jpg"))
+    fp32, _ = Sam2OnnxImagePredictor(folder).encode(image)
+    int8_predictor = Sam2OnnxImagePredictor(folder, quantized=True)
+    int8, _ = int8_predictor.encode(image)
+    for name in ("image_embeddings", "high_res_features_0", "high_res_features_1"):
+        assert relative_error(int8[name], fp32[name]) < 0.2, name
+    int8_predictor.set_image(image)
+    masks, scores, _ = int8_predictor.predict(point_coords=[[300, 200]], point_labels=[1])
+    assert masks.shape == (3, image.height, image.width) and np.isfinite(scores).all()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,7 +339,7 @@ print("ok")
 def test_missing_onnxruntime_gives_install_hint(exported):
     code = f"""
 import sys
-sys.modules["onnxruntime"] = None
+sys.modules["onnxruntime"] = sys.modules["torch"] = None
 from hiera_hf.onnx.runtime import Sam2OnnxImagePredictor
 try:
     Sam2OnnxImagePredictor({str(exported[2])!r})

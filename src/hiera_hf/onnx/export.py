@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -54,13 +55,27 @@ HIERA_TYPE, SAM2_TYPE = "hiera_hf", "hiera_hf_sam2"
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class HieraExport(nn.Module):
-    """A Hiera classifier (-> `logits` `(B, num_labels)`) or backbone (-> one `(B, C, ...)` map per out feature)."""
+class _ModelWrapper(nn.Module):
+    """An exportable module over `model` (a submodule, so its weights become the graph's). It takes the model's
+    mode: the exporter restores the wrapper's mode afterwards, which would otherwise put the model in training."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.train(model.training)
+
+
+class HieraExport(_ModelWrapper):
+    """A Hiera classifier (-> `logits` `(B, num_labels)`) or backbone (-> one `(B, C, ...)` map per out feature)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
         self.is_backbone = hasattr(model, "out_features")
+        # The encoder runs windowed blocks in cache-sized groups of mask units, a Python loop over a count that
+        # depends on the batch: tracing would bake the example's batch in. One group, whatever the batch.
+        for module in model.modules():
+            if hasattr(module, "unit_group_tokens"):
+                module.unit_group_tokens = sys.maxsize
 
     def output_names(self) -> tuple[str, ...]:
         if self.is_backbone:
@@ -72,14 +87,10 @@ class HieraExport(nn.Module):
         return tuple(outputs.feature_maps) if self.is_backbone else (outputs.logits,)
 
 
-class ImageEncoderExport(nn.Module):
+class ImageEncoderExport(_ModelWrapper):
     """`pixel_values` `(B, 3, S, S)` -> high-resolution features `(B, C/8, 4h, 4w)`, `(B, C/4, 2h, 2w)`, vision
     features `(B, C, h, w)` (the raw image embedding, for memory attention and the memory encoder), image embeddings
     `(B, C, h, w)` (plus `no_mem_embed`, for prompts without memory), position encoding `(1, C, h, w)`."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         vision = self.model.get_vision_features(pixel_values)
@@ -88,7 +99,7 @@ class ImageEncoderExport(nn.Module):
         return high_res_0, high_res_1, features, embeddings, vision.position_encoding
 
 
-class MaskDecoderExport(nn.Module):
+class MaskDecoderExport(_ModelWrapper):
     """Prompt encoder and mask decoder for `N` prompts on `B` images (`N` a multiple of `B`; a video passes one
     memory-conditioned embedding per object).
 
@@ -100,8 +111,7 @@ class MaskDecoderExport(nn.Module):
     the object pointer of every output token `(N, T, C)` (T = M with multimask output, else 1)."""
 
     def __init__(self, model: nn.Module, multimask: bool):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.multimask = multimask
         self.has_pointers = hasattr(model, "obj_ptr_proj")
 
@@ -136,7 +146,7 @@ class MaskDecoderExport(nn.Module):
         return masks, iou_scores, scores, pointers.unflatten(0, (-1, num_tokens))
 
 
-class MemoryAttentionExport(nn.Module):
+class MemoryAttentionExport(_ModelWrapper):
     """`prepare_memory` and memory attention in one graph.
 
     Inputs: `vision_features` `(1 or N, C, h, w)` and `vision_position_encoding` `(1, C, h, w)` of the frame;
@@ -144,10 +154,6 @@ class MemoryAttentionExport(nn.Module):
     `memory_temporal_positions` `(F,)` int64; `object_pointers` `(N, P, C)` with `pointer_frame_offsets` `(P,)`
     int64 and `max_pointer_offset` `()` int64 (see `Sam2VideoModel.prepare_memory`).
     Output: memory-conditioned features `(N, C, h, w)`."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(
         self,
@@ -170,14 +176,10 @@ class MemoryAttentionExport(nn.Module):
         )
 
 
-class MemoryEncoderExport(nn.Module):
+class MemoryEncoderExport(_ModelWrapper):
     """`Sam2VideoModel.encode_memory`: `vision_features` `(1 or N, C, h, w)`, full-resolution `mask_logits`
     `(N, 1, S, S)`, `object_score_logits` `(N, 1)`, `from_points` `(N,)` bool -> memory features
     `(N, memory_dim, h, w)` and their sine position encoding `(1, memory_dim, h, w)`."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(
         self,
@@ -403,6 +405,35 @@ def _model_card(source: Path, graphs: Sequence[str], opset: int, quantized: Sequ
     return card.rstrip() + "\n" + "\n".join(lines) + "\n"
 
 
+def sam2_graph_names(model: nn.Module) -> list[str]:
+    """The graphs of a SAM 2 model: the image graphs, plus the video graphs for a `Sam2VideoModel`."""
+    names = ["image_encoder", "mask_decoder", "mask_decoder_multimask"]
+    return names + ["memory_attention", "memory_encoder"] if hasattr(model, "memory_attention") else names
+
+
+def export_sam2_graphs(model: nn.Module, folder: Path, names: Sequence[str], opset: int = DEFAULT_OPSET) -> None:
+    """Write the graphs `names` (see `sam2_graph_names`) of the SAM 2 `model` into `folder` as `NAME.onnx`."""
+    video = hasattr(model, "memory_attention")
+    unknown = set(names) - set(sam2_graph_names(model))
+    if unknown:
+        raise ValueError(f"Unknown graphs {sorted(unknown)} for a {type(model).__name__}")
+    modules = {
+        "image_encoder": lambda: ImageEncoderExport(model),
+        "mask_decoder": lambda: MaskDecoderExport(model, multimask=False),
+        "mask_decoder_multimask": lambda: MaskDecoderExport(model, multimask=True),
+        "memory_attention": lambda: MemoryAttentionExport(model),
+        "memory_encoder": lambda: MemoryEncoderExport(model),
+    }
+    examples = _sam2_examples(model.config)
+    with torch.no_grad(), _real_rope(model) if video else contextlib.nullcontext():
+        for name in names:
+            inputs, outputs, axes = GRAPHS[name]
+            if name.startswith("mask_decoder") and not video:
+                outputs = outputs[:-1]  # no object pointers without the video model
+            path = folder / f"{name}.onnx"
+            _export_graph(modules[name](), examples[name], path, inputs, outputs, axes, opset, name in DYNAMO_GRAPHS)
+
+
 def export_onnx(
     model: str | os.PathLike,
     output: str | os.PathLike,
@@ -425,6 +456,9 @@ def export_onnx(
         raise ValueError("calibration images are used by --int8 only")
     if calibration is not None and not Path(calibration).is_dir():
         raise ValueError(f"calibration must be a folder of images, got {calibration}")
+    target = Path(output)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"{target} already exists and is not an empty folder")
     _require_onnx()
     from ..hub import resolve_model
 
@@ -434,33 +468,25 @@ def export_onnx(
         hiera, shape = _load_hiera(source)
         wrapper = HieraExport(hiera)
         axes = {"pixel_values": {0: "batch"}, **{name: {0: "batch"} for name in wrapper.output_names()}}
-        jobs = [(HIERA_GRAPH, wrapper, (torch.randn(shape),), ("pixel_values",), wrapper.output_names(), axes)]
-        config, exporting = hiera.config, contextlib.nullcontext()
+        config, example = hiera.config, (torch.randn(shape),)
+
+        def write_graphs(staging: Path) -> None:
+            with torch.no_grad():
+                path = staging / f"{HIERA_GRAPH}.onnx"
+                _export_graph(wrapper, example, path, ("pixel_values",), wrapper.output_names(), axes, opset, False)
+
+        names = [HIERA_GRAPH]
     else:
         sam = _load_sam2(source)
-        examples = _sam2_examples(sam.config)
-        video = hasattr(sam, "memory_attention")
-        modules = {
-            "image_encoder": ImageEncoderExport(sam),
-            "mask_decoder": MaskDecoderExport(sam, multimask=False),
-            "mask_decoder_multimask": MaskDecoderExport(sam, multimask=True),
-        }
-        if video:
-            modules.update(memory_attention=MemoryAttentionExport(sam), memory_encoder=MemoryEncoderExport(sam))
-        jobs = []
-        for name, module in modules.items():
-            inputs, outputs, axes = GRAPHS[name]
-            if name.startswith("mask_decoder") and not video:
-                outputs = outputs[:-1]
-            jobs.append((name, module, examples[name], inputs, outputs, axes))
-        config, exporting = sam.config, _real_rope(sam) if video else contextlib.nullcontext()
-    quantized = [jobs[0][0]] if int8 else []
+        config, names = sam.config, sam2_graph_names(sam)
+
+        def write_graphs(staging: Path) -> None:
+            export_sam2_graphs(sam, staging, names, opset)
+
+    quantized = [names[0]] if int8 else []
 
     def fill(staging: Path) -> None:
-        with torch.no_grad(), exporting:
-            for name, module, inputs, input_names, output_names, axes in jobs:
-                path = staging / f"{name}.onnx"
-                _export_graph(module, inputs, path, input_names, output_names, axes, opset, name in DYNAMO_GRAPHS)
+        write_graphs(staging)
         for name in quantized:
             from .quantize import quantize_graph
 
@@ -474,10 +500,10 @@ def export_onnx(
 
             size = config.image_size
             Sam2ImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
-        card = _model_card(source, [job[0] for job in jobs], opset, quantized)
+        card = _model_card(source, names, opset, quantized)
         atomic_write(staging / "README.md", lambda path: Path(path).write_text(card))
 
-    return _staged_folder(Path(output), fill)
+    return _staged_folder(target, fill)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

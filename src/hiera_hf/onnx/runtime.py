@@ -43,10 +43,17 @@ def load_session(path: str | os.PathLike, providers: list[str] | None = None, ex
         session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         raise ValueError(f"{path} is not a readable ONNX model (corrupt or truncated file?): {error}") from error
-    names = tuple(node.name for node in session.get_inputs())
-    if expected_inputs is not None and names != tuple(expected_inputs):
-        raise ValueError(f"{path} has inputs {names}, expected {tuple(expected_inputs)}: not a hiera-hf export")
+    names = [node.name for node in session.get_inputs()]
+    # The exporter drops inputs a variant does not use (SAM 2.0's memory encoder ignores the object scores).
+    if expected_inputs is not None and (not names or not set(names) <= set(expected_inputs)):
+        raise ValueError(f"{path} has inputs {names}, expected some of {list(expected_inputs)}: not a hiera-hf export")
     return session
+
+
+def run_session(session, outputs: list[str] | None, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """`session.run` on the `inputs` the graph has (see `load_session`)."""
+    names = {node.name for node in session.get_inputs()}
+    return session.run(outputs, {name: value for name, value in inputs.items() if name in names})
 
 
 def _read_json(folder: Path, name: str) -> dict:
@@ -161,7 +168,8 @@ class Sam2OnnxImagePredictor:
         else:
             mask = np.asarray(mask_input, dtype=np.float32).reshape(1, 1, low_res, low_res)
             has_mask = np.ones(1, np.float32)
-        outputs = self.decoders[bool(multimask_output)].run(
+        outputs = run_session(
+            self.decoders[bool(multimask_output)],
             ["masks", "iou_scores"],
             {
                 "image_embeddings": features["image_embeddings"],
@@ -178,4 +186,4 @@ class Sam2OnnxImagePredictor:
         return (upscaled if return_logits else upscaled > 0.0), iou_scores, logits
 
 
-__all__ = ["OnnxHieraClassifier", "Sam2OnnxImagePredictor", "load_session", "to_rgb_float"]
+__all__ = ["OnnxHieraClassifier", "Sam2OnnxImagePredictor", "load_session", "run_session", "to_rgb_float"]
