@@ -330,31 +330,52 @@ def assemble_memory(
             f"the selection's temporal_positions must be {frames} ints in [0, {config.num_maskmem}) (one per "
             f"spatial memory), got {list(positions)}"
         )
-    device = spatial_memories.device
-    spatial = sine_position_encoding(height, width, memory_dim, device)
-    spatial = spatial.flatten(2).transpose(1, 2).to(spatial_memories.dtype)  # (1, H*W, memory_dim)
-    temporal = model.memory_temporal_encoding(torch.tensor(positions, device=device, dtype=torch.long))
-    memory = spatial_memories.permute(0, 1, 3, 4, 2).reshape(batch, frames * height * width, memory_dim)
-    memory_pos = (spatial + temporal[:, None]).reshape(1, -1, memory_dim).expand(batch, -1, -1)
-
     num_pointers = len(selection.pointer_offsets)
     if (object_pointers is None) != (num_pointers == 0):
         raise ValueError(
             f"object_pointers must hold the selection's {num_pointers} pointers"
             + ("" if object_pointers is None else f", got {tuple(object_pointers.shape)}")
         )
-    if object_pointers is None:
-        return MemoryTokens(memory, memory_pos, 0)
     hidden = config.fpn_hidden_size
-    if object_pointers.ndim != 3 or tuple(object_pointers.shape) != (batch, num_pointers, hidden):
+    if object_pointers is not None and tuple(object_pointers.shape) != (batch, num_pointers, hidden):
         raise ValueError(
             f"object_pointers must be ({batch}, {num_pointers}, {hidden}) for the selection, got "
             f"{tuple(object_pointers.shape)}"
         )
-    splits = hidden // memory_dim  # each pointer becomes `splits` memory-sized tokens
+    device = spatial_memories.device
+    return memory_tokens(
+        model,
+        spatial_memories,
+        torch.tensor(positions, device=device, dtype=torch.long),
+        object_pointers,
+        torch.tensor(selection.pointer_offsets, device=device),
+        selection.max_pointer_offset,
+    )
+
+
+def memory_tokens(
+    model: Sam2VideoModel,
+    spatial_memories: torch.Tensor,
+    temporal_positions: torch.Tensor,
+    object_pointers: torch.Tensor | None,
+    pointer_offsets: torch.Tensor | None,
+    max_pointer_offset: int,
+) -> MemoryTokens:
+    """The tensor arithmetic of `assemble_memory`, with the selection's `temporal_positions` `(F,)` and
+    `pointer_offsets` `(P,)` as tensors and no check of their values: the ONNX export traces it with them as graph
+    inputs (`hiera_hf.onnx.export.MemoryAttentionExport`). Shapes as in `assemble_memory`."""
+    batch, frames, memory_dim, height, width = spatial_memories.shape
+    spatial = sine_position_encoding(height, width, memory_dim, spatial_memories.device)
+    spatial = spatial.flatten(2).transpose(1, 2).to(spatial_memories.dtype)  # (1, H*W, memory_dim)
+    temporal = model.memory_temporal_encoding(temporal_positions)
+    memory = spatial_memories.permute(0, 1, 3, 4, 2).reshape(batch, frames * height * width, memory_dim)
+    memory_pos = (spatial + temporal[:, None]).reshape(1, -1, memory_dim).expand(batch, -1, -1)
+    if object_pointers is None:
+        return MemoryTokens(memory, memory_pos, 0)
+    num_pointers = object_pointers.shape[1]
+    splits = model.config.fpn_hidden_size // memory_dim  # each pointer becomes `splits` memory-sized tokens
     pointer_tokens = object_pointers.reshape(batch, num_pointers * splits, memory_dim)
-    offsets = torch.tensor(selection.pointer_offsets, device=device)
-    pointer_pos = model.pointer_position_encoding(offsets, selection.max_pointer_offset)
+    pointer_pos = model.pointer_position_encoding(pointer_offsets, max_pointer_offset)
     pointer_pos = pointer_pos.repeat_interleave(splits, dim=0)
     memory = torch.cat((memory, pointer_tokens.to(memory.dtype)), dim=1)
     memory_pos = torch.cat((memory_pos, pointer_pos.to(memory_pos.dtype).expand(batch, -1, -1)), dim=1)

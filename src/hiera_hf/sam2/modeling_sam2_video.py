@@ -420,7 +420,8 @@ class Sam2VideoModel(Sam2Base):
             raise ValueError(
                 f"from_points must be a bool or a ({mask_logits.shape[0]},) tensor, got shape {tuple(from_points.shape)}"
             )
-        hard = from_points.reshape(-1, 1, 1, 1) & (config.binarize_mask_from_pts_for_mem_enc and not self.training)
+        binarize = config.binarize_mask_from_pts_for_mem_enc and not self.training
+        hard = from_points.reshape(-1, 1, 1, 1) & torch.tensor(binarize, device=from_points.device)  # ONNX-traceable
         mask_inputs = torch.where(hard, (mask_logits > 0).to(probabilities.dtype), probabilities)
         mask_inputs = mask_inputs * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
         features = self.memory_encoder(vision_features, mask_inputs.to(vision_features.dtype))
