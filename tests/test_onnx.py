@@ -26,6 +26,7 @@ from hiera_hf import (
     Sam2Model,
     Sam2VideoModel,
 )
+from hiera_hf.cli import main
 from hiera_hf.onnx import export as onnx_export
 from hiera_hf.onnx.graphs import GRAPHS
 from hiera_hf.onnx.processing import resize, to_rgb_float
@@ -308,7 +309,8 @@ def test_hiera_classifier_probabilities(tmp_path):
     )
     model = HieraForImageClassification(config).eval()
     model.save_pretrained(tmp_path / "model")
-    folder = onnx_export.main(["--model", str(tmp_path / "model"), "--output", str(tmp_path / "onnx")])
+    assert main(["export-onnx", "--model", str(tmp_path / "model"), "--output", str(tmp_path / "onnx"), "--quiet"]) == 0
+    folder = tmp_path / "onnx"
     pixels = torch.randn(3, 3, 224, 224)
     probabilities = OnnxHieraClassifier(folder).predict(pixels.numpy())
     close(probabilities, model(pixels).logits.softmax(-1))

@@ -734,6 +734,27 @@ def run_track(args: argparse.Namespace) -> None:
         print(f"Tracked {written}")
 
 
+def add_export_onnx_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `export-onnx` (`hiera_hf.onnx.export.export_onnx`)."""
+    add_model_argument(parser, "sam2.1_hiera_tiny")
+    parser.add_argument("--output", required=True, metavar="DIR", help="new (or empty) folder for the ONNX files")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 18; default 18)")
+    parser.add_argument("--int8", action="store_true", help="also write int8 *_quantized.onnx image-encoder graphs")
+    parser.add_argument(
+        "--calibration", metavar="FOLDER", help="images for static int8 calibration (default: dynamic quantization)"
+    )
+    add_run_arguments(parser, device=False)
+
+
+def run_export_onnx(args: argparse.Namespace) -> None:
+    start(args)
+    from .onnx.export import export_onnx
+
+    folder = export_onnx(args.model, args.output, args.opset, args.int8, args.calibration, progress=not args.quiet)
+    if not args.quiet:
+        print(f"Wrote {folder}")
+
+
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `app`: the interactive SAM 2 page of `hiera_hf.app` (Gradio)."""
     parser.add_argument(
@@ -767,6 +788,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
     "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
     "track": ("track objects through a video with SAM 2", add_track_arguments, run_track),
+    "export-onnx": ("export Hiera or SAM 2 to ONNX (torch-free runtime)", add_export_onnx_arguments, run_export_onnx),
     "app": ("start the interactive SAM 2 app (Gradio) in the browser", add_app_arguments, run_app),
 }
 

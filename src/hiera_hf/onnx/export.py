@@ -24,7 +24,6 @@ result for other counts).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -491,29 +490,4 @@ def export_onnx(
     return target
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `export-onnx` command's arguments."""
-    parser.add_argument("--model", required=True, metavar="NAME_OR_DIR", help="a converted folder or variant name")
-    parser.add_argument("--output", required=True, metavar="DIR", help="new (or empty) folder for the ONNX files")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
-    parser.add_argument("--int8", action="store_true", help="also write int8 *_quantized.onnx image encoder graphs")
-    parser.add_argument(
-        "--calibration", metavar="FOLDER", help="images for static int8 calibration (default: dynamic quantization)"
-    )
-
-
-def run(args: argparse.Namespace) -> Path:
-    """Run `export-onnx` from parsed arguments; prints and returns the folder written."""
-    folder = export_onnx(args.model, args.output, args.opset, args.int8, args.calibration)
-    print(f"Wrote {folder}")
-    return folder
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """`hiera-hf export-onnx ...` as a function of its arguments."""
-    parser = argparse.ArgumentParser(prog="hiera-hf export-onnx", description="Export Hiera or SAM 2 to ONNX.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-__all__ = ["GRAPHS", "MIN_OPSET", "export_onnx", "main"]
+__all__ = ["DEFAULT_OPSET", "GRAPHS", "MIN_OPSET", "export_onnx"]
