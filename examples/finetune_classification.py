@@ -17,16 +17,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from accelerate import PartialState
 from pretrain_mae import DataArguments, EpochCallback, build_dataset, collate
 from transformers import AutoConfig, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hiera_hf import HieraForImageClassification, HieraForVideoClassification, get_preset
+from hiera_hf.hub import resolve_model
 from hiera_hf.metrics import load_accuracy
 
 
 @dataclass
 class FinetuneArguments:
-    model_name_or_path: str = field(metadata={"help": "A saved HieraForPreTraining (or Hiera) checkpoint folder."})
+    model_name_or_path: str = field(
+        metadata={"help": "A saved HieraForPreTraining (or Hiera) folder, an official variant name or a Hub repo id."}
+    )
     label_column: str = field(default="label", metadata={"help": "Dataset column of the class labels."})
     eval_folder: str | None = field(default=None, metadata={"help": "Evaluation folder (same layout as training)."})
     eval_split: str | None = field(default=None, metadata={"help": "Evaluation split of --dataset_name."})
@@ -44,7 +48,9 @@ def main(argv: list[str] | None = None) -> Trainer:
     training_args.remove_unused_columns = False
     set_seed(training_args.seed)
 
-    config = AutoConfig.from_pretrained(args.model_name_or_path)
+    with PartialState().main_process_first():  # an official name is downloaded and converted once
+        folder = resolve_model(args.model_name_or_path)
+    config = AutoConfig.from_pretrained(folder)
     video = len(config.image_size) == 3
     preset = get_preset(args.mean_std_preset or ("hiera_base_16x224" if video else "hiera_base_224"))
     train, names = build_dataset(
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> Trainer:
 
     model_class = HieraForVideoClassification if video else HieraForImageClassification
     model = model_class.from_pretrained(
-        args.model_name_or_path,
+        folder,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={name: i for i, name in enumerate(names)},

@@ -35,7 +35,7 @@ from hiera_hf.sam2.loss_sam2 import IGNORE_INDEX
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "A converted SAM 2 folder."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A converted SAM 2 folder, variant name or Hub repo id."})
     preset: str = field(default="sam2.1_hiera_tiny", metadata={"help": "Preset to build when no folder is given."})
     config_overrides: str | None = field(default=None, metadata={"help": "JSON of Sam2Config fields to override."})
     freeze_image_encoder: bool = field(default=False, metadata={"help": "Train without the trunk and FPN neck."})

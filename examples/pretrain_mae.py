@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from hiera_hf import HieraConfig, HieraForPreTraining, get_preset
+from hiera_hf.hub import resolve_model
 from hiera_hf.io_utils import atomic_write
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -62,7 +64,8 @@ class ModelArguments:
         default="mae_hiera_base_224", metadata={"help": "An `mae_hiera_*` preset to train from scratch."}
     )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Continue from a saved HieraForPreTraining instead of a fresh preset."}
+        default=None,
+        metadata={"help": "Continue from a saved HieraForPreTraining (folder, mae_* variant name or Hub repo id)."},
     )
     config_overrides: str | None = field(
         default=None, metadata={"help": "JSON of HieraConfig fields to override, e.g. '{\"drop_path_rate\": 0.1}'."}
@@ -286,7 +289,9 @@ def main(argv: list[str] | None = None) -> Trainer:
     set_seed(training_args.seed)
 
     if model_args.model_name_or_path:
-        model = HieraForPreTraining.from_pretrained(model_args.model_name_or_path)
+        with PartialState().main_process_first():  # an official name is downloaded and converted once
+            folder = resolve_model(model_args.model_name_or_path)
+        model = HieraForPreTraining.from_pretrained(folder)
     else:
         overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
         model = HieraForPreTraining(HieraConfig.from_preset(model_args.preset, **overrides))

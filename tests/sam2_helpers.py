@@ -1,7 +1,9 @@
 """Shared SAM 2 test helpers: Meta's image and video models with random weights, saved as an official `.pt`,
 converted and loaded."""
 
+import os
 import re
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -85,14 +87,15 @@ def write_mp4(path, frames, container_options=None, codec_options=None):
     return path
 
 
-def media(name: str) -> str:
-    """Path of a real test image in the shared media folder (beside the repository in CI, /work/shared here)."""
-    from pathlib import Path
+# The real test media: $HIERA_HF_MEDIA, or `shared/media` beside the checkout (the README's layout).
+MEDIA_FOLDER = Path(os.environ.get("HIERA_HF_MEDIA") or Path(__file__).resolve().parents[2] / "shared" / "media")
 
-    for folder in (Path(__file__).resolve().parents[2] / "shared" / "media", Path("/work/shared/media")):
-        if (folder / name).is_file():
-            return str(folder / name)
-    raise FileNotFoundError(f"{name} is not in the shared media folder")
+
+def media(name: str) -> str:
+    """Path of a real test image or video in `MEDIA_FOLDER`."""
+    if not (MEDIA_FOLDER / name).is_file():
+        raise FileNotFoundError(f"{name} is not in {MEDIA_FOLDER} (set HIERA_HF_MEDIA to the media folder)")
+    return str(MEDIA_FOLDER / name)
 
 
 @torch.no_grad()

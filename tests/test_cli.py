@@ -1,14 +1,23 @@
-"""The `hiera-hf` command: `classify` (the README's main job) on real media, its errors, the offline message, and
-the subcommand listing. `convert` is tested with the converters (test_hiera_conversion.py, test_sam2_conversion.py).
+"""The `hiera-hf` command: `classify` (the README's main job) on real media, its errors, the offline message, the
+subcommand listing, the flags every command shares (--model as folder / variant / Hub id, --quiet, --overwrite,
+--device, --version), `track`'s prompts and formats, the drawing helpers, and the light import. `convert` is tested
+with the converters (test_hiera_conversion.py, test_sam2_conversion.py); `segment` and `generate-masks` with SAM 2's
+mask generation (test_sam2_mask_generation.py).
 """
 
+import json
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import hiera
+import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sam2_helpers import media
 
 from hiera_hf import (
     HieraConfig,
@@ -21,8 +30,7 @@ from hiera_hf import (
 )
 from hiera_hf.cli import SUBCOMMANDS, main
 
-MEDIA = Path("/work/shared/media")
-DOG, GOAT = MEDIA / "dog.jpg", MEDIA / "goat.mp4"
+DOG, GOAT = Path(media("dog.jpg")), Path(media("goat.mp4"))
 LABELS = {i: name for i, name in enumerate(["cat", "dog", "goat", "truck", "tench, Tinca tinca", "block", "a", "b"])}
 
 
@@ -100,6 +108,7 @@ def test_classify_errors(image_folder, video_folder, tmp_path, capsys):
         ([str(tmp_path / "missing.jpg"), "--model", image_model], "No such image or video"),
         ([str(DOG), "--model", image_model, "--top-k", "0"], "--top-k must be at least 1"),
         ([str(DOG), "--model", "hiera_nano"], "neither an existing folder nor a known Hiera variant"),
+        ([str(DOG), "--model", str(tmp_path / "nope_dir")], "No such model folder"),
     ]
     for arguments, message in cases:
         assert main(["classify", *arguments]) == 1, arguments
@@ -116,6 +125,46 @@ def test_classify_offline_names_the_folder_alternative(tmp_path, monkeypatch, ca
     assert no_network == ["https://dl.fbaipublicfiles.com/hiera/hiera_tiny_224.pth"]
 
 
+def python(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (this one has long imported transformers)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+
+
+def test_import_and_help_do_not_import_torch():
+    run = python(
+        "import sys, hiera_hf, hiera_hf.cli\n"
+        "from hiera_hf import SAM2_PRESETS\n"
+        "assert 'sam2.1_hiera_tiny' in SAM2_PRESETS\n"
+        "heavy = {'torch', 'transformers', 'numpy', 'PIL'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "for argv in (['--version'], ['track', 'clip.mp4', '--model', 'x', '--out', 'o', '--point', '1,2'], ['--help']):\n"
+        "    try:\n"
+        "        hiera_hf.cli.main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        print('exit', exit.code)\n"
+        "assert not {'torch', 'transformers'} & set(sys.modules)"
+    )
+    assert "hiera-hf 0.1.0" in run.stdout and "--point must be 4 or 5 comma-separated numbers" in run.stderr
+    assert run.stdout.count("exit 0") == 2 and "exit 2" in run.stdout and "COMMAND" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import hiera_hf\nimport transformers", "import transformers\nimport hiera_hf", "from hiera_hf import HieraConfig"],
+    ids=["hiera_hf_first", "transformers_first", "a_class_first"],
+)
+def test_import_registers_the_auto_classes(image_folder, imports):
+    """`import hiera_hf` then `AutoModel...from_pretrained(folder)` loads our classes, whatever was imported first."""
+    folder = str(image_folder[0])
+    code = (
+        f"{imports}\nfrom transformers import AutoImageProcessor, AutoModelForImageClassification\n"
+        f"model = AutoModelForImageClassification.from_pretrained({folder!r})\n"
+        f"processor = AutoImageProcessor.from_pretrained({folder!r})\n"
+        "print(type(model).__module__, type(processor).__module__)"
+    )
+    assert python(code).stdout.split() == ["hiera_hf.hiera.modeling_hiera", "hiera_hf.hiera.image_processing_hiera"]
+
+
 def test_help_lists_every_subcommand():
     run = subprocess.run(
         [sys.executable, "-m", "hiera_hf.cli", "--help"], capture_output=True, text=True, timeout=300, check=True
@@ -123,3 +172,192 @@ def test_help_lists_every_subcommand():
     assert set(SUBCOMMANDS) >= {"convert", "classify"}
     for name, (summary, _, _) in SUBCOMMANDS.items():
         assert name in run.stdout and summary in run.stdout
+
+
+def test_model_as_hub_repo_id_cached_and_offline(image_folder, tmp_path, monkeypatch, capsys):
+    """`--model owner/name`: the snapshot in huggingface_hub's cache when offline (conftest sets HF_HUB_OFFLINE),
+    and a message naming the ways out when it is not cached."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import: patch it
+    assert main(["classify", str(DOG), "--model", "someone/hiera-tiny-test", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "someone/hiera-tiny-test is not a local folder" in err and "not in the Hugging Face cache" in err
+    assert "hf download someone/hiera-tiny-test" in err and "--model DIR" in err and "Traceback" not in err
+
+    commit = "0123456789abcdef0123456789abcdef01234567"  # the layout huggingface_hub's cache has
+    repo = tmp_path / "hub" / "models--someone--hiera-tiny-test"
+    shutil.copytree(image_folder[0], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    assert main(["classify", str(DOG), "--model", "someone/hiera-tiny-test", "--quiet"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["classify", str(DOG), "--model", str(image_folder[0]), "--quiet"]) == 0
+    assert capsys.readouterr().out == expected and len(expected.splitlines()) == 5
+
+
+def test_quiet_prints_only_results_and_device_is_checked(image_folder, capfd):
+    folder = str(image_folder[0])
+    assert main(["classify", str(DOG), "--model", folder, "--quiet", "--top-k", "1", "--device", "cpu"]) == 0
+    out, err = capfd.readouterr()
+    assert len(out.splitlines()) == 1 and err == ""  # no "Loading weights" bar
+    assert main(["classify", str(DOG), "--model", folder, "--device", "gpu0"]) == 1
+    assert "--device 'gpu0' is not a torch device" in capfd.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def meta_tiny_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("meta") / "hiera_tiny_224.pth"
+    torch.save({"model_state": hiera.hiera_tiny_224().state_dict()}, path)
+    return path
+
+
+def test_convert_names_the_variant_a_checkpoint_matches(meta_tiny_checkpoint, tmp_path, capsys):
+    argv = ["convert", "--checkpoint", str(meta_tiny_checkpoint), "--output", str(tmp_path / "out"), "--quiet"]
+    assert main([*argv, "--variant", "hiera_small_224", "--no-verify"]) == 1
+    err = capsys.readouterr().err
+    assert "does not hold a hiera_small_224 but matches hiera_tiny_224: pass --variant hiera_tiny_224" in err
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
+    assert main([*argv, "--variant", "hiera_tiny_224"]) == 1
+    assert f"{tmp_path / 'out'} exists; pass --overwrite to replace it" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# track: prompts, start frame, direction, formats
+# ---------------------------------------------------------------------------------------------------------------
+
+FRAMES, HEIGHT, WIDTH = 4, 48, 64
+
+
+@pytest.fixture(scope="module")
+def sam2_folder(tmp_path_factory) -> Path:
+    from hiera_hf import Sam2Config, Sam2VideoModel
+
+    torch.manual_seed(0)
+    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128, num_maskmem=2, max_obj_ptrs_in_encoder=2)
+    folder = tmp_path_factory.mktemp("sam2") / "model"
+    Sam2VideoModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def frames_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(0)
+    for t in range(FRAMES):
+        frame = rng.integers(0, 60, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        frame[10:30, 8 + 4 * t : 28 + 4 * t] = 230  # a bright square moving right
+        Image.fromarray(frame).save(folder / f"{t:05d}.png")
+    return folder
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_track_mask_prompt_start_frame_direction_and_formats(sam2_folder, frames_folder, tmp_path):
+    from pycocotools import mask as coco_mask
+
+    square = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+    square[10:30, 16:36] = 255
+    Image.fromarray(square).save(tmp_path / "square.png")
+    out = tmp_path / "out"
+    argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--out", str(out), "--quiet"]
+    prompts = ["--mask", f"2,3,{tmp_path / 'square.png'}", "--point", "2,5,50,40"]
+    assert main([*argv, *prompts, "--direction", "backward", "--format", "rle,objects,png,mp4"]) == 0
+    names = [f"{t:05d}" for t in range(3)]  # from frame 2 (the first prompt) back to 0
+    assert sorted(p.stem for p in (out / "masks").iterdir()) == names
+    assert sorted(p.stem for p in (out / "rle").iterdir()) == names
+    assert sorted(p.name for p in (out / "objects").iterdir()) == ["3", "5"]
+    for name in names:
+        records = json.loads((out / "rle" / f"{name}.json").read_text())
+        assert [r["object_id"] for r in records] == [3, 5]
+        with Image.open(out / "masks" / f"{name}.png") as png:
+            labels = np.asarray(png)
+        for record in records:
+            rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
+            decoded = coco_mask.decode(rle).astype(bool)
+            with Image.open(out / "objects" / str(record["object_id"]) / f"{name}.png") as png:
+                assert np.array_equal(np.asarray(png) > 0, decoded)
+            assert decoded.sum() == record["area"] and decoded.shape == (HEIGHT, WIDTH)
+            assert np.all(decoded[labels == record["object_id"]])  # the label map's pixels are the object's
+    assert (out / "overlay.mp4").is_file()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {mode(p) for p in files if p.suffix == ".json" or p.parent.parent.name == "objects"} == {0o644}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind
+
+    # From a later start frame, forward only, RLE only: frames 1..3, nothing else written.
+    other = tmp_path / "other"
+    argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--out", str(other), "--quiet", *prompts]
+    assert main([*argv, "--start-frame", "1", "--direction", "forward", "--format", "rle"]) == 0
+    assert sorted(p.name for p in other.iterdir()) == ["rle"]
+    assert sorted(p.stem for p in (other / "rle").iterdir()) == ["00001", "00002", "00003"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--mask", "0,1"], "--mask must be FRAME,OBJ,FILE.png"),
+        (["--mask", "0,1,missing.png"], "no such file missing.png"),
+        (["--point", "0,1,5,5", "--format", "png,gif"], "unknown format 'gif'"),
+        (["--point", "0,1,5,5", "--direction", "sideways"], "invalid choice: 'sideways'"),
+        (["--point", "0,1,5,5", "--max-frames", "0"], "must be at least 1"),
+    ],
+)
+def test_track_usage_errors(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["track", "clip.mp4", "--model", "unused", "--out", str(tmp_path / "out"), *extra])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_track_mask_with_clicks_on_the_same_object_is_refused(frames_folder, tmp_path, capsys):
+    Image.fromarray(np.full((HEIGHT, WIDTH), 255, dtype=np.uint8)).save(tmp_path / "m.png")
+    argv = ["track", str(frames_folder), "--model", "unused", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--mask", f"0,1,{tmp_path / 'm.png'}", "--point", "0,1,5,5"]) == 1
+    assert "give a --mask or clicks and a box, not both" in capsys.readouterr().err
+
+
+def test_segment_and_generate_masks_refuse_existing_outputs_before_loading(tmp_path, capsys):
+    (tmp_path / "mask.png").write_bytes(b"keep")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "masks.json").write_text("[]")
+    model = str(tmp_path / "no_model_here")  # never loaded: the outputs are checked first
+    assert main(["segment", str(DOG), "--model", model, "--point", "1,2", "--out", str(tmp_path / "mask.png")]) == 1
+    assert "mask.png exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert main(["generate-masks", str(DOG), "--model", model, "--out", str(tmp_path / "out")]) == 1
+    assert "masks.json exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert (tmp_path / "mask.png").read_bytes() == b"keep"
+    assert main(["segment", str(tmp_path / "no.jpg"), "--model", model, "--point", "1,2", "--out", "x.png"]) == 1
+    assert "No image file at" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Drawing helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_draw_masks_points_and_boxes():
+    from hiera_hf.visualization import BACKGROUND, FOREGROUND, blend_labels, draw, palette
+
+    image = np.full((40, 60, 3), 100, dtype=np.uint8)
+    first, second = np.zeros((40, 60), dtype=bool), np.zeros((40, 60), dtype=bool)
+    first[:20] = True
+    second[10:30] = True
+    drawn = np.asarray(draw(Image.fromarray(image), np.stack([first, second]), alpha=0.5))
+    colours = palette()
+    assert np.array_equal(drawn[0, 0], np.rint(50 + colours[1] / 2).astype(np.uint8))
+    assert np.array_equal(drawn[15, 0], np.rint(50 + colours[2] / 2).astype(np.uint8))  # later masks on top
+    assert np.array_equal(drawn[35, 0], image[35, 0])
+    marked = np.asarray(draw(image, points=[[10, 10], [40, 30]], labels=[1, 0], boxes=[[2, 2, 57, 37]]))
+    assert tuple(marked[10, 10]) == FOREGROUND and tuple(marked[30, 40]) == BACKGROUND
+    assert tuple(marked[2, 30]) == tuple(colours[1]) and tuple(marked[20, 20]) == (100, 100, 100)
+    labels = np.zeros((40, 60), dtype=np.uint8)
+    labels[:20] = 1
+    assert np.array_equal(blend_labels(image, labels), np.asarray(draw(image, first)))
+    with pytest.raises(ValueError, match="one label per point"):
+        draw(image, points=[[1, 1]], labels=[1, 0])
+    with pytest.raises(ValueError, match="must match the image"):
+        blend_labels(image, labels[:10])

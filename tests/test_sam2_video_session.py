@@ -26,7 +26,7 @@ import sam2.utils.misc as meta_misc
 import torch
 from PIL import Image
 from sam2.modeling.sam2_utils import select_closest_cond_frames
-from sam2_helpers import load_converted, meta_video_predictor, randomize_meta_weights, write_mp4
+from sam2_helpers import MEDIA_FOLDER, load_converted, meta_video_predictor, randomize_meta_weights, write_mp4
 from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
@@ -378,8 +378,7 @@ def test_remove_object_and_reset(small_model):
     assert session.object_ids == [] and session.memory_footprint()[0] == 0
 
 
-MEDIA = Path(os.environ.get("HIERA_HF_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
-REAL_VIDEO = MEDIA / "blocks.mp4"
+REAL_VIDEO = MEDIA_FOLDER / "blocks.mp4"
 
 
 @pytest.mark.skipif(

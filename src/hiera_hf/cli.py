@@ -1,5 +1,11 @@
 """The `hiera-hf` command. Each subcommand is a pair: `add_<name>_arguments(parser)` and `run_<name>(args)`,
-listed in `SUBCOMMANDS`; add a command by writing that pair and one entry."""
+listed in `SUBCOMMANDS`; add a command by writing that pair and one entry.
+
+Every command takes the same flags for the same things: `--model` (a folder, an official variant name or a Hub
+repo id, resolved by `hub.resolve_model`), `--device`, `--quiet` and `--overwrite` (outputs are never replaced
+without it). Arguments are checked before any model loads; heavy modules are imported inside the commands, so that
+`--help`, `--version` and usage errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,12 @@ import argparse
 import contextlib
 import functools
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .hiera.presets import HIERA_PRESETS
+from . import __version__
 from .sam2.presets import SAM2_PRESETS
 
 # Errors with a message for the user, printed as one line without a traceback: bad values and files (ValueError;
@@ -24,6 +28,62 @@ from .sam2.presets import SAM2_PRESETS
 USER_ERRORS = (ValueError, OSError, ImportError)
 SAM2_TYPES = ("hiera_hf_sam2",)
 SAM2_NEEDED = "a converted SAM 2 folder (hiera-hf convert --variant sam2.1_hiera_tiny ...)"
+
+
+MODEL_HELP = (
+    "a converted folder, an official variant name (e.g. {example}: Meta's checkpoint is downloaded and converted "
+    "into the cache on first use, then reused) or a Hugging Face Hub repo id (owner/name, downloaded and cached)"
+)
+
+
+def add_model_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """`--model NAME_OR_DIR` (what `hub.resolve_model` accepts) with the same help in every command."""
+    parser.add_argument("--model", required=True, metavar="NAME_OR_DIR", help=MODEL_HELP.format(example=example))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """`--quiet` (and its old spelling `--no-progress`) and, for commands that run a model, `--device`."""
+    if device:
+        parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no messages but the results")
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists (refused by default)")
+
+
+def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """`FileExistsError` naming the first of `paths` that exists, unless `overwrite`."""
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def start(args: argparse.Namespace):
+    """Prepare a model-running command: with `--quiet`, silence transformers' and huggingface_hub's progress bars
+    and info messages; returns the `torch.device` to use (checked: it exists and is available here)."""
+    import torch
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    if args.quiet:
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+        disable_progress_bars()
+    requested = getattr(args, "device", None)
+    try:
+        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as error:
+        raise ValueError(f"--device {requested!r} is not a torch device: {error}") from None
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
+        raise ValueError(f"--device {requested}: no {device.type} device is available here")
+    return device
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +103,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant",
         metavar="NAME",
         help="official variant (required for Meta checkpoints): "
-        f"{', '.join(sorted(HIERA_PRESETS))}, {', '.join(SAM2_PRESETS)}",
+        "hiera_{tiny,small,base,base_plus,large,huge}_224, hiera_{base,base_plus,large,huge}_16x224, their mae_ "
+        f"pre-training counterparts, {', '.join(SAM2_PRESETS)}",
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to create")
     parser.add_argument(
@@ -51,14 +112,12 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against the reference code")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hugging Face Hub repo")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite_argument(parser, "the output folder")
+    add_run_arguments(parser, device=False)
 
 
 def run_convert(args: argparse.Namespace) -> None:
-    from .conversion import convert_hiera, convert_sam2
-    from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
-    from .hub import read_config
+    from .hiera.presets import HIERA_PRESETS
 
     if args.variant is None and args.from_transformers is None:
         raise ValueError("--variant NAME is required unless --from-transformers DIR is given")
@@ -67,6 +126,14 @@ def run_convert(args: argparse.Namespace) -> None:
             f"Unknown variant {args.variant!r}; Hiera variants: {', '.join(sorted(HIERA_PRESETS))}; SAM 2 variants: "
             f"{', '.join(SAM2_PRESETS)}"
         )
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: {args.checkpoint}")
+    refuse_existing([Path(args.output)], args.overwrite)
+    start(args)
+    from .conversion import convert_hiera, convert_sam2
+    from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
+    from .hub import read_config
+
     config_file = Path(args.from_transformers or "", "config.json")
     if args.variant in SAM2_PRESETS or (
         args.from_transformers is not None
@@ -78,17 +145,65 @@ def run_convert(args: argparse.Namespace) -> None:
         convert = convert_sam2
     else:
         convert = functools.partial(convert_hiera, checkpoint_name=args.checkpoint_name)
-    output = convert(
-        args.output,
-        variant=args.variant,
-        checkpoint=args.checkpoint,
-        from_transformers=args.from_transformers,
-        verify=not args.no_verify,
-        push_to_hub=args.push_to_hub,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-    print(f"Wrote {output}")
+    try:
+        output = convert(
+            args.output,
+            variant=args.variant,
+            checkpoint=args.checkpoint,
+            from_transformers=args.from_transformers,
+            verify=not args.no_verify,
+            push_to_hub=args.push_to_hub,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except ValueError as error:
+        match = None if args.checkpoint is None else matching_variant(Path(args.checkpoint))
+        if match is None or match == args.variant:
+            raise
+        raise ValueError(
+            f"{args.checkpoint} does not hold a {args.variant} but matches {match}: pass --variant {match}"
+        ) from error
+    if not args.quiet:
+        print(f"Wrote {output}")
+
+
+def matching_variant(checkpoint: Path) -> str | None:
+    """The official variant whose architecture fits a Meta checkpoint (block count, width, image or video, MAE
+    decoder, classifier size; for SAM 2, SAM 2 or 2.1), or None when none or several do."""
+    from .conversion.hiera import load_meta_state_dict
+    from .hiera.presets import HIERA_PRESETS
+
+    is_sam2 = checkpoint.suffix == ".pt"
+    try:
+        state = load_meta_state_dict(checkpoint, entry="model" if is_sam2 else "model_state")
+    except ValueError:
+        return None
+    prefix = "image_encoder.trunk." if is_sam2 else ""
+    blocks = {int(k[len(prefix) :].split(".")[1]) for k in state if k.startswith(f"{prefix}blocks.")}
+    patch = state.get(f"{prefix}patch_embed.proj.weight")
+    if patch is None or not blocks:
+        return None
+    width, depth = patch.shape[0], max(blocks) + 1
+    if is_sam2:
+        matches = [
+            name
+            for name, preset in SAM2_PRESETS.items()
+            if preset.config["embed_dim"] == width
+            and sum(preset.config["depths"]) == depth
+            and preset.config["no_obj_embed_spatial"] == ("no_obj_embed_spatial" in state)
+        ]
+    else:
+        head = state.get("head.projection.weight")
+        matches = [
+            name
+            for name, preset in HIERA_PRESETS.items()
+            if preset.config["embed_dim"] == width
+            and sum(preset.config["depths"]) == depth
+            and preset.is_video == (patch.ndim == 5)
+            and preset.is_mae == any(k.startswith("decoder_") for k in state)
+            and (head is None or preset.config.get("num_labels") == head.shape[0])
+        ]
+    return matches[0] if len(matches) == 1 else None
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -102,19 +217,21 @@ def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"an image ({', '.join(IMAGE_EXTENSIONS)}) for image models; a video file (e.g. .mp4) or a folder of "
         "frames for video models",
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME_OR_DIR",
-        help="a converted folder, or an official variant name (e.g. hiera_base_224, hiera_base_16x224): Meta's "
-        "checkpoint is downloaded and converted into the cache on first use, then reused",
-    )
+    add_model_argument(parser, "hiera_base_224, hiera_base_16x224")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="number of labels to print (default 5)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, no header: only the label lines")
+    add_run_arguments(parser)
 
 
 def run_classify(args: argparse.Namespace) -> None:
     """Print the top-k labels of `args.input`, one `probability  label` line each, most likely first."""
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    path = Path(args.input)
+    if not path.exists():
+        raise FileNotFoundError(f"No such image or video: {path}")
+    device = start(args)
+    import contextlib
+
     import torch
     from PIL import Image
     from transformers import (
@@ -124,15 +241,9 @@ def run_classify(args: argparse.Namespace) -> None:
         AutoModelForVideoClassification,
         AutoVideoProcessor,
     )
-    from transformers.utils import logging as transformers_logging
 
     from .hub import check_model_folder, resolve_model
 
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    path = Path(args.input)
-    if not path.exists():
-        raise FileNotFoundError(f"No such image or video: {path}")
     folder = resolve_model(args.model, progress=not args.quiet)
     check_model_folder(folder, ("hiera_hf", "hiera"), "classify needs a Hiera classifier folder")
     architectures = AutoConfig.from_pretrained(folder).architectures or []
@@ -160,11 +271,9 @@ def run_classify(args: argparse.Namespace) -> None:
             inputs = processor(media, return_tensors="pt")
     except (ValueError, OSError, IndexError, RuntimeError) as error:  # PIL's and PyAV's errors derive from these
         raise ValueError(f"Cannot read the {'video' if is_video else 'image'} {path}: {error}") from error
-    if args.quiet:
-        transformers_logging.disable_progress_bar()
-    model = model_class.from_pretrained(folder).eval()
+    model = model_class.from_pretrained(folder).eval().to(device)
     with torch.inference_mode():
-        probabilities = model(**inputs).logits.softmax(-1)[0]
+        probabilities = model(**inputs.to(device)).logits.softmax(-1)[0].cpu()
     top = probabilities.topk(min(args.top_k, probabilities.numel()))
     if not args.quiet:
         print(f"Top {len(top.indices)} labels for {path} ({args.model}):")
@@ -194,10 +303,10 @@ def _prompt(text: str, what: str, ids: int, coordinates: int, label: bool = Fals
     """A prompt flag's numbers, checked as far as they can be before the image is read (`sam2.prompts`): `ids`
     leading integers (frame >= 0, then object 1..255), `coordinates` finite pixel values >= 0 ((x, y) pairs; four
     are a box with x0 < x1, y0 < y1), then an optional click label 0 or 1 when `label`."""
+    counts = (ids + coordinates, ids + coordinates + 1) if label else ids + coordinates
+    values = _numbers(text, counts, what)  # first: a malformed flag is refused before torch is imported
     from .sam2.prompts import check_boxes, check_coordinates, check_index, check_labels
 
-    counts = (ids + coordinates, ids + coordinates + 1) if label else ids + coordinates
-    values = _numbers(text, counts, what)
     for i, (name, low, high) in enumerate((("frame", 0, None), ("object id", 1, 255))[:ids]):
         values[i] = check_index(values[i], f"{what} {text}: {name}", low, high)
     numbers = values[ids : ids + coordinates]
@@ -229,13 +338,13 @@ def _label(text: str) -> int:
     return int(text)
 
 
-def _load_sam2(model: str, progress: bool):
-    """(model, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
+def _load_sam2(model: str, device, quiet: bool):
+    """(model on `device`, image processor) of a SAM 2 folder (or a name `hub.resolve_model` knows)."""
     from .hub import load_pretrained, resolve_model
     from .sam2 import Sam2ImageProcessor, Sam2Model
 
-    folder = resolve_model(model, progress=progress)
-    sam = load_pretrained(Sam2Model, folder, SAM2_TYPES, SAM2_NEEDED).eval()
+    folder = resolve_model(model, progress=not quiet)
+    sam = load_pretrained(Sam2Model, folder, SAM2_TYPES, SAM2_NEEDED).eval().to(device)
     if (Path(folder) / "preprocessor_config.json").is_file():
         processor = Sam2ImageProcessor.from_pretrained(folder)
     else:
@@ -244,43 +353,19 @@ def _load_sam2(model: str, progress: bool):
     return sam, processor
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write through `write(temporary_path)` next to `path`, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(partial)
-        os.chmod(partial, 0o644)  # mkstemp creates owner-only files
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
-def _save_png(array, path: Path) -> None:
+def _save_png(image, path: Path) -> None:
+    """Write a PIL image or an array as a PNG, atomically, mode 0644."""
     from PIL import Image
 
-    _write_atomic(path, lambda partial: Image.fromarray(array).save(partial, format="PNG"))
+    from .io_utils import atomic_write
 
-
-def _overlay(image, masks: list, alpha: float = 0.5):
-    """The RGB image `(H, W, 3)` uint8 with each boolean mask `(H, W)` tinted in its own colour (later on top)."""
-    import numpy as np
-
-    from .image_utils import to_rgb_float
-
-    rgb = to_rgb_float(image).permute(1, 2, 0).numpy() * 255.0
-    colours = np.random.default_rng(0).uniform(40, 255, size=(max(len(masks), 1), 3))
-    colours[0] = (30, 144, 255)
-    for mask, colour in zip(masks, colours):
-        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    atomic_write(path, lambda partial: image.save(partial, format="PNG"))
 
 
 def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file")
-    parser.add_argument("--model", required=True, metavar="DIR", help="converted SAM 2 folder")
+    add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument(
         "--point",
         action="append",
@@ -297,21 +382,28 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-threshold", type=float, default=0.0, help="logit threshold (default 0)")
     parser.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     parser.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite_argument(parser, "the mask and overlay PNGs")
+    add_run_arguments(parser)
 
 
 def run_segment(args: argparse.Namespace) -> None:
-    import torch
-
-    from .image_utils import open_image
-
     if not args.point and args.box is None:
         raise ValueError("Give at least one --point X,Y or a --box X0,Y0,X1,Y1")
     labels = args.label if args.label is not None else [1] * len(args.point)
     if len(labels) != len(args.point):
         raise ValueError(f"Give one --label per --point ({len(args.point)} points, {len(labels)} labels)")
+    out = Path(args.out)
+    overlay = out.with_name(f"{out.stem}_overlay.png")
+    refuse_existing([out, overlay], args.overwrite)
+    from .image_utils import open_image
+
     image = open_image(args.image)
-    model, processor = _load_sam2(args.model, progress=not args.no_progress)
+    device = start(args)
+    import torch
+
+    from .visualization import draw
+
+    model, processor = _load_sam2(args.model, device, args.quiet)
     prompts = {}
     if args.point:
         prompts["input_points"] = [[args.point]]
@@ -319,40 +411,64 @@ def run_segment(args: argparse.Namespace) -> None:
     if args.box is not None:
         prompts["input_boxes"] = [[args.box]]
     inputs = processor(image, **prompts)
-    with torch.no_grad():
-        outputs = model(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
+    with torch.inference_mode():
+        model_inputs = {k: v.to(device) for k, v in inputs.items() if k != "original_sizes"}
+        outputs = model(**model_inputs, multimask_output=True)
     masks = processor.post_process_masks(
-        outputs.pred_masks, inputs["original_sizes"], args.mask_threshold, args.max_hole_area, args.max_sprinkle_area
-    )[0][0]
+        outputs.pred_masks.cpu(), inputs["original_sizes"], args.mask_threshold, args.max_hole_area,
+        args.max_sprinkle_area,
+    )[0][0]  # fmt: skip
     best = int(outputs.iou_scores[0, 0].argmax())
     mask = masks[best].numpy()
-    out = Path(args.out)
     _save_png((mask * 255).astype("uint8"), out)
-    overlay = out.with_name(f"{out.stem}_overlay.png")
-    _save_png(_overlay(image, [mask]), overlay)
-    print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+    _save_png(draw(image, mask, points=args.point or None, labels=labels, boxes=args.box and [args.box]), overlay)
+    if not args.quiet:
+        print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+
+
+def _fraction(text: str) -> float:
+    """An argparse `type`: a number in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """An argparse `type`: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def add_generate_masks_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file")
-    parser.add_argument("--model", required=True, metavar="DIR", help="converted SAM 2 folder")
+    add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for overlay.png and masks.json")
-    parser.add_argument("--points-per-side", type=int, default=32, help="click grid size (default 32)")
-    parser.add_argument("--points-per-batch", type=int, default=64, help="clicks decoded at once (default 64)")
-    parser.add_argument("--pred-iou-thresh", type=float, default=0.8, help="minimum predicted IoU (default 0.8)")
-    parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="minimum stability (0.95)")
+    parser.add_argument("--points-per-side", type=_positive, default=32, help="click grid size (default 32)")
+    parser.add_argument("--points-per-batch", type=_positive, default=64, help="clicks decoded at once (default 64)")
+    parser.add_argument("--pred-iou-thresh", type=_fraction, default=0.8, help="minimum predicted IoU (default 0.8)")
+    parser.add_argument("--stability-score-thresh", type=_fraction, default=0.95, help="minimum stability (0.95)")
     parser.add_argument("--crop-n-layers", type=int, default=0, help="layers of image crops (default 0)")
     parser.add_argument("--min-mask-region-area", type=int, default=0, help="fill holes / remove specks (low-res px)")
     parser.add_argument("--use-m2m", action="store_true", help="refine each mask once with its own logits")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite_argument(parser, "masks.json and overlay.png")
+    add_run_arguments(parser)
 
 
 def run_generate_masks(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    refuse_existing([out / "masks.json", out / "overlay.png"], args.overwrite)
     from .image_utils import open_image
-    from .sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, mask_to_rle
 
     image = open_image(args.image)
-    model, processor = _load_sam2(args.model, progress=not args.no_progress)
+    device = start(args)
+    from .io_utils import atomic_write
+    from .sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, mask_to_rle
+    from .visualization import draw
+
+    model, processor = _load_sam2(args.model, device, args.quiet)
     generator = Sam2AutomaticMaskGenerator(
         model,
         processor,
@@ -364,22 +480,67 @@ def run_generate_masks(args: argparse.Namespace) -> None:
         min_mask_region_area=args.min_mask_region_area,
         use_m2m=args.use_m2m,
         output_mode="binary_mask",
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     records = generator.generate(image)
-    out = Path(args.out)
     by_area = sorted(records, key=lambda r: -r["area"])  # small masks drawn last, on top
-    _save_png(_overlay(image, [r["segmentation"] for r in by_area]), out / "overlay.png")
+    _save_png(draw(image, [r["segmentation"] for r in by_area] or None), out / "overlay.png")
     coco = [{**r, "segmentation": coco_encode_rle(mask_to_rle(r["segmentation"]))} for r in records]
     text = json.dumps(coco, indent=1) + "\n"
-    _write_atomic(out / "masks.json", lambda partial: Path(partial).write_text(text))
-    print(f"Wrote {len(records)} masks to {out / 'masks.json'} and {out / 'overlay.png'}")
+    atomic_write(out / "masks.json", lambda partial: Path(partial).write_text(text))
+    if not args.quiet:
+        print(f"Wrote {plural(len(records), 'mask')} to {out / 'masks.json'} and {out / 'overlay.png'}")
+    if not records:
+        print(
+            f"No mask passed --pred-iou-thresh {args.pred_iou_thresh} and --stability-score-thresh "
+            f"{args.stability_score_thresh}; lower them to keep more",
+            file=sys.stderr,
+        )
+
+
+TRACK_FORMATS = ("png", "rle", "objects", "mp4")
+
+
+def _mask_prompt(text: str) -> tuple[int, int, Path]:
+    """An argparse `type` for `--mask FRAME,OBJ,FILE.png`."""
+    frame, obj, file = (text.split(",", 2) + ["", ""])[:3]
+    if not (frame.isdigit() and obj.isdigit() and file):
+        raise argparse.ArgumentTypeError(f"--mask must be FRAME,OBJ,FILE.png, got {text!r}")
+    if not 1 <= int(obj) <= 255:
+        raise argparse.ArgumentTypeError(f"--mask {text}: object id must be 1..255, got {obj}")
+    if not Path(file).is_file():
+        raise argparse.ArgumentTypeError(f"--mask {text}: no such file {file}")
+    return int(frame), int(obj), Path(file)
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """An argparse `type` for `--format`: comma-separated names out of `TRACK_FORMATS`."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
+    unknown = [name for name in names if name not in TRACK_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(TRACK_FORMATS)}")
+    return names
+
+
+def _read_mask(path: Path, obj: int):
+    """The boolean mask `(H, W)` in a PNG: its nonzero pixels, or for a label map (a palette PNG such as `track`
+    writes) the pixels equal to `obj`."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            palette_mode = image.mode == "P"
+            values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
+    except OSError as error:
+        raise ValueError(f"Cannot read the mask {path}: {error}") from error
+    return values == obj if palette_mode else values > 0
 
 
 def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `track`."""
     parser.add_argument("video", metavar="VIDEO", help="a video file or a folder of JPEG/PNG frames")
-    parser.add_argument("--model", required=True, metavar="NAME_OR_DIR", help="a converted SAM 2 folder or name")
+    add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument(
         "--point",
         action="append",
@@ -397,101 +558,207 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         help="a box around object OBJ on FRAME, in pixels",
     )
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="writes DIR/masks/00000.png ... and DIR/overlay.mp4"
+        "--mask",
+        action="append",
+        default=[],
+        metavar="FRAME,OBJ,FILE.png",
+        type=_mask_prompt,
+        help="a mask of object OBJ on FRAME: the nonzero pixels of a PNG the size of the video (of a palette PNG "
+        "such as track writes: the pixels equal to OBJ)",
     )
-    parser.add_argument("--max-frames", type=int, metavar="N", help="track at most N frames each way")
-    parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="writes DIR/masks/00000.png ... (png), DIR/rle/00000.json ... (rle), DIR/objects/OBJ/00000.png ... "
+        "(objects) and DIR/overlay.mp4 (mp4)",
+    )
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        default=("png", "mp4"),
+        metavar="png,rle,objects,mp4",
+        help="what to write (default png,mp4): palette PNGs (pixel value = object id), per-frame COCO RLE JSON "
+        "with object ids, one 0/255 PNG per object and frame, the overlay video",
+    )
+    parser.add_argument("--start-frame", type=int, metavar="FRAME", help="frame to track from (default: first prompt)")
+    parser.add_argument(
+        "--direction",
+        choices=("forward", "backward", "both"),
+        default="both",
+        help="which way to track from the start frame (default both)",
+    )
+    parser.add_argument("--max-frames", type=_positive, metavar="N", help="track at most N frames each way")
+    add_run_arguments(parser)
 
 
-_MASK_NAME = re.compile(r"\d{5}\.png")
+def _track_prompts(args: argparse.Namespace) -> dict[tuple[int, int], dict]:
+    """`(frame, object) -> {"box": ..., "clicks": [(x, y, label), ...], "mask": path}` from the flags, checked."""
+    prompts: dict[tuple[int, int], dict] = {}
+    for frame, obj, *box in args.box:  # ids checked when parsed
+        if "box" in prompts.setdefault((frame, obj), {}):
+            raise ValueError(f"More than one --box for object {obj} on frame {frame}")
+        prompts[frame, obj]["box"] = box
+    for frame, obj, x, y, *label in args.point:
+        prompts.setdefault((frame, obj), {}).setdefault("clicks", []).append((x, y, label[0] if label else 1))
+    for frame, obj, path in args.mask:
+        if prompts.get((frame, obj)):
+            raise ValueError(f"Object {obj} on frame {frame}: give a --mask or clicks and a box, not both")
+        prompts[frame, obj] = {"mask": path}
+    if not prompts:
+        raise ValueError("Give at least one --point or --box (or --mask)")
+    if args.start_frame is not None and args.start_frame < 0:
+        raise ValueError(f"--start-frame must be at least 0, got {args.start_frame}")
+    return prompts
 
 
-def _is_mask_folder(folder: Path) -> bool:
-    """Whether `folder` holds only masks a previous `track` wrote (`00012.png`, ...): it may be replaced."""
-    return all(entry.is_file() and _MASK_NAME.fullmatch(entry.name) for entry in folder.iterdir())
+# What track writes in OUT, per --format: a folder (or file) and which names an earlier run left there, so that
+# it may be replaced as a whole.
+_TRACK_OUTPUTS = {
+    "png": ("masks", re.compile(r"\d{5}\.png")),
+    "rle": ("rle", re.compile(r"\d{5}\.json")),
+    "objects": ("objects", re.compile(r"\d{1,3}/\d{5}\.png")),
+}
 
 
-def _check_track_output(out: Path) -> None:
-    """`track` writes `out/masks/` (replacing only the masks of an earlier run) and `out/overlay.mp4`."""
+def _written_by_track(kind: str) -> Callable[[Path], bool]:
+    """Whether a folder holds only what an earlier `track` wrote for `kind` (`00012.png`, ...)."""
+    pattern = _TRACK_OUTPUTS[kind][1]
+
+    def check(folder: Path) -> bool:
+        entries = [p for p in folder.rglob("*") if p.is_file() or not any(p.iterdir())]
+        return all(p.is_file() and pattern.fullmatch(p.relative_to(folder).as_posix()) for p in entries)
+
+    return check
+
+
+def _check_track_output(out: Path, formats: Sequence[str]) -> None:
+    """`track` writes `out/masks/`, `out/rle/`, `out/objects/` (replacing only an earlier run's) and
+    `out/overlay.mp4`, as `formats` asks."""
     from .io_utils import check_replaceable
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a folder")
-    check_replaceable(out / "masks", True, _is_mask_folder, what="masks folder")
+    for kind in formats:
+        if kind in _TRACK_OUTPUTS:
+            folder = _TRACK_OUTPUTS[kind][0]
+            check_replaceable(out / folder, True, _written_by_track(kind), what=f"{folder} folder")
     if (out / "overlay.mp4").is_dir():
         raise FileExistsError(f"{out / 'overlay.mp4'} is a folder; choose another --out")
 
 
 def run_track(args: argparse.Namespace) -> None:
     """Everything is checked (prompts, output, model, video, prompts against the frames) before anything is
-    written; the masks go to a hidden folder renamed to `OUT/masks` at the end (an earlier run's masks are
-    replaced as a whole, never mixed with new ones). A video that stops decoding part-way keeps the frames
-    tracked so far, and the error says which."""
+    written; each output folder is filled hidden and renamed to `OUT/masks`, `OUT/rle`, `OUT/objects` at the end
+    (an earlier run's are replaced as a whole, never mixed with new ones). A video that stops decoding part-way
+    keeps the frames tracked so far, and the error says which."""
+    prompts = _track_prompts(args)
+    out = Path(args.out)
+    _check_track_output(out, args.format)
+    device = start(args)
+    import tempfile
+
     import numpy as np
-    import torch
     from PIL import Image
-    from transformers.utils import logging as transformers_logging
 
     from .hub import load_pretrained, resolve_model
-    from .io_utils import staged_folder
+    from .io_utils import atomic_write, staged_folder
     from .sam2 import Sam2VideoModel, Sam2VideoSession
+    from .sam2.amg import coco_encode_rle, mask_to_rle
     from .sam2.video_output import label_map, write_overlay_video, write_palette_png
     from .video_io import VideoDecodeError
 
-    prompts: dict[tuple[int, int], dict] = {}  # (frame, object) -> box and clicks; ids checked when parsed
-    for frame, obj, *box in args.box:
-        if "box" in prompts.setdefault((frame, obj), {}):
-            raise ValueError(f"More than one --box for object {obj} on frame {frame}")
-        prompts[frame, obj]["box"] = box
-    for frame, obj, x, y, *label in args.point:
-        prompts.setdefault((frame, obj), {}).setdefault("clicks", []).append((x, y, label[0] if label else 1))
-    if not prompts:
-        raise ValueError("Give at least one --point or --box")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
-    out = Path(args.out)
-    _check_track_output(out)
-    if args.quiet:
-        transformers_logging.disable_progress_bar()
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as error:
-        raise ValueError(f"--device {args.device!r} is not a torch device: {error}") from None
-    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
-    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
-        raise ValueError(f"--device {args.device}: no {device.type} device is available here")
+    masks = {key: _read_mask(prompt["mask"], key[1]) for key, prompt in prompts.items() if "mask" in prompt}
     folder = resolve_model(args.model, progress=not args.quiet)
     model = load_pretrained(Sam2VideoModel, folder, SAM2_TYPES, f"track needs {SAM2_NEEDED}").to(device)
     failure = None
     with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
         try:
             for (frame, obj), prompt in prompts.items():
+                if "mask" in prompt:
+                    session.add_mask(frame, obj, masks[frame, obj])
+                    continue
                 clicks = prompt.get("clicks")
                 points = None if clicks is None else [c[:2] for c in clicks]
                 labels = None if clicks is None else [c[2] for c in clicks]
                 session.add_points(frame, obj, points, labels, box=prompt.get("box"))
         except VideoDecodeError as error:
             raise ValueError(f"{error}; nothing was written") from None
+        first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
+        direction = args.direction
+        if direction == "both" and first in (0, session.num_frames - 1):  # one way has no frames to track
+            direction = "forward" if first == 0 else "backward"
+        reverse = {"forward": False, "backward": True, "both": "both"}[direction]
         tracked = set()
-        with staged_folder(out / "masks", overwrite=True, is_replaceable=_is_mask_folder) as staging:
+        with contextlib.ExitStack() as stack:
+            staging = {
+                kind: stack.enter_context(
+                    staged_folder(out / _TRACK_OUTPUTS[kind][0], overwrite=True, is_replaceable=_written_by_track(kind))
+                )
+                for kind in args.format
+                if kind in _TRACK_OUTPUTS
+            }
+            if "mp4" in args.format and "png" not in args.format:  # the overlay reads the label maps back
+                staging["png"] = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out, prefix=".labels.")))
             try:
-                for result in session.propagate(reverse="both", max_frames=args.max_frames):
-                    write_palette_png(label_map(result), staging / f"{result.frame_idx:05d}.png")
+                for result in session.propagate(args.start_frame, reverse=reverse, max_frames=args.max_frames):
+                    name = f"{result.frame_idx:05d}"
+                    if "png" in staging:
+                        write_palette_png(label_map(result), staging["png"] / f"{name}.png")
+                    logits = result.mask_logits.cpu().numpy()
+                    present = sorted(zip(result.object_ids, logits > 0), key=lambda item: item[0])
+                    if "rle" in staging:
+                        records = [
+                            {"object_id": obj, "area": int(m.sum()), "segmentation": coco_encode_rle(mask_to_rle(m))}
+                            for obj, m in present
+                        ]
+                        text = json.dumps(records) + "\n"
+                        atomic_write(staging["rle"] / f"{name}.json", lambda p, text=text: Path(p).write_text(text))
+                    for obj, m in present if "objects" in staging else ():
+                        _save_png(m.astype(np.uint8) * 255, staging["objects"] / str(obj) / f"{name}.png")
                     tracked.add(result.frame_idx)
             except VideoDecodeError as error:
                 failure = error
-            (out / "overlay.mp4").unlink(missing_ok=True)  # an earlier run's, about to be stale
-        order = sorted(tracked)
-        frames = (session.frame(t) for t in order)
-        labels = (np.asarray(Image.open(out / "masks" / f"{t:05d}.png")) for t in order)
-        write_overlay_video(frames, labels, out / "overlay.mp4", session.fps or 24.0)
+            order = sorted(tracked)
+            if "mp4" in args.format:
+                (out / "overlay.mp4").unlink(missing_ok=True)  # an earlier run's, about to be stale
+                frames = (session.frame(t) for t in order)
+                label_maps = (np.asarray(Image.open(staging["png"] / f"{t:05d}.png")) for t in order)
+                write_overlay_video(frames, label_maps, out / "overlay.mp4", session.fps or 24.0)
     span = f" (frames {order[0]}-{order[-1]})" if order else ""
-    written = f"{len(order)} masks{span} to {out / 'masks'} and {out / 'overlay.mp4'}"
+    names = {"png": "masks/", "rle": "rle/", "objects": "objects/", "mp4": "overlay.mp4"}
+    written = f"{plural(len(order), 'frame')}{span}: {', '.join(names[f] for f in args.format)} in {out}"
     if failure is not None:
         raise ValueError(f"{failure}; tracking stopped there and wrote {written}")
     if not args.quiet:
-        print(f"Wrote {written}")
+        print(f"Tracked {written}")
+
+
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `app`: the interactive SAM 2 page of `hiera_hf.app` (Gradio)."""
+    parser.add_argument(
+        "--model",
+        default="sam2.1_hiera_tiny",
+        metavar="NAME_OR_DIR",
+        help=MODEL_HELP.format(example="sam2.1_hiera_tiny") + "; default sam2.1_hiera_tiny",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0: all)")
+    parser.add_argument("--port", type=int, metavar="N", help="port (default: the first free one from 7860)")
+    add_run_arguments(parser)
+
+
+def run_app(args: argparse.Namespace) -> None:
+    """Start the app (blocks until interrupted)."""
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    device = start(args)
+    try:
+        import gradio  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f'The app needs Gradio: pip install "hiera-hf[app]" ({error})') from error
+    from .app import launch
+
+    launch(args.model, host=args.host, port=args.port, device=str(device))
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -500,6 +767,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
     "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
     "track": ("track objects through a video with SAM 2", add_track_arguments, run_track),
+    "app": ("start the interactive SAM 2 app (Gradio) in the browser", add_app_arguments, run_app),
 }
 
 
@@ -507,6 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hiera-hf", description="Meta's Hiera and SAM 2 in the Hugging Face ecosystem."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (summary, add_arguments, run) in SUBCOMMANDS.items():
         command = commands.add_parser(name, help=summary, description=summary)

@@ -7,7 +7,9 @@ converted folders.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from pathlib import Path
 
 from .checkpoints import cache_dir, download_checkpoint
@@ -17,9 +19,18 @@ from .sam2.presets import SAM2_PRESETS
 
 
 def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, progress: bool = True) -> Path:
-    """A folder loadable with `from_pretrained`: an existing folder as is, or an official Hiera or SAM 2 variant
-    name converted once into the cache (its checkpoint downloaded on first use) and reused afterwards."""
-    path = Path(name_or_dir)
+    """A folder loadable with `from_pretrained`, from what `--model` accepts:
+
+    - an existing folder, as is;
+    - an official Hiera or SAM 2 variant name (`hiera_base_224`, `sam2.1_hiera_tiny`): converted once into the
+      cache (Meta's checkpoint downloaded on first use) and reused afterwards;
+    - a Hugging Face Hub repo id (`owner/name`): downloaded with `huggingface_hub` into its cache (`HF_HOME`),
+      reused offline (`HF_HUB_OFFLINE=1`) once there.
+
+    Raises `FileNotFoundError` for a path that is not a folder, `ConnectionError` when a download is needed and
+    fails (naming the offline alternatives), `ValueError` for anything else.
+    """
+    path = Path(name_or_dir).expanduser()
     if path.is_dir():
         return path
     name = str(name_or_dir)
@@ -28,10 +39,17 @@ def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, p
     elif name in HIERA_PRESETS:
         checkpoint_name = checkpoint_name or HIERA_PRESETS[name].default_checkpoint
         folder = cache_dir() / "models" / f"{name}.{checkpoint_name}"
+    elif _is_repo_id(name):
+        return _download_repo(name)
+    elif path.exists() or name.startswith(("/", ".", "~")) or os.sep in name:
+        raise FileNotFoundError(f"No such model folder: {name}")
     else:
+        variants = [*sorted(HIERA_PRESETS), *SAM2_PRESETS]
+        close = difflib.get_close_matches(name, variants, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"variants: {', '.join(variants)}"
         raise ValueError(
-            f"{name!r} is neither an existing folder nor a known Hiera variant or SAM 2 variant; variants: "
-            f"{', '.join(sorted(HIERA_PRESETS))}, {', '.join(SAM2_PRESETS)}"
+            f"{name!r} is neither an existing folder nor a known Hiera variant or SAM 2 variant nor a Hub repo id "
+            f"(owner/name); {hint}"
         )
     if (folder / "config.json").is_file():
         return folder
@@ -44,6 +62,49 @@ def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, p
     return convert_hiera(
         folder, name, checkpoint=checkpoint, checkpoint_name=checkpoint_name, overwrite=True, progress=progress
     )
+
+
+def _is_repo_id(name: str) -> bool:
+    """Whether `name` reads as a Hub model repo id (`owner/name`, no leading `/`, `.` or `~`)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.count("/") != 1 or name.startswith((".", "~")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _download_repo(repo_id: str) -> Path:
+    """The local snapshot of Hub repo `repo_id`: downloaded (or updated) into huggingface_hub's cache, or the cached
+    one when offline (`HF_HUB_OFFLINE=1`)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except GatedRepoError as error:
+        raise ValueError(f"The Hub repo {repo_id} is gated: accept its terms on the Hub and log in ({error})") from error
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise ValueError(
+            f"{repo_id} is not a local folder, and no Hub repo {repo_id} was found (private ones need a login: "
+            f"`hf auth login`): {error}"
+        ) from error
+    except (LocalEntryNotFoundError, HfHubHTTPError, ConnectionError, OSError) as error:
+        raise ConnectionError(
+            f"{repo_id} is not a local folder, and as a Hub repo id it is not in the Hugging Face cache and could "
+            f"not be downloaded (offline?): {str(error).rstrip('.')}. Download it where there is a network (`hf download {repo_id}` "
+            "fills the same cache) or pass --model DIR with a local folder."
+        ) from error
 
 
 # model_type -> what it is, for messages about a folder of the wrong kind.

@@ -112,7 +112,8 @@ def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
         raise TypeError(
             f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]"
         )
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    # writable too: PIL's arrays are read-only, and torch warns on wrapping them (copied only then)
+    tensor = torch.from_numpy(np.require(image, requirements=["C_CONTIGUOUS", "WRITEABLE"])).permute(2, 0, 1)
     return tensor.float() / scale if scale else tensor.float()
 
 MAX_IMAGE_PIXELS_VARIABLE = "HIERA_HF_MAX_IMAGE_PIXELS"

@@ -21,7 +21,8 @@ _done = False
 def register_auto_classes() -> None:
     """Register configs and models (idempotent). Our `HieraConfig` shares its class name with transformers'
     built-in one, and the Auto model mappings are keyed by that name, hence `exist_ok=True`; the built-in
-    `hiera` model type keeps loading transformers' own classes."""
+    `hiera` model type keeps loading transformers' own classes. No pipeline task is touched: transformers' own
+    `MaskGenerationPipeline` runs on our SAM 2 folders through `Sam2Model`'s and `Sam2ImageProcessor`'s hooks."""
     global _done
     if _done:
         return

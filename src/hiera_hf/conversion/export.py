@@ -26,6 +26,7 @@ from ..checkpoints import checkpoint_url, download_checkpoint, official_preset
 from ..hiera import HieraConfig, add_remote_code
 from ..hiera.presets import HieraPreset
 from ..io_utils import check_replaceable, staged_folder
+from ..labels import label_fields
 from ..sam2 import Sam2Config, Sam2Model
 from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
 from ..sam2.modeling_sam2_video import Sam2VideoModel
@@ -151,9 +152,11 @@ def _from_meta(
         state_dict = convert_meta_hiera_state_dict(meta_state_dict)
     except KeyError as error:
         raise ValueError(f"{checkpoint}: {error.args[0]}") from None
-    config = HieraConfig.from_preset(preset.name)
-    model, notes = build_model(model_class_for(config), config, state_dict, allow_new_head=not preset.is_mae)
     new_head = not preset.is_mae and "classifier.weight" not in state_dict
+    # A trained head gets its dataset's class names; a new one (an MAE trunk checkpoint) keeps LABEL_i.
+    names = {} if preset.is_mae or new_head else label_fields(preset.dataset)
+    config = HieraConfig.from_preset(preset.name, **names)
+    model, notes = build_model(model_class_for(config), config, state_dict, allow_new_head=not preset.is_mae)
     for note in notes:
         logger.warning(note)
     steps.update()

@@ -1,34 +1,23 @@
-"""Hiera: configuration, presets, models and processors."""
+"""Hiera: configuration, presets, models and processors (each imported on first use)."""
 
-from .configuration_hiera import HieraConfig
-from .image_processing_hiera import HieraImageProcessor
-from .modeling_hiera import (
-    HieraBackbone,
-    HieraForImageClassification,
-    HieraForVideoClassification,
-    HieraModel,
-    HieraModelOutput,
-    HieraPreTrainedModel,
-)
-from .modeling_hiera_mae import HieraForPreTraining, HieraForPreTrainingOutput
-from .presets import HIERA_PRESETS, get_preset
-from .remote_code import add_remote_code, save_for_hub
-from .video_processing_hiera import HieraVideoProcessor
+from .._lazy import lazy_exports
 
-__all__ = [
-    "HIERA_PRESETS",
-    "HieraBackbone",
-    "HieraConfig",
-    "HieraForImageClassification",
-    "HieraForPreTraining",
-    "HieraForPreTrainingOutput",
-    "HieraForVideoClassification",
-    "HieraImageProcessor",
-    "HieraModel",
-    "HieraModelOutput",
-    "HieraPreTrainedModel",
-    "HieraVideoProcessor",
-    "add_remote_code",
-    "get_preset",
-    "save_for_hub",
-]
+_EXPORTS = {
+    "HIERA_PRESETS": ".presets",
+    "HieraBackbone": ".modeling_hiera",
+    "HieraConfig": ".configuration_hiera",
+    "HieraForImageClassification": ".modeling_hiera",
+    "HieraForPreTraining": ".modeling_hiera_mae",
+    "HieraForPreTrainingOutput": ".modeling_hiera_mae",
+    "HieraForVideoClassification": ".modeling_hiera",
+    "HieraImageProcessor": ".image_processing_hiera",
+    "HieraModel": ".modeling_hiera",
+    "HieraModelOutput": ".modeling_hiera",
+    "HieraPreTrainedModel": ".modeling_hiera",
+    "HieraVideoProcessor": ".video_processing_hiera",
+    "add_remote_code": ".remote_code",
+    "get_preset": ".presets",
+    "save_for_hub": ".remote_code",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

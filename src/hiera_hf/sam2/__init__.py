@@ -1,36 +1,25 @@
 """SAM 2 / SAM 2.1: configuration, presets, the image and video models, the image processor and the video
-tracking session (automatic mask generation lives in `mask_generation`, imported on demand)."""
+tracking session (each imported on first use; automatic mask generation lives in `mask_generation`)."""
 
-from .configuration_sam2 import Sam2Config
-from .modeling_sam2 import (
-    Sam2Base,
-    Sam2HieraBackbone,
-    Sam2ImageEmbeddingsOutput,
-    Sam2ImageSegmentationOutput,
-    Sam2Model,
-    Sam2PreTrainedModel,
-    Sam2VisionOutput,
-)
-from .modeling_sam2_video import Sam2VideoFrameOutput, Sam2VideoModel
-from .presets import SAM2_PRESETS, Sam2Preset, get_sam2_preset
-from .processing_sam2 import Sam2ImageProcessor
-from .video_session import Sam2VideoFrameResult, Sam2VideoSession
+from .._lazy import lazy_exports
 
-__all__ = [
-    "SAM2_PRESETS",
-    "Sam2Base",
-    "Sam2Config",
-    "Sam2HieraBackbone",
-    "Sam2ImageEmbeddingsOutput",
-    "Sam2ImageProcessor",
-    "Sam2ImageSegmentationOutput",
-    "Sam2Model",
-    "Sam2PreTrainedModel",
-    "Sam2Preset",
-    "Sam2VideoFrameOutput",
-    "Sam2VideoFrameResult",
-    "Sam2VideoModel",
-    "Sam2VideoSession",
-    "Sam2VisionOutput",
-    "get_sam2_preset",
-]
+_EXPORTS = {
+    "SAM2_PRESETS": ".presets",
+    "Sam2Base": ".modeling_sam2",
+    "Sam2Config": ".configuration_sam2",
+    "Sam2HieraBackbone": ".modeling_sam2",
+    "Sam2ImageEmbeddingsOutput": ".modeling_sam2",
+    "Sam2ImageProcessor": ".processing_sam2",
+    "Sam2ImageSegmentationOutput": ".modeling_sam2",
+    "Sam2Model": ".modeling_sam2",
+    "Sam2PreTrainedModel": ".modeling_sam2",
+    "Sam2Preset": ".presets",
+    "Sam2VideoFrameOutput": ".modeling_sam2_video",
+    "Sam2VideoFrameResult": ".video_session",
+    "Sam2VideoModel": ".modeling_sam2_video",
+    "Sam2VideoSession": ".video_session",
+    "Sam2VisionOutput": ".modeling_sam2",
+    "get_sam2_preset": ".presets",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

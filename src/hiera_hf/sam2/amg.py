@@ -19,20 +19,27 @@ from .prompts import mask_to_box
 CROP_EDGE_TOLERANCE = 20.0  # pixels: a box this close to an inner crop edge touches it (Meta's `atol`)
 
 
-def check_grid_settings(points_per_side: int, crop_n_layers: int, crop_n_points_downscale_factor: int) -> None:
-    """Raise a ValueError naming the argument unless the grid settings leave at least one point in every layer."""
+def check_grid_settings(
+    points_per_side: int,
+    crop_n_layers: int,
+    crop_n_points_downscale_factor: int,
+    names: tuple[str, str] = ("points_per_side", "crop_n_layers"),
+) -> None:
+    """Raise a ValueError naming the argument unless the grid settings leave at least one point in every layer
+    (`names`: what the caller calls `points_per_side` and `crop_n_layers`)."""
+    side_name, layers_name = names
     for name, value in (
-        ("points_per_side", points_per_side),
+        (side_name, points_per_side),
         ("crop_n_points_downscale_factor", crop_n_points_downscale_factor),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(crop_n_layers, int) or isinstance(crop_n_layers, bool) or crop_n_layers < 0:
-        raise ValueError(f"crop_n_layers must be a non-negative integer, got {crop_n_layers!r}")
+        raise ValueError(f"{layers_name} must be a non-negative integer, got {crop_n_layers!r}")
     for layer in range(crop_n_layers + 1):
         if layer_points_per_side(points_per_side, crop_n_points_downscale_factor, layer) < 1:
             raise ValueError(
-                f"points_per_side={points_per_side} leaves no point in crop layer {layer} with "
+                f"{side_name}={points_per_side} leaves no point in crop layer {layer} with "
                 f"crop_n_points_downscale_factor={crop_n_points_downscale_factor}"
             )
 

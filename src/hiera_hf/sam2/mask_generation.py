@@ -12,9 +12,20 @@ filter are upsampled to the crop size. `min_mask_region_area` fills holes and re
 most that many low-resolution pixels) in the mask logits, as Meta's predictor does with its CUDA extension (Meta
 skips it on CPU).
 
-`pipeline("mask-generation", model=FOLDER)` is transformers' own `MaskGenerationPipeline` (its dict of masks and
-scores, its argument names and defaults); it runs on hiera-hf folders through the hooks of `Sam2Model` and
-`Sam2ImageProcessor`, with the same math (see `Sam2ImageProcessor.generate_crop_boxes`).
+`pipeline("mask-generation", model=FOLDER)` is transformers' own `MaskGenerationPipeline` (its dict `masks`,
+`scores`, optional `bounding_boxes` / `rle_mask`; its argument names and defaults); importing hiera_hf changes
+nothing in it. It runs on hiera-hf folders through the hooks it calls on the model (`get_image_embeddings`, then
+`forward(image_embeddings=..., input_points=..., input_labels=...)`) and on `Sam2ImageProcessor`
+(`generate_crop_boxes`, `post_process_masks`, `filter_masks`, `post_process_for_mask_generation`), with this
+module's math, so its masks are this generator's for the same settings. Through that skeleton:
+- names: `points_per_crop` is `points_per_side`, `crops_n_layers` is `crop_n_layers`, `crops_nms_thresh` is both
+  `box_nms_thresh` and `crop_nms_thresh` (one threshold; Meta's defaults are equal), `max_hole_area` and
+  `max_sprinkle_area` are `min_mask_region_area`;
+- defaults are transformers' (`pred_iou_thresh=0.88`; Meta's SAM 2 generator uses 0.8);
+- holes and sprinkles are found at `mask_threshold` (Meta's generator finds them at 0: the same unless both are set);
+- not available (use this generator): `use_m2m`, `multimask_output=False`, `output_mode`, separate NMS
+  thresholds, and a `crop_n_points_downscale_factor` that changes the click count between crop layers (refused:
+  the pipeline slices one click tensor for all crops); like transformers' pipeline it ignores unknown arguments.
 """
 
 from __future__ import annotations
@@ -192,7 +203,8 @@ class Sam2AutomaticMaskGenerator:
             low_res, iou = refined.pred_masks[0, :, 0].float(), refined.iou_scores[0, :, 0].float()
         keep = iou_filter(iou, self.pred_iou_thresh)
         low_res, iou, points = low_res[keep], iou[keep].cpu(), points[keep]
-        low_res = clean_mask_logits(low_res, self.mask_threshold, self.min_mask_region_area, self.min_mask_region_area)
+        # Meta's predictor finds holes and sprinkles at its own threshold 0, whatever the generator's mask_threshold.
+        low_res = clean_mask_logits(low_res, 0.0, self.min_mask_region_area, self.min_mask_region_area)
 
         selected = []
         for start in range(0, len(low_res), _UPSAMPLE_CHUNK):

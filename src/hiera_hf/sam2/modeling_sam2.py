@@ -941,7 +941,8 @@ class Sam2Model(Sam2Base):
     ) -> Sam2ImageSegmentationOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
-            Normalised images; or pass `image_embeddings` and `high_res_features` from `get_image_embeddings`.
+            Normalised images; or pass `image_embeddings` and `high_res_features` from `get_image_embeddings`
+            (or its whole output as `image_embeddings`).
         input_points (`torch.FloatTensor` of shape `(batch_size, num_prompts, num_points, 2)`, *optional*):
             Clicks as (x, y) in pixels of the `image_size` model input. Pad prompts with fewer clicks with label -10.
         input_labels (`torch.LongTensor` of shape `(batch_size, num_prompts, num_points)`, *optional*):
@@ -963,6 +964,11 @@ class Sam2Model(Sam2Base):
             `attn_implementation="eager"`). Default: `config.output_attentions`.
         return_dict (`bool`, *optional*): return a tuple instead of the output class when False.
         """
+        if isinstance(image_embeddings, ModelOutput):  # get_image_embeddings' whole output (transformers' pipeline)
+            embedded = image_embeddings
+            if high_res_features is not None or set(embedded) - {"image_embeddings", "high_res_features"}:
+                raise ValueError("image_embeddings as a ModelOutput must be get_image_embeddings' output, alone")
+            image_embeddings, high_res_features = embedded.get("image_embeddings"), embedded.get("high_res_features")
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Pass exactly one of pixel_values or image_embeddings")
         if output_hidden_states and pixel_values is None:

@@ -13,6 +13,11 @@ Pillow resize of the 8-bit frame, bicubic), each followed by `normalize`. They d
 normalisation (tests/test_sam2_processing.py measures it against Meta's own functions), far above the parity
 tolerance, so the processor and the video session each keep theirs; the training datasets use the one of the
 predictor the fine-tuned model will be used with.
+
+The processor also implements the hooks transformers' `MaskGenerationPipeline` calls (`generate_crop_boxes`,
+`filter_masks`, `post_process_for_mask_generation`, and `post_process_masks` with transformers' arguments) with
+Meta's automatic-mask-generation math from `hiera_hf.sam2.amg`, so `pipeline("mask-generation", model=FOLDER)`
+runs transformers' own pipeline on hiera-hf folders (see `hiera_hf.sam2.mask_generation`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ from transformers.image_utils import (
 )
 
 from ..image_utils import is_channels_first, open_image, to_rgb_float
+from .amg import (
+    check_grid_settings,
+    crop_boxes,
+    crop_points,
+    iou_filter,
+    layer_points_per_side,
+    mask_to_rle,
+    point_grid,
+    remove_duplicates,
+    rle_to_mask,
+    select_masks,
+    uncrop_mask,
+)
 from .modeling_sam2 import PADDING_LABEL
 from .prompts import check_boxes, check_coordinates, check_labels
 
@@ -306,6 +324,7 @@ class Sam2ImageProcessor(BaseImageProcessor):
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
         binarize: bool = True,
+        reshaped_input_sizes: torch.Tensor | Sequence[Sequence[int]] | None = None,
     ) -> list[torch.Tensor]:
         """Low-resolution mask logits -> masks at each image's original size.
 
@@ -317,11 +336,20 @@ class Sam2ImageProcessor(BaseImageProcessor):
             max_hole_area, max_sprinkle_area: fill background / remove foreground 8-connected components of at most
                 this many low-resolution pixels first (see [`clean_mask_logits`]); 0 disables.
             binarize: return boolean masks (`logits > mask_threshold`) instead of upsampled logits.
+            reshaped_input_sizes: transformers' SAM argument (the resized image inside the padded input). SAM 2
+                stretches the whole image to the input, so it may only be None or the input size of every image.
 
         Returns:
             A list with one `(num_prompts, num_masks, H, W)` tensor per image.
         """
         sizes = [tuple(int(v) for v in size) for size in torch.as_tensor(original_sizes).reshape(-1, 2).tolist()]
+        if reshaped_input_sizes is not None:
+            reshaped = torch.as_tensor(reshaped_input_sizes).reshape(-1, 2).tolist()
+            if any(tuple(size) != (self.size.height, self.size.width) for size in reshaped):
+                raise ValueError(
+                    f"reshaped_input_sizes must be the model input size {(self.size.height, self.size.width)} for "
+                    f"every image (SAM 2 does not pad), got {reshaped}"
+                )
         if len(masks) != len(sizes):
             raise ValueError(f"Got masks for {len(masks)} image(s) but {len(sizes)} original size(s)")
         results = []
@@ -334,6 +362,136 @@ class Sam2ImageProcessor(BaseImageProcessor):
             logits = F.interpolate(logits, size, mode="bilinear", align_corners=False)
             results.append(logits > mask_threshold if binarize else logits)
         return results
+
+    # -----------------------------------------------------------------------------------------------------------
+    # Hooks of transformers' `MaskGenerationPipeline` (Meta's automatic mask generation, math in `sam2.amg`)
+    # -----------------------------------------------------------------------------------------------------------
+
+    def generate_crop_boxes(
+        self,
+        image,
+        target_size: int,
+        crop_n_layers: int = 0,
+        overlap_ratio: float = 512 / 1500,
+        points_per_crop: int = 32,
+        crop_n_points_downscale_factor: int = 1,
+        device: torch.device | str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The crops and click grids of automatic mask generation (Meta's `generate_crop_boxes` and point grids).
+
+        Args:
+            image: one image (any input this processor accepts).
+            target_size: the model input side (`size["height"]`, which transformers' pipeline passes).
+            crop_n_layers: layers of overlapping crops after the whole image (layer i has (2 ** i) ** 2 crops).
+            overlap_ratio: overlap of neighbouring crops in layer 1, as a fraction of the short image side.
+            points_per_crop: clicks per side of the grid (Meta's `points_per_side`).
+            crop_n_points_downscale_factor: layer i has `points_per_crop / factor ** i` clicks per side. Since
+                transformers' pipeline slices one click tensor for all crops, a factor that changes the click count
+                between layers is refused; `Sam2AutomaticMaskGenerator` runs it.
+            device: where the returned tensors go (default CPU).
+
+        Returns:
+            `crop_boxes` `(num_crops, 4)` float (x0, y0, x1, y1) in image pixels, the whole image first;
+            `points` `(1, num_points, num_crops, 2)` float32 clicks in model-input pixels (Meta's grid in each
+            crop's pixels, scaled per axis); `cropped_images`, one float `(3, h, w)` tensor in [0, 1] per crop (for
+            this processor); `labels` `(1, num_points, num_crops)` int64 ones (foreground clicks).
+        """
+        if (target_size, target_size) != (self.size.height, self.size.width):
+            raise ValueError(
+                f"target_size must be the model input side {self.size.height} (size {dict(self.size)}), got "
+                f"{target_size!r}"
+            )
+        names = ("points_per_crop", "crops_n_layers")  # the pipeline's names
+        check_grid_settings(points_per_crop, crop_n_layers, crop_n_points_downscale_factor, names)
+        counts = {layer_points_per_side(points_per_crop, crop_n_points_downscale_factor, layer) for layer in
+                  range(crop_n_layers + 1)}  # fmt: skip
+        if len(counts) > 1:
+            raise ValueError(
+                f"crop_n_points_downscale_factor={crop_n_points_downscale_factor} gives the crop layers different "
+                f"numbers of clicks, which transformers' MaskGenerationPipeline cannot batch; use "
+                f"hiera_hf.sam2.mask_generation.Sam2AutomaticMaskGenerator for it"
+            )
+        grid = point_grid(counts.pop())
+        pixels = self.process_image(image)
+        crops = [crop for crop, _ in crop_boxes(*pixels.shape[-2:], crop_n_layers, overlap_ratio)]
+        cropped_images = [pixels[:, y0:y1, x0:x1] for x0, y0, x1, y1 in crops]
+        sizes = [tuple(crop.shape[-2:]) for crop in cropped_images]
+        points = torch.stack([crop_points(grid, size) for size in sizes])  # (num_crops, num_points, 2)
+        points = self.scale_coordinates(points, sizes).permute(1, 0, 2)[None]
+        labels = torch.ones(points.shape[:-1], dtype=torch.long)
+        boxes = torch.tensor(crops, dtype=torch.float)
+        return boxes.to(device), points.to(device), cropped_images, labels.to(device)
+
+    def filter_masks(
+        self,
+        masks: torch.Tensor,
+        iou_scores: torch.Tensor,
+        original_size: Sequence[int],
+        cropped_box_image: torch.Tensor | Sequence[float],
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        mask_threshold: float = 0.0,
+        stability_score_offset: float = 1.0,
+    ) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+        """Meta's per-batch filters of automatic mask generation (see `hiera_hf.sam2.amg`): predicted IoU above
+        `pred_iou_thresh`, stability at least `stability_score_thresh`, box away from inner crop edges.
+
+        Args:
+            masks: mask logits `(num_prompts, num_masks, h, w)` of one crop at the crop size (`post_process_masks`
+                with `binarize=False`).
+            iou_scores: `(num_prompts, num_masks)` predicted IoUs.
+            original_size: (H, W) of the whole image.
+            cropped_box_image: the crop (x0, y0, x1, y1) in image pixels.
+
+        Returns:
+            The kept masks as uncompressed RLE of the whole image, their scores `(K,)`, and `(K, 8)` boxes: each
+            mask's inclusive box then its crop, both (x0, y0, x1, y1) in image pixels (the crop lets
+            `post_process_for_mask_generation` remove duplicates within each crop first, as Meta does).
+        """
+        crop = [int(v) for v in torch.as_tensor(cropped_box_image).tolist()]
+        image_size = tuple(int(v) for v in original_size)
+        logits, scores = masks.flatten(0, 1), iou_scores.flatten().float().cpu()
+        if logits.shape[0] != scores.shape[0]:
+            raise ValueError(f"masks {tuple(masks.shape)} and iou_scores {tuple(iou_scores.shape)} do not match")
+        passed = iou_filter(scores, pred_iou_thresh).nonzero()[:, 0]
+        selected = select_masks(logits[passed.to(logits.device)].float(), crop, image_size, stability_score_thresh,
+                                mask_threshold, stability_score_offset)  # fmt: skip
+        rles = [mask_to_rle(uncrop_mask(mask, crop, image_size)) for mask in selected["masks"]]
+        crops = torch.tensor([crop], dtype=selected["boxes"].dtype).expand(len(rles), 4)
+        return rles, scores[passed[selected["keep"]]], torch.cat([selected["boxes"], crops], dim=1)
+
+    def post_process_for_mask_generation(
+        self,
+        all_masks: list[dict],
+        all_scores: torch.Tensor,
+        all_boxes: torch.Tensor,
+        crops_nms_thresh: float = 0.7,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[dict], torch.Tensor]:
+        """Meta's duplicate removal over all masks of one image (`hiera_hf.sam2.amg.remove_duplicates`): box NMS by
+        predicted IoU within each crop, then across crops preferring smaller crops, both with `crops_nms_thresh`
+        (Meta's `box_nms_thresh` and `crop_nms_thresh`, equal by default). The across-crops step runs when the kept
+        masks come from several crops; from one crop it would keep them all (same threshold), as in Meta's run.
+
+        Args:
+            all_masks: uncompressed RLEs from `filter_masks`.
+            all_scores: `(N,)` predicted IoUs.
+            all_boxes: `(N, 8)` mask boxes and crops from `filter_masks`.
+
+        Returns:
+            `masks`, boolean `(H, W)` tensors; `scores` `(K,)`; `rle_masks`, their uncompressed RLEs; `boxes`
+            `(K, 4)` inclusive (x0, y0, x1, y1) in image pixels.
+        """
+        if all_boxes.ndim != 2 or all_boxes.shape[1] != 8 or not len(all_masks) == len(all_boxes) == len(all_scores):
+            raise ValueError(
+                f"Expected N RLE masks, (N,) scores and (N, 8) boxes from filter_masks, got {len(all_masks)}, "
+                f"{tuple(all_scores.shape)} and {tuple(all_boxes.shape)}"
+            )
+        boxes, crops = all_boxes[:, :4], all_boxes[:, 4:]
+        across_crops = len({tuple(crop) for crop in crops.tolist()}) > 1
+        keep = remove_duplicates(boxes, all_scores, crops, crops_nms_thresh, crops_nms_thresh, across_crops)
+        rles = [all_masks[i] for i in keep.tolist()]
+        masks = [torch.from_numpy(rle_to_mask(rle)) for rle in rles]
+        return masks, all_scores[keep], rles, boxes[keep]
 
 
 __all__ = ["Sam2ImageProcessor", "clean_mask_logits", "normalize", "resize_image", "resize_video_frame"]

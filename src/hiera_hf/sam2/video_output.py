@@ -6,7 +6,6 @@ behind.
 
 from __future__ import annotations
 
-import colorsys
 import os
 from collections.abc import Iterable
 
@@ -15,13 +14,8 @@ import torch
 from PIL import Image
 
 from ..io_utils import atomic_write
+from ..visualization import blend_labels, palette
 from .video_session import Sam2VideoFrameResult
-
-
-def palette() -> np.ndarray:
-    """`(256, 3)` uint8 colours: black for 0, then well-separated hues (golden-ratio steps)."""
-    colours = [(0.0, 0.0, 0.0)] + [colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 1.0) for i in range(1, 256)]
-    return (np.array(colours) * 255).round().astype(np.uint8)
 
 
 def label_map(result: Sam2VideoFrameResult) -> np.ndarray:
@@ -48,14 +42,12 @@ def write_overlay_video(
     """Encode RGB frames `(H, W, 3)` with their label maps blended in (50%) as an H.264 (or MPEG-4) video."""
     import av
 
-    colours = palette()
-
     def encode(partial: str) -> None:
         with av.open(partial, "w", format="mp4") as container:
             stream = None
             for frame, label in zip(frames, labels):
                 height, width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2  # yuv420p needs even sizes
-                blended = np.where(label[..., None] > 0, frame // 2 + colours[label] // 2, frame)[:height, :width]
+                blended = blend_labels(frame, label)[:height, :width]
                 if stream is None:
                     stream = _video_stream(container, fps, width, height)
                 packets = stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(blended), format="rgb24"))

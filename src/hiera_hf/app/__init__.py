@@ -1,0 +1,22 @@
+"""An interactive SAM 2 app (Gradio): click on an image or any video frame, see the mask at once, track objects
+through the video, correct, export. `state` holds the logic (no UI code); `ui` builds the Gradio page over it
+(needs `pip install "hiera-hf[app]"`)."""
+
+from .state import AppSession, ImageState, Models, Sessions, VideoState
+
+
+def build_app(model, device: str | None = None):
+    """The app's `gradio.Blocks` over `model` (a `Models`, or a SAM 2 folder / variant name); see `ui.build_app`."""
+    from .ui import build_app as build
+
+    return build(model, device=device)
+
+
+def launch(model: str, host: str = "127.0.0.1", port: int | None = None, device: str | None = None) -> None:
+    """Start the app on http://host:port (blocks until stopped); see `ui.launch`."""
+    from .ui import launch as run
+
+    run(model, host=host, port=port, device=device)
+
+
+__all__ = ["AppSession", "ImageState", "Models", "Sessions", "VideoState", "build_app", "launch"]

@@ -1,0 +1,232 @@
+"""End-to-end tests of the app in a real headless Chromium (Debian's `chromium`, driven by the PyPI `playwright`
+driver): open an image and click, a background click, open a clip, prompt two objects, track, correct, export,
+and bad uploads. Masks are read back through the app's session state and its exported files, then compared with
+what `ImageState` / `Sam2VideoSession` and the track writers give for the same prompts.
+
+Set HIERA_HF_APP_SCREENSHOT=path.png to save the screenshot made after the image clicks there (the README's)."""
+
+import os
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sam2_helpers import media
+from test_app_state import BOX_2, NUM_FRAMES, OBJECT_SCORE_SHIFT, SIZE, VIDEO_SIZE, converted_tiny, first_frames
+
+from hiera_hf.app.state import AppSession, Models
+from hiera_hf.sam2 import Sam2VideoSession
+from hiera_hf.sam2.video_output import label_map, write_palette_png
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Models:
+    return Models.from_pretrained(converted_tiny(tmp_path_factory.mktemp("sam"), SIZE, OBJECT_SCORE_SHIFT), "cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return first_frames(tmp_path_factory.mktemp("clip"), NUM_FRAMES, VIDEO_SIZE)
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    """The app served on a free local port; yields (blocks, url)."""
+    pytest.importorskip("gradio")
+    from hiera_hf.app import build_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    blocks = build_app(models)
+    _, url, _ = blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield blocks, url
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    _, url = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#status textarea")
+    yield page
+    page.close()
+
+
+def _status(page) -> str:
+    return page.locator("#status textarea").input_value()
+
+
+def _wait_status(page, start: str) -> str:
+    """Wait until the Messages box starts with `start`; returns its text."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "start => (document.querySelector('#status textarea')?.value || '').startsWith(start)", arg=start
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(f"The page never said {start!r}; it says {_status(page)!r}") from None
+    return _status(page)
+
+
+def _session(blocks) -> AppSession:
+    """The session of the page: the newest one (an earlier test's page may not be unloaded yet)."""
+    return blocks.sessions.get(blocks.sessions.ids()[-1])
+
+
+def _click_pixel(page, view: str, x: int, y: int, size: tuple[int, int]) -> None:
+    """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels)."""
+    image = page.locator(f"#{view} img")
+    box = image.bounding_box()
+    image.click(position={"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]})
+
+
+def _mode(page, tab: str, mode: str) -> None:
+    page.locator(f"#{tab}-mode label", has_text=mode).click()
+
+
+def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, models, tmp_path):
+    blocks, _ = server
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    _wait_status(page, "Opened a 500x331 image")
+    _click_pixel(page, "image-view", 250, 160, (500, 331))
+    _wait_status(page, "Foreground click")
+    state = _session(blocks).image
+    ((x, y, label),) = state._prompts[1].clicks
+    assert abs(x - 250) <= 1 and abs(y - 160) <= 1 and label == 1
+    first = state.mask(1)
+    reference = AppSession(models)  # the same click through the state logic directly
+    reference.image.open(media("dog.jpg"))
+    reference.image.click(x, y)
+    np.testing.assert_array_equal(first, reference.image.mask())
+    reference.close()
+    assert first.any()
+
+    _mode(page, "image", "background")
+    _click_pixel(page, "image-view", 100, 60, (500, 331))
+    _wait_status(page, "Background click")
+    assert state.encoder_runs == 1
+    assert not np.array_equal(state.mask(1), first)
+    # the mask shown in the page is the state's: the image element holds the blended view
+    page.locator("#image-export").click()
+    _wait_status(page, "Exported")
+    exported = np.asarray(Image.open(_session(blocks).folder / "exports" / "masks.png"))
+    np.testing.assert_array_equal(exported, state.labels())
+    page.wait_for_selector("#image-files a")
+    screenshot = Path(os.environ.get("HIERA_HF_APP_SCREENSHOT", tmp_path / "app.png"))
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 0
+
+
+def test_video_two_objects_track_correct_and_export(page, server, models, clip, tmp_path):
+    blocks, _ = server
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-path textarea").fill(str(clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, f"Opened a video of {NUM_FRAMES} frames")
+    _click_pixel(page, "video-view", 100, 90, VIDEO_SIZE)
+    _wait_status(page, "Foreground click (")
+    _mode(page, "video", "background")
+    _click_pixel(page, "video-view", 60, 40, VIDEO_SIZE)
+    _wait_status(page, "Background click (")
+    page.locator("#video-new").click()
+    _wait_status(page, "Object 2")
+    _mode(page, "video", "box")
+    _click_pixel(page, "video-view", *BOX_2[:2], VIDEO_SIZE)
+    _wait_status(page, "Box corner")
+    _click_pixel(page, "video-view", *BOX_2[2:], VIDEO_SIZE)
+    _wait_status(page, "Box for object 2")
+    page.locator("#video-track").click()
+    _wait_status(page, f"Tracked {NUM_FRAMES} frames")
+
+    video = _session(blocks).require_video()
+    prompts = {key: dict(value) for key, value in video.prompts.items()}
+    assert sorted(prompts) == [(0, 1), (0, 2)]
+    page.locator("#video-export").click()
+    _wait_status(page, "Exported")
+    with zipfile.ZipFile(_session(blocks).folder / "exports" / "masks.zip") as archive:
+        archive.extractall(tmp_path / "app")
+
+    # the correction: a foreground click for object 2 on the last frame (shown after tracking), then track again
+    _mode(page, "video", "foreground")
+    _click_pixel(page, "video-view", 40, 150, VIDEO_SIZE)
+    _wait_status(page, "Foreground click (")
+    last = NUM_FRAMES - 1
+    correction = video.prompts[last, 2]["clicks"]
+    page.locator("#video-direction label", has_text="forward").click()
+    page.locator("#video-track").click()
+    _wait_status(page, "Tracked 1 frames")
+
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    with Sam2VideoSession(models.video, str(clip), progress=False, add_all_frames_to_correct_as_cond=True) as session:
+        for (frame, obj), prompt in prompts.items():
+            clicks = prompt.get("clicks")
+            points = None if clicks is None else [c[:2] for c in clicks]
+            labels = None if clicks is None else [c[2] for c in clicks]
+            session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+        for result in session.propagate(reverse="both"):
+            write_palette_png(label_map(result), expected / f"{result.frame_idx:05d}.png")
+        for t in range(NUM_FRAMES):
+            name = f"{t:05d}.png"
+            assert (tmp_path / "app" / "masks" / name).read_bytes() == (expected / name).read_bytes(), name
+        session.add_points(last, 2, [c[:2] for c in correction], [c[2] for c in correction])
+        (result,) = session.propagate(last, reverse=False)
+    np.testing.assert_array_equal(video.labels(last), label_map(result))
+    assert {1, 2} <= set(np.unique(video.labels(0)))
+
+
+def test_bad_uploads_show_a_message(page, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    page.locator("#image-file input[type=file]").set_input_files(str(text))
+    assert "is not an image" in _wait_status(page, "notes.txt is not an image")
+    page.locator("#image-export").click()
+    _wait_status(page, "Open an image first")
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-track").click()
+    _wait_status(page, "Open a video first")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 512)
+    page.locator("#video-file input[type=file]").set_input_files(str(broken))
+    _wait_status(page, "Cannot open the video")
+    assert "Traceback" not in page.content()
+
+
+def test_closing_the_tab_frees_its_session(browser, server):
+    blocks, url = server
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    _wait_status(page, "Opened a 500x331 image")
+    session_id = blocks.sessions.ids()[-1]
+    folder = blocks.sessions.get(session_id).folder
+    assert folder.is_dir()
+    page.close()
+    deadline = time.monotonic() + 60
+    while session_id in blocks.sessions.ids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_id not in blocks.sessions.ids() and not folder.exists()

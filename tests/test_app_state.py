@@ -1,0 +1,280 @@
+"""The interactive app's state logic (`hiera_hf.app.state`), without a browser: clicks give masks from the cached
+embedding, objects, candidates, segment everything, tracking, corrections, exports identical to `hiera-hf track`,
+and bad input refused with a short message."""
+
+import argparse
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as coco_mask
+from sam2_helpers import media, meta_model, write_folder
+
+from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
+from hiera_hf.app.state import AppSession, Models, Sessions
+from hiera_hf.cli import add_app_arguments, run_app
+from hiera_hf.cli import main as cli_main
+from hiera_hf.sam2.video_output import label_map, write_palette_png
+
+SIZE = 256  # model input: small to keep the tests fast
+VIDEO_SIZE = (320, 180)
+OBJECT_SCORE_SHIFT = 20.0
+NUM_FRAMES = 3
+
+
+def converted_tiny(path: Path, image_size: int, score_shift: float) -> Path:
+    """A converted random-weight SAM 2.1 tiny at `image_size` (Meta's model, saved and converted like the other
+    tests), its object-score bias raised by `score_shift` so that tracked objects stay present (random weights
+    predict them absent)."""
+    meta = meta_model("sam2.1_hiera_tiny", image_size=image_size)
+    with torch.no_grad():
+        meta.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(score_shift)
+    return write_folder(meta, "sam2.1_hiera_tiny", path, image_size=image_size)[0]
+
+
+def first_frames(folder: Path, count: int, size: tuple[int, int]) -> Path:
+    """The first `count` frames of the shared blocks.mp4 resized to `size` (width, height), as PNGs in `folder`."""
+    import av
+
+    with av.open(media("blocks.mp4")) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            frame.to_image().resize(size).save(folder / f"{index:05d}.png")
+            if index == count - 1:
+                break
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    return converted_tiny(tmp_path_factory.mktemp("sam"), SIZE, OBJECT_SCORE_SHIFT)
+
+
+@pytest.fixture(scope="module")
+def models(model_folder) -> Models:
+    return Models.from_pretrained(model_folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return first_frames(tmp_path_factory.mktemp("clip"), NUM_FRAMES, VIDEO_SIZE)
+
+
+# Objects on the clip: object 1 by clicks (one background), object 2 by a box and a click, both on frame 0.
+CLICKS_1 = [(100, 90, 1), (140, 100, 1), (60, 40, 0)]
+BOX_2, CLICK_2 = (200, 60, 300, 160), (250, 110, 1)
+CORRECTION = (120, 95, 0)  # a background click on object 1, frame 1
+
+
+@pytest.fixture
+def session(models):
+    session = AppSession(models)
+    yield session
+    session.close()
+
+
+def test_image_model_is_a_view_of_the_video_model(models, model_folder):
+    video_params = {p.data_ptr() for p in models.video.parameters()}
+    assert {p.data_ptr() for p in models.image.parameters()} <= video_params
+    assert not any(p.is_meta for p in models.image.parameters())
+    loaded = Sam2Model.from_pretrained(model_folder).eval()
+    pixels = torch.randn(1, 3, SIZE, SIZE)
+    points, labels = torch.tensor([[[[100.0, 80.0]]]]), torch.tensor([[[1]]])
+    with torch.no_grad():
+        ours = models.image(pixel_values=pixels, input_points=points, input_labels=labels)
+        reference = loaded(pixel_values=pixels, input_points=points, input_labels=labels)
+    torch.testing.assert_close(ours.pred_masks, reference.pred_masks, rtol=0, atol=0)
+
+
+def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
+    image = np.asarray(Image.open(media("dog.jpg")).convert("RGB"))
+    state = session.image
+    state.open(media("dog.jpg"))
+    assert state.encoder_runs == 1 and state.size == image.shape[:2]
+    obj_id = state.click(250, 160)
+    first = state.mask()
+    # the reference: the whole model (encoder included) on the same image and click, the best candidate
+    inputs = models.processor(image, input_points=[[[[250, 160]]]], input_labels=[[[1]]])
+    with torch.no_grad():
+        output = models.image(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
+    masks = models.processor.post_process_masks(output.pred_masks, inputs["original_sizes"])[0][0]
+    best = int(output.iou_scores[0, 0].argmax())
+    np.testing.assert_array_equal(first, masks[best].numpy())
+    assert first.any() and state.selected() == best
+    assert [m.shape for m, _ in state.candidates()] == [image.shape[:2]] * 3
+
+    state.click(100, 60, 0, obj_id)  # a background click changes the mask, without encoding the image again
+    assert state.encoder_runs == 1
+    assert not np.array_equal(state.mask(), first)
+    other = (state.selected() + 1) % 3
+    state.select_candidate(other)
+    np.testing.assert_array_equal(state.mask(), state.candidates()[other][0])
+    view = state.view()
+    assert view.shape == image.shape and not np.array_equal(view, image)
+
+
+def test_objects_labels_and_image_exports(session, tmp_path):
+    state = session.image
+    state.open(media("dog.jpg"))
+    one = state.click(250, 160)
+    two = state.add_object("grass")
+    assert state.box_click(10, 250) is None  # first corner
+    assert state.box_click(200, 320) == two
+    labels = state.labels()
+    assert set(np.unique(labels)) <= {0, one, two} and {one, two} <= set(np.unique(labels))
+    np.testing.assert_array_equal(labels == two, state.mask(two))  # the later object is drawn on top
+    np.testing.assert_array_equal(labels == one, state.mask(one) & ~state.mask(two))
+    state.objects.rename(one, "dog")
+    assert state.objects.names == {one: "dog", two: "grass"}
+
+    png = state.export_palette_png(tmp_path / "masks.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), labels)
+    records = json.loads(state.export_coco(tmp_path / "masks.json").read_text())
+    assert [(r["id"], r["name"]) for r in records] == [(one, "dog"), (two, "grass")]
+    for record in records:
+        decoded = coco_mask.decode({**record["segmentation"], "counts": record["segmentation"]["counts"].encode()})
+        np.testing.assert_array_equal(decoded.astype(bool), labels == record["id"])
+        assert record["area"] == int((labels == record["id"]).sum())
+    with zipfile.ZipFile(state.export_object_pngs(tmp_path / "objects.zip")) as archive:
+        assert archive.namelist() == ["001_dog.png", "002_grass.png"]
+        with archive.open("002_grass.png") as member:
+            np.testing.assert_array_equal(np.asarray(Image.open(member)) > 0, labels == two)
+
+    state.remove_object(one)
+    assert one not in set(np.unique(state.labels())) and state.objects.active == two
+
+
+def test_segment_everything(session):
+    state = session.image
+    state.open(media("dog.jpg"))
+    count = state.segment_everything(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, progress=False)
+    assert 0 < count == len(state.objects.names)
+    assert set(np.unique(state.labels())) - {0} <= set(state.objects.names)
+
+
+def test_tracking_matches_hiera_hf_track_and_corrections_retrack(session, clip, models, model_folder, tmp_path):
+    video = session.open_video(str(clip))
+    assert video.num_frames == NUM_FRAMES
+    one, two = video.add_object(), video.add_object()
+    # in the order `hiera-hf track` applies its flags (boxes first): the session batches objects in that order
+    video.box_click(0, *BOX_2[:2], obj_id=two)
+    video.box_click(0, *BOX_2[2:], obj_id=two)
+    video.click(0, *CLICK_2, obj_id=two)
+    for x, y, label in CLICKS_1:
+        video.click(0, x, y, label, obj_id=one)
+    assert list(video.track(0, "both")) == list(range(NUM_FRAMES))  # backward from frame 0 tracks nothing
+    with zipfile.ZipFile(video.export_masks_zip(tmp_path / "masks.zip")) as archive:
+        archive.extractall(tmp_path / "app")
+
+    points = [f"0,1,{x},{y},{label}" for x, y, label in CLICKS_1] + ["0,2,{},{},{}".format(*CLICK_2)]
+    flags = [arg for p in points for arg in ("--point", p)] + ["--box", "0,2,{},{},{},{}".format(*BOX_2)]
+    cli = tmp_path / "cli"
+    assert cli_main(["track", str(clip), "--model", str(model_folder), "--out", str(cli), "--quiet", *flags]) == 0
+    names = [f"{t:05d}.png" for t in range(NUM_FRAMES)]
+    assert sorted(p.name for p in (cli / "masks").glob("*.png")) == names
+    assert sorted(p.name for p in (tmp_path / "app" / "masks").glob("*.png")) == names
+    for name in names:
+        assert (tmp_path / "app" / "masks" / name).read_bytes() == (cli / "masks" / name).read_bytes(), name
+    assert {1, 2} <= set(np.unique(np.asarray(Image.open(cli / "masks" / names[-1]))))  # both objects tracked
+
+    records = json.loads(video.export_coco(tmp_path / "masks.json").read_text())
+    assert {r["frame_idx"] for r in records} == set(range(NUM_FRAMES))
+    for record in records:
+        labels = np.asarray(Image.open(cli / "masks" / f"{record['frame_idx']:05d}.png"))
+        decoded = coco_mask.decode({**record["segmentation"], "counts": record["segmentation"]["counts"].encode()})
+        np.testing.assert_array_equal(decoded.astype(bool), labels == record["id"])
+    assert video.export_overlay_video(tmp_path / "overlay.mp4").stat().st_size > 0
+
+    # a correction on a tracked frame, then track again from there: as the session does it
+    video.objects.select(one)
+    video.click(1, *CORRECTION)
+    assert list(video.track(1, "forward")) == list(range(1, NUM_FRAMES))
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    with Sam2VideoSession(models.video, str(clip), progress=False, add_all_frames_to_correct_as_cond=True) as expected:
+        expected.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
+        expected.add_points(0, 1, [c[:2] for c in CLICKS_1], [c[2] for c in CLICKS_1])
+        list(expected.propagate(reverse="both"))
+        expected.add_points(1, 1, [CORRECTION[:2]], [CORRECTION[2]])
+        for result in expected.propagate(1, reverse=False):
+            write_palette_png(label_map(result), reference / f"{result.frame_idx:05d}.png")
+    for name in names[1:]:
+        assert (video.masks / name).read_bytes() == (reference / name).read_bytes(), name
+    assert any((video.masks / n).read_bytes() != (cli / "masks" / n).read_bytes() for n in names[1:])  # it changed
+
+    video.remove_object(two)
+    assert all(two not in np.unique(video.labels(t)) for t in range(NUM_FRAMES))
+    assert video.session.object_ids == [one]
+
+
+def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        session.image.open(str(text))
+    with pytest.raises(ValueError, match="Open an image first"):
+        session.image.click(1, 1)
+    session.image.open(media("dog.jpg"))
+    with pytest.raises(ValueError, match="outside the 500x331 frame"):
+        session.image.click(500, 10)
+    with pytest.raises(ValueError, match="outside"):
+        session.image.click(-1, 10)
+    with pytest.raises(ValueError, match="no object 7"):
+        session.image.click(5, 5, obj_id=7)
+
+    garbage = tmp_path / "broken.mp4"
+    garbage.write_bytes(b"\x00" * 1000)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for source in (garbage, empty, tmp_path / "missing.mp4", text):
+        with pytest.raises(ValueError, match="Cannot open the video"):
+            session.open_video(str(source))
+    with pytest.raises(ValueError, match="Open a video first"):
+        session.require_video()
+    video = session.open_video(str(clip))
+    with pytest.raises(ValueError, match="Nothing to track"):
+        video.track()
+    with pytest.raises(ValueError, match=f"Frame {NUM_FRAMES} does not exist"):
+        video.click(NUM_FRAMES, 10, 10)
+    with pytest.raises(ValueError, match="Frame 9 does not exist"):
+        video.view(9)
+    with pytest.raises(ValueError, match="outside the 320x180 frame"):
+        video.click(0, 10, 180)
+    with pytest.raises(ValueError, match="direction"):
+        video.track(direction="sideways")
+
+    hiera = tmp_path / "hiera"
+    HieraConfig().save_pretrained(hiera)
+    with pytest.raises(ValueError, match="not a SAM 2 model folder"):
+        Models.from_pretrained(hiera)
+    with pytest.raises(ValueError, match="neither an existing folder"):
+        Models.from_pretrained(tmp_path / "nothing-here")
+
+
+def test_sessions_are_separate_and_freed(models, clip):
+    sessions = Sessions(models)
+    first, second = sessions.get("tab-1"), sessions.get("tab-2")
+    assert first is not second and sessions.get("tab-1") is first and len(sessions) == 2
+    first.open_video(str(clip)).click(0, 100, 90)
+    second.image.open(media("dog.jpg"))
+    assert second.video is None and first.image.image is None
+    folder = first.folder
+    sessions.close("tab-1")
+    assert not folder.exists() and sessions.ids() == ["tab-2"]
+    sessions.close("tab-2")
+    sessions.close("tab-2")  # closing twice is harmless
+    assert len(sessions) == 0
+
+
+def test_app_flags():
+    parser = argparse.ArgumentParser()
+    add_app_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.model, args.host, args.port, args.device, args.quiet) == ("sam2.1_hiera_tiny", "127.0.0.1", None, None, False)
+    args = parser.parse_args(["--model", "folder", "--host", "0.0.0.0", "--port", "8000", "--device", "cpu"])
+    assert (args.model, args.host, args.port, args.device) == ("folder", "0.0.0.0", 8000, "cpu")
+    with pytest.raises(ValueError, match="--port must be in 1..65535"):
+        run_app(parser.parse_args(["--port", "70000"]))

@@ -1,0 +1,88 @@
+"""Every README snippet runs verbatim: each ```python block in a fresh interpreter and each line of the ```bash
+blocks of `hiera-hf` commands, in a folder where the paths they name exist, with random-weight stand-ins for the
+official checkpoints (Meta's layout, in `$HIERA_HF_CACHE/checkpoints/` as the README says) and the converted
+folders. Blocks that install packages or launch training (`pip install`, `accelerate launch`: network or GPU) are
+the only ones not run; ```text blocks are synopses, not snippets."""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import hiera
+import pytest
+import torch
+from sam2_helpers import media, meta_model
+
+from hiera_hf import Sam2Config, Sam2ImageProcessor, Sam2Model
+from hiera_hf.hub import resolve_model
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+NOT_RUN = ("pip install", "accelerate launch")  # installation and GPU training commands
+
+
+def snippets(language: str) -> list[str]:
+    return [code for lang, code in BLOCKS if lang == language and not any(m in code for m in NOT_RUN)]
+
+
+def test_every_block_is_run_or_named():
+    assert {lang for lang, _ in BLOCKS} <= {"python", "bash", "text"}
+    assert len(snippets("python")) >= 3 and len(snippets("bash")) >= 1
+    for code in snippets("bash"):
+        for line in code.splitlines():
+            assert not line.strip() or line.startswith("hiera-hf "), line
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> tuple[Path, dict]:
+    """A working folder with dog.jpg and the folders the Python snippets load (path/to/converted/hiera_base_224:
+    a random Meta hiera_tiny_224 converted as `--model` converts it; path/to/converted/sam2.1_hiera_tiny: a random
+    SAM 2.1 tiny at 256 px, so that the mask-generation pipeline takes seconds), and an hiera-hf cache holding
+    random-weight checkpoints in Meta's layout for the commands; returns (folder, environment)."""
+    root = tmp_path_factory.mktemp("readme")
+    cache, work = root / "cache", root / "work"
+    (cache / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"model_state": hiera.hiera_tiny_224().state_dict()}, cache / "checkpoints" / "hiera_tiny_224.pth")
+    torch.save({"model": meta_model("sam2.1_hiera_tiny").state_dict()}, cache / "checkpoints" / "sam2.1_hiera_tiny.pt")
+    converted = work / "path" / "to" / "converted"
+    previous = os.environ.get("HIERA_HF_CACHE")
+    os.environ["HIERA_HF_CACHE"] = str(cache)
+    try:
+        shutil.copytree(resolve_model("hiera_tiny_224", progress=False), converted / "hiera_base_224")
+    finally:
+        os.environ.pop("HIERA_HF_CACHE") if previous is None else os.environ.update(HIERA_HF_CACHE=previous)
+    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=256)
+    Sam2Model(config).save_pretrained(converted / "sam2.1_hiera_tiny")
+    Sam2ImageProcessor(size={"height": 256, "width": 256}).save_pretrained(converted / "sam2.1_hiera_tiny")
+    shutil.copy(media("dog.jpg"), work / "dog.jpg")
+    return work, {**os.environ, "HIERA_HF_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.parametrize("index", range(len(snippets("python"))))
+def test_python_snippet(workspace, index):
+    work, env = workspace
+    run = subprocess.run(
+        [sys.executable, "-c", snippets("python")[index]], cwd=work, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "line", [line for code in snippets("bash") for line in code.splitlines() if line.strip()]
+)
+def test_command_line(workspace, line):
+    work, env = workspace
+    arguments = shlex.split(line, comments=True)[1:]
+    run = subprocess.run(
+        [sys.executable, "-m", "hiera_hf.cli", *arguments], cwd=work, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    if arguments[0] == "classify":  # the converted classifier prints ImageNet names, not LABEL_i
+        assert "LABEL_" not in run.stdout and len(run.stdout.splitlines()) == 6, run.stdout
