@@ -102,7 +102,7 @@ def test_convert_cli_end_to_end(tiny, tmp_path, monkeypatch):
     assert "mask logits / max |logit| (box)" in figures and "object-score logits (points)" in figures
 
     processor = json.loads((output / "preprocessor_config.json").read_text())
-    assert processor["image_processor_type"] == "Sam2ImageProcessor"
+    assert processor["image_processor_type"] == "HieraHfSam2ImageProcessor"
     assert processor["size"] == {"height": 1024, "width": 1024}
     assert processor["image_mean"] == [0.485, 0.456, 0.406] and processor["image_std"] == [0.229, 0.224, 0.225]
     assert processor["do_resize"] and processor["do_rescale"] and processor["do_normalize"]

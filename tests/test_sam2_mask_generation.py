@@ -334,16 +334,7 @@ def run(folders, image, out):
 """
 
 
-SAME_CLASS_NAME = (
-    "import hiera_hf registers our Sam2ImageProcessor, whose class name is transformers' own; AutoImageProcessor "
-    "resolves a folder's `image_processor_type` by name among registered classes first, so transformers' SAM 2 "
-    "folders get ours. Needs a distinct registered class name (and converted folders naming it)."
-)
-
-
-@pytest.mark.parametrize(
-    "kind", ["sam", pytest.param("sam2", marks=pytest.mark.xfail(strict=True, reason=SAME_CLASS_NAME))]
-)
+@pytest.mark.parametrize("kind", ["sam", "sam2"])
 def test_import_leaves_transformers_mask_generation_alone(tmp_path, kind):
     """After `import hiera_hf`, pipeline("mask-generation") on transformers' own SamModel and Sam2Model folders is
     exactly transformers' pipeline, classes and result."""

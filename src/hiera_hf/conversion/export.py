@@ -405,7 +405,7 @@ def sam2_preprocessor_config(config: Sam2Config) -> dict:
     """Meta's SAM 2 preprocessing for `Sam2ImageProcessor`: stretch to `image_size` x `image_size` (no aspect
     preservation, no padding), scale to [0, 1], normalise with ImageNet mean/std."""
     return {
-        "image_processor_type": "Sam2ImageProcessor",
+        "image_processor_type": "HieraHfSam2ImageProcessor",  # not transformers' own class name (see that class)
         "do_resize": True,
         "size": {"height": config.image_size, "width": config.image_size},
         "resample": 2,  # bilinear

@@ -146,8 +146,13 @@ def clean_mask_logits(
     return cleaned.reshape(logits.shape)
 
 
-class Sam2ImageProcessor(BaseImageProcessor):
+class HieraHfSam2ImageProcessor(BaseImageProcessor):
     r"""
+    hiera-hf's SAM 2 image processor, also exported as `Sam2ImageProcessor` (the name used in this package's docs).
+    Its class name differs from transformers' own `Sam2ImageProcessor` on purpose: transformers resolves a folder's
+    `image_processor_type` among *registered* classes by name first, so a registered class of the same name would
+    take over transformers' own SAM 2 folders after `import hiera_hf`.
+
     SAM 2's image preprocessing (Meta's `SAM2Transforms`): convert to float in [0, 1], stretch to `size` (1024x1024)
     with antialiased bilinear interpolation, normalise with the ImageNet mean and std.
 
@@ -494,4 +499,13 @@ class Sam2ImageProcessor(BaseImageProcessor):
         return masks, all_scores[keep], rles, boxes[keep]
 
 
-__all__ = ["Sam2ImageProcessor", "clean_mask_logits", "normalize", "resize_image", "resize_video_frame"]
+Sam2ImageProcessor = HieraHfSam2ImageProcessor
+
+__all__ = [
+    "HieraHfSam2ImageProcessor",
+    "Sam2ImageProcessor",
+    "clean_mask_logits",
+    "normalize",
+    "resize_image",
+    "resize_video_frame",
+]
