@@ -212,9 +212,10 @@ def test_memory_attention_matches_torch(graphs, frames, pointers):
         pointer_offsets=tuple(offsets.tolist()),
         max_pointer_offset=6,
     )
-    memory, memory_position, num_pointer_tokens = assemble_memory(video, selection, memory_features, object_pointers)
+    tokens = assemble_memory(video, selection, memory_features, object_pointers)
     expected = video.condition_on_memory(
-        features.expand(2, -1, -1, -1), position, memory, memory_position, num_pointer_tokens
+        features.expand(2, -1, -1, -1), position, tokens.memory, tokens.memory_position_encoding,
+        tokens.num_pointer_tokens,
     )
     outputs = run(
         folder, "memory_attention", vision_features=features.numpy(), vision_position_encoding=position.numpy(),

@@ -168,11 +168,13 @@ class MemoryAttentionExport(_ModelWrapper):
         # Normalised here and passed with a normaliser of 1 (the same float32 division): the pointer encoding
         # checks a Python-int normaliser, which a graph input cannot be.
         offsets = pointer_frame_offsets.float() / max_pointer_offset
-        memory, memory_position, num_pointer_tokens = memory_tokens(
-            self.model, memory_features, memory_temporal_positions, object_pointers, offsets, 1
-        )
+        tokens = memory_tokens(self.model, memory_features, memory_temporal_positions, object_pointers, offsets, 1)
         return self.model.memory_attention(
-            vision_features, vision_position_encoding, memory, memory_position, num_pointer_tokens
+            vision_features,
+            vision_position_encoding,
+            tokens.memory,
+            tokens.memory_position_encoding,
+            tokens.num_pointer_tokens,
         )
 
 
