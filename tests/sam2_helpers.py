@@ -131,3 +131,18 @@ def meta_video_predictor(meta_config: str, image_size: int, *overrides: str) -> 
         device="cpu",
         hydra_overrides_extra=[f"++model.image_size={image_size}", *overrides],
     )
+
+
+def upcast_memory(meta: torch.nn.Module) -> None:
+    """Meta's predictor stores memories in bfloat16 and hands them to memory attention as they are, which fails on
+    the CPU for some paths (reverse tracking with no pointers): give its memory attention float32 memories (ours
+    rounds its stored memories to bfloat16 the same way)."""
+    forward = meta.memory_attention.forward
+
+    def upcast(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        return forward(
+            curr=curr, memory=memory.float(), curr_pos=curr_pos, memory_pos=memory_pos,
+            num_obj_ptr_tokens=num_obj_ptr_tokens,
+        )  # fmt: skip
+
+    meta.memory_attention.forward = upcast

@@ -96,7 +96,13 @@ def _session(blocks) -> AppSession:
 
 
 def _click_pixel(page, view: str, x: int, y: int, size: tuple[int, int]) -> None:
-    """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels)."""
+    """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels), once that image is
+    loaded (Gradio swaps the element when a new view arrives: a click on the old one is lost)."""
+    page.wait_for_function(
+        "selector => { const image = document.querySelector(selector);"
+        " return image !== null && image.complete && image.naturalWidth > 0; }",
+        arg=f"#{view} img",
+    )
     image = page.locator(f"#{view} img")
     box = image.bounding_box()
     image.click(position={"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]})

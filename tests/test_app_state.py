@@ -248,9 +248,9 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
 
     hiera = tmp_path / "hiera"
     HieraConfig().save_pretrained(hiera)
-    with pytest.raises(ValueError, match="not a SAM 2 model folder"):
+    with pytest.raises(ValueError, match="not the kind needed here: the app needs a SAM 2 folder"):
         Models.from_pretrained(hiera)
-    with pytest.raises(ValueError, match="neither an existing folder"):
+    with pytest.raises(FileNotFoundError, match="No such model folder"):
         Models.from_pretrained(tmp_path / "nothing-here")
 
 

@@ -201,7 +201,7 @@ CLI_CASES = {
     "segment box outside": Case(seg("--box", "0,0,600,100"), 1, "outside the 500x331 image"),
     "track point outside": Case(track("--point", "0,1,5000,5000"), 1, "outside the 128x96 image"),
     "track frame past the end": Case(track("--point", "9,1,30,60"), 1, "out of range"),
-    "track max-frames 0": Case(track("--point", "0,1,30,60", "--max-frames", "0"), 1, "at least 1"),  # fmt: skip
+    "track max-frames 0": Case(track("--point", "0,1,30,60", "--max-frames", "0"), 2, "at least 1"),  # fmt: skip
     # Images that cannot be read
     "segment zero-byte image": Case(seg("--point", "5,5", image="zero"), 1, "cannot identify"),
     "segment text as png": Case(seg("--point", "5,5", image="text"), 1, "Cannot read the image"),
@@ -344,12 +344,12 @@ def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_
     readable = len(list((cut / "masks").iterdir()))
     assert 0 < readable < 12, err
     assert f"first {readable} of 12 frames" in err or f"ended after {readable} of its 12 frames" in err, err
-    assert f"wrote {readable} masks (frames 0-{readable - 1})" in err and (cut / "overlay.mp4").is_file()
+    assert f"wrote {readable} frames (frames 0-{readable - 1})" in err and (cut / "overlay.mp4").is_file()
 
     bad = tmp_path / "bad"
     assert main(track("--point", "0,1,30,60", video="bad_frame")(paths, bad)) == 1
     err = capsys.readouterr().err
-    assert "00002.jpg" in err and "wrote 2 masks (frames 0-1)" in err
+    assert "00002.jpg" in err and "wrote 2 frames (frames 0-1)" in err
 
     (out / "masks" / "holiday.jpg").write_text("mine")
     assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 1

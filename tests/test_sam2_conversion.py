@@ -122,7 +122,7 @@ def test_bad_checkpoints_fail_clearly_and_write_nothing(tiny, tmp_path, capsys):
         ("hiera_layout.pt", TINY, "expected a dict with a 'model' entry"),
         ("extra.pt", TINY, "Unknown keys in SAM 2 checkpoint: image_encoder.trunk.extra"),
         ("missing.pt", TINY, "missing keys: hiera.blocks.0.attn.qkv.weight"),
-        (checkpoint, "sam2.1_hiera_small", "wrong shapes"),
+        (checkpoint, "sam2.1_hiera_small", "does not hold a sam2.1_hiera_small but matches sam2.1_hiera_tiny"),
         (checkpoint, "sam3_hiera_tiny", "Unknown variant 'sam3_hiera_tiny'; Hiera variants: "),
     ]
     for file, variant, message in cases:

@@ -51,7 +51,6 @@ TINY = {
     "memory_attention_num_layers": 1,
     "memory_attention_feedforward_dim": 64,
     "memory_encoder_hidden_size": 16,
-    "memory_attention_rope_feat_sizes": (4, 4),
 }
 
 

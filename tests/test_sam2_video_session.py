@@ -26,7 +26,14 @@ import sam2.utils.misc as meta_misc
 import torch
 from PIL import Image
 from sam2.modeling.sam2_utils import select_closest_cond_frames
-from sam2_helpers import MEDIA_FOLDER, load_converted, meta_video_predictor, randomize_meta_weights, write_mp4
+from sam2_helpers import (
+    MEDIA_FOLDER,
+    load_converted,
+    meta_video_predictor,
+    randomize_meta_weights,
+    upcast_memory,
+    write_mp4,
+)
 from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
@@ -97,21 +104,6 @@ def _connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(labels), torch.from_numpy(areas)
 
 
-def _upcast_memory(meta, monkeypatch):
-    forward = meta.memory_attention.forward
-
-    def upcast(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
-        return forward(
-            curr=curr,
-            memory=memory.float(),
-            curr_pos=curr_pos,
-            memory_pos=memory_pos,
-            num_obj_ptr_tokens=num_obj_ptr_tokens,
-        )
-
-    monkeypatch.setattr(meta.memory_attention, "forward", upcast)
-
-
 def _run_meta(meta, folder):
     state = meta.init_state(str(folder))
     mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
@@ -159,7 +151,7 @@ def test_session_matches_meta_predictor(
     mask prompt on the last frame, forward tracking over the whole video, then reverse tracking from the end."""
     meta, ours = _build(variant, tmp_path, add_all_frames_to_correct_as_cond)
     monkeypatch.setattr(meta_misc, "get_connected_components", _connected_components)
-    _upcast_memory(meta, monkeypatch)
+    upcast_memory(meta)
     with torch.inference_mode():
         expected = _run_meta(meta, video_folder)
     actual, results = _run_ours(ours, video_folder, add_all_frames_to_correct_as_cond)
@@ -190,7 +182,7 @@ def test_every_variant_matches_meta_on_four_frames(tmp_path, video_folder, monke
     frames, within 1e-4 of Meta's predictor."""
     meta, ours = _build(variant, tmp_path, False, preset=f"{variant}_hiera_{size}", shift=-5.0)  # objects present
     monkeypatch.setattr(meta_misc, "get_connected_components", _connected_components)
-    _upcast_memory(meta, monkeypatch)
+    upcast_memory(meta)
     with torch.inference_mode():
         state = meta.init_state(str(video_folder))
         meta.add_new_points_or_box(state, 0, 1, points=[[30, 60]], labels=[1])
@@ -396,7 +388,7 @@ def test_real_video_matches_meta(tmp_path, monkeypatch):
             frame.to_image().save(folder / f"{t:05d}.jpg", quality=95)
     meta, ours = _build("sam2.1", tmp_path / "model", False, image_size=256)
     monkeypatch.setattr(meta_misc, "get_connected_components", _connected_components)
-    _upcast_memory(meta, monkeypatch)
+    upcast_memory(meta)
     with torch.inference_mode():
         state = meta.init_state(str(folder))
         meta.add_new_points_or_box(state, 0, 1, points=[[400, 300]], labels=[1])

@@ -15,7 +15,7 @@ import functools
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -60,17 +60,36 @@ def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
-def start(args: argparse.Namespace):
-    """Prepare a model-running command: with `--quiet`, silence transformers' and huggingface_hub's progress bars
-    and info messages; returns the `torch.device` to use (checked: it exists and is available here)."""
-    import torch
-    from huggingface_hub.utils import disable_progress_bars
+@contextlib.contextmanager
+def quiet_libraries(quiet: bool) -> Iterator[None]:
+    """With `--quiet`: transformers' and huggingface_hub's progress bars and info messages off while the command
+    runs, and back as they were afterwards (`main` may be called in-process, e.g. from a notebook or a test)."""
+    if not quiet:
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     from transformers.utils import logging as transformers_logging
 
-    if args.quiet:
-        transformers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
-        disable_progress_bars()
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    hub_bars_disabled = are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+        if not hub_bars_disabled:
+            enable_progress_bars()
+
+
+def start(args: argparse.Namespace):
+    """Prepare a model-running command: returns the `torch.device` to use (checked: it exists and is available
+    here). `--quiet` is applied around the whole command by `main` (`quiet_libraries`)."""
+    import torch
+
     requested = getattr(args, "device", None)
     try:
         device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -811,7 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        with quiet_libraries(getattr(args, "quiet", False)):
+            args.run(args)
     except USER_ERRORS as error:
         print(f"hiera-hf {args.command}: error: {_message(error)}", file=sys.stderr)
         return 1

@@ -56,19 +56,14 @@ class Models:
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike, device: str | None = None) -> Models:
         """Load a converted SAM 2 folder (or an official variant name, converted once into the cache) on `device`
-        (default: cuda when available, else cpu). A folder of another model is refused with `ValueError`."""
-        from ..hub import resolve_model
+        (default: cuda when available, else cpu). A folder of another model, or a damaged one, is refused with
+        `ValueError`; a missing one with `FileNotFoundError`."""
+        from ..hub import load_pretrained, resolve_model
 
         folder = resolve_model(name_or_dir)
-        config_file = Path(folder) / "config.json"
-        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
-        if model_type != Sam2Config.model_type:
-            raise ValueError(
-                f"{name_or_dir} is not a SAM 2 model folder (model_type {model_type!r}); convert one with "
-                "`hiera-hf convert --variant sam2.1_hiera_tiny --output DIR` or give a SAM 2 variant name"
-            )
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = Sam2VideoModel.from_pretrained(folder).to(device)
+        needed = "the app needs a SAM 2 folder (hiera-hf convert --variant sam2.1_hiera_tiny ...) or a variant name"
+        model = load_pretrained(Sam2VideoModel, folder, (Sam2Config.model_type,), needed)
+        model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         processor_file = Path(folder) / "preprocessor_config.json"
         processor = Sam2ImageProcessor.from_pretrained(folder) if processor_file.is_file() else None
         return cls(model, processor)
