@@ -50,17 +50,17 @@ step() {
 }
 
 if [ "$dry" = 1 ]; then
-    step parity 120 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
+    step parity 300 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
     step hiera 120 "$py" benchmarks/bench_hiera.py --quick --quiet --device "$device"
     step mae 120 "$py" benchmarks/bench_hiera_mae.py --preset mae_hiera_tiny_224 --batch 1 --rounds 1 --no_progress --device "$device"
     step video 180 "$py" benchmarks/bench_sam2_video.py --quick --video "$frames" --device "$device"
 else
-    step parity 150 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
-    step hiera 120 "$py" benchmarks/bench_hiera.py --models base --batch-sizes 64 --dtypes fp32,bf16 --compile \
+    step parity 180 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
+    step hiera 100 "$py" benchmarks/bench_hiera.py --models base --batch-sizes 64 --dtypes fp32,bf16 --compile \
         --repeats 10 --quiet --device "$device"
     step mae 60 "$py" benchmarks/bench_hiera_mae.py --preset mae_hiera_base_224 --batch 128 --dtype bf16 --rounds 10 \
         --no_progress --device "$device"
-    step video 150 "$py" benchmarks/bench_sam2_video.py --video "$frames" --frames 32 --objects 1 4 --repeats 2 \
+    step video 140 "$py" benchmarks/bench_sam2_video.py --video "$frames" --frames 32 --objects 1 4 --repeats 2 \
         --memory-frames 50 --memory-size 1024 --device "$device"
 fi
 echo "report: $report"

@@ -15,10 +15,11 @@ import functools
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .progress import library_output
 from .sam2.presets import SAM2_PRESETS
 
 # Errors with a message for the user, printed as one line without a traceback: bad values and files (ValueError;
@@ -60,34 +61,9 @@ def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
-@contextlib.contextmanager
-def quiet_libraries(quiet: bool) -> Iterator[None]:
-    """With `--quiet`: transformers' and huggingface_hub's progress bars and info messages off while the command
-    runs, and back as they were afterwards (`main` may be called in-process, e.g. from a notebook or a test)."""
-    if not quiet:
-        yield
-        return
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-    from transformers.utils import logging as transformers_logging
-
-    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
-    hub_bars_disabled = are_progress_bars_disabled()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-        if bars:
-            transformers_logging.enable_progress_bar()
-        if not hub_bars_disabled:
-            enable_progress_bars()
-
-
 def start(args: argparse.Namespace):
     """Prepare a model-running command: returns the `torch.device` to use (checked: it exists and is available
-    here). `--quiet` is applied around the whole command by `main` (`quiet_libraries`)."""
+    here). `--quiet` is applied around the whole command by `main` (`progress.library_output`)."""
     import torch
 
     requested = getattr(args, "device", None)
@@ -830,7 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with quiet_libraries(getattr(args, "quiet", False)):
+        quiet = getattr(args, "quiet", False)
+        with library_output(bars=not quiet, messages=not quiet):
             args.run(args)
     except USER_ERRORS as error:
         print(f"hiera-hf {args.command}: error: {_message(error)}", file=sys.stderr)

@@ -27,6 +27,7 @@ from ..hiera import HieraConfig, add_remote_code
 from ..hiera.presets import HieraPreset
 from ..io_utils import check_replaceable, staged_folder
 from ..labels import label_fields
+from ..progress import library_output
 from ..sam2 import Sam2Config, Sam2Model
 from ..sam2.modeling_sam2 import VIDEO_ONLY_KEYS
 from ..sam2.modeling_sam2_video import Sam2VideoModel
@@ -300,7 +301,8 @@ def _write_folder(
     `output` in one rename (`io_utils.staged_folder`: an existing model folder is replaced only when `overwrite`,
     a folder holding one of `inputs` never)."""
     with staged_folder(output, overwrite, is_model_folder, inputs) as staging:
-        model.save_pretrained(staging)
+        with library_output(bars=False):  # transformers' "Writing model shards" bar inside our step bar
+            model.save_pretrained(staging)
         for name, content in files.items():
             (staging / name).write_text(content)
         if finish is not None:

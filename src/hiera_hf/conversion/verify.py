@@ -6,6 +6,9 @@ compared output. Conversion fails when one exceeds `TOLERANCE`.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -39,6 +42,15 @@ class ParityReport:
     def to_markdown(self) -> str:
         rows = [f"| {name} | {error:.2e} |" for name, error in self.errors.items()]
         return "\n".join(["| output | max abs error |", "|---|---|", *rows])
+
+
+@contextlib.contextmanager
+def reference_deprecations() -> Iterator[None]:
+    """Silences the reference packages' own FutureWarnings while they are imported and built (`hiera` imports
+    `timm.models.layers`, `sam2` calls `torch.jit.script`): nothing a user of `convert` can act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def _max_abs(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -78,11 +90,12 @@ def verify_against_meta(
     the predictions on hidden patches, the loss and every stage's (kept-unit) features. With `new_head`, Meta's
     model gets our newly initialised head so that the whole network is still compared.
     """
-    import hiera  # the reference (test extra); callers check that it is installed
+    with reference_deprecations():
+        import hiera  # the reference (test extra); callers check that it is installed
 
-    constructor = getattr(hiera.hiera_mae if preset.is_mae else hiera, preset.name)
-    with init_empty_weights():
-        reference = constructor()
+        constructor = getattr(hiera.hiera_mae if preset.is_mae else hiera, preset.name)
+        with init_empty_weights():
+            reference = constructor()
     reference.load_state_dict(meta_state_dict, strict=not new_head, assign=True)
     if new_head:
         reference.norm.load_state_dict(model.hiera.norm.state_dict(), assign=True)
@@ -195,12 +208,13 @@ def verify_sam2_against_meta(model: torch.nn.Module, preset, meta_state_dict: di
     Meta's `SAM2ImagePredictor` on the same random image: the image embeddings and high-resolution features, then
     the mask logits, IoU scores and object-score logits of the prompts of `sam2_verification_prompts`.
     `model` is our image model (`Sam2Model`)."""
-    from sam2.build_sam import build_sam2  # the reference (test extra); callers check that it is installed
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    with reference_deprecations():
+        from sam2.build_sam import build_sam2  # the reference (test extra); callers check that it is installed
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    reference = build_sam2(preset.meta_config, ckpt_path=None, device="cpu")
-    reference.load_state_dict(meta_state_dict)
-    predictor = SAM2ImagePredictor(reference.eval())
+        reference = build_sam2(preset.meta_config, ckpt_path=None, device="cpu")
+        reference.load_state_dict(meta_state_dict)
+        predictor = SAM2ImagePredictor(reference.eval())  # its transforms go through torch.jit.script
     size = model.config.image_size
     image = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     predictor.set_image(image.numpy())
