@@ -19,6 +19,7 @@ from sam2_helpers import media, meta_model
 
 from hiera_hf import Sam2Config, Sam2ImageProcessor, Sam2Model
 from hiera_hf.hub import resolve_model
+from hiera_hf.onnx.export import export_onnx
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README.read_text(), flags=re.M | re.S)
@@ -41,7 +42,8 @@ def test_every_block_is_run_or_named():
 def workspace(tmp_path_factory) -> tuple[Path, dict]:
     """A working folder with dog.jpg and the folders the Python snippets load (path/to/converted/hiera_base_224:
     a random Meta hiera_tiny_224 converted as `--model` converts it; path/to/converted/sam2.1_hiera_tiny: a random
-    SAM 2.1 tiny at 256 px, so that the mask-generation pipeline takes seconds), and an hiera-hf cache holding
+    SAM 2.1 tiny at 256 px, so that the mask-generation pipeline takes seconds; sam2.1_tiny_onnx: its ONNX export;
+    truck.jpg), and an hiera-hf cache holding
     random-weight checkpoints in Meta's layout for the commands; returns (folder, environment)."""
     root = tmp_path_factory.mktemp("readme")
     cache, work = root / "cache", root / "work"
@@ -60,6 +62,8 @@ def workspace(tmp_path_factory) -> tuple[Path, dict]:
     Sam2Model(config).save_pretrained(converted / "sam2.1_hiera_tiny")
     Sam2ImageProcessor(size={"height": 256, "width": 256}).save_pretrained(converted / "sam2.1_hiera_tiny")
     shutil.copy(media("dog.jpg"), work / "dog.jpg")
+    shutil.copy(media("truck.jpg"), work / "truck.jpg")
+    export_onnx(converted / "sam2.1_hiera_tiny", work / "sam2.1_tiny_onnx", progress=False)  # what the README exports
     return work, {**os.environ, "HIERA_HF_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
 
 
