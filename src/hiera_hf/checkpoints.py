@@ -33,7 +33,7 @@ def download_checkpoint(variant: str, checkpoint_name: str | None = None, progre
             raise ValueError(f"{variant} has one official checkpoint; do not pass a checkpoint name")
         url = SAM2_PRESETS[variant].checkpoint
     else:
-        url = checkpoint_url(official_preset(variant), checkpoint_name)
+        url = checkpoint_url(get_preset(variant), checkpoint_name)
     target = cache_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
     if target.is_file():
         return target
@@ -47,11 +47,6 @@ def download_checkpoint(variant: str, checkpoint_name: str | None = None, progre
     return target
 
 
-def official_preset(variant: str) -> HieraPreset:
-    """The preset of an official variant; `ValueError` listing the valid names otherwise."""
-    return get_preset(variant)
-
-
 def checkpoint_url(preset: HieraPreset, checkpoint_name: str | None = None) -> str:
     """Download URL of one of the variant's official checkpoints (its default one when `checkpoint_name` is None)."""
     name = checkpoint_name or preset.default_checkpoint
@@ -60,4 +55,4 @@ def checkpoint_url(preset: HieraPreset, checkpoint_name: str | None = None) -> s
     return preset.checkpoints[name]
 
 
-__all__ = ["cache_dir", "checkpoint_url", "download_checkpoint", "official_preset"]
+__all__ = ["cache_dir", "checkpoint_url", "download_checkpoint"]

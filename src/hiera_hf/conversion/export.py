@@ -22,9 +22,9 @@ from huggingface_hub import create_repo, upload_folder
 from tqdm.auto import tqdm
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..checkpoints import checkpoint_url, download_checkpoint, official_preset
+from ..checkpoints import checkpoint_url, download_checkpoint
 from ..hiera import HieraConfig, add_remote_code
-from ..hiera.presets import HieraPreset
+from ..hiera.presets import HieraPreset, get_preset
 from ..io_utils import check_replaceable, staged_folder
 from ..labels import label_fields
 from ..progress import library_output
@@ -87,7 +87,7 @@ def convert_hiera(
     """
     output = Path(output)
     _check_sources(variant, checkpoint, from_transformers, "hiera_base_224")
-    preset = official_preset(variant) if variant is not None else None
+    preset = get_preset(variant) if variant is not None else None
     if checkpoint_name is not None and preset is not None:
         checkpoint_url(preset, checkpoint_name)  # validates the name
     _check_output(output, overwrite, checkpoint, from_transformers)
