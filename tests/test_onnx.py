@@ -29,9 +29,10 @@ from hiera_hf import (
 from hiera_hf.cli import main
 from hiera_hf.onnx import export as onnx_export
 from hiera_hf.onnx.graphs import GRAPHS
-from hiera_hf.onnx.processing import resize, to_rgb_float
+from hiera_hf.onnx.processing import resize
 from hiera_hf.onnx.runtime import OnnxHieraClassifier, Sam2OnnxImagePredictor, load_session, run_session
-from hiera_hf.sam2.memory_bank import MemorySelection, assemble_memory
+from hiera_hf.sam2.memory_bank import MemorySelection
+from hiera_hf.sam2.memory_tokens import assemble_memory
 
 SIZE = 128  # model input size of the test models
 ATOL = 1e-4
@@ -284,17 +285,6 @@ def test_numpy_resize_matches_torch(size):
     logits = 10 * torch.randn(2, 64, 48)
     expected = F.interpolate(logits[None], size, mode="bilinear", align_corners=False)[0]
     close(resize(logits.numpy(), size), expected, atol=1e-4)
-
-
-def test_numpy_image_conversion_matches_torch():
-    from hiera_hf.sam2.processing_sam2 import to_rgb_float as torch_to_rgb_float
-
-    for image in (
-        Image.open(media("dog.jpg")),
-        np.random.default_rng(0).integers(0, 65535, (20, 30), dtype=np.uint16),
-        np.random.default_rng(1).random((5, 7, 4)),
-    ):
-        close(to_rgb_float(image), torch_to_rgb_float(image), atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from accelerate.utils import compute_module_sizes
 from test_sam2_training import tiny_config
 
 from hiera_hf.sam2 import Sam2Model
-from hiera_hf.sam2.memory_bank import MemorySelection, assemble_memory
+from hiera_hf.sam2.memory_bank import MemorySelection
+from hiera_hf.sam2.memory_tokens import assemble_memory
 from hiera_hf.sam2.modeling_sam2 import (
     Sam2Attention,
     Sam2HieraBlock,

@@ -22,7 +22,8 @@ from transformers import AutoImageProcessor
 from hiera_hf import Sam2Config, Sam2ImageProcessor
 from hiera_hf.image_utils import to_rgb_float
 from hiera_hf.sam2.data import DavisVideoDataset, Sam2ImageDataset
-from hiera_hf.sam2.processing_sam2 import normalize, resize_image, resize_video_frame
+from hiera_hf.sam2.processing_sam2 import normalize, resize_image
+from hiera_hf.sam2.video_tracking import resize_video_frame
 
 SIZE = 512  # reduced model input (Meta's model is built at this size through a hydra override)
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # rtol for the large-magnitude mask logits
@@ -90,8 +91,10 @@ def test_image_and_video_pixels_follow_metas_two_paths(truck, tmp_path):
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script in SAM2Transforms
         transforms = SAM2Transforms(size, 0.0)
     meta_images = torch.stack([transforms(image) for image in decoded])
-    frames = torch.stack([normalize(resize_video_frame(image, (size, size))) for image in decoded])
-    images = torch.stack([normalize(resize_image(to_rgb_float(image), (size, size))) for image in decoded])
+    frames = torch.stack([normalize(torch.from_numpy(resize_video_frame(image, (size, size)))) for image in decoded])
+    images = torch.stack(
+        [normalize(resize_image(torch.from_numpy(to_rgb_float(image)), (size, size))) for image in decoded]
+    )
     torch.testing.assert_close(frames, meta_frames, atol=0, rtol=0)
     torch.testing.assert_close(images, meta_images, atol=1e-5, rtol=0)
 

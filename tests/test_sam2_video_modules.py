@@ -14,7 +14,8 @@ from sam2.modeling.sam2_utils import get_1d_sine_pe
 from sam2_helpers import load_converted, meta_video_predictor, randomize_meta_weights
 
 from hiera_hf.sam2 import Sam2Config
-from hiera_hf.sam2.memory_bank import MemoryRules, MemorySelection, assemble_memory, select_memory
+from hiera_hf.sam2.memory_bank import MemoryRules, MemorySelection, select_memory
+from hiera_hf.sam2.memory_tokens import assemble_memory
 from hiera_hf.sam2.modeling_sam2_video import Sam2VideoFrameOutput
 from hiera_hf.sam2.position_encoding import axial_rope_angles, sine_encoding_1d, sine_position_encoding
 

@@ -2,8 +2,8 @@
 image files the way a user sees them (EXIF orientation applied, clear errors for what cannot be read).
 
 The processors of Hiera and SAM 2 and the video readers use them. `hiera.remote_code` ships this file beside
-`image_processing_hiera.py` as remote code, so it imports only numpy, Pillow, torch and transformers and has no
-relative imports.
+`image_processing_hiera.py` as remote code, so it has no relative imports; it imports only numpy and Pillow (torch
+tensors are recognised by their type's module, never imported), so the torch-free ONNX runtime uses it too.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
-from transformers.image_utils import ChannelDimension
 
 _CHANNELS = (1, 3, 4)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -70,11 +68,15 @@ def check_unit_range(image: np.ndarray) -> None:
         )
 
 
-def is_channels_first(image, input_data_format: str | ChannelDimension | None) -> bool:
-    """Whether an image's channels come first: as `input_data_format` says, else True for torch tensors only."""
+def is_channels_first(image, input_data_format=None) -> bool:
+    """Whether an image's channels come first: as `input_data_format` says (transformers' `ChannelDimension` or its
+    value, "channels_first" / "channels_last"), else True for torch tensors only."""
     if input_data_format is None:
         return type(image).__module__.startswith("torch")
-    return ChannelDimension(input_data_format) == ChannelDimension.FIRST
+    value = getattr(input_data_format, "value", input_data_format)
+    if value not in ("channels_first", "channels_last"):
+        raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last', got {input_data_format!r}")
+    return value == "channels_first"
 
 
 def with_channel_axis(image):
@@ -84,8 +86,8 @@ def with_channel_axis(image):
     return image[None] if type(image).__module__.startswith("torch") else image[..., None]
 
 
-def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
-    """One image -> float32 RGB tensor `(3, H, W)` in [0, 1].
+def to_rgb_float(image, channels_first: bool = False) -> np.ndarray:
+    """One image -> float32 RGB array `(3, H, W)` in [0, 1] (a new, writable array).
 
     Accepts a PIL image (any mode; 16-bit grey `I;16*`/`I` modes keep their precision), or a numpy array / torch
     tensor `(H, W)`, `(H, W, C)` (`(C, H, W)` with `channels_first=True`), C in {1, 3, 4}, holding `uint8` (divided
@@ -112,9 +114,8 @@ def to_rgb_float(image, channels_first: bool = False) -> torch.Tensor:
         raise TypeError(
             f"Unsupported image dtype {image.dtype}; use uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]"
         )
-    # writable too: PIL's arrays are read-only, and torch warns on wrapping them (copied only then)
-    tensor = torch.from_numpy(np.require(image, requirements=["C_CONTIGUOUS", "WRITEABLE"])).permute(2, 0, 1)
-    return tensor.float() / scale if scale else tensor.float()
+    pixels = np.array(image.transpose(2, 0, 1), dtype=np.float32)  # a copy: callers may wrap it in a tensor
+    return pixels / np.float32(scale) if scale else pixels
 
 MAX_IMAGE_PIXELS_VARIABLE = "HIERA_HF_MAX_IMAGE_PIXELS"
 # Pillow's own refusal threshold (twice its warning threshold): larger images are refused unless raised.

@@ -38,9 +38,9 @@ from torch import nn
 
 from ..io_utils import atomic_write, check_replaceable, staged_folder
 from ..sam2 import modeling_sam2_video
-from ..sam2.memory_bank import memory_tokens
-from ..sam2.modeling_sam2 import PADDING_LABEL
+from ..sam2.memory_tokens import memory_tokens
 from ..sam2.position_encoding import sine_position_encoding
+from ..sam2.prompts import PADDING_LABEL
 from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
 
 DEFAULT_OPSET = 18
@@ -147,7 +147,7 @@ class MaskDecoderExport(_ModelWrapper):
 
 
 class MemoryAttentionExport(_ModelWrapper):
-    """Memory token assembly (`memory_bank.memory_tokens`) and memory attention in one graph.
+    """Memory token assembly (`memory_tokens.memory_tokens`) and memory attention in one graph.
 
     Inputs: `vision_features` `(1 or N, C, h, w)` and `vision_position_encoding` `(1, C, h, w)` of the frame;
     `memory_features` `(N, F, memory_dim, h, w)` of `F` selected frames in attention order with

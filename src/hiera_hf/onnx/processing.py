@@ -9,11 +9,9 @@ of torch's `F.interpolate(mode="bilinear", align_corners=False)`, antialiased or
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-PADDING_LABEL = -10  # a point to ignore (see hiera_hf.sam2.modeling_sam2)
-NOT_A_POINT_LABEL = -1
-BOX_LABELS = (2, 3)
+from ..image_utils import to_rgb_float
+from ..sam2.prompts import BOX_LABELS, NOT_A_POINT_LABEL
 
 
 def resize_taps(in_size: int, out_size: int, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -63,32 +61,6 @@ def resize(array: np.ndarray, size: tuple[int, int], antialias: bool = False) ->
     return _resize_axis(rows, size[1], array.ndim - 1, antialias)
 
 
-def to_rgb_float(image) -> np.ndarray:
-    """A PIL image or an array `(H, W)` / `(H, W, C)` (C in {1, 3, 4}; uint8, uint16 or float in [0, 1]) ->
-    float32 RGB `(3, H, W)` in [0, 1]."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB") if image.mode not in ("I;16", "I;16L", "I;16B", "I") else image)
-        if image.dtype.kind in "iu" and image.dtype.itemsize > 1:
-            image = image.astype(np.uint16)
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image must be (H, W) or (H, W, C) with C in 1, 3, 4, got shape {image.shape}")
-    image = image[..., :3] if image.shape[-1] != 1 else np.repeat(image, 3, axis=-1)
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / 255.0
-    elif image.dtype == np.uint16:
-        image = image.astype(np.float32) / 65535.0
-    elif np.issubdtype(image.dtype, np.floating):
-        if image.size and (image.min() < 0 or image.max() > 1):
-            raise ValueError(f"float images must lie in [0, 1], got [{image.min()}, {image.max()}]")
-        image = image.astype(np.float32)
-    else:
-        raise TypeError(f"Unsupported image dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")
-    return np.ascontiguousarray(image.transpose(2, 0, 1))
-
-
 def preprocess(image, size: int, mean, std) -> tuple[np.ndarray, tuple[int, int]]:
     """One image -> `pixel_values` `(1, 3, size, size)` float32 and its original (height, width)."""
     rgb = to_rgb_float(image)
@@ -117,4 +89,4 @@ def build_prompt(
     return np.concatenate(coords)[None], np.concatenate(point_labels)[None]
 
 
-__all__ = ["build_prompt", "preprocess", "resize", "resize_taps", "to_rgb_float"]
+__all__ = ["build_prompt", "preprocess", "resize", "resize_taps"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
-from .processing import build_prompt, preprocess, resize, to_rgb_float
+from .processing import build_prompt, preprocess, resize
 
 
 def _onnxruntime():
@@ -186,4 +186,4 @@ class Sam2OnnxImagePredictor:
         return (upscaled if return_logits else upscaled > 0.0), iou_scores, logits
 
 
-__all__ = ["OnnxHieraClassifier", "Sam2OnnxImagePredictor", "load_session", "run_session", "to_rgb_float"]
+__all__ = ["OnnxHieraClassifier", "Sam2OnnxImagePredictor", "load_session", "run_session"]

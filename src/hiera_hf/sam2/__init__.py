@@ -16,7 +16,7 @@ _EXPORTS = {
     "Sam2PreTrainedModel": ".modeling_sam2",
     "Sam2Preset": ".presets",
     "Sam2VideoFrameOutput": ".modeling_sam2_video",
-    "Sam2VideoFrameResult": ".video_session",
+    "Sam2VideoFrameResult": ".video_tracking",
     "Sam2VideoModel": ".modeling_sam2_video",
     "Sam2VideoSession": ".video_session",
     "Sam2VisionOutput": ".modeling_sam2",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .prompts import mask_to_box
+from .prompt_sampling import mask_to_box
 
 CROP_EDGE_TOLERANCE = 20.0  # pixels: a box this close to an inner crop edge touches it (Meta's `atol`)
 

@@ -31,10 +31,11 @@ from torch.utils.data import Dataset
 
 from ..image_utils import open_image, to_rgb_array, to_rgb_float
 from .loss_sam2 import IGNORE_INDEX
-from .modeling_sam2 import PADDING_LABEL
-from .processing_sam2 import normalize, resize_image, resize_video_frame
-from .prompts import sample_box, sample_click
+from .processing_sam2 import normalize, resize_image
+from .prompt_sampling import sample_box, sample_click
+from .prompts import PADDING_LABEL
 from .training import PROMPT_TYPES
+from .video_tracking import resize_video_frame
 
 VOID_ID = 255
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -43,13 +44,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     """An image as normalised `(3, image_size, image_size)` float32, preprocessed as `Sam2ImageProcessor` (Meta's
     image predictor) does."""
-    return normalize(resize_image(to_rgb_float(image), (image_size, image_size)))
+    return normalize(resize_image(torch.from_numpy(to_rgb_float(image)), (image_size, image_size)))
 
 
 def frame_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     """A video frame as normalised `(3, image_size, image_size)` float32, preprocessed as `Sam2VideoSession` (Meta's
     video predictor) does."""
-    return normalize(resize_video_frame(to_rgb_array(image), (image_size, image_size)))
+    return normalize(torch.from_numpy(resize_video_frame(to_rgb_array(image), (image_size, image_size))))
 
 
 def instance_ids(mask: Image.Image) -> np.ndarray:

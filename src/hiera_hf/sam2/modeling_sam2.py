@@ -41,10 +41,8 @@ from ..hiera.modeling_hiera import (
 from .configuration_sam2 import Sam2Config
 from .loss_sam2 import check_mask_targets, sam2_loss
 from .position_encoding import fourier_features, sine_position_encoding
+from .prompts import BOX_LABELS, NOT_A_POINT_LABEL, PADDING_LABEL
 
-PADDING_LABEL = -10  # a point to ignore (pads prompts with fewer clicks)
-NOT_A_POINT_LABEL = -1  # Meta's padding point, always appended to the sparse prompt
-BOX_LABELS = (2, 3)  # top-left and bottom-right corners of a box
 NO_OBJECT_SCORE = -1024.0  # mask logits of objects predicted absent (Meta's NO_OBJ_SCORE)
 
 # Weights of the video model, kept under Meta's names in a converted folder; the image model does not use them.
@@ -1080,7 +1078,6 @@ class Sam2HieraBackbone(BackboneMixin, Sam2PreTrainedModel):
 
 __all__ = [
     "NO_OBJECT_SCORE",
-    "PADDING_LABEL",
     "VIDEO_ONLY_KEYS",
     "Sam2Base",
     "Sam2HieraBackbone",

@@ -29,16 +29,9 @@ from transformers.utils.generic import can_return_tuple
 
 from ..hiera.modeling_hiera import eager_attention_forward
 from .configuration_sam2 import Sam2Config
-from .modeling_sam2 import (
-    NO_OBJECT_SCORE,
-    NOT_A_POINT_LABEL,
-    PADDING_LABEL,
-    Sam2Attention,
-    Sam2Base,
-    Sam2LayerNorm2d,
-    Sam2MLP,
-)
+from .modeling_sam2 import NO_OBJECT_SCORE, Sam2Attention, Sam2Base, Sam2LayerNorm2d, Sam2MLP
 from .position_encoding import apply_rotary, axial_rope_angles, sine_encoding_1d, sine_position_encoding
+from .prompts import NOT_A_POINT_LABEL, PADDING_LABEL
 
 # ---------------------------------------------------------------------------------------------------------------
 # Memory attention
@@ -348,7 +341,7 @@ class Sam2VideoModel(Sam2Base):
     image-prompting `forward` (load the same folder with `Sam2Model` for images).
 
     Stateless: `track_step` (also the module's `forward`) maps one frame's features, the memory tokens
-    (`memory_bank.assemble_memory`) and prompts to the masks, pointers and new memory of the frame's `N` objects."""
+    (`memory_tokens.assemble_memory`) and prompts to the masks, pointers and new memory of the frame's `N` objects."""
 
     def __init__(self, config: Sam2Config):
         super().__init__(config)
@@ -458,7 +451,7 @@ class Sam2VideoModel(Sam2Base):
         vision_position_encoding (`torch.FloatTensor` of shape `(1, hidden_size, h, w)`):
             `Sam2VisionOutput.position_encoding`.
         memory, memory_position_encoding (`torch.FloatTensor` of shape `(N, M, memory_dim)`), num_pointer_tokens:
-            The fields of `memory_bank.assemble_memory`'s `MemoryTokens`. `None` on an initial conditioning frame
+            The fields of `memory_tokens.assemble_memory`'s `MemoryTokens`. `None` on an initial conditioning frame
             (the objects' first prompts, before any memory exists): the frame then gets `no_mem_embed` instead of
             memory attention.
         input_points (`torch.FloatTensor` of shape `(N, K, 2)`), input_labels (`torch.LongTensor` of shape `(N, K)`):

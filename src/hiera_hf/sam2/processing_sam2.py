@@ -7,9 +7,10 @@ are upsampled straight to the original size (bilinear, `align_corners=False`). M
 sprinkles from the 256x256 logits with a CUDA connected-components kernel that is absent on CPU (the step is then
 skipped with a warning); here OpenCV labels the components, with the same 8-connectivity and the same logit edits.
 
-SAM 2's pixel preprocessing lives here, in the two forms Meta has: `resize_image` (the image predictor's
-`SAM2Transforms`: torch resize of the float image) and `resize_video_frame` (the video predictor's `load_video_frames`:
-Pillow resize of the 8-bit frame, bicubic), each followed by `normalize`. They differ by up to a few tenths after
+SAM 2's pixel preprocessing comes in the two forms Meta has: `resize_image` here (the image predictor's
+`SAM2Transforms`: torch resize of the float image) and `video_tracking.resize_video_frame` (the video predictor's
+`load_video_frames`: Pillow resize of the 8-bit frame, bicubic; torch-free, shared with the ONNX runtime), each
+followed by `normalize`. They differ by up to a few tenths after
 normalisation (tests/test_sam2_processing.py measures it against Meta's own functions), far above the parity
 tolerance, so the processor and the video session each keep theirs; the training datasets use the one of the
 predictor the fine-tuned model will be used with.
@@ -28,7 +29,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import (
@@ -53,8 +53,7 @@ from .amg import (
     select_masks,
     uncrop_mask,
 )
-from .modeling_sam2 import PADDING_LABEL
-from .prompts import check_boxes, check_coordinates, check_labels
+from .prompts import PADDING_LABEL, check_boxes, check_coordinates, check_labels
 
 USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
 
@@ -63,14 +62,6 @@ def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Meta's image predictor (`SAM2Transforms`): a float RGB image `(3, H, W)` in [0, 1] stretched to `size`
     `(height, width)` with antialiased bilinear interpolation of the float tensor (torchvision's tensor `Resize`)."""
     return F.interpolate(image[None], size, mode="bilinear", align_corners=False, antialias=True)[0]
-
-
-def resize_video_frame(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """Meta's video predictor (`load_video_frames`): an RGB `uint8` frame `(H, W, 3)` stretched to `size`
-    `(height, width)` by Pillow with its default filter (bicubic) in 8 bits, then divided by 255: float32
-    `(3, height, width)` in [0, 1]."""
-    resized = np.asarray(Image.fromarray(frame).resize(size[::-1])) / 255.0
-    return torch.from_numpy(resized).float().permute(2, 0, 1)
 
 
 def normalize(
@@ -196,7 +187,7 @@ class HieraHfSam2ImageProcessor(BaseImageProcessor):
         channels-first unless `input_data_format` says otherwise; a path is read with `image_utils.open_image`."""
         if isinstance(image, (str, os.PathLike)):
             image = open_image(image)
-        return to_rgb_float(image, channels_first=is_channels_first(image, input_data_format))
+        return torch.from_numpy(to_rgb_float(image, channels_first=is_channels_first(image, input_data_format)))
 
     def _preprocess(
         self,
@@ -507,5 +498,4 @@ __all__ = [
     "clean_mask_logits",
     "normalize",
     "resize_image",
-    "resize_video_frame",
 ]

@@ -11,7 +11,7 @@ A clip of `T` frames (8 in Meta's recipe) and the ground-truth masklets of its o
    with the previous mask logits. Corrected frames become conditioning frames.
 3. Every frame attends to the memories of the conditioning frames and of the `num_maskmem - 1` previous frames,
    and to the object pointers of the conditioning frames and of the `max_obj_ptrs_in_encoder - 1` previous frames
-   (`memory_bank.select_memory` with the training rules, `memory_bank.assemble_memory`); each prompt goes through
+   (`memory_bank.select_memory` with the training rules, `memory_tokens.assemble_memory`); each prompt goes through
    `Sam2VideoModel.track_step`, and the frame's final mask is encoded into memory (`encode_memory`).
 
 Every decoder call adds its `sam2_loss` (best of the multimask outputs), summed over the clip and divided by the
@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
 from .loss_sam2 import IGNORE_INDEX, check_mask_targets, sam2_loss
-from .memory_bank import MemoryRules, assemble_memory, select_memory
+from .memory_bank import MemoryRules, select_memory
+from .memory_tokens import assemble_memory
 from .modeling_sam2 import NO_OBJECT_SCORE
 from .modeling_sam2_video import Sam2VideoModel
-from .prompts import sample_box, sample_click
+from .prompt_sampling import sample_box, sample_click
 
 PROMPT_TYPES = ("mask", "point", "box")
 

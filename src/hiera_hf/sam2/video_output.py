@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..io_utils import atomic_write
 from ..visualization import blend_labels, palette
-from .video_session import Sam2VideoFrameResult
+from .video_tracking import Sam2VideoFrameResult
 
 
 def label_map(result: Sam2VideoFrameResult) -> np.ndarray:
