@@ -2,7 +2,9 @@
 numpy pre/post-processing against the torch processor, Hiera probabilities, runs without torch, and bad input.
 
 SAM 2 models are built with random weights at a reduced `image_size` (the graphs do not depend on it) to keep the
-export cheap; every 1-D weight gets random values so that no path is trivially zero."""
+export cheap; every 1-D weight gets random values so that no path is trivially zero, and the video modules get
+unit-gain weights, so that the memory bank visibly changes the masks (with the default 0.02 init, memory attention
+barely moves the output and a wrong memory would go unnoticed)."""
 
 import json
 import os
@@ -31,8 +33,12 @@ from hiera_hf.onnx import export as onnx_export
 from hiera_hf.onnx.graphs import GRAPHS
 from hiera_hf.onnx.processing import resize
 from hiera_hf.onnx.runtime import OnnxHieraClassifier, Sam2OnnxImagePredictor, load_session, run_session
+from hiera_hf.onnx.video_session import Sam2OnnxVideoSession, small_regions, to_bfloat16_bits
 from hiera_hf.sam2.memory_bank import MemorySelection
 from hiera_hf.sam2.memory_tokens import assemble_memory
+from hiera_hf.sam2.processing_sam2 import clean_mask_logits
+from hiera_hf.sam2.video_session import Sam2VideoSession
+from hiera_hf.video_io import open_video
 
 SIZE = 128  # model input size of the test models
 ATOL = 1e-4
@@ -57,9 +63,13 @@ def close(actual: np.ndarray, expected: torch.Tensor, atol: float = ATOL) -> Non
 def random_sam2(name: str, folder: Path) -> Path:
     torch.manual_seed(0)
     model = Sam2VideoModel(Sam2Config.from_preset(name, image_size=SIZE))
-    for parameter in model.parameters():
+    for parameter_name, parameter in model.named_parameters():
         if parameter.ndim <= 1:
             parameter.add_(0.1 * torch.randn_like(parameter))
+        elif parameter_name.startswith(("memory_attention.", "memory_encoder.", "mask_decoder.", "obj_ptr")):
+            parameter.normal_(0.0, parameter[0].numel() ** -0.5)
+    model.maskmem_tpos_enc.mul_(30.0)
+    model.mask_decoder.pred_obj_score_head.layers[2].bias.add_(0.5)  # objects present as well as absent
     model.save_pretrained(folder)
     return folder
 
@@ -246,6 +256,124 @@ def test_memory_encoder_matches_torch(graphs):
     assert outputs["memory_position_encoding"].shape == (1, video.config.memory_encoder_hidden_size, grid, grid)
 
 
+@torch.no_grad()
+def test_mask_prompt_matches_torch(exported):
+    video, _, folder = exported
+    grid = SIZE // 16
+    torch.manual_seed(3)
+    for count in (1, 3):
+        features = torch.randn(count, 256, grid, grid)
+        high_res = (torch.randn(count, 32, 4 * grid, 4 * grid), torch.randn(count, 64, 2 * grid, 2 * grid))
+        masks = (torch.rand(count, 1, SIZE, SIZE) > 0.7).float()
+        masks[-1] = 0  # an empty mask: the object is absent
+        expected = video.mask_as_output(features, high_res, masks)
+        outputs = run(
+            folder, "mask_prompt", vision_features=features.numpy(), high_res_features_0=high_res[0].numpy(),
+            high_res_features_1=high_res[1].numpy(), input_masks=masks.numpy(),
+        )
+        close(outputs["masks"], expected.pred_masks)
+        close(outputs["object_score_logits"], expected.object_score_logits)
+        close(outputs["object_pointers"], expected.object_pointers)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ORT video session against Sam2VideoSession
+# ---------------------------------------------------------------------------------------------------------------
+
+CLIP_FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def clip() -> np.ndarray:
+    """The first frames of a real video, `(T, H, W, 3)` uint8."""
+    with open_video(media("goat.mp4")) as video:
+        return video.read(range(CLIP_FRAMES))
+
+
+def _tracking_script(session) -> list:
+    """Two objects prompted on different frames (a click, a box), one more added by a mask, propagation, a
+    correction and re-tracking from it, reverse tracking, then an object removed and its prompt cleared."""
+    height, width = session.video_height, session.video_width
+    results = [
+        session.add_points(2, 1, [[0.4 * width, 0.5 * height]], [1]),
+        session.add_box(4, 2, [0.15 * width, 0.1 * height, 0.55 * width, 0.65 * height]),
+    ]
+    results += session.propagate()
+    results.append(session.add_points(6, 1, [[0.6 * width, 0.3 * height]], [0], clear_old=False))
+    results += session.propagate(start_frame=6)
+    results += session.propagate(start_frame=8, reverse=True)
+    mask = np.zeros((height, width), bool)
+    mask[height // 4 : height // 2, width // 3 : width // 2 + 7] = True
+    results.append(session.add_mask(5, 3, mask))
+    results += session.propagate(start_frame=5, max_frames=3)
+    session.remove_object(2)
+    results.append(session.clear_frame_prompts(6, 1))
+    results += session.propagate(start_frame=3, reverse="both", max_frames=3)
+    return results
+
+
+@torch.no_grad()
+def test_video_session_matches_torch_session(exported, clip):
+    """Every result of the script: same frames and objects, logits within 1e-3, binary masks identical wherever the
+    PyTorch logit is more than 1e-3 away from the threshold.
+
+    The memory encoder binarises the masks of clicked frames (`logits > 0`), so a pixel whose logit lies within the
+    runtimes' float difference (~1e-6) of 0 enters the two memories differently and shifts every later frame by
+    ~1e-3 (as CPU and GPU runs of one model would): the box is one whose mask has no pixel within 1e-4 of 0."""
+    video, _, folder = exported
+    expected = _tracking_script(Sam2VideoSession(video, clip, progress=False))
+    actual = _tracking_script(Sam2OnnxVideoSession(folder, clip, progress=False))
+    assert len(actual) == len(expected) == 35
+    for mine, reference in zip(actual, expected):
+        assert (mine.frame_idx, mine.object_ids) == (reference.frame_idx, reference.object_ids)
+        logits = reference.mask_logits.numpy()
+        np.testing.assert_allclose(mine.mask_logits, logits, atol=1e-3, rtol=0)
+        np.testing.assert_allclose(mine.object_score_logits, reference.object_score_logits.numpy(), atol=1e-3)
+        clear = np.abs(logits) > 1e-3
+        assert np.array_equal(mine.masks[clear], logits[clear] > 0)
+    coverage = np.mean([result.masks.float().mean().item() for result in expected])
+    assert 0.05 < coverage < 0.95  # masks neither empty nor full
+
+
+def test_bfloat16_rounding_matches_torch():
+    values = torch.randn(10_000) * 10.0 ** torch.randint(-3, 4, (10_000,))
+    ties = torch.tensor([1.0 + 2**-8, 1.0 + 3 * 2**-8, -(1.0 + 2**-8), 3.0e38])  # halfway cases round to even
+    values = torch.cat([values, ties])
+    expected = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(to_bfloat16_bits(values.numpy()), expected)
+
+
+def test_hole_filling_without_opencv_matches_clean_mask_logits():
+    generator = np.random.default_rng(0)
+    for trial in range(30):
+        logits = generator.normal(size=(48, 40)).astype(np.float32) + (trial % 5 - 2) * 0.5
+        area = (1, 3, 8, 25, 200)[trial % 5]
+        expected = clean_mask_logits(torch.from_numpy(logits), max_hole_area=area, hole_logit=0.1).numpy()
+        holes = small_regions(logits <= 0, area)
+        assert np.array_equal(np.where(holes, np.float32(0.1), logits), expected), (trial, area)
+
+
+def test_video_session_refuses_bad_input(exported, clip, tmp_path):
+    folder = exported[2]
+    session = Sam2OnnxVideoSession(folder, progress=False)
+    session.push_frame(clip[0])
+    with pytest.raises(ValueError, match="Stream frames must all be"):
+        session.push_frame(clip[0][:100])
+    with pytest.raises(ValueError, match="one size"):
+        Sam2OnnxVideoSession(folder, [clip[0], clip[1][:, :100]])
+    session = Sam2OnnxVideoSession(folder, clip[:3], progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        session.add_points(3, 1, [[10, 10]], [1])
+    with pytest.raises(ValueError, match="Unknown object id"):
+        session.remove_object(7)
+    with pytest.raises(ValueError, match="Add prompts"):
+        session.propagate()
+    image_only = shutil.copytree(folder, tmp_path / "image_only")
+    (image_only / "memory_attention.onnx").unlink()
+    with pytest.raises(ValueError, match="no memory_attention.onnx"):
+        Sam2OnnxVideoSession(image_only, clip)
+
+
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
@@ -328,7 +456,13 @@ from hiera_hf.onnx.runtime import Sam2OnnxImagePredictor
 predictor = Sam2OnnxImagePredictor({str(folder)!r})
 predictor.set_image(Image.open({media("dog.jpg")!r}))
 masks, scores, _ = predictor.predict(point_coords=[[300, 200]], point_labels=[1])
-assert masks.shape[0] == 3 and "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+assert masks.shape[0] == 3
+from hiera_hf.onnx.video_session import Sam2OnnxVideoSession
+with Sam2OnnxVideoSession({str(folder)!r}, {media("goat.mp4")!r}, progress=False) as session:
+    session.add_points(1, 1, [[100, 120]], [1])
+    results = list(session.propagate(max_frames=3))
+assert [r.frame_idx for r in results] == [1, 2, 3] and results[0].masks.shape == (1, 256, 256)
+assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
 print("ok")
 """
     result = _python(code)

@@ -10,6 +10,8 @@ graphs of its stateless steps (input names and shapes: `GRAPHS` and the docstrin
 - `memory_attention.onnx`: the memory bank (a variable number of memory frames and object pointers, with their
   temporal positions) assembled and attended to -> memory-conditioned features.
 - `memory_encoder.onnx`: image features + full-resolution mask logits -> memory features and their encoding.
+- `mask_prompt.onnx`: a mask prompt on a video frame taken as the output (`Sam2VideoModel`'s mask-as-output step):
+  low-resolution logits, object score and pointer.
 
 The folder follows optimum's layout: the ONNX files beside `config.json`, `preprocessor_config.json` and a
 `README.md` model card with an ONNX section. It is written into a hidden folder beside the target and renamed
@@ -45,7 +47,7 @@ from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # LayerNormalization (17) and the dynamo exporter's operators (18); older opsets are refused
-DYNAMO_GRAPHS = {"memory_attention"}  # token counts from several dynamic axes (frames, pointers)
+DYNAMO_GRAPHS = {"memory_attention", "mask_prompt"}  # symbolic token counts; the antialiased resize
 HIERA_TYPE, SAM2_TYPE = "hiera_hf", "hiera_hf_sam2"
 
 
@@ -178,6 +180,23 @@ class MemoryAttentionExport(_ModelWrapper):
         )
 
 
+class MaskPromptExport(_ModelWrapper):
+    """A mask prompt on a video frame, taken as the output (what `Sam2VideoModel.track_step` does with
+    `input_masks`): `vision_features` `(N, C, h, w)` (the raw image embedding) with `high_res_features_0/1`
+    `(N, ...)` and `input_masks` `(N, 1, S, S)` (1 inside, 0 outside) -> low-resolution logits `(N, 1, 4h, 4w)`,
+    object-score logits `(N, 1)` and object pointers `(N, C)`."""
+
+    def forward(
+        self,
+        vision_features: torch.Tensor,
+        high_res_features_0: torch.Tensor,
+        high_res_features_1: torch.Tensor,
+        input_masks: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        heads = self.model.mask_as_output(vision_features, (high_res_features_0, high_res_features_1), input_masks)
+        return heads.pred_masks, heads.object_score_logits, heads.object_pointers
+
+
 class MemoryEncoderExport(_ModelWrapper):
     """`Sam2VideoModel.encode_memory`: `vision_features` `(1 or N, C, h, w)`, full-resolution `mask_logits`
     `(N, 1, S, S)`, `object_score_logits` `(N, 1)`, `from_points` `(N,)` bool -> memory features
@@ -259,6 +278,11 @@ def _sam2_examples(config) -> dict[str, tuple[torch.Tensor, ...]]:
             randn(objects, pointers, hidden),
             torch.tensor([-1, 1, 2]),
             torch.tensor(config.max_obj_ptrs_in_encoder - 1),
+        ),
+        "mask_prompt": (
+            randn(objects, hidden, grid, grid),
+            *(features.expand(objects, -1, -1, -1) for features in high_res),
+            (torch.rand(objects, 1, size, size, generator=generator) > 0.5).float(),
         ),
         "memory_encoder": (
             randn(1, hidden, grid, grid),
@@ -393,7 +417,8 @@ def _model_card(source: Path, graphs: Sequence[str], opset: int, quantized: Sequ
 def sam2_graph_names(model: nn.Module) -> list[str]:
     """The graphs of a SAM 2 model: the image graphs, plus the video graphs for a `Sam2VideoModel`."""
     names = ["image_encoder", "mask_decoder", "mask_decoder_multimask"]
-    return names + ["memory_attention", "memory_encoder"] if hasattr(model, "memory_attention") else names
+    video = ["memory_attention", "memory_encoder", "mask_prompt"]
+    return names + video if hasattr(model, "memory_attention") else names
 
 
 def export_sam2_graphs(model: nn.Module, folder: Path, names: Sequence[str], opset: int = DEFAULT_OPSET) -> None:
@@ -408,6 +433,7 @@ def export_sam2_graphs(model: nn.Module, folder: Path, names: Sequence[str], ops
         "mask_decoder_multimask": lambda: MaskDecoderExport(model, multimask=True),
         "memory_attention": lambda: MemoryAttentionExport(model),
         "memory_encoder": lambda: MemoryEncoderExport(model),
+        "mask_prompt": lambda: MaskPromptExport(model),
     }
     examples = _sam2_examples(model.config)
     with torch.no_grad(), _real_rope(model) if video else contextlib.nullcontext():

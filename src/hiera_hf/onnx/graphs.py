@@ -44,6 +44,19 @@ GRAPHS: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, dict[int, st
             "conditioned_features": {0: "objects"},
         },
     ),
+    "mask_prompt": (
+        ("vision_features", "high_res_features_0", "high_res_features_1", "input_masks"),
+        ("masks", "object_score_logits", "object_pointers"),
+        {
+            "vision_features": {0: "objects"},
+            "high_res_features_0": {0: "objects"},
+            "high_res_features_1": {0: "objects"},
+            "input_masks": {0: "objects"},
+            "masks": {0: "objects"},
+            "object_score_logits": {0: "objects"},
+            "object_pointers": {0: "objects"},
+        },
+    ),
     "memory_encoder": (
         ("vision_features", "mask_logits", "object_score_logits", "from_points"),
         ("memory_features", "memory_position_encoding"),

@@ -56,14 +56,14 @@ def run_session(session, outputs: list[str] | None, inputs: dict[str, np.ndarray
     return session.run(outputs, {name: value for name, value in inputs.items() if name in names})
 
 
-def _read_json(folder: Path, name: str) -> dict:
+def read_json(folder: Path, name: str) -> dict:
     path = folder / name
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no {name}: not a folder written by `hiera-hf export-onnx`")
     return json.loads(path.read_text())
 
 
-def _graph_path(folder: Path, name: str, quantized: bool) -> Path:
+def graph_path(folder: Path, name: str, quantized: bool) -> Path:
     return folder / f"{name}_quantized.onnx" if quantized else folder / f"{name}.onnx"
 
 
@@ -73,8 +73,8 @@ class OnnxHieraClassifier:
 
     def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None, quantized: bool = False):
         folder = Path(folder)
-        self.config = _read_json(folder, "config.json")
-        self.session = load_session(_graph_path(folder, HIERA_GRAPH, quantized), providers, ("pixel_values",))
+        self.config = read_json(folder, "config.json")
+        self.session = load_session(graph_path(folder, HIERA_GRAPH, quantized), providers, ("pixel_values",))
         self.id2label = {int(k): v for k, v in self.config.get("id2label", {}).items()}
 
     def predict(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -91,14 +91,14 @@ class Sam2OnnxImagePredictor:
 
     def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None, quantized: bool = False):
         folder = Path(folder)
-        self.config = _read_json(folder, "config.json")
+        self.config = read_json(folder, "config.json")
         if self.config.get("model_type") != "hiera_hf_sam2":
             raise ValueError(f"{folder} is not a SAM 2 export (model_type={self.config.get('model_type')!r})")
-        processor = _read_json(folder, "preprocessor_config.json")
+        processor = read_json(folder, "preprocessor_config.json")
         self.image_size = int(self.config["image_size"])
         self.mean, self.std = processor["image_mean"], processor["image_std"]
         self.encoder = load_session(
-            _graph_path(folder, "image_encoder", quantized), providers, GRAPHS["image_encoder"][0]
+            graph_path(folder, "image_encoder", quantized), providers, GRAPHS["image_encoder"][0]
         )
         self.decoders = {
             multimask: load_session(folder / f"{name}.onnx", providers, GRAPHS[name][0])
@@ -186,4 +186,4 @@ class Sam2OnnxImagePredictor:
         return (upscaled if return_logits else upscaled > 0.0), iou_scores, logits
 
 
-__all__ = ["OnnxHieraClassifier", "Sam2OnnxImagePredictor", "load_session", "run_session"]
+__all__ = ["OnnxHieraClassifier", "Sam2OnnxImagePredictor", "graph_path", "load_session", "read_json", "run_session"]

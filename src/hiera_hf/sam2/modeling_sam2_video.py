@@ -507,7 +507,7 @@ class Sam2VideoModel(Sam2Base):
                 raise ValueError(
                     f"input_masks must be (num_objects, 1, {size}, {size}), got {tuple(input_masks.shape)}"
                 )
-            heads = self._mask_as_output(embedding, high_res, input_masks)
+            heads = self.mask_as_output(embedding, high_res, input_masks)
         else:
             tracking = memory is not None or conditioned_features is not None
             features = conditioned_features
@@ -607,7 +607,7 @@ class Sam2VideoModel(Sam2Base):
             object_pointers=self.object_pointer(token, scores),
         )
 
-    def _mask_as_output(
+    def mask_as_output(
         self, embedding: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None, input_masks: torch.Tensor
     ) -> Sam2VideoFrameOutput:
         """A mask prompt `(N, 1, S, S)` as the output, logits +-10 (Meta's `_use_mask_as_output`); the pointer comes

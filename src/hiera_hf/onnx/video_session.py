@@ -1,0 +1,353 @@
+"""SAM 2 video tracking on ONNX Runtime, torch-free (onnxruntime, numpy, Pillow; PyAV for video files).
+
+`Sam2OnnxVideoSession` is `hiera_hf.sam2.video_tracking.VideoSessionBase` (the frames, prompts, memory banks and
+order of work of `Sam2VideoSession`, with the same memory selection of `hiera_hf.sam2.memory_bank`) over the graphs
+of an `export-onnx` folder of a video model: `image_encoder`, `mask_decoder(_multimask)`, `memory_attention`,
+`memory_encoder` and `mask_prompt`. What the PyTorch session does between the model's modules is done here in numpy
+with the same arithmetic: the best of the multimask outputs by predicted IoU, "no object" masks at -1024, small
+holes filled, spatial memories rounded to bfloat16 (kept as 16-bit words: half the memory, as in PyTorch),
+bilinear resizes. Results hold numpy arrays.
+
+Usage::
+
+    from hiera_hf.onnx.video_session import Sam2OnnxVideoSession
+    with Sam2OnnxVideoSession("sam2.1_tiny_onnx", "clip.mp4") as session:
+        session.add_points(0, obj_id=1, points=[[210, 350]], labels=[1])
+        for result in session.propagate():
+            masks = result.masks  # (objects, height, width) bool
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..sam2.memory_bank import MemorySelection, StoredMemory
+from ..sam2.prompts import NOT_A_POINT_LABEL
+from ..sam2.video_tracking import (
+    HOLE_LOGIT,
+    PREVIOUS_MASK_CLAMP,
+    ObjectTrack,
+    Sam2VideoFrameResult,
+    VideoSessionBase,
+)
+from .graphs import GRAPHS
+from .processing import resize
+from .runtime import graph_path, load_session, read_json, run_session
+
+NO_OBJECT_SCORE = -1024.0  # mask logits and scores of objects predicted absent or without output (Meta's)
+VIDEO_GRAPHS = ("mask_decoder", "mask_decoder_multimask", "memory_attention", "memory_encoder", "mask_prompt")
+CONFIG_FIELDS = (
+    "image_size", "fill_hole_area", "non_overlap_masks", "num_maskmem", "memory_temporal_stride_for_eval",
+    "max_cond_frames_in_attn", "max_obj_ptrs_in_encoder", "only_obj_ptrs_in_the_past_for_eval",
+    "multimask_output_in_sam", "multimask_output_for_tracking", "multimask_min_pt_num", "multimask_max_pt_num",
+    "pred_obj_scores",
+)  # fmt: skip
+
+
+class FrameFeatures(NamedTuple):
+    """The image encoder's outputs for one frame, batch 1 (the graph's output names)."""
+
+    high_res_features_0: np.ndarray
+    high_res_features_1: np.ndarray
+    vision_features: np.ndarray
+    image_embeddings: np.ndarray
+    vision_position_encoding: np.ndarray
+
+
+class _Config:
+    """The fields of an export's `config.json` the session reads, as attributes (a missing one raises)."""
+
+    def __init__(self, fields: dict, folder: Path):
+        missing = [name for name in CONFIG_FIELDS if name not in fields]
+        if fields.get("model_type") != "hiera_hf_sam2" or missing:
+            raise ValueError(
+                f"{folder} is not an export of a SAM 2 video model (model_type={fields.get('model_type')!r}"
+                + (f", config.json lacks {missing}" if missing else "")
+                + ")"
+            )
+        self.__dict__.update({name: fields[name] for name in CONFIG_FIELDS})
+
+
+def to_bfloat16_bits(array: np.ndarray) -> np.ndarray:
+    """float32 -> the upper 16 bits of its bfloat16 rounding (round to nearest, ties to even, as torch's
+    `.to(torch.bfloat16)`), as uint16."""
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    rounded = bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+    return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
+    """uint16 bfloat16 words -> float32 (exact)."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def _window_extreme(labels: np.ndarray, fill: int, reduce) -> np.ndarray:
+    """The min or max (`reduce`) of each pixel's 3x3 neighbourhood (itself included), `fill` beyond the edges."""
+    padded = np.pad(labels, 1, constant_values=fill)
+    rows = reduce(reduce(padded[:-2], padded[1:-1]), padded[2:])
+    return reduce(reduce(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def small_regions(region: np.ndarray, max_area: float) -> np.ndarray:
+    """The pixels of `region` `(H, W)` bool in 8-connected components of at most `max_area` pixels (what OpenCV's
+    `connectedComponentsWithStats` gives `clean_mask_logits`), without OpenCV.
+
+    Every pixel takes the smallest pixel index of its 3x3 neighbourhood within the region, repeatedly: after
+    `max_area - 1` rounds each component of at most `max_area` pixels carries one label. A label is a whole
+    component when no region pixel next to one of its pixels carries another label (in a connected component,
+    a part that is not all of it borders the rest)."""
+    if max_area <= 0 or not region.any():
+        return np.zeros_like(region)
+    height, width = region.shape
+    outside = height * width
+    labels = np.where(region, np.arange(outside).reshape(height, width), outside)
+    for _ in range(int(min(max_area, outside))):
+        spread = np.where(region, _window_extreme(labels, outside, np.minimum), outside)
+        if np.array_equal(spread, labels):
+            break
+        labels = spread
+    lowest = _window_extreme(labels, outside, np.minimum)
+    highest = _window_extreme(np.where(region, labels, -1), -1, np.maximum)
+    open_labels = np.zeros(outside + 1, dtype=bool)
+    open_labels[labels[region & ((lowest != labels) | (highest != labels))]] = True
+    sizes = np.bincount(labels[region], minlength=outside + 1)
+    small = (sizes <= max_area) & ~open_labels
+    small[outside] = False
+    return small[labels] & region
+
+
+def non_overlap(mask_logits: np.ndarray) -> np.ndarray:
+    """Keep each pixel only for the object with the highest logit; the others are capped at -10 (see
+    `video_session.apply_non_overlap`). `mask_logits` `(N, ...)`."""
+    if mask_logits.shape[0] < 2:
+        return mask_logits
+    winner = mask_logits.argmax(axis=0)[None]
+    objects = np.arange(mask_logits.shape[0]).reshape(-1, *[1] * (mask_logits.ndim - 1))
+    return np.where(winner == objects, mask_logits, np.minimum(mask_logits, np.float32(-10.0)))
+
+
+class Sam2OnnxVideoSession(VideoSessionBase):
+    """Track objects through a video on ONNX Runtime, with the API of `Sam2VideoSession` (see
+    `hiera_hf.sam2.video_tracking.VideoSessionBase`: `add_points`, `add_box`, `add_mask`, `propagate`,
+    `clear_frame_prompts`, `remove_object`, `push_frame`, ...).
+
+    Args:
+        folder: an `export-onnx` folder of a SAM 2 video model.
+        source: see `VideoSessionBase`.
+        providers: ONNX Runtime execution providers (default CPU).
+        quantized: use the int8 image encoder (`image_encoder_quantized.onnx`, from `--int8`).
+        fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
+            see `VideoSessionBase`.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        source=None,
+        *,
+        providers: list[str] | None = None,
+        quantized: bool = False,
+        fill_hole_area: int | None = None,
+        non_overlap_masks: bool | None = None,
+        max_conditioning_frames: int | None = None,
+        add_all_frames_to_correct_as_cond: bool = False,
+        progress: bool = True,
+    ):
+        folder = Path(folder)
+        self.config = _Config(read_json(folder, "config.json"), folder)
+        processor = read_json(folder, "preprocessor_config.json")
+        self.mean = np.asarray(processor["image_mean"], dtype=np.float32)[:, None, None]
+        self.std = np.asarray(processor["image_std"], dtype=np.float32)[:, None, None]
+        absent = [name for name in VIDEO_GRAPHS if not (folder / f"{name}.onnx").is_file()]
+        if absent:
+            raise ValueError(
+                f"{folder} has no {', '.join(f'{name}.onnx' for name in absent)}: export a SAM 2 video model folder "
+                "(every converted official checkpoint) with `hiera-hf export-onnx`"
+            )
+        self.encoder = load_session(
+            graph_path(folder, "image_encoder", quantized), providers, GRAPHS["image_encoder"][0]
+        )
+        self.graphs = {name: load_session(folder / f"{name}.onnx", providers, GRAPHS[name][0]) for name in VIDEO_GRAPHS}
+        super().__init__(
+            self.config,
+            source,
+            fill_hole_area=fill_hole_area,
+            non_overlap_masks=non_overlap_masks,
+            max_conditioning_frames=max_conditioning_frames,
+            add_all_frames_to_correct_as_cond=add_all_frames_to_correct_as_cond,
+            progress=progress,
+        )
+
+    def _run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
+        return run_session(self.graphs[graph], None, inputs)
+
+    # The model's steps -------------------------------------------------------------------------------------------
+
+    def _encode_frame(self, frame_idx: int) -> FrameFeatures:
+        pixels = ((self._frame_pixels(frame_idx) - self.mean) / self.std)[None]
+        return FrameFeatures(*self.encoder.run(list(FrameFeatures._fields), {"pixel_values": pixels}))
+
+    def _use_multimask(self, num_points: int, tracking: bool) -> bool:
+        """Meta's rule (see `Sam2VideoModel.use_multimask`)."""
+        config = self.config
+        return (
+            config.multimask_output_in_sam
+            and (not tracking or config.multimask_output_for_tracking)
+            and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
+        )
+
+    def _predict(
+        self,
+        features: FrameFeatures,
+        tracks: list[ObjectTrack],
+        selections: list[MemorySelection] | None,
+        points: tuple[np.ndarray, np.ndarray] | None = None,
+        mask: np.ndarray | None = None,
+        previous_masks: np.ndarray | None = None,
+        encode_memory: bool = False,
+    ) -> list[StoredMemory]:
+        count = len(tracks)
+        if mask is not None:
+            masks, scores, pointers = self._mask_prompt(features, mask)
+        else:
+            masks, scores, pointers = self._decode(features, tracks, selections, points, previous_masks)
+        maskmem = [None] * count
+        if encode_memory:
+            maskmem = self._memory(features, resize(masks, (self.image_size,) * 2), scores, points is not None)
+        return [
+            StoredMemory(
+                pred_masks=self._fill_holes(masks[index]),
+                pointer=pointers[index],
+                object_score=scores[index],
+                maskmem=maskmem[index],
+            )
+            for index in range(count)
+        ]
+
+    def _mask_prompt(self, features: FrameFeatures, mask: np.ndarray) -> tuple[np.ndarray, ...]:
+        """A mask `(H, W)` at the video's size, resized to the model input (antialiased bilinear, thresholded at
+        0.5) and taken as the output."""
+        size = (self.image_size, self.image_size)
+        if mask.shape != size:
+            mask = (resize(mask, size, antialias=True) >= 0.5).astype(np.float32)
+        return tuple(
+            self._run(
+                "mask_prompt",
+                vision_features=features.vision_features,
+                high_res_features_0=features.high_res_features_0,
+                high_res_features_1=features.high_res_features_1,
+                input_masks=mask[None, None],
+            )
+        )
+
+    def _decode(
+        self,
+        features: FrameFeatures,
+        tracks: list[ObjectTrack],
+        selections: list[MemorySelection] | None,
+        points: tuple[np.ndarray, np.ndarray] | None,
+        previous_masks: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Memory attention (with `selections`) and the mask decoder: the best mask `(N, 1, 4h, 4w)` of each
+        object, its object-score logit `(N, 1)` and pointer `(N, C)` (Meta's `_forward_sam_heads`)."""
+        count = len(tracks)
+        embeddings = features.image_embeddings  # the embedding plus `no_mem_embed`: a frame without memory
+        if selections is not None:
+            embeddings = self._attend(features, tracks, selections)
+        # Meta's prompt: the clicks (box corners first), or one "not a point" without clicks; then the padding point.
+        coords = np.zeros((count, 1, 2), np.float32) if points is None else points[0][None]
+        labels = np.full((count, 1), NOT_A_POINT_LABEL, np.int64) if points is None else points[1][None]
+        num_points = 0 if points is None else coords.shape[1]
+        coords = np.concatenate([coords, np.zeros((count, 1, 2), np.float32)], axis=1)
+        labels = np.concatenate([labels, np.full((count, 1), NOT_A_POINT_LABEL, np.int64)], axis=1)
+        low_res = features.high_res_features_0.shape[-1]
+        mask_input = np.zeros((count, 1, low_res, low_res), np.float32)
+        if previous_masks is not None:
+            mask_input = np.clip(previous_masks, -PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)[None]
+        multimask = self._use_multimask(num_points, selections is not None)
+        masks, iou_scores, scores, pointers = self._run(
+            "mask_decoder_multimask" if multimask else "mask_decoder",
+            image_embeddings=embeddings,
+            high_res_features_0=features.high_res_features_0,
+            high_res_features_1=features.high_res_features_1,
+            point_coords=coords,
+            point_labels=labels,
+            mask_input=mask_input,
+            has_mask_input=np.full(count, float(previous_masks is not None), np.float32),
+        )
+        if self.config.pred_obj_scores:
+            masks = np.where(scores[..., None, None] > 0, masks, np.float32(NO_OBJECT_SCORE))
+        rows = np.arange(count)
+        best = iou_scores.argmax(axis=-1) if multimask else np.zeros(count, np.int64)
+        pointer = pointers[rows, best] if pointers.shape[1] > 1 else pointers[:, 0]
+        return masks[rows, best][:, None], scores, pointer
+
+    def _attend(
+        self, features: FrameFeatures, tracks: list[ObjectTrack], selections: list[MemorySelection]
+    ) -> np.ndarray:
+        """The frame's embedding conditioned on the selected memories of the objects `(N, C, h, w)` (the selections
+        share one layout)."""
+        if len({selection.layout for selection in selections}) != 1:
+            raise ValueError("Objects batched together must have selections of the same layout")
+        banks = [track.memory for track in tracks]
+        spatial = np.stack(
+            [np.stack([bank.get(t).maskmem for t in sel.spatial_frames]) for bank, sel in zip(banks, selections)]
+        )
+        hidden = features.vision_features.shape[1]
+        pointers = np.stack(
+            [np.stack([bank.get(t).pointer for t in sel.pointer_frames] or [np.zeros(hidden, np.float32)])
+             for bank, sel in zip(banks, selections)]
+        )[:, : len(selections[0].pointer_frames)]  # fmt: skip
+        selection = selections[0]
+        (conditioned,) = self._run(
+            "memory_attention",
+            vision_features=features.vision_features,
+            vision_position_encoding=features.vision_position_encoding,
+            memory_features=from_bfloat16_bits(spatial),
+            memory_temporal_positions=np.asarray(selection.temporal_positions, np.int64),
+            object_pointers=pointers,
+            pointer_frame_offsets=np.asarray(selection.pointer_offsets, np.int64),
+            max_pointer_offset=np.asarray(selection.max_pointer_offset, np.int64),
+        )
+        return conditioned
+
+    def _memory(self, features: FrameFeatures, high_res_masks: np.ndarray, scores: np.ndarray, from_points: bool):
+        """Spatial memories (bfloat16 words) of full-resolution masks `(N, 1, S, S)` on the frame."""
+        (maskmem, _) = self._run(
+            "memory_encoder",
+            vision_features=features.vision_features,
+            mask_logits=high_res_masks,
+            object_score_logits=scores,
+            from_points=np.full(high_res_masks.shape[0], from_points),
+        )
+        return list(to_bfloat16_bits(maskmem))
+
+    def _fill_holes(self, masks: np.ndarray) -> np.ndarray:
+        """`(1, 4h, 4w)` logits with background holes of at most `fill_hole_area` pixels set to `HOLE_LOGIT`."""
+        holes = small_regions(masks[0] <= 0, self.fill_hole_area)
+        return np.where(holes, np.float32(HOLE_LOGIT), masks)
+
+    def _encode_memories(self, features: FrameFeatures, outputs: list[StoredMemory]) -> list:
+        masks = resize(np.stack([output.pred_masks for output in outputs]), (self.image_size,) * 2)
+        scores = np.stack([output.object_score for output in outputs])
+        return self._memory(features, masks, scores, True)
+
+    def _result(self, frame_idx: int, outputs: list[StoredMemory | None]) -> Sam2VideoFrameResult:
+        low_res = self.image_size // 4
+        masks = np.full((len(outputs), 1, low_res, low_res), NO_OBJECT_SCORE, np.float32)
+        scores = np.full(len(outputs), NO_OBJECT_SCORE, np.float32)
+        for index, output in enumerate(outputs):
+            if output is not None and output.pred_masks is not None:
+                masks[index] = output.pred_masks
+                scores[index] = output.object_score[0]
+        masks = resize(masks, (self.video_height, self.video_width))
+        if self.non_overlap_masks:
+            masks = non_overlap(masks)
+        return Sam2VideoFrameResult(frame_idx, self.object_ids, masks[:, 0], scores)
+
+
+__all__ = ["Sam2OnnxVideoSession", "from_bfloat16_bits", "non_overlap", "small_regions", "to_bfloat16_bits"]
