@@ -146,8 +146,12 @@ class Sam2VideoSession:
         model: the video model (eval mode is set).
         source: a video file (PyAV), a folder of JPEG/PNG frames, a list of PIL images / `(H, W, 3)` arrays, a
             `(T, H, W, 3)` array, a `VideoFrames`; or `None` for an open stream fed with `push_frame`.
-        offload_memory_to_cpu: keep the memory bank on the CPU when the model is on an accelerator.
-        dtype: compute dtype (`torch.float32` or `torch.bfloat16`, run under autocast); default the model's.
+        offload_memory_to_cpu: keep the memory bank (spatial memories and mask logits) on the CPU when the model
+            is on an accelerator, moving what a frame attends to onto the device for it (Meta's
+            `offload_state_to_cpu`). Object pointers and scores, a few KB per frame, stay on the device.
+        dtype: compute dtype: `torch.float32`, or `torch.bfloat16` / `torch.float16` run under autocast on the
+            model's device (CPU autocast runs both; float16 pays on GPUs); default the model's parameters'. Spatial
+            memories are stored in bfloat16 whatever the dtype, as Meta's predictor stores them.
         fill_hole_area: fill background holes of at most this many low-resolution pixels (default: the config's).
         non_overlap_masks: make the returned masks disjoint (default: the config's).
         max_conditioning_frames: attend to at most this many prompted frames per object, the closest ones (Meta's
@@ -158,7 +162,10 @@ class Sam2VideoSession:
         progress: show a progress bar while propagating.
 
     Frames are decoded when needed and only the frame being processed is kept (with the image features of
-    frames that have prompts not yet propagated). Results are yielded, never stored.
+    frames that have prompts not yet propagated). Results are yielded, never stored. Frames therefore always live
+    on the CPU (as with Meta's `offload_video_to_cpu=True`, without holding the decoded video), so there is no
+    such option here; on the device are the model, the features of the frame being processed and of prompted
+    frames until propagation encodes their memories, and the memory bank unless `offload_memory_to_cpu`.
     """
 
     def __init__(
@@ -180,8 +187,8 @@ class Sam2VideoSession:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.dtype = dtype or next(model.parameters()).dtype
-        if self.dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {self.dtype}")
+        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype}")
         self.storage_device = torch.device("cpu") if offload_memory_to_cpu else self.device
         self.fill_hole_area = config.fill_hole_area if fill_hole_area is None else int(fill_hole_area)
         self.non_overlap_masks = config.non_overlap_masks if non_overlap_masks is None else bool(non_overlap_masks)
@@ -276,7 +283,7 @@ class Sam2VideoSession:
         return self._features[frame_idx]
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     # Prompts -----------------------------------------------------------------------------------------------------
 
@@ -500,8 +507,7 @@ class Sam2VideoSession:
 
     def _memory_tokens(self, states: list[_ObjectState], selections: list[MemorySelection]) -> MemoryTokens:
         """The memory tokens of objects whose selections share one layout, as one batch."""
-        dtype = self.dtype if self.dtype == torch.bfloat16 else torch.float32
-        return gather_memory(self.model, [s.memory for s in states], selections, self.device, dtype)
+        return gather_memory(self.model, [s.memory for s in states], selections, self.device, self.dtype)
 
     def _prune(self, frame_idx: int) -> None:
         """Drop what no later frame can attend to: keep memories near the current frame and the last start."""
