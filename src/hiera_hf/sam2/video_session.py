@@ -60,7 +60,7 @@ class Sam2VideoFrameResult:
         frame_idx: index of the frame in the video.
         object_ids: the objects, in the order of the first dimension below.
         mask_logits: `(num_objects, height, width)` float32 logits at the video's resolution (`-1024` for objects
-            predicted absent or without output on this frame).
+            predicted absent or without output on this frame), on the model's device (`.cpu()` before `.numpy()`).
         object_score_logits: `(num_objects,)` logits that each object is visible (`-1024` without output).
     """
 
