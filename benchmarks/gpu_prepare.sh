@@ -8,7 +8,7 @@
 #                 the video benchmark loops them to the 200 frames of its memory run)
 #   .gpu/media/   what tests/test_cuda.py reads (HIERA_HF_MEDIA there): truck.jpg, dog.jpg, and blocks/, the first
 #                 8 frames of blocks.mp4 as JPEGs (the GPU machine has no PyAV)
-# Size: ~15 MB of wheels + ~7 MB of frames (a device run carries at most 64 MiB with the repository).
+# Size: ~15 MB of wheels + ~7 MB of frames + ~3 MB of media (a device run carries at most 64 MiB with the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
