@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a lent CUDA machine (bare, offline, its own python3 with CUDA torch), in under 8 minutes:
-#   1. the CUDA parity subset (tests/test_cuda.py: Hiera-B, MAE-B, SAM 2.1-T image and video, ours on the GPU vs
-#      Meta's on the GPU in fp32 with TF32 off, and the bf16/fp16 mask-IoU rows);
+#   1. the CUDA parity subset (tests/test_cuda.py: Hiera-B, MAE-B, SAM 2.1-T image, mask generation and video, ours
+#      on the GPU vs Meta's on the GPU in fp32 with TF32 off; the bf16/fp16 mask-IoU rows, memory offload, training
+#      prompts from a CPU generator);
 #   2. bench_hiera.py: Hiera-B fp32 / bf16 / torch.compile vs Meta, transformers and timm;
 #   3. bench_hiera_mae.py: the MAE training step (bf16 autocast, B=128) vs Meta, transformers and hiera-optim;
 #   4. bench_sam2_video.py: SAM 2.1-T frames/s at 1 and 4 objects (fp32, bf16) vs Meta's predictor, and GPU memory
@@ -28,6 +29,7 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HIERA_HF_DEVICE="$device"
 frames=.gpu/frames
 [ -d "$frames" ] || frames=../shared/media/blocks.mp4
+[ -d .gpu/media ] && export HIERA_HF_MEDIA="$PWD/.gpu/media"  # test_cuda.py's images and frames (no PyAV there)
 
 {
     echo "# GPU check ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -50,7 +52,7 @@ step() {
 }
 
 if [ "$dry" = 1 ]; then
-    step parity 300 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
+    step parity 420 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
     step hiera 120 "$py" benchmarks/bench_hiera.py --quick --quiet --device "$device"
     step mae 120 "$py" benchmarks/bench_hiera_mae.py --preset mae_hiera_tiny_224 --batch 1 --rounds 1 --no_progress --device "$device"
     step video 180 "$py" benchmarks/bench_sam2_video.py --quick --video "$frames" --device "$device"

@@ -6,12 +6,14 @@
 #                 hiera-optim (Triton MAE kernels, optional reference)
 #   .gpu/frames/  the first 50 frames of ../shared/media/blocks.mp4 (longer side 1024 px: SAM 2's input size;
 #                 the video benchmark loops them to the 200 frames of its memory run)
-# Size: ~15 MB of wheels + ~7 MB of frames (a device run carries at most 64 MiB with the repository).
+#   .gpu/media/   what tests/test_cuda.py reads (HIERA_HF_MEDIA there): truck.jpg, dog.jpg, and blocks/, the first
+#                 8 frames of blocks.mp4 as JPEGs (the GPU machine has no PyAV)
+# Size: ~15 MB of wheels + ~7 MB of frames + ~3 MB of media (a device run carries at most 64 MiB with the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 version() { "$py" -c "import importlib.metadata as m; print(m.version('$1'))"; }
-rm -rf .gpu && mkdir -p .gpu/whl .gpu/frames
+rm -rf .gpu && mkdir -p .gpu/whl .gpu/frames .gpu/media/blocks
 "$py" -m pip download --no-deps -q -d .gpu/whl "transformers==$(version transformers)" \
     "hiera-transformer==$(version hiera-transformer)" "hydra-core==$(version hydra-core)" \
     "omegaconf==$(version omegaconf)" hiera-optim
@@ -29,5 +31,8 @@ with open_video("../shared/media/blocks.mp4") as frames:
         image = Image.fromarray(frames[t])
         image.thumbnail((1024, 1024), Image.Resampling.BICUBIC)
         image.save(Path(".gpu/frames") / f"{t:05d}.jpg", quality=85)
+    for t in range(8):
+        Image.fromarray(frames[t]).save(Path(".gpu/media/blocks") / f"{t:05d}.jpg", quality=95)
 PY
-du -sh .gpu/whl .gpu/frames
+cp ../shared/media/truck.jpg ../shared/media/dog.jpg .gpu/media/
+du -sh .gpu/whl .gpu/frames .gpu/media

@@ -5,8 +5,11 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import save_file
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.build_sam import build_sam2, build_sam2_video_predictor
 
 from hiera_hf import Sam2Config, Sam2Model, Sam2VideoModel
@@ -146,3 +149,78 @@ def upcast_memory(meta: torch.nn.Module) -> None:
         )  # fmt: skip
 
     meta.memory_attention.forward = upcast
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """IoU of two binary masks (1.0 when both are empty)."""
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+AMG_SIZE = 512  # model input of the automatic-mask-generation tests
+# Thresholds for the random-weight model of `amg_models`: predicted IoUs are ~0.49-0.53, stability scores ~0.4-0.6.
+AMG_FILTERS = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.45}
+
+
+def amg_models(root: Path) -> dict:
+    """Meta's sam2.1 tiny at `AMG_SIZE` with random weights and its hypernetwork outputs scaled by 30 (so that mask
+    logits spread out and some masks pass the filters), ours converted from it into a folder under `root`, and
+    dog.jpg: `{"meta", "ours", "folder", "image"}`."""
+    name = "sam2.1_hiera_tiny"
+    meta = meta_model(name, image_size=AMG_SIZE)
+    with torch.no_grad():
+        for mlp in meta.sam_mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30)
+            mlp.layers[-1].bias.mul_(30)
+    folder, converted = write_folder(meta, name, root, image_size=AMG_SIZE)
+    image = np.asarray(Image.open(media("dog.jpg")).convert("RGB"))  # 500x331
+    return {"meta": meta, "ours": load_ours(folder, converted), "folder": folder, "image": image}
+
+
+def meta_generate(meta, image, output_mode: str = "coco_rle", **settings) -> list[dict]:
+    """Meta's `SAM2AutomaticMaskGenerator` records of `image` at `AMG_SIZE`."""
+    generator = SAM2AutomaticMaskGenerator(meta, output_mode=output_mode, **settings)
+    scale = AMG_SIZE // 4
+    generator.predictor._bb_feat_sizes = [(scale, scale), (scale // 2, scale // 2), (scale // 4, scale // 4)]
+    return generator.generate(image)
+
+
+def _segmentation(record: dict) -> np.ndarray:
+    """A record's mask as a boolean array (COCO RLE decoded with pycocotools, imported only then)."""
+    if isinstance(record["segmentation"], np.ndarray):
+        return record["segmentation"].astype(bool)
+    from pycocotools import mask as coco_mask
+
+    return coco_mask.decode(record["segmentation"]).astype(bool)
+
+
+def assert_same_records(ours: list[dict], meta: list[dict]) -> None:
+    """Same number of masks; each of Meta's matched by click and predicted IoU; masks (binary, or decoded from COCO
+    RLE) with IoU >= 0.999 (logits agree to 1e-4, so only pixels at the threshold may flip), same box and crop."""
+    assert len(ours) == len(meta) > 0
+    unmatched = list(ours)
+    for reference in meta:
+        candidates = [r for r in unmatched if r["point_coords"] == reference["point_coords"]]
+        record = min(candidates, key=lambda r: abs(r["predicted_iou"] - reference["predicted_iou"]))
+        unmatched.remove(record)
+        assert abs(record["predicted_iou"] - reference["predicted_iou"]) < 1e-4
+        # Stability is a ratio of pixel counts: one flipped pixel in ~50k moves it by ~2e-5.
+        assert abs(record["stability_score"] - reference["stability_score"]) < 1e-3
+        ours_mask, meta_mask = _segmentation(record), _segmentation(reference)
+        assert (ours_mask & meta_mask).sum() / (ours_mask | meta_mask).sum() >= 0.999
+        assert abs(record["area"] - reference["area"]) <= 0.001 * reference["area"]
+        np.testing.assert_allclose(record["bbox"], reference["bbox"], atol=1)
+        assert record["crop_box"] == reference["crop_box"]
+
+
+def assert_pipeline_matches_meta(output: dict, meta: list[dict]) -> None:
+    """Each of Meta's masks matched by predicted IoU (1e-4) with a mask of the mask-generation pipeline's `output`
+    of IoU >= 0.999 (see `assert_same_records`), one to one."""
+    assert len(output["masks"]) == len(meta) > 0
+    unmatched = list(range(len(meta)))
+    for mask, score in zip(output["masks"], output["scores"].tolist()):
+        index = min(unmatched, key=lambda i: abs(meta[i]["predicted_iou"] - score))
+        unmatched.remove(index)
+        assert abs(meta[index]["predicted_iou"] - score) < 1e-4
+        mask, reference = np.asarray(mask), _segmentation(meta[index])
+        assert (mask & reference).sum() / (mask | reference).sum() >= 0.999

@@ -2,14 +2,20 @@
 
 Ours on the device against Meta's on the same device, in float32 with TF32 off, at the CPU suite's tolerances:
 Hiera-B (logits, probabilities), MAE Hiera-B (loss, predictions), SAM 2.1 tiny image (decoder outputs through
-Meta's `SAM2ImagePredictor`) and video (`Sam2VideoSession` against Meta's `SAM2VideoPredictor`: a click and a box,
-forward then backward); then bf16 and fp16 against our float32 (mask IoU >= 0.98).
+Meta's `SAM2ImagePredictor`), automatic mask generation (our generator and transformers' pipeline against Meta's
+`SAM2AutomaticMaskGenerator`) and video (`Sam2VideoSession` against Meta's `SAM2VideoPredictor`: a click and a box,
+forward then backward); then bf16 and fp16 against our float32 (mask IoU >= 0.98), the session's memory offloaded
+to the CPU (the same masks), and clip training with a seeded CPU generator (the same prompts and loss as on the CPU).
 
 These tests run only when `HIERA_HF_DEVICE` names the device (`HIERA_HF_DEVICE=cuda python -m pytest
 tests/test_cuda.py`, as `benchmarks/gpu_check.sh` does): they need the hardware, and the rest of the suite already
-checks the same parity on the CPU. `HIERA_HF_DEVICE=cpu` runs them on the CPU (a dry run of the script).
+checks the same parity on the CPU. `HIERA_HF_DEVICE=cpu` runs them on the CPU (a dry run of the script). The GPU
+machine has no PyAV: `benchmarks/gpu_prepare.sh` puts the media these tests read, and blocks.mp4's first frames as
+JPEGs (`blocks/`), in `.gpu/media`, which `gpu_check.sh` names in `HIERA_HF_MEDIA`.
 """
 
+import copy
+import json
 import os
 
 import numpy as np
@@ -20,9 +26,16 @@ from hiera_helpers import pixels
 from PIL import Image
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2_helpers import (
+    AMG_FILTERS,
+    MEDIA_FOLDER,
+    amg_models,
+    assert_pipeline_matches_meta,
+    assert_same_records,
     load_converted,
     load_ours,
+    mask_iou,
     media,
+    meta_generate,
     meta_model,
     meta_video_predictor,
     randomize_meta_weights,
@@ -38,7 +51,9 @@ from hiera_hf import (
     Sam2ImageProcessor,
     Sam2VideoSession,
 )
-from hiera_hf.conversion import convert_meta_hiera_state_dict
+from hiera_hf.conversion import convert_meta_hiera_state_dict, sam2_preprocessor_config
+from hiera_hf.sam2.mask_generation import Sam2AutomaticMaskGenerator, box_nms
+from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # the CPU suite's float32 tolerances
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,12 +74,6 @@ def device():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 math, as on the CPU
     yield device
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-
-
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """IoU of two binary masks (1.0 when both are empty)."""
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else (a & b).sum().item() / union
 
 
 @torch.no_grad()
@@ -131,8 +140,6 @@ def test_sam2_image_matches_meta_predictor(sam2_image):
 def test_sam2_image_low_precision_masks(sam2_image, precision):
     """bf16 / fp16 autocast against our float32: the masks of three prompts agree (IoU >= 0.98)."""
     _, ours, image = sam2_image
-    if ours.device.type == "cpu" and precision == "fp16":
-        pytest.skip("float16 autocast is a GPU mode (CPU autocast runs bfloat16)")
     inputs = Sam2ImageProcessor()(
         image, input_points=[[[[500.0, 375.0]], [[1125.0, 625.0]], [[300.0, 800.0]]]], input_labels=[[[1], [1], [1]]]
     )
@@ -150,7 +157,8 @@ def frames_folder(tmp_path_factory):
     from hiera_hf.video_io import open_video
 
     folder = tmp_path_factory.mktemp("frames")
-    with open_video(media("blocks.mp4")) as frames:
+    extracted = MEDIA_FOLDER / "blocks"  # the GPU machine's copy (no PyAV there)
+    with open_video(extracted if extracted.is_dir() else media("blocks.mp4")) as frames:
         for t in range(8):
             frame = Image.fromarray(frames[t])
             frame.resize((480, frame.height * 480 // frame.width)).save(folder / f"{t:05d}.jpg", quality=95)
@@ -196,11 +204,97 @@ def test_sam2_video_matches_meta_predictor(sam2_video, frames_folder):
         assert torch.equal((ours_logits > 0)[clear], (meta_logits > 0)[clear])
 
 
+@pytest.mark.parametrize("precision", LOW_PRECISION)
 @torch.no_grad()
-def test_sam2_video_bf16_masks(sam2_video, frames_folder):
-    """The session in bfloat16 against float32: mean mask IoU over frames and objects >= 0.98."""
+def test_sam2_video_low_precision_masks(sam2_video, frames_folder, precision):
+    """The session in bfloat16 / float16 against float32: mean mask IoU over frames and objects >= 0.98."""
     _, ours = sam2_video
+    if ours.device.type == "cpu" and precision == "fp16":
+        pytest.skip("float16 on a CPU without fp16 units takes 150 s here; test_sam2_video_session checks it at 128 px")
     reference = track(Sam2VideoSession(ours, frames_folder, fill_hole_area=0, progress=False))
-    low = track(Sam2VideoSession(ours, frames_folder, dtype=torch.bfloat16, fill_hole_area=0, progress=False))
+    dtype = LOW_PRECISION[precision]
+    low = track(Sam2VideoSession(ours, frames_folder, dtype=dtype, fill_hole_area=0, progress=False))
     ious = [mask_iou(a > 0, b > 0) for x, y in zip(low, reference) for a, b in zip(x, y)]
     assert np.mean(ious) >= 0.98, ious
+
+
+@torch.no_grad()
+def test_sam2_video_memory_offloaded_to_cpu(sam2_video, frames_folder):
+    """`offload_memory_to_cpu` keeps the memory bank on the CPU and gives exactly the masks of a bank on the device
+    (moving bfloat16 memories between devices is exact)."""
+    _, ours = sam2_video
+    session = Sam2VideoSession(ours, frames_folder, offload_memory_to_cpu=True, fill_hole_area=0, progress=False)
+    offloaded = track(session)
+    stored = [o for state in session._objects.values() for o in state.memory.recent.values()]
+    assert stored and all(o.maskmem.device.type == o.pred_masks.device.type == "cpu" for o in stored)
+    reference = track(Sam2VideoSession(ours, frames_folder, fill_hole_area=0, progress=False))
+    for a, b in zip(offloaded, reference):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def amg(device, tmp_path_factory):
+    """The automatic-mask-generation models of the CPU suite (sam2.1 tiny at 512, hypernetwork outputs x30) on the
+    device, with dog.jpg."""
+    built = amg_models(tmp_path_factory.mktemp("amg"))
+    return built["meta"].to(device), built["ours"].to(device), built["folder"], built["image"]
+
+
+@torch.no_grad()
+def test_automatic_mask_generation_matches_meta(amg):
+    """Our generator on the device against Meta's on the device: every mask of a 4x4 grid (box NMS off), as in the
+    CPU suite."""
+    meta, ours, _, image = amg
+    settings = {"points_per_side": 4, "box_nms_thresh": 1.0, **AMG_FILTERS}
+    expected = meta_generate(meta, image, output_mode="binary_mask", **settings)
+    actual = Sam2AutomaticMaskGenerator(ours, progress=False, **settings).generate(image)
+    assert_same_records(actual, expected)
+
+
+def test_box_nms_on_the_device_matches_torchvision(device):
+    """`box_nms` of device tensors (its greedy pass on the CPU, no float64 on the device) keeps torchvision's boxes."""
+    import torchvision
+
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.randint(0, 60, (300, 2, 2), generator=generator).float()
+    boxes = torch.cat([corners.amin(dim=1), corners.amax(dim=1)], dim=1).to(device)
+    scores = torch.rand(300, generator=generator).to(device)
+    for threshold in (0.3, 0.7):
+        kept = box_nms(boxes, scores, threshold)
+        assert kept.device.type == device.type and torch.equal(kept, torchvision.ops.nms(boxes, scores, threshold))
+
+
+def test_mask_generation_pipeline_on_the_device_matches_meta(amg):
+    """transformers' mask-generation pipeline with `device=`: each of Meta's masks matched by predicted IoU (1e-4)
+    with a pipeline mask of IoU >= 0.999."""
+    from transformers import pipeline
+
+    meta, ours, folder, image = amg
+    (folder / "preprocessor_config.json").write_text(json.dumps(sam2_preprocessor_config(ours.config)))
+    pipe = pipeline("mask-generation", model=str(folder), device=ours.device)
+    output = pipe(Image.fromarray(image), points_per_crop=4, crops_nms_thresh=1.0, **AMG_FILTERS)
+    with torch.no_grad():
+        expected = meta_generate(meta, image, output_mode="binary_mask", points_per_side=4, box_nms_thresh=1.0,
+                                 **AMG_FILTERS)  # fmt: skip
+    assert_pipeline_matches_meta(output, expected)
+
+
+@torch.no_grad()
+def test_clip_training_with_a_cpu_generator(device):
+    """`track_clips` on the device with a seeded CPU generator draws the prompts of the CPU run (corrective clicks
+    from the ground truth, so they depend on the generator only) and gives its loss; a generator on the device
+    works too."""
+    torch.manual_seed(0)
+    model = Sam2VideoModelForTraining(Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128)).eval()
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(2, 3, 3, 128, 128, generator=generator)
+    blobs = torch.nn.functional.interpolate(torch.randn(12, 1, 4, 4, generator=generator), size=(32, 32))
+    labels = (blobs > 0.3).float().reshape(2, 3, 2, 32, 32)
+    losses = []
+    for where in (torch.device("cpu"), device):
+        inputs = (copy.deepcopy(model).to(where), pixels.to(where), labels.to(where), "point", 3, 3, 1.0)
+        losses.append(track_clips(*inputs, generator=torch.Generator().manual_seed(1)).loss.cpu())
+    torch.testing.assert_close(losses[1], losses[0], **TOL)
+    on_device = torch.Generator(device=device).manual_seed(1)
+    inputs = (model.to(device), pixels.to(device), labels.to(device), "box", 3, 3, 0.1)
+    assert torch.isfinite(track_clips(*inputs, generator=on_device).loss)

@@ -19,9 +19,17 @@ import torchvision
 import transformers
 from PIL import Image
 from pycocotools import mask as coco_mask
-from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.utils import amg
-from sam2_helpers import load_ours, media, meta_model, scipy_connected_components, write_folder
+from sam2_helpers import AMG_FILTERS as FILTERS
+from sam2_helpers import AMG_SIZE as SIZE
+from sam2_helpers import (
+    amg_models,
+    assert_pipeline_matches_meta,
+    assert_same_records,
+    media,
+    meta_generate,
+    scipy_connected_components,
+)
 from transformers import pipeline
 from transformers.pipelines.mask_generation import MaskGenerationPipeline
 
@@ -38,48 +46,10 @@ from hiera_hf.sam2.mask_generation import (
     point_grid,
 )
 
-SIZE = 512
-# Thresholds for the random-weight model: predicted IoUs are ~0.49-0.53, stability scores ~0.4-0.6.
-FILTERS = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.45}
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    name = "sam2.1_hiera_tiny"
-    meta = meta_model(name, image_size=SIZE)
-    with torch.no_grad():
-        for mlp in meta.sam_mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(30)
-            mlp.layers[-1].bias.mul_(30)
-    folder, converted = write_folder(meta, name, tmp_path_factory.mktemp("sam2"), image_size=SIZE)
-    image = np.asarray(Image.open(media("dog.jpg")).convert("RGB"))  # 500x331
-    return {"meta": meta, "ours": load_ours(folder, converted), "folder": folder, "image": image}
-
-
-def meta_generate(meta, image, **settings) -> list[dict]:
-    generator = SAM2AutomaticMaskGenerator(meta, output_mode="coco_rle", **settings)
-    scale = SIZE // 4
-    generator.predictor._bb_feat_sizes = [(scale, scale), (scale // 2, scale // 2), (scale // 4, scale // 4)]
-    return generator.generate(image)
-
-
-def assert_same_records(ours: list[dict], meta: list[dict]) -> None:
-    """Same number of masks; each of Meta's matched by click and predicted IoU; masks (decoded from COCO RLE)
-    with IoU >= 0.999 (logits agree to 1e-4, so only pixels at the threshold may flip), same box and crop."""
-    assert len(ours) == len(meta) > 0
-    unmatched = list(ours)
-    for reference in meta:
-        candidates = [r for r in unmatched if r["point_coords"] == reference["point_coords"]]
-        record = min(candidates, key=lambda r: abs(r["predicted_iou"] - reference["predicted_iou"]))
-        unmatched.remove(record)
-        assert abs(record["predicted_iou"] - reference["predicted_iou"]) < 1e-4
-        # Stability is a ratio of pixel counts: one flipped pixel in ~50k moves it by ~2e-5.
-        assert abs(record["stability_score"] - reference["stability_score"]) < 1e-3
-        ours_mask, meta_mask = (coco_mask.decode(r["segmentation"]).astype(bool) for r in (record, reference))
-        assert (ours_mask & meta_mask).sum() / (ours_mask | meta_mask).sum() >= 0.999
-        assert abs(record["area"] - reference["area"]) <= 0.001 * reference["area"]
-        np.testing.assert_allclose(record["bbox"], reference["bbox"], atol=1)
-        assert record["crop_box"] == reference["crop_box"]
+    return amg_models(tmp_path_factory.mktemp("sam2"))
 
 
 def test_matches_meta_on_one_crop(models):
@@ -193,19 +163,6 @@ def assert_pipeline_matches_generator(output: dict, records: list[dict]) -> None
         x, y, w, h = record["bbox"]
         torch.testing.assert_close(box.float(), torch.tensor([x, y, x + w, y + h]), atol=1, rtol=0)
         assert rle == mask_to_rle(mask.numpy())
-
-
-def assert_pipeline_matches_meta(output: dict, meta: list[dict]) -> None:
-    """Each of Meta's masks matched by predicted IoU (1e-4) with a pipeline mask of IoU >= 0.999 (see
-    `assert_same_records`), one to one."""
-    assert len(output["masks"]) == len(meta) > 0
-    unmatched = list(range(len(meta)))
-    for mask, score in zip(output["masks"], output["scores"].tolist()):
-        index = min(unmatched, key=lambda i: abs(meta[i]["predicted_iou"] - score))
-        unmatched.remove(index)
-        assert abs(meta[index]["predicted_iou"] - score) < 1e-4
-        reference = coco_mask.decode(meta[index]["segmentation"]).astype(bool)
-        assert (mask.numpy() & reference).sum() / (mask.numpy() | reference).sum() >= 0.999
 
 
 @pytest.fixture(scope="module")

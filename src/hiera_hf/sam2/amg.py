@@ -94,7 +94,7 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression, the rule of `torchvision.ops.nms`: visiting boxes `(N, 4)` by decreasing
     score, keep a box unless its IoU with an already kept one exceeds `iou_threshold`. Returns the kept indices
-    `(K,)` by decreasing score."""
+    `(K,)` by decreasing score, on the boxes' device (the greedy pass runs on the CPU)."""
     order = scores.argsort(descending=True, stable=True)
     boxes = boxes[order].float()
     top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
@@ -102,7 +102,7 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> 
     intersection = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
     areas = box_area(boxes)
     iou = intersection / (areas[:, None] + areas[None, :] - intersection)
-    overlaps = (iou.double() > iou_threshold).numpy()  # float32 IoU against the float64 threshold, as torchvision
+    overlaps = (iou.cpu().double() > iou_threshold).numpy()  # float32 IoU vs the float64 threshold, as torchvision
     suppressed = np.zeros(len(order), dtype=bool)
     keep = []
     for index in range(len(order)):
@@ -127,9 +127,9 @@ def remove_duplicates(
     Returns the kept indices `(K,)` in Meta's order (crop by crop, by decreasing score; then by crop size)."""
     keep = []
     for crop in dict.fromkeys(tuple(row) for row in crops.tolist()):  # crops in order of first appearance
-        members = (crops == torch.tensor(crop, dtype=crops.dtype)).all(dim=1).nonzero()[:, 0]
+        members = (crops == torch.tensor(crop, dtype=crops.dtype, device=crops.device)).all(dim=1).nonzero()[:, 0]
         keep.append(members[box_nms(boxes[members], scores[members], box_nms_thresh)])
-    keep = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
+    keep = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long, device=crops.device)
     if across_crops and len(keep):
         keep = keep[box_nms(boxes[keep], 1 / box_area(crops[keep]), crop_nms_thresh)]
     return keep

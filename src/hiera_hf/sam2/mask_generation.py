@@ -202,7 +202,7 @@ class Sam2AutomaticMaskGenerator:
             )
             low_res, iou = refined.pred_masks[0, :, 0].float(), refined.iou_scores[0, :, 0].float()
         keep = iou_filter(iou, self.pred_iou_thresh)
-        low_res, iou, points = low_res[keep], iou[keep].cpu(), points[keep]
+        low_res, iou, points = low_res[keep], iou[keep].cpu(), points[keep.cpu()]  # points stay on the CPU
         # Meta's predictor finds holes and sprinkles at its own threshold 0, whatever the generator's mask_threshold.
         low_res = clean_mask_logits(low_res, 0.0, self.min_mask_region_area, self.min_mask_region_area)
 

@@ -20,6 +20,17 @@ def _to_input_pixels(xy: torch.Tensor, mask_size: int, image_size: int | None) -
     return (xy.float() + 0.5) * scale - 0.5
 
 
+def _uniform(
+    shape: tuple[int, ...] | torch.Size, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Uniform samples in [0, 1) of `shape` on `device`: drawn on the generator's own device and moved (so a seeded
+    CPU generator serves tensors on any device, with the same values), or from torch's default generator of
+    `device` without one."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
 def sample_click(
     gt_masks: torch.Tensor,
     pred_masks: torch.Tensor | None = None,
@@ -51,7 +62,7 @@ def sample_click(
     errors = gt_masks ^ pred_masks
     all_right = ~errors.flatten(1).any(dim=1)
     candidates = torch.where(all_right[:, None, None], ~gt_masks, errors).flatten(1)
-    noise = torch.rand(candidates.shape, generator=generator, device=gt_masks.device)
+    noise = _uniform(candidates.shape, gt_masks.device, generator)
     index = (noise * candidates).argmax(dim=1)
     labels = gt_masks.flatten(1).gather(1, index[:, None]).long()  # inside the object: a positive click
     xy = torch.stack((index % width, torch.div(index, width, rounding_mode="floor")), dim=-1)[:, None]
@@ -91,7 +102,7 @@ def sample_box(
     if noise > 0:
         size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (w, h, w, h)
         reach = torch.clamp(size * noise, max=noise_bound)
-        shift = 2 * torch.rand(boxes.shape, generator=generator, device=boxes.device) - 1
+        shift = 2 * _uniform(boxes.shape, boxes.device, generator) - 1
         bounds = torch.tensor([width - 1, height - 1] * 2, dtype=boxes.dtype, device=boxes.device)
         boxes = torch.minimum((boxes + shift * reach).clamp(min=0), bounds)
     points = _to_input_pixels(boxes.reshape(num, 2, 2), width, image_size)

@@ -103,7 +103,8 @@ def track_clips(
         max_frames_to_correct: frames receiving corrective clicks, frame 0 included: a random number from 1 to it.
         prob_click_from_ground_truth: chance that a corrective click ignores the prediction (Meta: 0.1).
             These three default to the config's fields of the same names.
-        generator: random source of the prompts (default: torch's global one).
+        generator: random source of the prompts (default: torch's global ones), on any device: a seeded CPU
+            generator gives the same prompts whichever device the model is on.
     """
     if prompt_type not in PROMPT_TYPES:
         raise ValueError(f"prompt_type must be one of {PROMPT_TYPES}, got {prompt_type!r}")
@@ -139,10 +140,11 @@ def track_clips(
     vision = model.get_vision_features(pixel_values.flatten(0, 1))
     levels = [level.unflatten(0, (batch, num_frames)) for level in vision.fpn_features]
 
+    on = None if generator is None else generator.device  # the clip-level draws, on the generator's device
     corrected = []  # frames receiving corrective clicks (never after a mask prompt, as in Meta's training)
     if prompt_type != "mask" and num_correction_points > 0:
-        extra = int(torch.randint(0, max_frames_to_correct, (), generator=generator))
-        others = torch.randperm(num_frames - 1, generator=generator)[:extra] + 1
+        extra = int(torch.randint(0, max_frames_to_correct, (), generator=generator, device=on))
+        others = torch.randperm(num_frames - 1, generator=generator, device=on)[:extra] + 1
         corrected = [0, *sorted(others.tolist())]
 
     rules = MemoryRules.from_config(config, training=model.training)
@@ -173,7 +175,7 @@ def track_clips(
             for _ in range(num_correction_points if frame in corrected else 0):
                 previous = steps[-1]
                 predicted = (previous.high_res_masks if size == config.image_size else previous.pred_masks)[:, 0] > 0
-                from_truth = float(torch.rand((), generator=generator)) < prob_click_from_ground_truth
+                from_truth = float(torch.rand((), generator=generator, device=on)) < prob_click_from_ground_truth
                 click, click_label = sample_click(
                     truth, None if from_truth else predicted, image_size=config.image_size, generator=generator
                 )

@@ -26,7 +26,7 @@ def label_map(result: Sam2VideoFrameResult) -> np.ndarray:
     logits = result.mask_logits
     background = torch.zeros_like(logits[:1])
     best = torch.cat([background, logits]).argmax(dim=0)  # 0 where no object has a positive logit
-    return ids[best].numpy()
+    return ids[best.cpu()].numpy()
 
 
 def write_palette_png(labels: np.ndarray, path: str | os.PathLike) -> None:

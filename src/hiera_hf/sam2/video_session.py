@@ -39,12 +39,19 @@ class Sam2VideoSession(VideoSessionBase):
         model: the video model (eval mode is set).
         source: a video file (PyAV), a folder of JPEG/PNG frames, a list of PIL images / `(H, W, 3)` arrays, a
             `(T, H, W, 3)` array, a `VideoFrames`; or `None` for an open stream fed with `push_frame`.
-        offload_memory_to_cpu: keep the memory bank on the CPU when the model is on an accelerator.
-        dtype: compute dtype (`torch.float32` or `torch.bfloat16`, run under autocast); default the model's.
+        offload_memory_to_cpu: keep the memory bank (spatial memories and mask logits) on the CPU when the model
+            is on an accelerator, moving what a frame attends to onto the device for it (Meta's
+            `offload_state_to_cpu`). Object pointers and scores, a few KB per frame, stay on the device.
+        dtype: compute dtype: `torch.float32`, or `torch.bfloat16` / `torch.float16` run under autocast on the
+            model's device (CPU autocast runs both; float16 pays on GPUs); default the model's parameters'. Spatial
+            memories are stored in bfloat16 whatever the dtype, as Meta's predictor stores them.
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
             see `VideoSessionBase`.
 
-    Masks and scores of the results are torch tensors on the model's device.
+    Masks and scores of the results are torch tensors on the model's device (`.cpu()` before `.numpy()`). Frames
+    always live on the CPU (as with Meta's `offload_video_to_cpu=True`, without holding the decoded video), so there
+    is no such option here; on the device are the model, the features of the frame being processed and of prompted
+    frames until propagation encodes their memories, and the memory bank unless `offload_memory_to_cpu`.
     """
 
     def __init__(
@@ -65,8 +72,8 @@ class Sam2VideoSession(VideoSessionBase):
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.dtype = dtype or next(model.parameters()).dtype
-        if self.dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {self.dtype}")
+        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype}")
         self.storage_device = torch.device("cpu") if offload_memory_to_cpu else self.device
         super().__init__(
             model.config,
@@ -82,7 +89,7 @@ class Sam2VideoSession(VideoSessionBase):
         return torch.inference_mode()
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     # The model's steps -------------------------------------------------------------------------------------------
 
@@ -131,8 +138,7 @@ class Sam2VideoSession(VideoSessionBase):
 
     def _memory_tokens(self, tracks: list[ObjectTrack], selections: list[MemorySelection]) -> MemoryTokens:
         """The memory tokens of objects whose selections share one layout, as one batch."""
-        dtype = self.dtype if self.dtype == torch.bfloat16 else torch.float32
-        return gather_memory(self.model, [t.memory for t in tracks], selections, self.device, dtype)
+        return gather_memory(self.model, [t.memory for t in tracks], selections, self.device, self.dtype)
 
     def _store(self, output: Sam2VideoFrameOutput, index: int) -> StoredMemory:
         """Object `index` of a model output as kept by the session (holes filled in the mask)."""
