@@ -96,16 +96,33 @@ def _session(blocks) -> AppSession:
 
 
 def _click_pixel(page, view: str, x: int, y: int, size: tuple[int, int]) -> None:
-    """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels), once that image is
-    loaded (Gradio swaps the element when a new view arrives: a click on the old one is lost)."""
+    """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels) once it is loaded."""
+    box = _wait_loaded(page, view)
+    page.locator(f"#{view} img").click(position={"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]})
+
+
+def _wait_loaded(page, view: str) -> dict:
+    """Wait until the image shown in `#view` is loaded (Gradio swaps the element when a new view arrives: a click
+    on the old one is lost); returns its bounding box."""
     page.wait_for_function(
         "selector => { const image = document.querySelector(selector);"
         " return image !== null && image.complete && image.naturalWidth > 0; }",
         arg=f"#{view} img",
     )
-    image = page.locator(f"#{view} img")
-    box = image.bounding_box()
-    image.click(position={"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]})
+    return page.locator(f"#{view} img").bounding_box()
+
+
+def _drag(page, view: str, start: tuple[int, int], end: tuple[int, int], size: tuple[int, int]) -> None:
+    """Press the mouse on pixel `start` of the image in `#view`, move to pixel `end` in a few steps, release."""
+    box = _wait_loaded(page, view)
+
+    def position(x: int, y: int) -> tuple[float, float]:
+        return box["x"] + (x + 0.5) * box["width"] / size[0], box["y"] + (y + 0.5) * box["height"] / size[1]
+
+    page.mouse.move(*position(*start))
+    page.mouse.down()
+    page.mouse.move(*position(*end), steps=5)
+    page.mouse.up()
 
 
 def _mode(page, tab: str, mode: str) -> None:
@@ -146,6 +163,29 @@ def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, serv
     assert screenshot.stat().st_size > 0
 
 
+def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, models):
+    blocks, _ = server
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    _wait_status(page, "Opened a 500x331 image")
+    _drag(page, "image-view", (300, 250), (120, 60), (500, 331))  # any two opposite corners
+    _wait_status(page, "Box (")
+    state = _session(blocks).image
+    prompt = state._prompts[1]
+    assert prompt.clicks == []  # the release of a drag is not a click
+    assert np.abs(np.subtract(prompt.box, [120, 60, 300, 250])).max() <= 1, prompt.box
+    reference = AppSession(models)
+    reference.image.open(media("dog.jpg"))
+    reference.image.set_box(prompt.box)
+    np.testing.assert_array_equal(state.mask(1), reference.image.mask())
+    assert state.mask(1).any()
+    _drag(page, "image-view", (200, 150), (201, 151), (500, 331))  # moved less than a drag: a click
+    _wait_status(page, "Foreground click")
+    assert len(prompt.clicks) == 1 and prompt.box is not None
+    reference.image.click(*prompt.clicks[0][:2])
+    np.testing.assert_array_equal(state.mask(1), reference.image.mask())
+    reference.close()
+
+
 def test_video_two_objects_track_correct_and_export(page, server, models, clip, tmp_path):
     blocks, _ = server
     page.get_by_role("tab", name="Video").click()
@@ -159,11 +199,8 @@ def test_video_two_objects_track_correct_and_export(page, server, models, clip, 
     _wait_status(page, "Background click (")
     page.locator("#video-new").click()
     _wait_status(page, "Object 2")
-    _mode(page, "video", "box")
-    _click_pixel(page, "video-view", *BOX_2[:2], VIDEO_SIZE)
-    _wait_status(page, "Box corner")
-    _click_pixel(page, "video-view", *BOX_2[2:], VIDEO_SIZE)
-    _wait_status(page, "Box for object 2")
+    _drag(page, "video-view", BOX_2[:2], BOX_2[2:], VIDEO_SIZE)
+    _wait_status(page, "Box (")
     page.locator("#video-track").click()
     _wait_status(page, f"Tracked {NUM_FRAMES} frames")
 

@@ -121,8 +121,8 @@ def test_objects_labels_and_image_exports(session, tmp_path):
     state.open(media("dog.jpg"))
     one = state.click(250, 160)
     two = state.add_object("grass")
-    assert state.box_click(10, 250) is None  # first corner
-    assert state.box_click(200, 320) == two
+    assert state.set_box((200, 320, 10, 250)) == two  # any two opposite corners
+    assert state._prompts[two].box == [10, 250, 200, 320]
     labels = state.labels()
     assert set(np.unique(labels)) <= {0, one, two} and {one, two} <= set(np.unique(labels))
     np.testing.assert_array_equal(labels == two, state.mask(two))  # the later object is drawn on top
@@ -160,8 +160,7 @@ def test_tracking_matches_hiera_hf_track_and_corrections_retrack(session, clip, 
     assert video.num_frames == NUM_FRAMES
     one, two = video.add_object(), video.add_object()
     # in the order `hiera-hf track` applies its flags (boxes first): the session batches objects in that order
-    video.box_click(0, *BOX_2[:2], obj_id=two)
-    video.box_click(0, *BOX_2[2:], obj_id=two)
+    video.set_box(0, BOX_2, obj_id=two)
     video.click(0, *CLICK_2, obj_id=two)
     for x, y, label in CLICKS_1:
         video.click(0, x, y, label, obj_id=one)
@@ -224,6 +223,11 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
         session.image.click(-1, 10)
     with pytest.raises(ValueError, match="no object 7"):
         session.image.click(5, 5, obj_id=7)
+    for box in ((1, 2, 3), ["1", "2", "x", "4"], None):
+        with pytest.raises(ValueError, match="A box is four numbers"):
+            session.image.set_box(box)
+    with pytest.raises(ValueError, match="outside the 500x331 frame"):
+        session.image.set_box((10, 10, 600, 20))
 
     garbage = tmp_path / "broken.mp4"
     garbage.write_bytes(b"\x00" * 1000)

@@ -98,7 +98,11 @@ def _inside(x: float, y: float, width: int, height: int) -> tuple[float, float]:
 
 
 def _check_box(box, width: int, height: int) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
+    """Two opposite corners (x0, y0, x1, y1), in any order, inside the frame -> (left, top, right, bottom)."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"A box is four numbers x0, y0, x1, y1 (pixels), got {box!r}") from None
     for x, y in ((x0, y0), (x1, y1)):
         _inside(x, y, width, height)
     return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
@@ -214,7 +218,6 @@ class ImageState:
         self._prompts: dict[int, _ImageObject] = {}
         self._embedding: dict[str, torch.Tensor] | None = None
         self.encoder_runs = 0
-        self.corner: tuple[float, float] | None = None  # first corner of a box being drawn
 
     def open(self, image) -> None:
         """Open an image: a path, PIL image or `(H, W[, C])` array. Forgets the objects of the previous image."""
@@ -271,20 +274,8 @@ class ImageState:
             raise ValueError(f"A click's label is 1 (foreground) or 0 (background), got {label!r}")
         obj_id = self._object(obj_id)
         self._prompts[obj_id].clicks.append((x, y, int(label)))
-        self.corner = None
         self._decode(obj_id)
         return obj_id
-
-    def box_click(self, x: float, y: float, obj_id: int | None = None) -> int | None:
-        """One corner of a box: the first click is remembered (returns `None`), the second sets the box of the
-        object (returns its id)."""
-        height, width = self.size
-        point = _inside(x, y, width, height)
-        if self.corner is None:
-            self.corner = point
-            return None
-        corner, self.corner = self.corner, None
-        return self.set_box((*corner, *point), obj_id)
 
     def set_box(self, box, obj_id: int | None = None) -> int:
         """Give an object a box (x0, y0, x1, y1) in image pixels (kept with its clicks); returns the object id."""
@@ -433,7 +424,6 @@ class VideoState:
         self.masks = self.folder / "masks"
         self.masks.mkdir(parents=True, exist_ok=True)
         self.objects = _Objects()
-        self.corner: tuple[int, float, float] | None = None  # frame and first corner of a box being drawn
         self.prompts: dict[tuple[int, int], dict] = {}  # (frame, object) -> {"clicks": [...], "box": [...]}
 
     @property
@@ -475,20 +465,8 @@ class VideoState:
             raise ValueError(f"A click's label is 1 (foreground) or 0 (background), got {label!r}")
         obj_id = self.objects.check(obj_id)
         self.prompts.setdefault((frame_idx, obj_id), {}).setdefault("clicks", []).append((x, y, int(label)))
-        self.corner = None
         self._apply(frame_idx, obj_id)
         return obj_id
-
-    def box_click(self, frame_idx: int, x: float, y: float, obj_id: int | None = None) -> int | None:
-        """One corner of a box on a frame: the first click is remembered (returns `None`), the second (on the same
-        frame) sets the box of the object (returns its id)."""
-        frame_idx = self._check_frame(frame_idx)
-        point = _inside(x, y, self.session.video_width, self.session.video_height)
-        if self.corner is None or self.corner[0] != frame_idx:
-            self.corner = (frame_idx, *point)
-            return None
-        corner, self.corner = self.corner[1:], None
-        return self.set_box(frame_idx, (*corner, *point), obj_id)
 
     def set_box(self, frame_idx: int, box, obj_id: int | None = None) -> int:
         """Give an object a box (x0, y0, x1, y1) on a frame (its clicks there are kept); returns the object id."""
