@@ -5,6 +5,7 @@ what `ImageState` / `Sam2VideoSession` and the track writers give for the same p
 
 Set HIERA_HF_APP_SCREENSHOT=path.png to save the screenshot made after the image clicks there (the README's)."""
 
+import io
 import os
 import socket
 import time
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's c
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
 TIMEOUT_MS = 120_000
+LONG_CLIP = 24  # frames of the clip that Stop interrupts
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,11 @@ def models(tmp_path_factory) -> Models:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return first_frames(tmp_path_factory.mktemp("clip"), NUM_FRAMES, VIDEO_SIZE)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    return first_frames(tmp_path_factory.mktemp("long-clip"), LONG_CLIP, VIDEO_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +246,111 @@ def test_video_two_objects_track_correct_and_export(page, server, models, clip, 
         (result,) = session.propagate(last, reverse=False)
     np.testing.assert_array_equal(video.labels(last), label_map(result))
     assert {1, 2} <= set(np.unique(video.labels(0)))
+
+
+def test_segment_everything_shows_progress_and_exports_the_masks(page, server, models):
+    blocks, _ = server
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    _wait_status(page, "Opened a 500x331 image")
+    page.get_by_text("Segment everything: settings").click()
+    settings = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    for field, value in zip(("#image-grid input", "#image-iou input[type=number]",
+                             "#image-stability input[type=number]"), settings.values()):  # fmt: skip
+        page.locator(field).fill(str(value))
+        page.locator(field).press("Enter")
+    page.locator("#image-everything").click()
+    page.wait_for_function(  # the generator's tqdm bar, shown in the page while it runs
+        "() => Array.from(document.querySelectorAll('[data-testid=status-tracker]'))"
+        ".some(tracker => tracker.innerText.includes('Generating masks'))"
+    )
+    count = int(_wait_status(page, "Found").split()[1])
+    state = _session(blocks).image
+    reference = AppSession(models)  # the generator through the state logic directly, with the same settings
+    reference.image.open(media("dog.jpg"))
+    assert reference.image.segment_everything(**settings, progress=False) == count > 0
+    np.testing.assert_array_equal(state.labels(), reference.image.labels())
+    reference.close()
+    page.locator("#image-export").click()
+    _wait_status(page, "Exported")
+    exported = np.asarray(Image.open(_session(blocks).folder / "exports" / "masks.png"))
+    np.testing.assert_array_equal(exported, state.labels())
+    assert len(state.objects.names) == count and set(np.unique(exported)) - {0} <= set(state.objects.names)
+
+
+def _shown(page, view: str) -> np.ndarray:
+    """The image the page shows in `#view`, fetched from its URL `(H, W, 3)` uint8."""
+    response = page.request.get(page.locator(f"#{view} img").get_attribute("src"))
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
+def test_two_tabs_at_once_each_get_their_own_masks(browser, server, models):
+    blocks, url = server
+    clicks = {"first": (250, 160), "second": (120, 260)}
+    contexts = {name: browser.new_context(viewport={"width": 1400, "height": 1000}) for name in clicks}
+    pages = {name: context.new_page() for name, context in contexts.items()}
+    for page in pages.values():
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    for page in pages.values():
+        _wait_status(page, "Opened a 500x331 image")
+    for name, page in pages.items():  # both clicks in flight at once: the second does not wait for the first
+        box = _wait_loaded(page, "image-view")
+        x, y = clicks[name]
+        page.locator("#image-view img").click(position={"x": (x + 0.5) * box["width"] / 500,
+                                                        "y": (y + 0.5) * box["height"] / 331})  # fmt: skip
+    masks, views = {}, {}
+    for name, page in pages.items():
+        _wait_status(page, "Foreground click")
+        x, y = clicks[name]
+        (state,) = [s.image for s in map(blocks.sessions.get, blocks.sessions.ids())
+                    if s.image.image is not None and 1 in s.image._prompts
+                    and np.abs(np.subtract(s.image._prompts[1].clicks[0][:2], (x, y))).max() <= 1]  # fmt: skip
+        assert len(state._prompts[1].clicks) == 1 and state.encoder_runs == 1
+        reference = AppSession(models)
+        reference.image.open(media("dog.jpg"))
+        reference.image.click(*state._prompts[1].clicks[0][:2])
+        np.testing.assert_array_equal(state.mask(1), reference.image.mask())
+        reference.close()
+        masks[name], views[name] = state.mask(1), state.view().astype(float)
+    assert not np.array_equal(masks["first"], masks["second"])
+    for name, page in pages.items():  # each page shows its own view (JPEG: nearest, not equal)
+        _wait_loaded(page, "image-view")
+        shown = _shown(page, "image-view").astype(float)
+        errors = {other: np.abs(shown - view).mean() for other, view in views.items()}
+        assert min(errors, key=errors.get) == name, errors
+    for context in contexts.values():
+        context.close()
+
+
+def test_stop_interrupts_tracking_and_the_page_stays_usable(page, server, long_clip):
+    blocks, _ = server
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-path textarea").fill(str(long_clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, f"Opened a video of {LONG_CLIP} frames")
+    _click_pixel(page, "video-view", 100, 90, VIDEO_SIZE)
+    _wait_status(page, "Foreground click (")
+    page.locator("#video-direction label", has_text="forward").click()
+    page.locator("#video-track").click()
+    _wait_status(page, "Tracking: frame")
+    page.locator("#video-stop").click()
+    _wait_status(page, "Stopped")
+    video = _session(blocks).require_video()
+    time.sleep(1)  # a frame being computed when Stop came may still land; none after it
+    tracked = video.tracked_frames()
+    assert 1 <= len(tracked) < LONG_CLIP and tracked == list(range(len(tracked)))
+    time.sleep(1)
+    assert video.tracked_frames() == tracked
+    # still usable: a click on a frame, then tracking two frames from it
+    page.locator("#video-max input").fill("2")
+    page.locator("#video-max input").press("Enter")
+    frame = int(page.locator("#video-frame input[type=number]").input_value())
+    _click_pixel(page, "video-view", 110, 95, VIDEO_SIZE)
+    _wait_status(page, f"Foreground click (110, 95) on object 1, frame {frame}")
+    page.locator("#video-track").click()
+    _wait_status(page, "Tracked 2 frames")
+    assert video.tracked_frames() == list(range(max(len(tracked), frame + 2)))
 
 
 def test_bad_uploads_show_a_message(page, tmp_path):

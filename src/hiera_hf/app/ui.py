@@ -196,6 +196,16 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
                         [], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate"
                     )
                     image_everything = gr.Button("Segment everything", elem_id="image-everything")
+                    with gr.Accordion("Segment everything: settings", open=False):
+                        image_grid = gr.Number(
+                            32, label="Clicks per side of the grid", precision=0, minimum=1, elem_id="image-grid"
+                        )
+                        image_iou = gr.Slider(
+                            0, 1, value=0.8, step=0.01, label="Keep masks of predicted IoU >=", elem_id="image-iou"
+                        )
+                        image_stability = gr.Slider(
+                            0, 1, value=0.95, step=0.01, label="...and stability >=", elem_id="image-stability"
+                        )
                     image_export = gr.Button("Export masks", variant="primary", elem_id="image-export")
                     image_files = gr.File(
                         label="Exports", file_count="multiple", interactive=False, elem_id="image-files"
@@ -273,9 +283,12 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
             return image_panel(session, f"Showing candidate {index + 1}")
 
         @_guarded(status)
-        def segment_everything(request: gr.Request, progress=TQDM_PROGRESS):
+        def segment_everything(grid, iou, stability, request: gr.Request, progress=TQDM_PROGRESS):
             session = session_of(request)
-            count = session.image.segment_everything()
+            if grid is None:
+                raise ValueError("Give the number of clicks per side of the grid")
+            settings = {"points_per_side": int(grid), "pred_iou_thresh": iou, "stability_score_thresh": stability}
+            count = session.image.segment_everything(**settings)
             return image_panel(session, f"Found {count} masks")
 
         @_guarded(status)
@@ -291,7 +304,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
         image_object.input(select_image_object, image_object, image_outputs)
         image_name.submit(rename_image_object, [image_object, image_name], image_outputs)
         image_candidate.input(select_candidate, image_candidate, image_outputs)
-        image_everything.click(segment_everything, None, image_outputs)
+        image_everything.click(segment_everything, [image_grid, image_iou, image_stability], image_outputs)
         image_export.click(export_image, None, image_outputs)
 
         # Video tab ---------------------------------------------------------------------------------------------
