@@ -105,6 +105,7 @@ def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
     np.testing.assert_array_equal(first, masks[best].numpy())
     assert first.any() and state.selected() == best
     assert [m.shape for m, _ in state.candidates()] == [image.shape[:2]] * 3
+    assert state.scores() == [score for _, score in state.candidates()]
 
     state.click(100, 60, 0, obj_id)  # a background click changes the mask, without encoding the image again
     assert state.encoder_runs == 1

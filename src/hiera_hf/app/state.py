@@ -32,6 +32,7 @@ from ..sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, 
 from ..sam2.video_output import label_map, palette, write_overlay_video, write_palette_png
 
 _PALETTE = palette()
+_HALF_PALETTE = _PALETTE // 2
 MAX_OBJECT_ID = 255  # object ids are palette PNG values
 DIRECTIONS = {"forward": False, "backward": True, "both": "both"}
 FOREGROUND, BACKGROUND = 1, 0
@@ -112,8 +113,13 @@ def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=()) -> np.ndarray:
     """The frame `(H, W, 3)` uint8 with each object's pixels of `labels` `(H, W)` blended half with its colour (as
     the overlay video is) and the clicks `(x, y, label)` drawn as small squares (green foreground, red
     background)."""
-    out = rgb if labels is None else np.where(labels[..., None] > 0, rgb // 2 + _PALETTE[labels] // 2, rgb)
-    out = np.array(out, dtype=np.uint8)
+    out = np.array(rgb, dtype=np.uint8)
+    rows = np.flatnonzero(labels.any(axis=1)) if labels is not None else ()
+    if len(rows):  # blend inside the labels' bounding box only (a click's time goes into this at full resolution)
+        columns = np.flatnonzero(labels.any(axis=0))
+        inside = np.s_[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+        part, ids = out[inside], labels[inside]
+        out[inside] = np.where(ids[..., None] > 0, part // 2 + _HALF_PALETTE[ids], part)
     radius = max(2, min(rgb.shape[:2]) // 150)
     for x, y, label in clicks:
         x, y = int(x), int(y)
@@ -325,6 +331,12 @@ class ImageState:
             return [] if prompt.mask is None else [(prompt.mask, float(prompt.scores[0]))]
         masks = self.models.processor.post_process_masks(prompt.low_res[None, None], [self.size])[0][0]
         return [(m.numpy(), float(s)) for m, s in zip(masks, prompt.scores)]
+
+    def scores(self, obj_id: int | None = None) -> list[float]:
+        """The predicted IoU of the object's candidate masks (empty without prompts); `candidates` without the
+        masks."""
+        scores = self._prompts[self._object(obj_id)].scores
+        return [] if scores is None else [float(score) for score in scores]
 
     def select_candidate(self, index: int, obj_id: int | None = None) -> None:
         """Show candidate `index` (0..M-1) of the object."""

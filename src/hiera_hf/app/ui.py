@@ -21,6 +21,7 @@ USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, FileNotFoundError)
 CLICK_MODES = ["foreground", "background"]
 VIEW_FORMAT = "jpeg"  # the views are sent as JPEG: PNG/WebP encoding of a large frame takes 10-40x longer
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)  # shows the mask generator's tqdm bar in the page
+CLICK_PROGRESS = "minimal"  # no overlay over the view while a click is decoded: the next click can come at once
 
 HELP = """**Click on the image** to segment: a *foreground* click adds to the object, a *background* click removes
 from it; **drag** to draw a box around it (kept with its clicks). Each object has its own colour; *New object*
@@ -214,8 +215,8 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
 
         def image_panel(session: AppSession, message: str) -> dict:
             state = session.image
-            candidates = state.candidates() if state.objects.active is not None else []
-            choices = [f"{i + 1} ({score:.2f})" for i, (_, score) in enumerate(candidates)]
+            scores = state.scores() if state.objects.active is not None else []
+            choices = [f"{i + 1} ({score:.2f})" for i, score in enumerate(scores)]
             return {
                 status: message,
                 image_view: state.view(),
@@ -297,8 +298,10 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
             return {status: "Exported the palette PNG, one PNG per object and COCO RLE JSON", image_files: files}
 
         gr.on([image_file.upload, image_path.submit], open_image, [image_file, image_path], image_outputs)
-        image_view.select(click_image, image_mode, image_outputs)
-        image_box.click(box_image, image_box_value, image_outputs, js="() => [window.hierahfBox]")
+        image_view.select(click_image, image_mode, image_outputs, show_progress=CLICK_PROGRESS)
+        image_box.click(
+            box_image, image_box_value, image_outputs, js="() => [window.hierahfBox]", show_progress=CLICK_PROGRESS
+        )
         image_new.click(new_image_object, None, image_outputs)
         image_remove.click(remove_image_object, image_object, image_outputs)
         image_object.input(select_image_object, image_object, image_outputs)
@@ -427,15 +430,22 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
 
         gr.on([video_file.upload, video_path.submit], open_video, [video_file, video_path], video_outputs)
         video_frame.release(show_frame, video_frame, video_outputs)
-        video_view.select(click_video, [video_frame, video_mode], video_outputs)
+        video_view.select(click_video, [video_frame, video_mode], video_outputs, show_progress=CLICK_PROGRESS)
         video_box.click(
-            box_video, [video_frame, video_box_value], video_outputs, js="(frame) => [frame, window.hierahfBox]"
+            box_video,
+            [video_frame, video_box_value],
+            video_outputs,
+            js="(frame) => [frame, window.hierahfBox]",
+            show_progress=CLICK_PROGRESS,
         )
         video_new.click(new_video_object, video_frame, video_outputs)
         video_remove.click(remove_video_object, [video_frame, video_object], video_outputs)
         video_object.input(select_video_object, [video_frame, video_object], video_outputs)
         video_name.submit(rename_video_object, [video_frame, video_object, video_name], video_outputs)
-        tracking = video_track.click(track, [video_frame, video_direction, video_max], video_outputs)
+        # progress = the frames and the message as they come; no spinner for the page to repaint meanwhile
+        tracking = video_track.click(
+            track, [video_frame, video_direction, video_max], video_outputs, show_progress="hidden"
+        )
         video_stop.click(lambda: {status: "Stopped"}, None, {status}, cancels=[tracking])
         video_export.click(export_video, None, video_outputs)
 
