@@ -132,14 +132,28 @@ def _drag(page, view: str, start: tuple[int, int], end: tuple[int, int], size: t
     page.mouse.up()
 
 
+def _open_dog(page) -> None:
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    _wait_status(page, "Opened a 500x331 image")
+
+
+def _open_clip_and_click(page, clip: Path, frames: int) -> None:
+    """Open the frame folder `clip` in the Video tab and click pixel (100, 90) of frame 0 (object 1)."""
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-path textarea").fill(str(clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, f"Opened a video of {frames} frames")
+    _click_pixel(page, "video-view", 100, 90, VIDEO_SIZE)
+    _wait_status(page, "Foreground click (")
+
+
 def _mode(page, tab: str, mode: str) -> None:
     page.locator(f"#{tab}-mode label", has_text=mode).click()
 
 
 def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, models, tmp_path):
     blocks, _ = server
-    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
-    _wait_status(page, "Opened a 500x331 image")
+    _open_dog(page)
     _click_pixel(page, "image-view", 250, 160, (500, 331))
     _wait_status(page, "Foreground click")
     state = _session(blocks).image
@@ -172,8 +186,7 @@ def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, serv
 
 def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, models):
     blocks, _ = server
-    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
-    _wait_status(page, "Opened a 500x331 image")
+    _open_dog(page)
     _drag(page, "image-view", (300, 250), (120, 60), (500, 331))  # any two opposite corners
     _wait_status(page, "Box (")
     state = _session(blocks).image
@@ -195,12 +208,7 @@ def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, mo
 
 def test_video_two_objects_track_correct_and_export(page, server, models, clip, tmp_path):
     blocks, _ = server
-    page.get_by_role("tab", name="Video").click()
-    page.locator("#video-path textarea").fill(str(clip))
-    page.locator("#video-path textarea").press("Enter")
-    _wait_status(page, f"Opened a video of {NUM_FRAMES} frames")
-    _click_pixel(page, "video-view", 100, 90, VIDEO_SIZE)
-    _wait_status(page, "Foreground click (")
+    _open_clip_and_click(page, clip, NUM_FRAMES)
     _mode(page, "video", "background")
     _click_pixel(page, "video-view", 60, 40, VIDEO_SIZE)
     _wait_status(page, "Background click (")
@@ -250,8 +258,7 @@ def test_video_two_objects_track_correct_and_export(page, server, models, clip, 
 
 def test_segment_everything_shows_progress_and_exports_the_masks(page, server, models):
     blocks, _ = server
-    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
-    _wait_status(page, "Opened a 500x331 image")
+    _open_dog(page)
     page.get_by_text("Segment everything: settings").click()
     settings = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     for field, value in zip(("#image-grid input", "#image-iou input[type=number]",
@@ -325,12 +332,7 @@ def test_two_tabs_at_once_each_get_their_own_masks(browser, server, models):
 
 def test_stop_interrupts_tracking_and_the_page_stays_usable(page, server, long_clip):
     blocks, _ = server
-    page.get_by_role("tab", name="Video").click()
-    page.locator("#video-path textarea").fill(str(long_clip))
-    page.locator("#video-path textarea").press("Enter")
-    _wait_status(page, f"Opened a video of {LONG_CLIP} frames")
-    _click_pixel(page, "video-view", 100, 90, VIDEO_SIZE)
-    _wait_status(page, "Foreground click (")
+    _open_clip_and_click(page, long_clip, LONG_CLIP)
     page.locator("#video-direction label", has_text="forward").click()
     page.locator("#video-track").click()
     _wait_status(page, "Tracking: frame")
@@ -375,8 +377,7 @@ def test_closing_the_tab_frees_its_session(browser, server):
     page = browser.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
-    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
-    _wait_status(page, "Opened a 500x331 image")
+    _open_dog(page)
     session_id = blocks.sessions.ids()[-1]
     folder = blocks.sessions.get(session_id).folder
     assert folder.is_dir()
