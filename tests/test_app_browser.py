@@ -18,7 +18,7 @@ from PIL import Image
 from sam2_helpers import media
 from test_app_state import BOX_2, NUM_FRAMES, OBJECT_SCORE_SHIFT, SIZE, VIDEO_SIZE, converted_tiny, first_frames
 
-from hiera_hf.app.state import AppSession, Models
+from hiera_hf.app.state import VIEW_MAX_SIDE, AppSession, Models
 from hiera_hf.sam2 import Sam2VideoSession
 from hiera_hf.sam2.video_output import label_map, write_palette_png
 
@@ -204,6 +204,23 @@ def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, mo
     reference.image.click(*prompt.clicks[0][:2])
     np.testing.assert_array_equal(state.mask(1), reference.image.mask())
     reference.close()
+
+
+def test_a_large_image_is_shown_scaled_down_and_clicks_land_on_its_pixels(page, server):
+    blocks, _ = server
+    page.locator("#image-file input[type=file]").set_input_files(media("truck.jpg"))
+    _wait_status(page, "Opened a 1800x1200 image")
+    assert page.locator("#image-view img").evaluate("image => [image.naturalWidth, image.naturalHeight]") == [
+        VIEW_MAX_SIDE, 683
+    ]
+    _click_pixel(page, "image-view", 900, 600, (1800, 1200))
+    _wait_status(page, "Foreground click")
+    _drag(page, "image-view", (300, 200), (1500, 1000), (1800, 1200))
+    _wait_status(page, "Box (")
+    prompt = _session(blocks).image._prompts[1]
+    step = 1800 / VIEW_MAX_SIDE  # frame pixels per view pixel: a position in the view is this precise
+    assert np.abs(np.subtract(prompt.clicks[0][:2], (900, 600))).max() <= step, prompt.clicks
+    assert np.abs(np.subtract(prompt.box, (300, 200, 1500, 1000))).max() <= step, prompt.box
 
 
 def test_video_two_objects_track_correct_and_export(page, server, models, clip, tmp_path):

@@ -15,7 +15,7 @@ from pycocotools import mask as coco_mask
 from sam2_helpers import media, meta_model, write_folder
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
-from hiera_hf.app.state import AppSession, Models, Sessions
+from hiera_hf.app.state import VIEW_MAX_SIDE, AppSession, Models, Sessions, blend
 from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -115,6 +115,33 @@ def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
     np.testing.assert_array_equal(state.mask(), state.candidates()[other][0])
     view = state.view()
     assert view.shape == image.shape and not np.array_equal(view, image)
+
+
+def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
+    state = session.image
+    state.open(media("dog.jpg"))  # small enough: the view is the image itself
+    assert state.grid.size == (331, 500) and not state.grid.scaled
+    state.click(250, 160)
+    assert state.grid.from_view(250, 160) == (250.0, 160.0)
+    np.testing.assert_array_equal(state.view(), blend(state.image, state.labels(), [(250, 160, 1)]))
+
+    state.open(media("truck.jpg"))  # 1800x1200: the view is 1024x683
+    grid = state.grid
+    assert grid.size == (683, VIEW_MAX_SIDE) and grid.scaled
+    assert np.allclose(grid.from_view(*grid.to_view(900.0, 600.0)), (900.0, 600.0))
+    assert grid.from_view(0, 0)[0] > 0 and grid.from_view(1023, 682) < (1800 - 1, 1200 - 1)  # inside the frame
+    assert grid.box_from_view([0, 0, 1023, 682]) == [*grid.from_view(0, 0), *grid.from_view(1023, 682)]
+    state.click(*grid.from_view(512, 341))
+    view, labels = state.view(), state.labels()
+    assert view.shape == (683, 1024, 3)
+    plain = np.asarray(Image.open(media("truck.jpg")).convert("RGB").resize((1024, 683), Image.Resampling.BILINEAR))
+    sampled = labels[(np.arange(683) * 1200 + 600) // 683][:, (np.arange(1024) * 1800 + 900) // 1024]
+    tinted = np.any(view != plain, axis=2)
+    tinted[336:347, 507:518] = False  # the click's square
+    sampled[336:347, 507:518] = 0
+    np.testing.assert_array_equal(tinted, sampled > 0)  # the mask, sampled at the view's pixel centres
+    with pytest.raises(ValueError, match="A box is four numbers"):
+        grid.box_from_view(["1", "2", "3"])
 
 
 def test_objects_labels_and_image_exports(session, tmp_path):

@@ -144,6 +144,10 @@ def _object_choices(objects) -> list[tuple[str, int]]:
     return [(f"{obj_id}: {name}", obj_id) for obj_id, name in objects.names.items()]
 
 
+def _corners(box) -> str:
+    return ", ".join(f"{v:.0f}" for v in box)
+
+
 def _source(file: str | None, path: str | None, what: str) -> str:
     """The uploaded file, else the path typed in."""
     source = file or (path or "").strip()
@@ -235,16 +239,17 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
         def click_image(mode, evt: gr.SelectData, request: gr.Request):
             session = session_of(request)
             state = session.image
-            x, y = evt.index
+            x, y = state.grid.from_view(*evt.index)
             label = BACKGROUND if mode == "background" else FOREGROUND
             obj_id = state.click(x, y, label)
-            return image_panel(session, f"{mode.capitalize()} click ({x}, {y}) on object {obj_id}")
+            return image_panel(session, f"{mode.capitalize()} click ({x:.0f}, {y:.0f}) on object {obj_id}")
 
         @_guarded(status)
         def box_image(box, request: gr.Request):
             session = session_of(request)
-            obj_id = session.image.set_box(box.split(","))
-            return image_panel(session, f"Box ({box}) for object {obj_id}")
+            box = session.image.grid.box_from_view(box.split(","))
+            obj_id = session.image.set_box(box)
+            return image_panel(session, f"Box ({_corners(box)}) for object {obj_id}")
 
         @_guarded(status)
         def new_image_object(request: gr.Request):
@@ -368,18 +373,19 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
         def click_video(frame_idx, mode, evt: gr.SelectData, request: gr.Request):
             session = session_of(request)
             video = session.require_video()
-            frame_idx, (x, y) = int(frame_idx), evt.index
+            frame_idx, (x, y) = int(frame_idx), video.grid.from_view(*evt.index)
             label = BACKGROUND if mode == "background" else FOREGROUND
             obj_id = video.click(frame_idx, x, y, label)
-            message = f"{mode.capitalize()} click ({x}, {y}) on object {obj_id}, frame {frame_idx}"
+            message = f"{mode.capitalize()} click ({x:.0f}, {y:.0f}) on object {obj_id}, frame {frame_idx}"
             return video_panel(session, frame_idx, message)
 
         @_guarded(status)
         def box_video(frame_idx, box, request: gr.Request):
             session = session_of(request)
-            frame_idx = int(frame_idx)
-            obj_id = session.require_video().set_box(frame_idx, box.split(","))
-            return video_panel(session, frame_idx, f"Box ({box}) for object {obj_id} on frame {frame_idx}")
+            video, frame_idx = session.require_video(), int(frame_idx)
+            box = video.grid.box_from_view(box.split(","))
+            obj_id = video.set_box(frame_idx, box)
+            return video_panel(session, frame_idx, f"Box ({_corners(box)}) for object {obj_id} on frame {frame_idx}")
 
         @_guarded(status)
         def new_video_object(frame_idx, request: gr.Request):
