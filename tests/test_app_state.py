@@ -15,7 +15,7 @@ from pycocotools import mask as coco_mask
 from sam2_helpers import media, meta_model, write_folder
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
-from hiera_hf.app.state import VIEW_MAX_SIDE, AppSession, Models, Sessions, blend
+from hiera_hf.app.state import BOX_COLOUR, VIEW_MAX_SIDE, AppSession, Models, Sessions, blend
 from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -142,6 +142,10 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     np.testing.assert_array_equal(tinted, sampled > 0)  # the mask, sampled at the view's pixel centres
     with pytest.raises(ValueError, match="A box is four numbers"):
         grid.box_from_view(["1", "2", "3"])
+    state.set_box(grid.box_from_view([100, 80, 400, 300]))  # the box is outlined in the view
+    view = state.view()
+    for y, x in ((80, 250), (81, 250), (300, 250), (200, 100), (200, 400)):
+        assert tuple(view[y, x]) == BOX_COLOUR, (y, x)
 
 
 def test_objects_labels_and_image_exports(session, tmp_path):

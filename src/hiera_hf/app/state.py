@@ -39,6 +39,7 @@ MAX_OBJECT_ID = 255  # object ids are palette PNG values
 VIEW_MAX_SIDE = 1024
 DIRECTIONS = {"forward": False, "backward": True, "both": "both"}
 FOREGROUND, BACKGROUND = 1, 0
+BOX_COLOUR = (255, 212, 0)
 
 
 class Models:
@@ -160,17 +161,18 @@ class ViewGrid:
         x0, y0, x1, y1 = _box_numbers(box)
         return [*self.from_view(x0, y0), *self.from_view(x1, y1)]
 
-    def draw(self, view_frame: np.ndarray, labels: np.ndarray | None, clicks=()) -> np.ndarray:
-        """`view_frame` (`frame(rgb)`) with a frame's `labels` `(H, W)` and `clicks` (x, y, label in frame pixels)
-        drawn in; see `blend`."""
+    def draw(self, view_frame: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np.ndarray:
+        """`view_frame` (`frame(rgb)`) with a frame's `labels` `(H, W)`, `clicks` (x, y, label) and `box` (x0, y0,
+        x1, y1), in frame pixels, drawn in; see `blend`."""
         clicks = [(*self.to_view(x, y), label) for x, y, label in clicks]
-        return blend(view_frame, self.labels(labels), clicks)
+        box = None if box is None else [*self.to_view(*box[:2]), *self.to_view(*box[2:])]
+        return blend(view_frame, self.labels(labels), clicks, box)
 
 
-def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=()) -> np.ndarray:
+def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np.ndarray:
     """The frame `(H, W, 3)` uint8 with each object's pixels of `labels` `(H, W)` blended half with its colour (as
-    the overlay video is) and the clicks `(x, y, label)` drawn as small squares (green foreground, red
-    background)."""
+    the overlay video is), the clicks `(x, y, label)` drawn as small squares (green foreground, red background)
+    and the outline of `box` (x0, y0, x1, y1; yellow, as the page draws a box being dragged)."""
     out = np.array(rgb, dtype=np.uint8)
     rows = np.flatnonzero(labels.any(axis=1)) if labels is not None else ()
     if len(rows):  # blend inside the labels' bounding box only (a click's time goes into this at full resolution)
@@ -179,6 +181,11 @@ def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=()) -> np.ndarray:
         part, ids = out[inside], labels[inside]
         out[inside] = np.where(ids[..., None] > 0, part // 2 + _HALF_PALETTE[ids], part)
     radius = max(2, min(rgb.shape[:2]) // 150)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        for edge in (np.s_[y0 : y0 + 2, x0 : x1 + 1], np.s_[y1 - 1 : y1 + 1, x0 : x1 + 1],
+                     np.s_[y0 : y1 + 1, x0 : x0 + 2], np.s_[y0 : y1 + 1, x1 - 1 : x1 + 1]):  # fmt: skip
+            out[edge] = BOX_COLOUR
     for x, y, label in clicks:
         x, y = int(x), int(y)
         colour = (0, 220, 0) if label == FOREGROUND else (230, 0, 0)
@@ -434,7 +441,7 @@ class ImageState:
         """The image with the masks and the active object's clicks drawn in, `grid.size` pixels (see `ViewGrid`)."""
         self._require_image()
         active = self._prompts.get(self.objects.active)
-        return self.grid.draw(self._view_frame, self.labels(), active.clicks if active else ())
+        return self.grid.draw(self._view_frame, self.labels(), *((active.clicks, active.box) if active else ()))
 
     def segment_everything(self, **settings) -> int:
         """Replace the objects by the automatic mask generator's masks (largest first, at most 255); `settings` go
@@ -533,7 +540,7 @@ class VideoState:
         frame_idx = self._check_frame(frame_idx)
         prompt = self.prompts.get((frame_idx, self.objects.active), {})
         view_frame = self.grid.frame(self.frame(frame_idx))
-        return self.grid.draw(view_frame, self.labels(frame_idx), prompt.get("clicks", ()))
+        return self.grid.draw(view_frame, self.labels(frame_idx), prompt.get("clicks", ()), prompt.get("box"))
 
     def add_object(self, name: str | None = None) -> int:
         return self.objects.add(name)
