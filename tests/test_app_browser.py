@@ -105,7 +105,8 @@ def _session(blocks) -> AppSession:
 def _click_pixel(page, view: str, x: int, y: int, size: tuple[int, int]) -> None:
     """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels) once it is loaded."""
     box = _wait_loaded(page, view)
-    page.locator(f"#{view} img").click(position={"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]})
+    position = {"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]}
+    page.locator(f"#{view} img").click(position=position)
 
 
 def _wait_loaded(page, view: str) -> dict:

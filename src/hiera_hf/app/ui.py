@@ -14,6 +14,7 @@ import os
 
 import gradio as gr
 
+from ..sam2.mask_generation import Sam2AutomaticMaskGenerator
 from .state import BACKGROUND, DIRECTIONS, FOREGROUND, AppSession, Models, Sessions
 
 LOGGER = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, FileNotFoundError)
 CLICK_MODES = ["foreground", "background"]
 VIEW_FORMAT = "jpeg"  # the views are sent as JPEG: PNG/WebP encoding of a large frame takes 10-40x longer
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)  # shows the mask generator's tqdm bar in the page
+AMG_DEFAULTS = {name: p.default for name, p in inspect.signature(Sam2AutomaticMaskGenerator).parameters.items()}
 CLICK_PROGRESS = "minimal"  # no overlay over the view while a click is decoded: the next click can come at once
 
 HELP = """**Click on the image** to segment: a *foreground* click adds to the object, a *background* click removes
@@ -28,10 +30,10 @@ from it; **drag** to draw a box around it (kept with its clicks). Each object ha
 starts another one."""
 
 # Gradio's Image reports clicks only (`select`); this script, run once when the page loads, turns a drag on a view
-# (#image-view, #video-view) into a box: it draws the rubber band and, on release, keeps "x0,y0,x1,y1" (image pixels,
-# computed as Gradio computes a click's) in `window.hierahfBox` and clicks the hidden button #image-box /
-# #video-box, whose event's `js` hands it to the server as its last input. The click that ends a drag is swallowed; a press that moves less
-# than MIN_DRAG CSS pixels stays a click.
+# (#image-view, #video-view) into a box: it draws the rubber band and, on release, keeps "x0,y0,x1,y1" (view pixels,
+# computed as Gradio computes a click's) in `window.hierahfBox` and clicks the hidden button #image-box / #video-box,
+# whose event's `js` hands the box to the server as its last input. The click that ends a drag is swallowed; a
+# press that moves less than MIN_DRAG CSS pixels stays a click.
 DRAG_BOX_JS = """
 () => {
   if (window.hierahfDragBox) return;
@@ -203,14 +205,17 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
                     image_everything = gr.Button("Segment everything", elem_id="image-everything")
                     with gr.Accordion("Segment everything: settings", open=False):
                         image_grid = gr.Number(
-                            32, label="Clicks per side of the grid", precision=0, minimum=1, elem_id="image-grid"
-                        )
+                            AMG_DEFAULTS["points_per_side"], label="Clicks per side of the grid", precision=0,
+                            minimum=1, elem_id="image-grid",
+                        )  # fmt: skip
                         image_iou = gr.Slider(
-                            0, 1, value=0.8, step=0.01, label="Keep masks of predicted IoU >=", elem_id="image-iou"
-                        )
+                            0, 1, value=AMG_DEFAULTS["pred_iou_thresh"], step=0.01,
+                            label="Keep masks of predicted IoU >=", elem_id="image-iou",
+                        )  # fmt: skip
                         image_stability = gr.Slider(
-                            0, 1, value=0.95, step=0.01, label="...and stability >=", elem_id="image-stability"
-                        )
+                            0, 1, value=AMG_DEFAULTS["stability_score_thresh"], step=0.01,
+                            label="...and stability >=", elem_id="image-stability",
+                        )  # fmt: skip
                     image_export = gr.Button("Export masks", variant="primary", elem_id="image-export")
                     image_files = gr.File(
                         label="Exports", file_count="multiple", interactive=False, elem_id="image-files"
