@@ -92,7 +92,8 @@ DRAG_BOX_JS = """
     if (!rubber) return;
     window.hierahfBox = [...start, ...pixel(image, event)].join(",");
     document.querySelector(`#${view.id.replace("-view", "-box")}`).click();
-    swallow = true;
+    swallow = true;  // the click the browser dispatches right after this release, in the same task
+    setTimeout(() => { swallow = false; }, 0);
   }, true);
   window.addEventListener("pointercancel", end, true);
   window.addEventListener("click", (event) => {
