@@ -2,9 +2,9 @@
 on an image whose embedding is cached (median, p95), and tracking throughput through the app versus
 `Sam2VideoSession` alone on the same clip and prompt.
 
-Click-to-mask is timed from the click in the page to the moment the page shows the new overlay and message (the
-whole round trip: the browser event, Gradio's queue, prompt encoder + mask decoder, post-processing, the PNG of
-the view, its transfer and display).
+Click-to-mask is timed from the click in the page (a mouse press and release on the loaded view) to the moment the
+page has loaded the new view and shows the new message: the whole round trip (the browser event, Gradio's queue,
+prompt encoder + mask decoder, post-processing, the JPEG of the view, its transfer and decoding in the page).
 
     PYTHONPATH=src python benchmarks/bench_app.py --clicks 20 --frames 8
 """
@@ -52,21 +52,32 @@ def wait_status(page, start: str) -> None:
     )
 
 
+def loaded_view(page, view: str) -> dict:
+    """Wait until the image of `#view` is loaded (a click on an image being replaced is lost); its bounding box."""
+    page.wait_for_function(
+        "selector => { const image = document.querySelector(selector);"
+        " return image !== null && image.complete && image.naturalWidth > 0; }",
+        arg=f"#{view} img",
+    )
+    return page.locator(f"#{view} img").bounding_box()
+
+
 def click_latencies(page, clicks: int) -> list[float]:
-    """Seconds from each click to the new view shown (different pixels each time, so each message differs)."""
+    """Seconds from each click (a mouse press and release on the shown view) to the new view loaded in the page
+    and the new message shown (different pixels each time, so each message differs)."""
     page.locator("#image-file input[type=file]").set_input_files(str(media("truck.jpg")))
     wait_status(page, "Opened a 1800x1200 image")
-    image = page.locator("#image-view img")
-    box = image.bounding_box()
     times = []
     for index in range(clicks):
+        box = loaded_view(page, "image-view")
         x, y = 400 + 20 * index, 300 + 7 * index
-        before = [image.get_attribute("src"), page.locator("#status textarea").input_value()]
+        before = [page.locator("#image-view img").get_attribute("src"), page.locator("#status textarea").input_value()]
         start = time.perf_counter()
-        image.click(position={"x": (x + 0.5) * box["width"] / 1800, "y": (y + 0.5) * box["height"] / 1200})
+        page.mouse.click(box["x"] + (x + 0.5) * box["width"] / 1800, box["y"] + (y + 0.5) * box["height"] / 1200)
         page.wait_for_function(
-            """([src, text]) => document.querySelector('#image-view img')?.src !== src
-                && document.querySelector('#status textarea')?.value !== text""",
+            """([src, text]) => { const image = document.querySelector('#image-view img');
+                return image !== null && image.src !== src && image.complete && image.naturalWidth > 0
+                    && document.querySelector('#status textarea')?.value !== text; }""",
             arg=before,
         )
         times.append(time.perf_counter() - start)
@@ -79,9 +90,8 @@ def app_tracking(page, clip: Path, frames: int) -> float:
     page.locator("#video-path textarea").fill(str(clip))
     page.locator("#video-path textarea").press("Enter")
     wait_status(page, f"Opened a video of {frames} frames")
-    image = page.locator("#video-view img")
-    box = image.bounding_box()
-    image.click(position={"x": 640.5 * box["width"] / 1280, "y": 360.5 * box["height"] / 720})
+    box = loaded_view(page, "video-view")
+    page.mouse.click(box["x"] + 640.5 * box["width"] / 1280, box["y"] + 360.5 * box["height"] / 720)
     wait_status(page, "Foreground click")
     page.locator("#video-direction label", has_text="forward").click()
     start = time.perf_counter()

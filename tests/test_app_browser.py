@@ -5,6 +5,7 @@ what `ImageState` / `Sam2VideoSession` and the track writers give for the same p
 
 Set HIERA_HF_APP_SCREENSHOT=path.png to save the screenshot made after the image clicks there (the README's)."""
 
+import io
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ from PIL import Image
 from sam2_helpers import media
 from test_app_state import BOX_2, NUM_FRAMES, OBJECT_SCORE_SHIFT, SIZE, VIDEO_SIZE, converted_tiny, first_frames
 
-from hiera_hf.app.state import AppSession, Models
+from hiera_hf.app.state import VIEW_MAX_SIDE, AppSession, Models
 from hiera_hf.sam2 import Sam2VideoSession
 from hiera_hf.sam2.video_output import label_map, write_palette_png
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's c
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
 TIMEOUT_MS = 120_000
+LONG_CLIP = 24  # frames of the clip that Stop interrupts
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,11 @@ def models(tmp_path_factory) -> Models:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return first_frames(tmp_path_factory.mktemp("clip"), NUM_FRAMES, VIDEO_SIZE)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    return first_frames(tmp_path_factory.mktemp("long-clip"), LONG_CLIP, VIDEO_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +103,49 @@ def _session(blocks) -> AppSession:
 
 
 def _click_pixel(page, view: str, x: int, y: int, size: tuple[int, int]) -> None:
-    """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels), once that image is
-    loaded (Gradio swaps the element when a new view arrives: a click on the old one is lost)."""
+    """Click pixel (x, y) of the image shown in `#view` (`size` its (width, height) in pixels) once it is loaded."""
+    box = _wait_loaded(page, view)
+    position = {"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]}
+    page.locator(f"#{view} img").click(position=position)
+
+
+def _wait_loaded(page, view: str) -> dict:
+    """Wait until the image shown in `#view` is loaded (Gradio swaps the element when a new view arrives: a click
+    on the old one is lost); returns its bounding box."""
     page.wait_for_function(
         "selector => { const image = document.querySelector(selector);"
         " return image !== null && image.complete && image.naturalWidth > 0; }",
         arg=f"#{view} img",
     )
-    image = page.locator(f"#{view} img")
-    box = image.bounding_box()
-    image.click(position={"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]})
+    return page.locator(f"#{view} img").bounding_box()
+
+
+def _drag(page, view: str, start: tuple[int, int], end: tuple[int, int], size: tuple[int, int]) -> None:
+    """Press the mouse on pixel `start` of the image in `#view`, move to pixel `end` in a few steps, release."""
+    box = _wait_loaded(page, view)
+
+    def position(x: int, y: int) -> tuple[float, float]:
+        return box["x"] + (x + 0.5) * box["width"] / size[0], box["y"] + (y + 0.5) * box["height"] / size[1]
+
+    page.mouse.move(*position(*start))
+    page.mouse.down()
+    page.mouse.move(*position(*end), steps=5)
+    page.mouse.up()
+
+
+def _open_dog(page) -> None:
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    _wait_status(page, "Opened a 500x331 image")
+
+
+def _open_clip_and_click(page, clip: Path, frames: int) -> None:
+    """Open the frame folder `clip` in the Video tab and click pixel (100, 90) of frame 0 (object 1)."""
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-path textarea").fill(str(clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, f"Opened a video of {frames} frames")
+    _click_pixel(page, "video-view", 100, 90, VIDEO_SIZE)
+    _wait_status(page, "Foreground click (")
 
 
 def _mode(page, tab: str, mode: str) -> None:
@@ -114,8 +154,7 @@ def _mode(page, tab: str, mode: str) -> None:
 
 def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, models, tmp_path):
     blocks, _ = server
-    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
-    _wait_status(page, "Opened a 500x331 image")
+    _open_dog(page)
     _click_pixel(page, "image-view", 250, 160, (500, 331))
     _wait_status(page, "Foreground click")
     state = _session(blocks).image
@@ -146,24 +185,55 @@ def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, serv
     assert screenshot.stat().st_size > 0
 
 
+def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, models):
+    blocks, _ = server
+    _open_dog(page)
+    _drag(page, "image-view", (300, 250), (120, 60), (500, 331))  # any two opposite corners
+    _wait_status(page, "Box (")
+    state = _session(blocks).image
+    prompt = state._prompts[1]
+    assert prompt.clicks == []  # the release of a drag is not a click
+    assert np.abs(np.subtract(prompt.box, [120, 60, 300, 250])).max() <= 1, prompt.box
+    reference = AppSession(models)
+    reference.image.open(media("dog.jpg"))
+    reference.image.set_box(prompt.box)
+    np.testing.assert_array_equal(state.mask(1), reference.image.mask())
+    assert state.mask(1).any()
+    _drag(page, "image-view", (200, 150), (201, 151), (500, 331))  # moved less than a drag: a click
+    _wait_status(page, "Foreground click")
+    assert len(prompt.clicks) == 1 and prompt.box is not None
+    reference.image.click(*prompt.clicks[0][:2])
+    np.testing.assert_array_equal(state.mask(1), reference.image.mask())
+    reference.close()
+
+
+def test_a_large_image_is_shown_scaled_down_and_clicks_land_on_its_pixels(page, server):
+    blocks, _ = server
+    page.locator("#image-file input[type=file]").set_input_files(media("truck.jpg"))
+    _wait_status(page, "Opened a 1800x1200 image")
+    assert page.locator("#image-view img").evaluate("image => [image.naturalWidth, image.naturalHeight]") == [
+        VIEW_MAX_SIDE, 683
+    ]
+    _click_pixel(page, "image-view", 900, 600, (1800, 1200))
+    _wait_status(page, "Foreground click")
+    _drag(page, "image-view", (300, 200), (1500, 1000), (1800, 1200))
+    _wait_status(page, "Box (")
+    prompt = _session(blocks).image._prompts[1]
+    step = 1800 / VIEW_MAX_SIDE  # frame pixels per view pixel: a position in the view is this precise
+    assert np.abs(np.subtract(prompt.clicks[0][:2], (900, 600))).max() <= step, prompt.clicks
+    assert np.abs(np.subtract(prompt.box, (300, 200, 1500, 1000))).max() <= step, prompt.box
+
+
 def test_video_two_objects_track_correct_and_export(page, server, models, clip, tmp_path):
     blocks, _ = server
-    page.get_by_role("tab", name="Video").click()
-    page.locator("#video-path textarea").fill(str(clip))
-    page.locator("#video-path textarea").press("Enter")
-    _wait_status(page, f"Opened a video of {NUM_FRAMES} frames")
-    _click_pixel(page, "video-view", 100, 90, VIDEO_SIZE)
-    _wait_status(page, "Foreground click (")
+    _open_clip_and_click(page, clip, NUM_FRAMES)
     _mode(page, "video", "background")
     _click_pixel(page, "video-view", 60, 40, VIDEO_SIZE)
     _wait_status(page, "Background click (")
     page.locator("#video-new").click()
     _wait_status(page, "Object 2")
-    _mode(page, "video", "box")
-    _click_pixel(page, "video-view", *BOX_2[:2], VIDEO_SIZE)
-    _wait_status(page, "Box corner")
-    _click_pixel(page, "video-view", *BOX_2[2:], VIDEO_SIZE)
-    _wait_status(page, "Box for object 2")
+    _drag(page, "video-view", BOX_2[:2], BOX_2[2:], VIDEO_SIZE)
+    _wait_status(page, "Box (")
     page.locator("#video-track").click()
     _wait_status(page, f"Tracked {NUM_FRAMES} frames")
 
@@ -204,6 +274,119 @@ def test_video_two_objects_track_correct_and_export(page, server, models, clip, 
     assert {1, 2} <= set(np.unique(video.labels(0)))
 
 
+def test_segment_everything_shows_progress_and_exports_the_masks(page, server, models):
+    blocks, _ = server
+    _open_dog(page)
+    page.get_by_text("Segment everything: settings").click()
+    settings = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    for field, value in zip(("#image-grid input", "#image-iou input[type=number]",
+                             "#image-stability input[type=number]"), settings.values()):  # fmt: skip
+        page.locator(field).fill(str(value))
+        page.locator(field).press("Enter")
+    page.locator("#image-everything").click()
+    page.wait_for_function(  # the generator's tqdm bar, shown in the page while it runs
+        "() => Array.from(document.querySelectorAll('[data-testid=status-tracker]'))"
+        ".some(tracker => tracker.innerText.includes('Generating masks'))"
+    )
+    count = int(_wait_status(page, "Found").split()[1])
+    state = _session(blocks).image
+    reference = AppSession(models)  # the generator through the state logic directly, with the same settings
+    reference.image.open(media("dog.jpg"))
+    assert reference.image.segment_everything(**settings, progress=False) == count > 0
+    np.testing.assert_array_equal(state.labels(), reference.image.labels())
+    reference.close()
+    page.locator("#image-export").click()
+    _wait_status(page, "Exported")
+    exported = np.asarray(Image.open(_session(blocks).folder / "exports" / "masks.png"))
+    np.testing.assert_array_equal(exported, state.labels())
+    assert len(state.objects.names) == count and set(np.unique(exported)) - {0} <= set(state.objects.names)
+
+
+def _shown(page, view: str) -> np.ndarray:
+    """The image the page shows in `#view`, fetched from its URL `(H, W, 3)` uint8."""
+    response = page.request.get(page.locator(f"#{view} img").get_attribute("src"))
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
+def test_tabs_used_at_once_each_get_their_own_masks(browser, server, models, clip):
+    blocks, url = server
+    # two tabs on the dog, one on the clip; pixels no other test clicks (a closed tab's session may linger a moment)
+    clicks = {"first": (300, 120), "second": (120, 260), "video": (130, 70)}
+    contexts = {name: browser.new_context(viewport={"width": 1400, "height": 1000}) for name in clicks}
+    pages = {name: context.new_page() for name, context in contexts.items()}
+    for name, page in pages.items():
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        if name == "video":
+            page.get_by_role("tab", name="Video").click()
+            page.locator("#video-path textarea").fill(str(clip))
+            page.locator("#video-path textarea").press("Enter")
+        else:
+            page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
+    for name, page in pages.items():
+        _wait_status(page, f"Opened a video of {NUM_FRAMES} frames" if name == "video" else "Opened a 500x331 image")
+    for name, page in pages.items():  # all clicks in flight at once: none waits for another's mask
+        view, size = ("video-view", VIDEO_SIZE) if name == "video" else ("image-view", (500, 331))
+        _click_pixel(page, view, *clicks[name], size)
+
+    def near(prompt_clicks: list | None, name: str) -> bool:  # the session's first click is this tab's
+        return bool(prompt_clicks) and np.abs(np.subtract(prompt_clicks[0][:2], clicks[name])).max() <= 1
+
+    masks, views = {}, {}
+    for name, page in pages.items():
+        _wait_status(page, "Foreground click")
+        sessions = [blocks.sessions.get(i) for i in blocks.sessions.ids()]
+        if name == "video":
+            prompted = [s.video for s in sessions if s.video is not None]
+            (video,) = [v for v in prompted if near(v.prompts.get((0, 1), {}).get("clicks"), name)]
+            click = video.prompts[0, 1]["clicks"][0][:2]
+            with Sam2VideoSession(models.video, str(clip), progress=False) as alone:  # one click: no correction
+                result = alone.add_points(0, 1, [click], [1])
+            np.testing.assert_array_equal(video.labels(0), label_map(result))
+            continue
+        (state,) = [s.image for s in sessions if near(getattr(s.image._prompts.get(1), "clicks", None), name)]
+        assert len(state._prompts[1].clicks) == 1 and state.encoder_runs == 1
+        reference = AppSession(models)
+        reference.image.open(media("dog.jpg"))
+        reference.image.click(*state._prompts[1].clicks[0][:2])
+        np.testing.assert_array_equal(state.mask(1), reference.image.mask())
+        reference.close()
+        masks[name], views[name] = state.mask(1), state.view().astype(float)
+    assert not np.array_equal(masks["first"], masks["second"])
+    for name in masks:  # each page shows its own view (JPEG: nearest, not equal)
+        _wait_loaded(pages[name], "image-view")
+        shown = _shown(pages[name], "image-view").astype(float)
+        errors = {other: np.abs(shown - view).mean() for other, view in views.items()}
+        assert min(errors, key=errors.get) == name, errors
+    for context in contexts.values():
+        context.close()
+
+
+def test_stop_interrupts_tracking_and_the_page_stays_usable(page, server, long_clip):
+    blocks, _ = server
+    _open_clip_and_click(page, long_clip, LONG_CLIP)
+    page.locator("#video-direction label", has_text="forward").click()
+    page.locator("#video-track").click()
+    _wait_status(page, "Tracking: frame")
+    page.locator("#video-stop").click()
+    _wait_status(page, "Stopped")
+    video = _session(blocks).require_video()
+    time.sleep(1)  # a frame being computed when Stop came may still land; none after it
+    tracked = video.tracked_frames()
+    assert 1 <= len(tracked) < LONG_CLIP and tracked == list(range(len(tracked)))
+    time.sleep(1)
+    assert video.tracked_frames() == tracked
+    # still usable: a click on a frame, then tracking two frames from it
+    page.locator("#video-max input").fill("2")
+    page.locator("#video-max input").press("Enter")
+    frame = int(page.locator("#video-frame input[type=number]").input_value())
+    _click_pixel(page, "video-view", 110, 95, VIDEO_SIZE)
+    _wait_status(page, f"Foreground click (110, 95) on object 1, frame {frame}")
+    page.locator("#video-track").click()
+    _wait_status(page, "Tracked 2 frames")
+    assert video.tracked_frames() == list(range(max(len(tracked), frame + 2)))
+
+
 def test_bad_uploads_show_a_message(page, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
@@ -226,8 +409,7 @@ def test_closing_the_tab_frees_its_session(browser, server):
     page = browser.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
-    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
-    _wait_status(page, "Opened a 500x331 image")
+    _open_dog(page)
     session_id = blocks.sessions.ids()[-1]
     folder = blocks.sessions.get(session_id).folder
     assert folder.is_dir()

@@ -15,7 +15,7 @@ from pycocotools import mask as coco_mask
 from sam2_helpers import media, meta_model, write_folder
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
-from hiera_hf.app.state import AppSession, Models, Sessions
+from hiera_hf.app.state import BOX_COLOUR, VIEW_MAX_SIDE, AppSession, Models, Sessions, blend
 from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -105,6 +105,7 @@ def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
     np.testing.assert_array_equal(first, masks[best].numpy())
     assert first.any() and state.selected() == best
     assert [m.shape for m, _ in state.candidates()] == [image.shape[:2]] * 3
+    assert state.scores() == [score for _, score in state.candidates()]
 
     state.click(100, 60, 0, obj_id)  # a background click changes the mask, without encoding the image again
     assert state.encoder_runs == 1
@@ -116,13 +117,44 @@ def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
     assert view.shape == image.shape and not np.array_equal(view, image)
 
 
+def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
+    state = session.image
+    state.open(media("dog.jpg"))  # small enough: the view is the image itself
+    assert state.grid.size == (331, 500) and not state.grid.scaled
+    state.click(250, 160)
+    assert state.grid.from_view(250, 160) == (250.0, 160.0)
+    np.testing.assert_array_equal(state.view(), blend(state.image, state.labels(), [(250, 160, 1)]))
+
+    state.open(media("truck.jpg"))  # 1800x1200: the view is 1024x683
+    grid = state.grid
+    assert grid.size == (683, VIEW_MAX_SIDE) and grid.scaled
+    assert np.allclose(grid.from_view(*grid.to_view(900.0, 600.0)), (900.0, 600.0))
+    assert grid.from_view(0, 0)[0] > 0 and grid.from_view(1023, 682) < (1800 - 1, 1200 - 1)  # inside the frame
+    assert grid.box_from_view([0, 0, 1023, 682]) == [*grid.from_view(0, 0), *grid.from_view(1023, 682)]
+    state.click(*grid.from_view(512, 341))
+    view, labels = state.view(), state.labels()
+    assert view.shape == (683, 1024, 3)
+    plain = np.asarray(Image.open(media("truck.jpg")).convert("RGB").resize((1024, 683), Image.Resampling.BILINEAR))
+    sampled = labels[(np.arange(683) * 1200 + 600) // 683][:, (np.arange(1024) * 1800 + 900) // 1024]
+    tinted = np.any(view != plain, axis=2)
+    tinted[336:347, 507:518] = False  # the click's square
+    sampled[336:347, 507:518] = 0
+    np.testing.assert_array_equal(tinted, sampled > 0)  # the mask, sampled at the view's pixel centres
+    with pytest.raises(ValueError, match="A box is four numbers"):
+        grid.box_from_view(["1", "2", "3"])
+    state.set_box(grid.box_from_view([100, 80, 400, 300]))  # the box is outlined in the view
+    view = state.view()
+    for y, x in ((80, 250), (81, 250), (300, 250), (200, 100), (200, 400)):
+        assert tuple(view[y, x]) == BOX_COLOUR, (y, x)
+
+
 def test_objects_labels_and_image_exports(session, tmp_path):
     state = session.image
     state.open(media("dog.jpg"))
     one = state.click(250, 160)
     two = state.add_object("grass")
-    assert state.box_click(10, 250) is None  # first corner
-    assert state.box_click(200, 320) == two
+    assert state.set_box((200, 320, 10, 250)) == two  # any two opposite corners
+    assert state._prompts[two].box == [10, 250, 200, 320]
     labels = state.labels()
     assert set(np.unique(labels)) <= {0, one, two} and {one, two} <= set(np.unique(labels))
     np.testing.assert_array_equal(labels == two, state.mask(two))  # the later object is drawn on top
@@ -160,8 +192,7 @@ def test_tracking_matches_hiera_hf_track_and_corrections_retrack(session, clip, 
     assert video.num_frames == NUM_FRAMES
     one, two = video.add_object(), video.add_object()
     # in the order `hiera-hf track` applies its flags (boxes first): the session batches objects in that order
-    video.box_click(0, *BOX_2[:2], obj_id=two)
-    video.box_click(0, *BOX_2[2:], obj_id=two)
+    video.set_box(0, BOX_2, obj_id=two)
     video.click(0, *CLICK_2, obj_id=two)
     for x, y, label in CLICKS_1:
         video.click(0, x, y, label, obj_id=one)
@@ -224,6 +255,11 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
         session.image.click(-1, 10)
     with pytest.raises(ValueError, match="no object 7"):
         session.image.click(5, 5, obj_id=7)
+    for box in ((1, 2, 3), ["1", "2", "x", "4"], None):
+        with pytest.raises(ValueError, match="A box is four numbers"):
+            session.image.set_box(box)
+    with pytest.raises(ValueError, match="outside the 500x331 frame"):
+        session.image.set_box((10, 10, 600, 20))
 
     garbage = tmp_path / "broken.mp4"
     garbage.write_bytes(b"\x00" * 1000)

@@ -32,9 +32,14 @@ from ..sam2.mask_generation import Sam2AutomaticMaskGenerator, coco_encode_rle, 
 from ..sam2.video_output import label_map, palette, write_overlay_video, write_palette_png
 
 _PALETTE = palette()
+_HALF_PALETTE = _PALETTE // 2
 MAX_OBJECT_ID = 255  # object ids are palette PNG values
+# The page is sent views of at most this many pixels a side (SAM 2's input side: a click in the view is as precise
+# as the model sees the frame); drawing, encoding and showing a 1800x1200 image's view costs a third of its own.
+VIEW_MAX_SIDE = 1024
 DIRECTIONS = {"forward": False, "backward": True, "both": "both"}
 FOREGROUND, BACKGROUND = 1, 0
+BOX_COLOUR = (255, 212, 0)
 
 
 class Models:
@@ -97,20 +102,90 @@ def _inside(x: float, y: float, width: int, height: int) -> tuple[float, float]:
     return float(x), float(y)
 
 
+def _box_numbers(box) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"A box is four numbers x0, y0, x1, y1 (pixels), got {box!r}") from None
+    return x0, y0, x1, y1
+
+
 def _check_box(box, width: int, height: int) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
+    """Two opposite corners (x0, y0, x1, y1), in any order, inside the frame -> (left, top, right, bottom)."""
+    x0, y0, x1, y1 = _box_numbers(box)
     for x, y in ((x0, y0), (x1, y1)):
         _inside(x, y, width, height)
     return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
 
 
-def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=()) -> np.ndarray:
+class ViewGrid:
+    """How a frame of `(height, width)` pixels maps to its view, the frame scaled to at most `VIEW_MAX_SIDE` pixels
+    a side (`size` = the view's (height, width)): the frame resized bilinearly, label maps sampled at the nearest
+    frame pixel, and positions (pixel centres) between the two."""
+
+    def __init__(self, height: int, width: int):
+        scale = min(1.0, VIEW_MAX_SIDE / max(height, width))
+        self.frame_size = (height, width)
+        self.size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        self._rows = ((np.arange(self.size[0]) + 0.5) * height / self.size[0]).astype(np.intp)[:, None]
+        self._columns = ((np.arange(self.size[1]) + 0.5) * width / self.size[1]).astype(np.intp)
+
+    @property
+    def scaled(self) -> bool:
+        return self.size != self.frame_size
+
+    def frame(self, rgb: np.ndarray) -> np.ndarray:
+        """`(H, W, 3)` uint8 frame -> `(h, w, 3)` uint8 view."""
+        if not self.scaled:
+            return rgb
+        return np.asarray(Image.fromarray(rgb).resize(self.size[::-1], Image.Resampling.BILINEAR))
+
+    def labels(self, labels: np.ndarray | None) -> np.ndarray | None:
+        """`(H, W)` label map -> `(h, w)` (each view pixel takes the frame pixel under its centre)."""
+        return labels if labels is None or not self.scaled else labels[self._rows, self._columns]
+
+    def to_view(self, x: float, y: float) -> tuple[float, float]:
+        (height, width), (h, w) = self.frame_size, self.size
+        return (x + 0.5) * w / width - 0.5, (y + 0.5) * h / height - 0.5
+
+    def from_view(self, x, y) -> tuple[float, float]:
+        """A position in the view (pixels, as the page reports a click) -> the same position in the frame."""
+        x, y, _, _ = _box_numbers((x, y, 0, 0))
+        if not self.scaled:
+            return x, y
+        (height, width), (h, w) = self.frame_size, self.size
+        return (x + 0.5) * width / w - 0.5, (y + 0.5) * height / h - 0.5
+
+    def box_from_view(self, box) -> list[float]:
+        """A box (x0, y0, x1, y1) in the view -> in the frame."""
+        x0, y0, x1, y1 = _box_numbers(box)
+        return [*self.from_view(x0, y0), *self.from_view(x1, y1)]
+
+    def draw(self, view_frame: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np.ndarray:
+        """`view_frame` (`frame(rgb)`) with a frame's `labels` `(H, W)`, `clicks` (x, y, label) and `box` (x0, y0,
+        x1, y1), in frame pixels, drawn in; see `blend`."""
+        clicks = [(*self.to_view(x, y), label) for x, y, label in clicks]
+        box = None if box is None else [*self.to_view(*box[:2]), *self.to_view(*box[2:])]
+        return blend(view_frame, self.labels(labels), clicks, box)
+
+
+def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np.ndarray:
     """The frame `(H, W, 3)` uint8 with each object's pixels of `labels` `(H, W)` blended half with its colour (as
-    the overlay video is) and the clicks `(x, y, label)` drawn as small squares (green foreground, red
-    background)."""
-    out = rgb if labels is None else np.where(labels[..., None] > 0, rgb // 2 + _PALETTE[labels] // 2, rgb)
-    out = np.array(out, dtype=np.uint8)
+    the overlay video is), the clicks `(x, y, label)` drawn as small squares (green foreground, red background)
+    and the outline of `box` (x0, y0, x1, y1; yellow, as the page draws a box being dragged)."""
+    out = np.array(rgb, dtype=np.uint8)
+    rows = np.flatnonzero(labels.any(axis=1)) if labels is not None else ()
+    if len(rows):  # blend inside the labels' bounding box only (a click's time goes into this at full resolution)
+        columns = np.flatnonzero(labels.any(axis=0))
+        inside = np.s_[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+        part, ids = out[inside], labels[inside]
+        out[inside] = np.where(ids[..., None] > 0, part // 2 + _HALF_PALETTE[ids], part)
     radius = max(2, min(rgb.shape[:2]) // 150)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        for edge in (np.s_[y0 : y0 + 2, x0 : x1 + 1], np.s_[y1 - 1 : y1 + 1, x0 : x1 + 1],
+                     np.s_[y0 : y1 + 1, x0 : x0 + 2], np.s_[y0 : y1 + 1, x1 - 1 : x1 + 1]):  # fmt: skip
+            out[edge] = BOX_COLOUR
     for x, y, label in clicks:
         x, y = int(x), int(y)
         colour = (0, 220, 0) if label == FOREGROUND else (230, 0, 0)
@@ -214,7 +289,8 @@ class ImageState:
         self._prompts: dict[int, _ImageObject] = {}
         self._embedding: dict[str, torch.Tensor] | None = None
         self.encoder_runs = 0
-        self.corner: tuple[float, float] | None = None  # first corner of a box being drawn
+        self._grid: ViewGrid | None = None
+        self._view_frame: np.ndarray | None = None
 
     def open(self, image) -> None:
         """Open an image: a path, PIL image or `(H, W[, C])` array. Forgets the objects of the previous image."""
@@ -241,11 +317,19 @@ class ImageState:
             "high_res_features": embedded.high_res_features,
         }
         self.image, self.objects, self._prompts = rgb, _Objects(), {}
+        self._grid = ViewGrid(*rgb.shape[:2])
+        self._view_frame = self._grid.frame(rgb)  # resized once per image
 
     def _require_image(self) -> np.ndarray:
         if self.image is None:
             raise ValueError("Open an image first")
         return self.image
+
+    @property
+    def grid(self) -> ViewGrid:
+        """How the image maps to its view (positions the page reports are in the view)."""
+        self._require_image()
+        return self._grid
 
     @property
     def size(self) -> tuple[int, int]:
@@ -271,20 +355,8 @@ class ImageState:
             raise ValueError(f"A click's label is 1 (foreground) or 0 (background), got {label!r}")
         obj_id = self._object(obj_id)
         self._prompts[obj_id].clicks.append((x, y, int(label)))
-        self.corner = None
         self._decode(obj_id)
         return obj_id
-
-    def box_click(self, x: float, y: float, obj_id: int | None = None) -> int | None:
-        """One corner of a box: the first click is remembered (returns `None`), the second sets the box of the
-        object (returns its id)."""
-        height, width = self.size
-        point = _inside(x, y, width, height)
-        if self.corner is None:
-            self.corner = point
-            return None
-        corner, self.corner = self.corner, None
-        return self.set_box((*corner, *point), obj_id)
 
     def set_box(self, box, obj_id: int | None = None) -> int:
         """Give an object a box (x0, y0, x1, y1) in image pixels (kept with its clicks); returns the object id."""
@@ -335,6 +407,12 @@ class ImageState:
         masks = self.models.processor.post_process_masks(prompt.low_res[None, None], [self.size])[0][0]
         return [(m.numpy(), float(s)) for m, s in zip(masks, prompt.scores)]
 
+    def scores(self, obj_id: int | None = None) -> list[float]:
+        """The predicted IoU of the object's candidate masks (empty without prompts); `candidates` without the
+        masks."""
+        scores = self._prompts[self._object(obj_id)].scores
+        return [] if scores is None else [float(score) for score in scores]
+
     def select_candidate(self, index: int, obj_id: int | None = None) -> None:
         """Show candidate `index` (0..M-1) of the object."""
         prompt = self._prompts[self._object(obj_id)]
@@ -360,10 +438,10 @@ class ImageState:
         return labels
 
     def view(self) -> np.ndarray:
-        """The image with the masks and the active object's clicks drawn in."""
-        image = self._require_image()
+        """The image with the masks and the active object's clicks drawn in, `grid.size` pixels (see `ViewGrid`)."""
+        self._require_image()
         active = self._prompts.get(self.objects.active)
-        return blend(image, self.labels(), active.clicks if active else ())
+        return self.grid.draw(self._view_frame, self.labels(), *((active.clicks, active.box) if active else ()))
 
     def segment_everything(self, **settings) -> int:
         """Replace the objects by the automatic mask generator's masks (largest first, at most 255); `settings` go
@@ -432,8 +510,8 @@ class VideoState:
         self.folder = Path(folder)
         self.masks = self.folder / "masks"
         self.masks.mkdir(parents=True, exist_ok=True)
+        self.grid = ViewGrid(self.session.video_height, self.session.video_width)  # the frames' views
         self.objects = _Objects()
-        self.corner: tuple[int, float, float] | None = None  # frame and first corner of a box being drawn
         self.prompts: dict[tuple[int, int], dict] = {}  # (frame, object) -> {"clicks": [...], "box": [...]}
 
     @property
@@ -458,10 +536,11 @@ class VideoState:
         return np.asarray(Image.open(path)) if path.is_file() else None
 
     def view(self, frame_idx: int) -> np.ndarray:
-        """The frame with its masks and the active object's clicks on it drawn in."""
+        """The frame with its masks and the active object's clicks on it drawn in, `grid.size` pixels."""
         frame_idx = self._check_frame(frame_idx)
         prompt = self.prompts.get((frame_idx, self.objects.active), {})
-        return blend(self.frame(frame_idx), self.labels(frame_idx), prompt.get("clicks", ()))
+        view_frame = self.grid.frame(self.frame(frame_idx))
+        return self.grid.draw(view_frame, self.labels(frame_idx), prompt.get("clicks", ()), prompt.get("box"))
 
     def add_object(self, name: str | None = None) -> int:
         return self.objects.add(name)
@@ -475,20 +554,8 @@ class VideoState:
             raise ValueError(f"A click's label is 1 (foreground) or 0 (background), got {label!r}")
         obj_id = self.objects.check(obj_id)
         self.prompts.setdefault((frame_idx, obj_id), {}).setdefault("clicks", []).append((x, y, int(label)))
-        self.corner = None
         self._apply(frame_idx, obj_id)
         return obj_id
-
-    def box_click(self, frame_idx: int, x: float, y: float, obj_id: int | None = None) -> int | None:
-        """One corner of a box on a frame: the first click is remembered (returns `None`), the second (on the same
-        frame) sets the box of the object (returns its id)."""
-        frame_idx = self._check_frame(frame_idx)
-        point = _inside(x, y, self.session.video_width, self.session.video_height)
-        if self.corner is None or self.corner[0] != frame_idx:
-            self.corner = (frame_idx, *point)
-            return None
-        corner, self.corner = self.corner[1:], None
-        return self.set_box(frame_idx, (*corner, *point), obj_id)
 
     def set_box(self, frame_idx: int, box, obj_id: int | None = None) -> int:
         """Give an object a box (x0, y0, x1, y1) on a frame (its clicks there are kept); returns the object id."""
@@ -677,11 +744,13 @@ class Sessions:
 
 
 __all__ = [
+    "VIEW_MAX_SIDE",
     "AppSession",
     "ImageState",
     "Models",
     "Sessions",
     "VideoState",
+    "ViewGrid",
     "blend",
     "coco_records",
     "object_colour",
