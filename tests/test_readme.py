@@ -17,7 +17,7 @@ import pytest
 import torch
 from sam2_helpers import media, meta_model
 
-from hiera_hf import Sam2Config, Sam2ImageProcessor, Sam2Model
+from hiera_hf import Sam2Config, Sam2ImageProcessor, Sam2VideoModel
 from hiera_hf.hub import resolve_model
 from hiera_hf.onnx.export import export_onnx
 
@@ -43,7 +43,7 @@ def workspace(tmp_path_factory) -> tuple[Path, dict]:
     """A working folder with dog.jpg and the folders the Python snippets load (path/to/converted/hiera_base_224:
     a random Meta hiera_tiny_224 converted as `--model` converts it; path/to/converted/sam2.1_hiera_tiny: a random
     SAM 2.1 tiny at 256 px, so that the mask-generation pipeline takes seconds; sam2.1_tiny_onnx: its ONNX export;
-    truck.jpg), and an hiera-hf cache holding
+    truck.jpg, blocks.mp4), and an hiera-hf cache holding
     random-weight checkpoints in Meta's layout for the commands; returns (folder, environment)."""
     root = tmp_path_factory.mktemp("readme")
     cache, work = root / "cache", root / "work"
@@ -59,10 +59,11 @@ def workspace(tmp_path_factory) -> tuple[Path, dict]:
     finally:
         os.environ.pop("HIERA_HF_CACHE") if previous is None else os.environ.update(HIERA_HF_CACHE=previous)
     config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=256)
-    Sam2Model(config).save_pretrained(converted / "sam2.1_hiera_tiny")
+    Sam2VideoModel(config).save_pretrained(converted / "sam2.1_hiera_tiny")  # a converted folder holds both halves
     Sam2ImageProcessor(size={"height": 256, "width": 256}).save_pretrained(converted / "sam2.1_hiera_tiny")
     shutil.copy(media("dog.jpg"), work / "dog.jpg")
     shutil.copy(media("truck.jpg"), work / "truck.jpg")
+    shutil.copy(media("blocks.mp4"), work / "blocks.mp4")
     export_onnx(converted / "sam2.1_hiera_tiny", work / "sam2.1_tiny_onnx", progress=False)  # what the README exports
     return work, {**os.environ, "HIERA_HF_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
 

@@ -21,7 +21,7 @@ Runtime's quantization tools (dynamic, or static when calibration images are giv
 Exporters (torch 2.14): the TorchScript-based `torch.onnx.export(..., dynamo=False)` for most graphs (the dynamo
 exporter fails on the trunk with a dynamic batch); the dynamo exporter for memory attention, where tracing bakes the
 example's count of memory keys into the split between rotated frame tokens and pointer tokens (a silent wrong
-result for other counts).
+result for other counts), and for the mask prompt (the TorchScript exporter has no antialiased resize).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 - `Sam2OnnxImagePredictor`: set an image once, then predict masks from points, a box and/or a mask prompt, with
   the pre- and post-processing of `Sam2ImageProcessor` and the outputs of `Sam2Model`.
 
+Video tracking is `hiera_hf.onnx.video_session.Sam2OnnxVideoSession`.
+
 Usage::
 
     from hiera_hf.onnx.runtime import Sam2OnnxImagePredictor

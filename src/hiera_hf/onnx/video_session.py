@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..sam2.memory_bank import MemorySelection, StoredMemory
-from ..sam2.prompts import NOT_A_POINT_LABEL
+from ..sam2.prompts import NOT_A_POINT_LABEL, wants_multimask
 from ..sam2.video_tracking import (
     HOLE_LOGIT,
     PREVIOUS_MASK_CLAMP,
@@ -191,15 +191,6 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         pixels = ((self._frame_pixels(frame_idx) - self.mean) / self.std)[None]
         return FrameFeatures(*self.encoder.run(list(FrameFeatures._fields), {"pixel_values": pixels}))
 
-    def _use_multimask(self, num_points: int, tracking: bool) -> bool:
-        """Meta's rule (see `Sam2VideoModel.use_multimask`)."""
-        config = self.config
-        return (
-            config.multimask_output_in_sam
-            and (not tracking or config.multimask_output_for_tracking)
-            and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
-        )
-
     def _predict(
         self,
         features: FrameFeatures,
@@ -268,7 +259,7 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         mask_input = np.zeros((count, 1, low_res, low_res), np.float32)
         if previous_masks is not None:
             mask_input = np.clip(previous_masks, -PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)[None]
-        multimask = self._use_multimask(num_points, selections is not None)
+        multimask = wants_multimask(self.config, num_points, selections is not None)
         masks, iou_scores, scores, pointers = self._run(
             "mask_decoder_multimask" if multimask else "mask_decoder",
             image_embeddings=embeddings,

@@ -6,7 +6,8 @@
 - `Sam2VideoModel` is the image modules (`Sam2Base`) plus those two and the memory-bank parameters (temporal
   encodings, object pointers, "no memory" / "no object" embeddings), all under the names of Meta's checkpoints.
   Its one public per-frame step is `track_step`, returning a `Sam2VideoFrameOutput`. Which frames a frame attends
-  to and how their memories become tokens is `memory_bank`'s; the session that keeps them is `video_session`.
+  to is `memory_bank`'s, how their memories become tokens `memory_tokens`'s; the session that keeps them is
+  `video_session` (on `video_tracking`'s runtime-independent half).
 
 All tensors are batch first; the batch is the set of tracked objects (one frame of one video). The memory bank of
 `N` objects is `(N, M, memory_dim)` tokens: the spatial memories of the selected frames (`H * W` tokens each),
@@ -31,7 +32,7 @@ from ..hiera.modeling_hiera import eager_attention_forward
 from .configuration_sam2 import Sam2Config
 from .modeling_sam2 import NO_OBJECT_SCORE, Sam2Attention, Sam2Base, Sam2LayerNorm2d, Sam2MLP
 from .position_encoding import apply_rotary, axial_rope_angles, sine_encoding_1d, sine_position_encoding
-from .prompts import NOT_A_POINT_LABEL, PADDING_LABEL
+from .prompts import NOT_A_POINT_LABEL, PADDING_LABEL, wants_multimask
 
 # ---------------------------------------------------------------------------------------------------------------
 # Memory attention
@@ -554,13 +555,9 @@ class Sam2VideoModel(Sam2Base):
 
     def use_multimask(self, num_points: int, tracking: bool) -> bool:
         """Meta's rule for predicting several masks: `num_points` prompt points (box corners included) within
-        `[multimask_min_pt_num, multimask_max_pt_num]`, on a frame with memory only if `multimask_output_for_tracking`."""
-        config = self.config
-        return (
-            config.multimask_output_in_sam
-            and (not tracking or config.multimask_output_for_tracking)
-            and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
-        )
+        `[multimask_min_pt_num, multimask_max_pt_num]`, on a frame with memory only if `multimask_output_for_tracking`
+        (`prompts.wants_multimask`)."""
+        return wants_multimask(self.config, num_points, tracking)
 
     def _sam_heads(
         self,

@@ -112,6 +112,17 @@ def check_index(value, name: str, minimum: int = 0, maximum: int | None = None) 
     return value
 
 
+def wants_multimask(config, num_points: int, tracking: bool) -> bool:
+    """Meta's rule for predicting several masks on a video frame: `num_points` prompt points (box corners included)
+    within `[multimask_min_pt_num, multimask_max_pt_num]` of the `Sam2Config` (or its fields as attributes), on a
+    frame with memory only if `multimask_output_for_tracking`."""
+    return (
+        config.multimask_output_in_sam
+        and (not tracking or config.multimask_output_for_tracking)
+        and config.multimask_min_pt_num <= num_points <= config.multimask_max_pt_num
+    )
+
+
 def check_clicks(points, labels, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """User clicks of one object: `points` `(K, 2)` (x, y) in pixels of a `width` x `height` image with `labels`
     `(K,)` of 0/1 (either may be `None`: no clicks). Returns float32 `(K, 2)` and int64 `(K,)` arrays."""
@@ -161,4 +172,5 @@ __all__ = [
     "check_index",
     "check_labels",
     "check_mask",
+    "wants_multimask",
 ]
