@@ -46,7 +46,7 @@ ATOL = 1e-4
 # (pointer encodings, no spatial "no object" embedding) and a larger trunk.
 MAIN = "sam2.1_hiera_tiny"
 EXTRA_GRAPHS = {
-    "sam2_hiera_tiny": ("mask_decoder_multimask", "memory_attention", "memory_encoder"),
+    "sam2_hiera_tiny": ("mask_decoder_multimask", "memory_attention", "memory_encoder", "mask_prompt"),
     "sam2.1_hiera_small": ("image_encoder",),
 }
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -256,9 +256,10 @@ def test_memory_encoder_matches_torch(graphs):
     assert outputs["memory_position_encoding"].shape == (1, video.config.memory_encoder_hidden_size, grid, grid)
 
 
+@pytest.mark.parametrize("graphs", variants("mask_prompt"), indirect=True)
 @torch.no_grad()
-def test_mask_prompt_matches_torch(exported):
-    video, _, folder = exported
+def test_mask_prompt_matches_torch(graphs):
+    video, folder = graphs
     grid = SIZE // 16
     torch.manual_seed(3)
     for count in (1, 3):

@@ -34,15 +34,20 @@ def _onnxruntime():
     return onnxruntime
 
 
-def load_session(path: str | os.PathLike, providers: list[str] | None = None, expected_inputs=None):
+def load_session(
+    path: str | os.PathLike, providers: list[str] | None = None, expected_inputs=None, memory_arena: bool = True
+):
     """An `onnxruntime.InferenceSession` of `path`; a missing, corrupt or truncated file, or one whose inputs are
-    not `expected_inputs`, raises a ValueError naming it."""
+    not `expected_inputs`, raises a ValueError naming it. `memory_arena=False` returns the memory of each run to the
+    system instead of keeping ONNX Runtime's CPU arena at its peak (for graphs with large transient tensors)."""
     ort = _onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (export the model with `hiera-hf export-onnx` first)")
     try:
-        session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = memory_arena
+        session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         raise ValueError(f"{path} is not a readable ONNX model (corrupt or truncated file?): {error}") from error
     names = [node.name for node in session.get_inputs()]

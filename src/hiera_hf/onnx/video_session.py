@@ -168,10 +168,16 @@ class Sam2OnnxVideoSession(VideoSessionBase):
                 f"{folder} has no {', '.join(f'{name}.onnx' for name in absent)}: export a SAM 2 video model folder "
                 "(every converted official checkpoint) with `hiera-hf export-onnx`"
             )
+        # Without ONNX Runtime's CPU arenas the large transients of a frame (memory attention's (frame tokens x memory
+        # tokens) weights, ~1 GB at 1024 px; the encoder's activations) go back after each run instead of every
+        # graph's arena staying at its peak: peak RSS over 8 frames at 1024 px 4.3 -> 2.3 GB (benchmarks/README).
         self.encoder = load_session(
-            graph_path(folder, "image_encoder", quantized), providers, GRAPHS["image_encoder"][0]
+            graph_path(folder, "image_encoder", quantized), providers, GRAPHS["image_encoder"][0], memory_arena=False
         )
-        self.graphs = {name: load_session(folder / f"{name}.onnx", providers, GRAPHS[name][0]) for name in VIDEO_GRAPHS}
+        self.graphs = {
+            name: load_session(folder / f"{name}.onnx", providers, GRAPHS[name][0], memory_arena=False)
+            for name in VIDEO_GRAPHS
+        }
         super().__init__(
             self.config,
             source,
