@@ -140,6 +140,10 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         source: see `VideoSessionBase`.
         providers: ONNX Runtime execution providers (default CPU).
         quantized: use the int8 image encoder (`image_encoder_quantized.onnx`, from `--int8`).
+        memory_arena: keep ONNX Runtime's CPU memory arenas (its default: fastest). Each graph's arena stays at its
+            peak, and a frame's transients are large (memory attention's frame x memory attention weights, ~1 GB at
+            1024 px): `False` returns them after each run, for about half the peak memory at about 25% more time
+            per frame (8 frames at 1024 px: 4.3 -> 2.3 GB; benchmarks/README).
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
             see `VideoSessionBase`.
     """
@@ -151,6 +155,7 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         *,
         providers: list[str] | None = None,
         quantized: bool = False,
+        memory_arena: bool = True,
         fill_hole_area: int | None = None,
         non_overlap_masks: bool | None = None,
         max_conditioning_frames: int | None = None,
@@ -168,14 +173,11 @@ class Sam2OnnxVideoSession(VideoSessionBase):
                 f"{folder} has no {', '.join(f'{name}.onnx' for name in absent)}: export a SAM 2 video model folder "
                 "(every converted official checkpoint) with `hiera-hf export-onnx`"
             )
-        # Without ONNX Runtime's CPU arenas the large transients of a frame (memory attention's (frame tokens x memory
-        # tokens) weights, ~1 GB at 1024 px; the encoder's activations) go back after each run instead of every
-        # graph's arena staying at its peak: peak RSS over 8 frames at 1024 px 4.3 -> 2.3 GB (benchmarks/README).
         self.encoder = load_session(
-            graph_path(folder, "image_encoder", quantized), providers, GRAPHS["image_encoder"][0], memory_arena=False
+            graph_path(folder, "image_encoder", quantized), providers, GRAPHS["image_encoder"][0], memory_arena
         )
         self.graphs = {
-            name: load_session(folder / f"{name}.onnx", providers, GRAPHS[name][0], memory_arena=False)
+            name: load_session(folder / f"{name}.onnx", providers, GRAPHS[name][0], memory_arena)
             for name in VIDEO_GRAPHS
         }
         super().__init__(
