@@ -44,6 +44,7 @@ from ..sam2.memory_tokens import memory_tokens
 from ..sam2.position_encoding import sine_position_encoding
 from ..sam2.prompts import PADDING_LABEL
 from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
+from .runtime import require_onnxruntime
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # LayerNormalization (17) and the dynamo exporter's operators (18); older opsets are refused
@@ -299,9 +300,10 @@ def _sam2_examples(config) -> dict[str, tuple[torch.Tensor, ...]]:
 
 
 def _require_onnx():
+    """`onnx` (and onnxruntime, which the export checks with), or the install hint."""
+    require_onnxruntime()
     try:
         import onnx
-        import onnxruntime  # noqa: F401
     except ImportError as error:
         raise ImportError(f"{INSTALL_HINT} ({error})") from error
     return onnx

@@ -26,7 +26,8 @@ from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
 from .processing import build_prompt, preprocess, resize
 
 
-def _onnxruntime():
+def require_onnxruntime():
+    """The `onnxruntime` module, or an ImportError with the install hint."""
     try:
         import onnxruntime
     except ImportError as error:
@@ -40,7 +41,7 @@ def load_session(
     """An `onnxruntime.InferenceSession` of `path`; a missing, corrupt or truncated file, or one whose inputs are
     not `expected_inputs`, raises a ValueError naming it. `memory_arena=False` returns the memory of each run to the
     system instead of keeping ONNX Runtime's CPU arena at its peak (for graphs with large transient tensors)."""
-    ort = _onnxruntime()
+    ort = require_onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (export the model with `hiera-hf export-onnx` first)")
@@ -193,4 +194,12 @@ class Sam2OnnxImagePredictor:
         return (upscaled if return_logits else upscaled > 0.0), iou_scores, logits
 
 
-__all__ = ["OnnxHieraClassifier", "Sam2OnnxImagePredictor", "graph_path", "load_session", "read_json", "run_session"]
+__all__ = [
+    "OnnxHieraClassifier",
+    "Sam2OnnxImagePredictor",
+    "graph_path",
+    "load_session",
+    "read_json",
+    "require_onnxruntime",
+    "run_session",
+]

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..sam2.memory_bank import MemorySelection, StoredMemory
+from ..sam2.memory_bank import MemorySelection, StoredMemory, selected_memories
 from ..sam2.prompts import NOT_A_POINT_LABEL, wants_multimask
 from ..sam2.video_tracking import (
     HOLE_LOGIT,
@@ -35,7 +35,7 @@ from ..sam2.video_tracking import (
     VideoSessionBase,
 )
 from .graphs import GRAPHS
-from .processing import resize
+from .processing import build_prompt, resize
 from .runtime import graph_path, load_session, read_json, run_session
 
 NO_OBJECT_SCORE = -1024.0  # mask logits and scores of objects predicted absent or without output (Meta's)
@@ -257,12 +257,12 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         embeddings = features.image_embeddings  # the embedding plus `no_mem_embed`: a frame without memory
         if selections is not None:
             embeddings = self._attend(features, tracks, selections)
-        # Meta's prompt: the clicks (box corners first), or one "not a point" without clicks; then the padding point.
-        coords = np.zeros((count, 1, 2), np.float32) if points is None else points[0][None]
-        labels = np.full((count, 1), NOT_A_POINT_LABEL, np.int64) if points is None else points[1][None]
-        num_points = 0 if points is None else coords.shape[1]
-        coords = np.concatenate([coords, np.zeros((count, 1, 2), np.float32)], axis=1)
-        labels = np.concatenate([labels, np.full((count, 1), NOT_A_POINT_LABEL, np.int64)], axis=1)
+        # Meta's prompt (of one object with clicks, or of every tracked object): the clicks in model pixels, box
+        # corners first, or one "not a point" without clicks; then the padding point `build_prompt` appends.
+        clicks = points if points is not None else (np.zeros((1, 2), np.float32), np.full(1, NOT_A_POINT_LABEL))
+        coords, labels = build_prompt(*clicks, None, (1.0, 1.0))
+        coords, labels = np.repeat(coords, count, axis=0), np.repeat(labels, count, axis=0)
+        num_points = 0 if points is None else len(points[0])
         low_res = features.high_res_features_0.shape[-1]
         mask_input = np.zeros((count, 1, low_res, low_res), np.float32)
         if previous_masks is not None:
@@ -290,18 +290,13 @@ class Sam2OnnxVideoSession(VideoSessionBase):
     ) -> np.ndarray:
         """The frame's embedding conditioned on the selected memories of the objects `(N, C, h, w)` (the selections
         share one layout)."""
-        if len({selection.layout for selection in selections}) != 1:
-            raise ValueError("Objects batched together must have selections of the same layout")
-        banks = [track.memory for track in tracks]
-        spatial = np.stack(
-            [np.stack([bank.get(t).maskmem for t in sel.spatial_frames]) for bank, sel in zip(banks, selections)]
-        )
-        hidden = features.vision_features.shape[1]
-        pointers = np.stack(
-            [np.stack([bank.get(t).pointer for t in sel.pointer_frames] or [np.zeros(hidden, np.float32)])
-             for bank, sel in zip(banks, selections)]
-        )[:, : len(selections[0].pointer_frames)]  # fmt: skip
+        spatial, pointers = selected_memories([track.memory for track in tracks], selections)
+        spatial = np.stack([np.stack(memories) for memories in spatial])
         selection = selections[0]
+        if selection.pointer_frames:
+            pointers = np.stack([np.stack(pointer) for pointer in pointers])
+        else:  # no pointer: an empty (N, 0, C) input
+            pointers = np.zeros((len(tracks), 0, features.vision_features.shape[1]), np.float32)
         (conditioned,) = self._run(
             "memory_attention",
             vision_features=features.vision_features,

@@ -219,6 +219,18 @@ def select_memory(
     )
 
 
+def selected_memories(
+    banks: Sequence[ObjectMemory], selections: Sequence[MemorySelection]
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """For objects batched together (their selections must share one `layout`): per object, the stored spatial
+    memories and the object pointers its selection reads, in attention order (arrays of the caller's runtime)."""
+    if len({selection.layout for selection in selections}) != 1:
+        raise ValueError("Objects batched together must have selections of the same layout")
+    spatial = [[bank.get(t).maskmem for t in sel.spatial_frames] for bank, sel in zip(banks, selections)]
+    pointers = [[bank.get(t).pointer for t in sel.pointer_frames] for bank, sel in zip(banks, selections)]
+    return spatial, pointers
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Storage
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,4 +294,5 @@ __all__ = [
     "recent_memory_slots",
     "select_conditioning_frames",
     "select_memory",
+    "selected_memories",
 ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .memory_bank import MemorySelection, ObjectMemory
+from .memory_bank import MemorySelection, ObjectMemory, selected_memories
 from .position_encoding import sine_position_encoding
 
 if TYPE_CHECKING:
@@ -129,16 +129,9 @@ def gather_memory(
 ) -> MemoryTokens:
     """The memory tokens of several objects as one batch: each object's selected memories stacked from its bank
     (spatial memories in `dtype`), then `assemble_memory`. The selections must share one `layout`."""
-    if len({selection.layout for selection in selections}) != 1:
-        raise ValueError("Objects batched together must have selections of the same layout")
-    spatial = torch.stack(
-        [torch.stack([bank.get(t).maskmem for t in sel.spatial_frames]) for bank, sel in zip(banks, selections)]
-    ).to(device, dtype)
-    pointers = None
-    if selections[0].pointer_frames:
-        pointers = torch.stack(
-            [torch.stack([bank.get(t).pointer for t in sel.pointer_frames]) for bank, sel in zip(banks, selections)]
-        ).to(device)
+    spatial, pointers = selected_memories(banks, selections)
+    spatial = torch.stack([torch.stack(memories) for memories in spatial]).to(device, dtype)
+    pointers = torch.stack([torch.stack(p) for p in pointers]).to(device) if selections[0].pointer_frames else None
     return assemble_memory(model, selections[0], spatial, pointers)
 
 
