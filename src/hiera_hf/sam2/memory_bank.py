@@ -10,6 +10,7 @@ stays with the caller: the selection only asks which frames it still holds.
   `MemorySelection`.
 - Storage of one object's bank: `ObjectMemory` (conditioning and recent frames, each a `StoredMemory`), bounded
   by `prune`; the session keeps one per object (the clip trainer, which keeps whole clips, needs none).
+  `selected_memories` picks out what the selections of objects batched together read from their banks.
 - Token assembly (torch) is `memory_tokens`'s: this module imports no array library, so the PyTorch session, the
   clip trainer and the ONNX Runtime session share it.
 
