@@ -3,10 +3,12 @@
 #   1. the CUDA parity subset (tests/test_cuda.py: Hiera-B, MAE-B, SAM 2.1-T image, mask generation and video, ours
 #      on the GPU vs Meta's on the GPU in fp32 with TF32 off; the bf16/fp16 mask-IoU rows, memory offload, training
 #      prompts from a CPU generator);
-#   2. bench_hiera.py: Hiera-B fp32 / bf16 / torch.compile vs Meta, transformers and timm;
+#   2. bench_hiera.py: Hiera-B fp32 / bf16 eager vs Meta, transformers and timm (torch.compile rows last: step 5);
 #   3. bench_hiera_mae.py: the MAE training step (bf16 autocast, B=128) vs Meta, transformers and hiera-optim;
 #   4. bench_sam2_video.py: SAM 2.1-T frames/s at 1 and 4 objects (fp32, bf16) vs Meta's predictor, and GPU memory
-#      after 50 and 200 tracked frames.
+#      after 50 and 200 tracked frames;
+#   5. bench_hiera.py again, bf16 with torch.compile rows (ours and Meta compiled).
+# Each step has its own time limit (they add up to 8 minutes) and keeps its log, so one slow step loses only itself.
 # It writes one Markdown report, $OUT/gpu_report.md (the tail of each step's log under it), and each full log.
 # Prepare first, here: `bash benchmarks/gpu_prepare.sh`; then run with the device tool, carrying `.gpu`:
 #   bash benchmarks/gpu_check.sh
@@ -57,12 +59,15 @@ if [ "$dry" = 1 ]; then
     step mae 120 "$py" benchmarks/bench_hiera_mae.py --preset mae_hiera_tiny_224 --batch 1 --rounds 1 --no_progress --device "$device"
     step video 180 "$py" benchmarks/bench_sam2_video.py --quick --video "$frames" --device "$device"
 else
-    step parity 180 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
-    step hiera 100 "$py" benchmarks/bench_hiera.py --models base --batch-sizes 64 --dtypes fp32,bf16 --compile \
+    # Eager figures (the bars) first; the compile rows, whose first calls cost the most, last.
+    step parity 150 "$py" -m pytest -q tests/test_cuda.py -p no:cacheprovider
+    step hiera 50 "$py" benchmarks/bench_hiera.py --models base --batch-sizes 64 --dtypes fp32,bf16 --no-compile \
         --repeats 10 --quiet --device "$device"
     step mae 60 "$py" benchmarks/bench_hiera_mae.py --preset mae_hiera_base_224 --batch 128 --dtype bf16 --rounds 10 \
         --no_progress --device "$device"
-    step video 140 "$py" benchmarks/bench_sam2_video.py --video "$frames" --frames 32 --objects 1 4 --repeats 2 \
+    step video 130 "$py" benchmarks/bench_sam2_video.py --video "$frames" --frames 32 --objects 1 4 --repeats 2 \
         --memory-frames 50 --memory-size 1024 --device "$device"
+    step hiera_compile 90 "$py" benchmarks/bench_hiera.py --models base --batch-sizes 64 --dtypes bf16 --compile \
+        --repeats 10 --quiet --device "$device"
 fi
 echo "report: $report"
