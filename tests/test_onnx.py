@@ -237,6 +237,21 @@ def test_memory_attention_matches_torch(graphs, frames, pointers):
     close(outputs["conditioned_features"], expected)
 
 
+@pytest.mark.parametrize("graphs", variants("memory_attention"), indirect=True)
+def test_memory_cross_attention_is_exported_in_query_chunks(graphs):
+    """ONNX Runtime materialises attention weights: the exported cross-attention takes its queries in chunks (one
+    softmax per chunk), and the PyTorch model is left as it was."""
+    import onnx
+
+    video, folder = graphs
+    model = onnx.load(folder / "memory_attention.onnx")
+    nodes = [*model.graph.node, *(node for function in model.functions for node in function.node)]
+    layers = len(video.memory_attention.layers)
+    softmaxes = sum(node.op_type == "Softmax" for node in nodes)
+    assert softmaxes == layers * (1 + onnx_export.CROSS_ATTENTION_QUERY_CHUNKS), softmaxes
+    assert all(layer.cross_attn_image.query_chunks == 1 for layer in video.memory_attention.layers)
+
+
 @pytest.mark.parametrize("graphs", variants("memory_encoder"), indirect=True)
 @torch.no_grad()
 def test_memory_encoder_matches_torch(graphs):

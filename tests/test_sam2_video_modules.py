@@ -13,7 +13,7 @@ from sam2.modeling.position_encoding import compute_axial_cis
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from sam2_helpers import load_converted, meta_video_predictor, randomize_meta_weights
 
-from hiera_hf.sam2 import Sam2Config
+from hiera_hf.sam2 import Sam2Config, modeling_sam2_video
 from hiera_hf.sam2.memory_bank import MemoryRules, MemorySelection, select_memory
 from hiera_hf.sam2.memory_tokens import assemble_memory
 from hiera_hf.sam2.modeling_sam2_video import Sam2VideoFrameOutput
@@ -99,6 +99,38 @@ def test_memory_attention_frame_shared_by_objects(models):
     assert calls == [(1, 16 * 16, HIDDEN)]
     with pytest.raises(ValueError, match="give 1 or 3"):
         ours.memory_attention(features[:2], position[:2], memory, memory_pos, 64)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@torch.no_grad()
+def test_memory_attention_query_chunks(models, monkeypatch, implementation):
+    """Cross-attention taken in 3 query chunks (uneven: 256 queries) gives Meta's result, and it does attend in 3
+    calls per layer (the ONNX export uses this so that ONNX Runtime holds a part of the attention weights)."""
+    meta, ours = models
+    inputs = _frame_inputs(2, 16, 7 * 16 * 16 + 64, seed=5)
+    expected = _meta_memory_attention(meta, *inputs, 64)
+    module = copy.deepcopy(ours.memory_attention)
+    config = copy.copy(module.layers[0].self_attn.config)
+    config._attn_implementation = implementation
+    for layer in module.layers:
+        layer.self_attn.config = layer.cross_attn_image.config = config
+        layer.cross_attn_image.query_chunks = 3
+    queries = []
+    # eager: our function (looked up at call time); sdpa: transformers' wrapper around torch's kernel
+    owner, name = (modeling_sam2_video, "eager_attention_forward") if implementation == "eager" else (
+        torch.nn.functional, "scaled_dot_product_attention")
+    attention = getattr(owner, name)
+
+    def counting(*args, **kwargs):
+        query = args[1] if implementation == "eager" else args[0]
+        queries.append(query.shape[2])
+        return attention(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    actual = module(*inputs, 64)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4)
+    # per layer: the self-attention (256 queries at once), then the cross-attention in 3 chunks
+    assert queries == [256, 86, 86, 84] * len(module.layers), queries
 
 
 @torch.no_grad()

@@ -50,6 +50,9 @@ DEFAULT_OPSET = 18
 MIN_OPSET = 18  # LayerNormalization (17) and the dynamo exporter's operators (18); older opsets are refused
 DYNAMO_GRAPHS = {"memory_attention", "mask_prompt"}  # symbolic token counts; the antialiased resize
 HIERA_TYPE, SAM2_TYPE = "hiera_hf", "hiera_hf_sam2"
+# Query chunks of the exported memory cross-attention: ONNX Runtime materialises its weights, and at 1024 px (4096
+# queries x up to 7 x 4096 + 64 memory tokens) a quarter of them at a time is ~120 MB per object instead of ~470 MB.
+CROSS_ATTENTION_QUERY_CHUNKS = 4
 
 
 
@@ -226,9 +229,10 @@ def _real_rotary(hidden_states: torch.Tensor, rotation: torch.Tensor) -> torch.T
 
 
 @contextlib.contextmanager
-def _real_rope(model: nn.Module) -> Iterator[None]:
+def _exportable_memory_attention(model: nn.Module) -> Iterator[None]:
     """While exporting, memory attention rotates with `_real_rotary` and (cos, sin) pairs instead of complex
-    numbers; restored afterwards."""
+    numbers, and its cross-attention takes the queries in `CROSS_ATTENTION_QUERY_CHUNKS` chunks (ONNX Runtime
+    materialises the attention weights); restored afterwards."""
     attention = model.memory_attention
 
     def rope(height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -238,11 +242,17 @@ def _real_rope(model: nn.Module) -> Iterator[None]:
     original = modeling_sam2_video.apply_rotary
     modeling_sam2_video.apply_rotary = _real_rotary
     attention.rope = rope
+    cross = [layer.cross_attn_image for layer in attention.layers]
+    chunks = [module.query_chunks for module in cross]
+    for module in cross:
+        module.query_chunks = CROSS_ATTENTION_QUERY_CHUNKS
     try:
         yield
     finally:
         modeling_sam2_video.apply_rotary = original
         del attention.rope
+        for module, count in zip(cross, chunks):
+            module.query_chunks = count
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -438,7 +448,7 @@ def export_sam2_graphs(model: nn.Module, folder: Path, names: Sequence[str], ops
         "mask_prompt": lambda: MaskPromptExport(model),
     }
     examples = _sam2_examples(model.config)
-    with torch.no_grad(), _real_rope(model) if video else contextlib.nullcontext():
+    with torch.no_grad(), _exportable_memory_attention(model) if video else contextlib.nullcontext():
         for name in names:
             inputs, outputs, axes = GRAPHS[name]
             if name.startswith("mask_decoder") and not video:
