@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..io_utils import atomic_write, check_replaceable, staged_folder
+from ..progress import library_output
 from ..sam2 import modeling_sam2_video
 from ..sam2.memory_tokens import memory_tokens
 from ..sam2.position_encoding import sine_position_encoding
@@ -486,8 +487,10 @@ def export_onnx(
 
     source = Path(resolve_model(model, progress=progress))
     model_type = _model_type(source)
+    with library_output(bars=progress):  # transformers' loading bar
+        loaded = _load_hiera(source) if model_type == HIERA_TYPE else _load_sam2(source)
     if model_type == HIERA_TYPE:
-        hiera, shape = _load_hiera(source)
+        hiera, shape = loaded
         wrapper = HieraExport(hiera)
         axes = {"pixel_values": {0: "batch"}, **{name: {0: "batch"} for name in wrapper.output_names()}}
         config, example = hiera.config, (torch.randn(shape),)
@@ -499,7 +502,7 @@ def export_onnx(
 
         names = [HIERA_GRAPH]
     else:
-        sam = _load_sam2(source)
+        sam = loaded
         config, names = sam.config, sam2_graph_names(sam)
 
         def write_graphs(staging: Path) -> None:
