@@ -437,7 +437,7 @@ def test_numpy_resize_matches_torch(size):
 
 
 @torch.no_grad()
-def test_hiera_classifier_probabilities(tmp_path, capfd):
+def test_hiera_classifier_probabilities(tmp_path, capfd, caplog):
     torch.manual_seed(0)
     config = HieraConfig.from_preset(
         "hiera_tiny_224", depths=(1, 1, 2, 1), embed_dim=32, num_heads=(1, 2, 4, 8), num_labels=10
@@ -451,9 +451,11 @@ def test_hiera_classifier_probabilities(tmp_path, capfd):
     close(probabilities, model(pixels).logits.softmax(-1))
     assert {"config.json", "model.onnx", "README.md"} <= {p.name for p in folder.iterdir()}
     capfd.readouterr()
-    onnx_export.export_onnx(tmp_path / "model", tmp_path / "quiet", progress=False)
-    captured = capfd.readouterr()
-    assert "Loading weights" not in captured.err + captured.out  # progress=False: transformers' bar is off too
+    onnx_export.export_onnx(tmp_path / "model", tmp_path / "quiet", int8=True, progress=False)
+    output = "".join(capfd.readouterr())
+    assert "Loading weights" not in output  # progress=False: transformers' bar is off too
+    assert "pre-processing" not in output + caplog.text  # ONNX Runtime's quantization advice (see quantize.py)
+    assert (tmp_path / "quiet" / "model_quantized.onnx").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------------
