@@ -8,7 +8,8 @@ graphs of its stateless steps (input names and shapes: `GRAPHS` and the docstrin
 - `mask_decoder.onnx` / `mask_decoder_multimask.onnx`: prompt encoder + mask decoder (+ object pointers for a
   video model) with one or three output masks; points, objects and images dynamic.
 - `memory_attention.onnx`: the memory bank (a variable number of memory frames and object pointers, with their
-  temporal positions) assembled and attended to -> memory-conditioned features.
+  temporal positions) assembled and attended to -> memory-conditioned features. Its cross-attention takes the
+  queries in `CROSS_ATTENTION_QUERY_CHUNKS` chunks (ONNX Runtime materialises the attention weights).
 - `memory_encoder.onnx`: image features + full-resolution mask logits -> memory features and their encoding.
 - `mask_prompt.onnx`: a mask prompt on a video frame taken as the output (`Sam2VideoModel`'s mask-as-output step):
   low-resolution logits, object score and pointer.
