@@ -51,6 +51,7 @@ def _without_pre_processing_advice() -> Iterator[None]:
         root.removeFilter(advice)
 
 
+@_without_pre_processing_advice()
 def quantize_graph(source: Path, target: Path, config, calibration: str | os.PathLike | None = None) -> Path:
     """Write an int8 version of the graph `source` to `target`: dynamic quantization of the weights of MatMul /
     Gemm nodes, or, with a `calibration` folder of images (SAM 2 image encoders only), static QDQ quantization with
@@ -58,27 +59,24 @@ def quantize_graph(source: Path, target: Path, config, calibration: str | os.Pat
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if calibration is None:
-        with _without_pre_processing_advice():
-            return atomic_write(
-                target,
-                lambda path: quantize_dynamic(
-                    str(source), path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
-                ),
-            )
+        return atomic_write(
+            target,
+            lambda path: quantize_dynamic(
+                str(source), path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+            ),
+        )
     if getattr(config, "model_type", None) != "hiera_hf_sam2":
         raise ValueError("static int8 calibration (--calibration) is available for SAM 2 image encoders only")
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     reader = _ImageReader(Path(calibration), config.image_size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-    with _without_pre_processing_advice():
-        return atomic_write(
-            target,
-            lambda path: quantize_static(
-                str(source), path, reader, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gemm", "Conv"], activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, per_channel=True,
-            ),
-        )
+    return atomic_write(
+        target,
+        lambda path: quantize_static(
+            str(source), path, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+        ),
+    )
 
 
 __all__ = ["quantize_graph"]

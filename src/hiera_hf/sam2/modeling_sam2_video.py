@@ -520,7 +520,7 @@ class Sam2VideoModel(Sam2Base):
                     embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
                 )
             conditioned = features if tracking else None
-            multimask = self.use_multimask(0 if input_points is None else input_points.shape[1], tracking)
+            multimask = wants_multimask(self.config, 0 if input_points is None else input_points.shape[1], tracking)
             heads = self._sam_heads(features, high_res, input_points, input_labels, prompt_masks, multimask)
         maskmem = maskmem_position = None
         if run_memory_encoder:
@@ -555,12 +555,6 @@ class Sam2VideoModel(Sam2Base):
         return self.memory_attention(
             embedding, vision_position_encoding, memory, memory_position_encoding, num_pointer_tokens
         )
-
-    def use_multimask(self, num_points: int, tracking: bool) -> bool:
-        """Meta's rule for predicting several masks: `num_points` prompt points (box corners included) within
-        `[multimask_min_pt_num, multimask_max_pt_num]`, on a frame with memory only if `multimask_output_for_tracking`
-        (`prompts.wants_multimask`)."""
-        return wants_multimask(self.config, num_points, tracking)
 
     def _sam_heads(
         self,
