@@ -5,7 +5,7 @@ Hiera-B (logits, probabilities), MAE Hiera-B (loss, predictions), SAM 2.1 tiny i
 Meta's `SAM2ImagePredictor`), automatic mask generation (our generator and transformers' pipeline against Meta's
 `SAM2AutomaticMaskGenerator`) and video (`Sam2VideoSession` against Meta's `SAM2VideoPredictor`: a click and a box,
 forward then backward); then bf16 and fp16 against our float32 (mask IoU >= 0.98), the session's memory offloaded
-to the CPU (the same masks), and clip training with a seeded CPU generator (the same prompts and loss as on the CPU).
+to the CPU (the same masks), hole filling on the device (the CPU's pixels), and clip training with a seeded CPU generator (the same prompts and loss as on the CPU).
 
 These tests run only when `HIERA_HF_DEVICE` names the device (`HIERA_HF_DEVICE=cuda python -m pytest
 tests/test_cuda.py`, as `benchmarks/gpu_check.sh` does): they need the hardware, and the rest of the suite already
@@ -53,6 +53,7 @@ from hiera_hf import (
 )
 from hiera_hf.conversion import convert_meta_hiera_state_dict, sam2_preprocessor_config
 from hiera_hf.sam2.mask_generation import Sam2AutomaticMaskGenerator, box_nms
+from hiera_hf.sam2.processing_sam2 import clean_mask_logits
 from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # the CPU suite's float32 tolerances
@@ -249,6 +250,19 @@ def test_automatic_mask_generation_matches_meta(amg):
     expected = meta_generate(meta, image, output_mode="binary_mask", **settings)
     actual = Sam2AutomaticMaskGenerator(ours, progress=False, **settings).generate(image)
     assert_same_records(actual, expected)
+
+
+def test_hole_filling_on_the_device_matches_the_cpu(device):
+    """`clean_mask_logits` of device tensors (tensor operations on the device) edits exactly the pixels that
+    OpenCV's components give on the CPU."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 1, 256, 256, generator=generator)
+    logits = torch.nn.functional.avg_pool2d(logits, 3, stride=1, padding=1) * 3.0  # blobs of a few pixels
+    for hole, sprinkle in ((8, 0), (1, 25), (100, 100)):
+        expected = clean_mask_logits(logits, 0.0, hole, sprinkle, hole_logit=0.1)
+        actual = clean_mask_logits(logits.to(device), 0.0, hole, sprinkle, hole_logit=0.1)
+        assert actual.device.type == device.type and not torch.equal(expected, logits)
+        torch.testing.assert_close(actual.cpu(), expected, rtol=0, atol=0)
 
 
 def test_box_nms_on_the_device_matches_torchvision(device):

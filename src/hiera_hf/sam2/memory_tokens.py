@@ -80,13 +80,14 @@ def assemble_memory(
             f"object_pointers must be ({batch}, {num_pointers}, {hidden}) for the selection, got "
             f"{tuple(object_pointers.shape)}"
         )
+    # Host-to-device copies that do not wait for the device (safe in this direction: the data is staged at once).
     device = spatial_memories.device
     return memory_tokens(
         model,
         spatial_memories,
-        torch.tensor(positions, device=device, dtype=torch.long),
+        torch.tensor(positions, dtype=torch.long).to(device, non_blocking=True),
         object_pointers,
-        torch.tensor(selection.pointer_offsets, device=device),
+        torch.tensor(selection.pointer_offsets, dtype=torch.long).to(device, non_blocking=True),
         selection.max_pointer_offset,
     )
 
@@ -130,7 +131,7 @@ def gather_memory(
     """The memory tokens of several objects as one batch: each object's selected memories stacked from its bank
     (spatial memories in `dtype`), then `assemble_memory`. The selections must share one `layout`."""
     spatial, pointers = selected_memories(banks, selections)
-    spatial = torch.stack([torch.stack(memories) for memories in spatial]).to(device, dtype)
+    spatial = torch.stack([torch.stack(memories) for memories in spatial]).to(device, dtype, non_blocking=True)
     pointers = torch.stack([torch.stack(p) for p in pointers]).to(device) if selections[0].pointer_frames else None
     return assemble_memory(model, selections[0], spatial, pointers)
 

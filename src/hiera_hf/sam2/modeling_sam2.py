@@ -177,12 +177,18 @@ class Sam2HieraModel(nn.Module):
     def position_grid(self, height: int, width: int) -> torch.Tensor:
         """Position embeddings `(1, height, width, C)`.
 
-        Without autograd the grid is kept for the next call (the bicubic resize costs as much as a small block),
-        together with copies of the embeddings it came from: it is recomputed when the size or their values
-        change (optimizers, fused ones included, may update weights without a trace)."""
+        On the CPU and without autograd the grid is kept for the next call (the bicubic resize costs as much as a
+        small block there), together with copies of the embeddings it came from: it is recomputed when the size or
+        their values change (optimizers, fused ones included, may update weights without a trace). On an
+        accelerator the resize is cheap and comparing the values would make the host wait for the device on every
+        frame, so it is always recomputed."""
         background, window = self.position_embeddings, self.position_embeddings_window
         trained = background.requires_grad or window.requires_grad
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and trained):
+        if (
+            torch.compiler.is_compiling()
+            or background.device.type != "cpu"
+            or (torch.is_grad_enabled() and trained)
+        ):
             return self._position_grid(height, width)
         cached = self._cached_position_grid
         if (
@@ -831,10 +837,12 @@ class Sam2Base(Sam2PreTrainedModel):
         labels: torch.Tensor | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
+        check_label_values: bool = True,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
         """Checks the prompts and turns them into Meta's form for `N = batch * num_prompts` prompts: points
         `(N, K, 2)` (box corners first, then clicks, then the padding point), labels `(N, K)`, masks
-        `(N, 1, 256, 256)`. Returns (points, labels, masks, num_prompts)."""
+        `(N, 1, 256, 256)`. Returns (points, labels, masks, num_prompts). Checking the labels' values reads them
+        (the host waits for the device): `check_label_values=False` for labels made by the model itself."""
         if (points is None) != (labels is None):
             raise ValueError("input_points and input_labels must be given together")
         given = {
@@ -876,12 +884,14 @@ class Sam2Base(Sam2PreTrainedModel):
         coords, point_labels = [], []
         if boxes is not None:
             coords.append(boxes.reshape(-1, 2, 2).float())
-            point_labels.append(torch.tensor(BOX_LABELS, device=boxes.device).expand(coords[0].shape[0], -1))
+            box_labels = torch.tensor(BOX_LABELS).to(boxes.device, non_blocking=True)
+            point_labels.append(box_labels.expand(coords[0].shape[0], -1))
         if points is not None:
             valid = (-1, 0, 1, 2, 3, PADDING_LABEL)
             # The values are checked in eager mode only: reading them would break a torch.compile graph.
             if labels.is_floating_point() or (
-                not torch.compiler.is_compiling()
+                check_label_values
+                and not torch.compiler.is_compiling()
                 and not bool(torch.isin(labels, torch.tensor(valid, device=labels.device)).all())
             ):
                 raise ValueError(f"input_labels must be integers in {valid}, got {labels.unique().tolist()}")

@@ -412,14 +412,17 @@ class Sam2VideoModel(Sam2Base):
         """
         config = self.config
         probabilities = mask_logits.sigmoid()
-        from_points = torch.as_tensor(from_points, dtype=torch.bool, device=mask_logits.device)
+        if not isinstance(from_points, torch.Tensor):  # made on the device (a copy from the host would wait for it)
+            from_points = mask_logits.new_full((1,), bool(from_points), dtype=torch.bool)
+        from_points = from_points.to(mask_logits.device, torch.bool)
         if from_points.ndim > 1 or from_points.numel() not in (1, mask_logits.shape[0]):
             raise ValueError(
                 f"from_points must be a bool or a ({mask_logits.shape[0]},) tensor, got shape {tuple(from_points.shape)}"
             )
-        binarize = config.binarize_mask_from_pts_for_mem_enc and not self.training
-        hard = from_points.reshape(-1, 1, 1, 1) & torch.tensor(binarize, device=from_points.device)  # ONNX-traceable
-        mask_inputs = torch.where(hard, (mask_logits > 0).to(probabilities.dtype), probabilities)
+        mask_inputs = probabilities
+        if config.binarize_mask_from_pts_for_mem_enc and not self.training:  # no branch on values: ONNX-traceable
+            hard = (mask_logits > 0).to(probabilities.dtype)
+            mask_inputs = torch.where(from_points.reshape(-1, 1, 1, 1), hard, probabilities)
         mask_inputs = mask_inputs * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
         features = self.memory_encoder(vision_features, mask_inputs.to(vision_features.dtype))
         if self.no_obj_embed_spatial is not None:
@@ -568,11 +571,17 @@ class Sam2VideoModel(Sam2Base):
         """Prompt encoder and mask decoder on the (memory-conditioned) `embedding` `(N, C, h, w)` (Meta's
         `_forward_sam_heads`): the mask, score and pointer fields of the output (the best mask chosen by IoU)."""
         num_objects = embedding.shape[0]
-        if points is None:  # like Meta, an empty prompt is one "not a point" (plus the padding point)
+        given = points is not None
+        if not given:  # like Meta, an empty prompt is one "not a point" (plus the padding point)
             points = embedding.new_zeros(num_objects, 1, 2)
             labels = torch.full((num_objects, 1), NOT_A_POINT_LABEL, device=embedding.device)
         points, labels, masks, _ = self._flatten_prompts(
-            num_objects, points[:, None], labels[:, None], None, None if mask_prompt is None else mask_prompt[:, None]
+            num_objects,
+            points[:, None],
+            labels[:, None],
+            None,
+            None if mask_prompt is None else mask_prompt[:, None],
+            check_label_values=given,
         )
         sparse, dense = self.prompt_encoder(points, labels, masks, num_objects)
         masks, iou_scores, sam_tokens, scores = self.mask_decoder(

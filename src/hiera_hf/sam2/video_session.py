@@ -41,12 +41,17 @@ class Sam2VideoSession(VideoSessionBase):
             `(T, H, W, 3)` array, a `VideoFrames`; or `None` for an open stream fed with `push_frame`.
         offload_memory_to_cpu: keep the memory bank (spatial memories and mask logits) on the CPU when the model
             is on an accelerator, moving what a frame attends to onto the device for it (Meta's
-            `offload_state_to_cpu`). Object pointers and scores, a few KB per frame, stay on the device.
+            `offload_state_to_cpu`). Object pointers and scores, a few KB per frame, stay on the device. The
+            copies to the host make each frame wait for the device once it is done.
         dtype: compute dtype: `torch.float32`, or `torch.bfloat16` / `torch.float16` run under autocast on the
             model's device (CPU autocast runs both; float16 pays on GPUs); default the model's parameters'. Spatial
             memories are stored in bfloat16 whatever the dtype, as Meta's predictor stores them.
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
             see `VideoSessionBase`.
+
+    On an accelerator a tracked frame never waits for the device: frames and memories go over in non-blocking
+    copies, holes are filled on the device, and nothing is read back, so the host prepares the next step while the
+    device computes (tests/test_device_placement.py counts the waits on a fake CUDA device).
 
     Masks and scores of the results are torch tensors on the model's device (`.cpu()` before `.numpy()`). Frames
     always live on the CPU (as with Meta's `offload_video_to_cpu=True`, without holding the decoded video), so there
@@ -95,7 +100,9 @@ class Sam2VideoSession(VideoSessionBase):
 
     def _encode_frame(self, frame_idx: int) -> tuple:
         """(FPN features, position encoding) of a frame, batch 1, preprocessed as Meta's video loader does."""
-        pixels = normalize(torch.from_numpy(self._frame_pixels(frame_idx)))[None].to(self.device)
+        # Copies from the host are non-blocking: the data is staged at once, and the host does not wait for the
+        # device's queue, so a frame is read and prepared while the device still works on the previous one.
+        pixels = normalize(torch.from_numpy(self._frame_pixels(frame_idx)))[None].to(self.device, non_blocking=True)
         with self._autocast():
             vision = self.model.get_vision_features(pixels)
         return tuple(vision.fpn_features), vision.position_encoding
@@ -121,32 +128,32 @@ class Sam2VideoSession(VideoSessionBase):
             )
         if mask is not None:
             size = self.image_size
-            mask = torch.from_numpy(mask)[None, None].to(self.device)
+            mask = torch.from_numpy(mask)[None, None].to(self.device, non_blocking=True)
             if mask.shape[-2:] != (size, size):
                 mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
                 mask = (mask >= 0.5).float()
             prompts["input_masks"] = mask
         if points is not None:
-            coords, labels = (torch.from_numpy(array)[None].to(self.device) for array in points)
+            coords, labels = (torch.from_numpy(array)[None].to(self.device, non_blocking=True) for array in points)
             prompts.update(input_points=coords, input_labels=labels)
             if previous_masks is not None:
-                previous = previous_masks[None].to(self.device)
+                previous = previous_masks[None].to(self.device, non_blocking=True)
                 prompts["prompt_masks"] = previous.clamp(-PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)
         with self._autocast():
             output = self.model.track_step(fpn, position, **prompts)
-        return [self._store(output, index) for index in range(len(tracks))]
+        masks = clean_mask_logits(output.pred_masks.float(), max_hole_area=self.fill_hole_area, hole_logit=HOLE_LOGIT)
+        return [self._store(output, masks, index) for index in range(len(tracks))]
 
     def _memory_tokens(self, tracks: list[ObjectTrack], selections: list[MemorySelection]) -> MemoryTokens:
         """The memory tokens of objects whose selections share one layout, as one batch."""
         return gather_memory(self.model, [t.memory for t in tracks], selections, self.device, self.dtype)
 
-    def _store(self, output: Sam2VideoFrameOutput, index: int) -> StoredMemory:
-        """Object `index` of a model output as kept by the session (holes filled in the mask)."""
-        masks = output.pred_masks[index : index + 1].float()
-        masks = clean_mask_logits(masks, max_hole_area=self.fill_hole_area, hole_logit=HOLE_LOGIT)[0]
+    def _store(self, output: Sam2VideoFrameOutput, masks: torch.Tensor, index: int) -> StoredMemory:
+        """Object `index` of a model output as kept by the session, with its mask from `masks` `(N, 1, h, w)` (the
+        output's, holes filled)."""
         maskmem = output.maskmem_features
         return StoredMemory(
-            pred_masks=masks.to(self.storage_device),
+            pred_masks=masks[index].to(self.storage_device),
             pointer=output.object_pointers[index].float(),
             object_score=output.object_score_logits[index].float(),
             maskmem=None if maskmem is None else maskmem[index].to(torch.bfloat16).to(self.storage_device),
@@ -155,7 +162,7 @@ class Sam2VideoSession(VideoSessionBase):
     def _encode_memories(self, features: tuple, outputs: list[StoredMemory]) -> list[torch.Tensor]:
         fpn, _ = features
         size = self.image_size
-        masks = torch.stack([o.pred_masks for o in outputs]).to(self.device)
+        masks = torch.stack([o.pred_masks for o in outputs]).to(self.device, non_blocking=True)
         masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
         scores = torch.stack([o.object_score for o in outputs]).to(self.device)
         with self._autocast():
@@ -170,7 +177,7 @@ class Sam2VideoSession(VideoSessionBase):
         scores = torch.full((len(outputs),), NO_OBJECT_SCORE, device=self.device)
         for index, output in enumerate(outputs):
             if output is not None and output.pred_masks is not None:
-                masks[index] = output.pred_masks.to(self.device)
+                masks[index] = output.pred_masks.to(self.device, non_blocking=True)
                 scores[index] = output.object_score.to(self.device)
         masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
         if self.non_overlap_masks:
