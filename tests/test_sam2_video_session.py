@@ -17,6 +17,7 @@ Meta's CPU quirks and how the comparison handles them (see DESIGN.md):
 """
 
 import os
+import threading
 from pathlib import Path
 
 import av
@@ -43,6 +44,7 @@ from hiera_hf.sam2.memory_bank import select_conditioning_frames
 from hiera_hf.sam2.presets import get_sam2_preset
 from hiera_hf.sam2.processing_sam2 import clean_mask_logits
 from hiera_hf.sam2.video_session import HOLE_LOGIT, apply_non_overlap
+from hiera_hf.video_io import InMemoryFrames
 
 SIZE, HEIGHT, WIDTH, NUM_FRAMES = 128, 96, 128, 8
 VARIANTS = {
@@ -295,6 +297,47 @@ def test_stream_memory_is_bounded(small_model):
         session.add_points(3, 1, [[1, 1]], [1])
     with pytest.raises(ValueError, match="forward"):
         next(session.propagate(reverse=True))
+
+
+class _RecordingFrames(InMemoryFrames):
+    """Frames in memory that note which thread reads each one, and fail to read frame `broken`."""
+
+    def __init__(self, frames, broken: int | None = None):
+        super().__init__(frames)
+        self.reads, self.broken = [], broken
+
+    def _load(self, index: int) -> np.ndarray:
+        self.reads.append((index, threading.current_thread().name))
+        if index == self.broken:
+            raise ValueError(f"frame {index} is broken")
+        return super()._load(index)
+
+
+def test_read_ahead_reads_the_next_frame_in_a_thread(small_model):
+    """`read_ahead=True` (the default on accelerators): each tracked frame is read once, by the reader thread,
+    while the frame before it is tracked, and the masks are exactly those without it. A frame that cannot be read
+    fails at its turn, after the frames before it were yielded."""
+    frames = _synthetic_frames(8)
+    masks = {}
+    for read_ahead in (False, True):
+        video = _RecordingFrames(frames)
+        with Sam2VideoSession(small_model, video, read_ahead=read_ahead, progress=False) as session:
+            session.add_points(2, 1, [[30, 60]], [1])
+            masks[read_ahead] = [r.mask_logits for r in session.propagate(reverse="both")]
+        assert [index for index, _ in video.reads] == [0, 2, 3, 4, 5, 6, 7, 1, 0]  # size, prompt, each tracked once
+        by_reader = [index for index, thread in video.reads if thread.startswith("hiera-hf-frames")]
+        assert by_reader == ([3, 4, 5, 6, 7, 1, 0] if read_ahead else [])
+    assert len(masks[True]) == len(masks[False]) == 9
+    assert all(torch.equal(a, b) for a, b in zip(masks[True], masks[False]))
+
+    session = Sam2VideoSession(small_model, _RecordingFrames(frames, broken=5), read_ahead=True, progress=False)
+    session.add_points(2, 1, [[30, 60]], [1])
+    tracked = []
+    with pytest.raises(ValueError, match="frame 5 is broken"):
+        for result in session.propagate():
+            tracked.append(result.frame_idx)
+    assert tracked == [2, 3, 4]
+    session.close()
 
 
 def test_one_frame_video_and_bad_inputs(small_model, tmp_path):

@@ -46,6 +46,8 @@ class Sam2VideoSession(VideoSessionBase):
         dtype: compute dtype: `torch.float32`, or `torch.bfloat16` / `torch.float16` run under autocast on the
             model's device (CPU autocast runs both; float16 pays on GPUs); default the model's parameters'. Spatial
             memories are stored in bfloat16 whatever the dtype, as Meta's predictor stores them.
+        read_ahead: read the next frame in a thread while the device works (default: when the model is not on the
+            CPU); see `VideoSessionBase`.
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
             see `VideoSessionBase`.
 
@@ -70,6 +72,7 @@ class Sam2VideoSession(VideoSessionBase):
         non_overlap_masks: bool | None = None,
         max_conditioning_frames: int | None = None,
         add_all_frames_to_correct_as_cond: bool = False,
+        read_ahead: bool | None = None,
         progress: bool = True,
     ):
         if not isinstance(model, Sam2VideoModel):
@@ -87,6 +90,7 @@ class Sam2VideoSession(VideoSessionBase):
             non_overlap_masks=non_overlap_masks,
             max_conditioning_frames=max_conditioning_frames,
             add_all_frames_to_correct_as_cond=add_all_frames_to_correct_as_cond,
+            read_ahead=self.device.type != "cpu" if read_ahead is None else read_ahead,
             progress=progress,
         )
 

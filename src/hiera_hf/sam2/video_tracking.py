@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,10 +151,13 @@ class VideoSessionBase:
         add_all_frames_to_correct_as_cond: keep corrected frames as conditioning frames. Meta's default (False)
             keeps them as ordinary memories that the next propagation through them overwrites (facebookresearch/sam2
             #719, #731); set True to make corrections stick.
+        read_ahead: while propagating through a video, decode and resize the next frame in a reader thread during
+            the current frame's work (pays when the model runs on an accelerator and the host would otherwise sit
+            idle; on the CPU it competes with the model for the cores).
         progress: show a progress bar while propagating.
 
     Frames are decoded when needed and only the frame being processed is kept (with the image features of
-    frames that have prompts not yet propagated). Results are yielded, never stored.
+    frames that have prompts not yet propagated, and the frame read ahead). Results are yielded, never stored.
 
     Subclasses implement the model's steps:
 
@@ -171,6 +176,7 @@ class VideoSessionBase:
         non_overlap_masks: bool | None = None,
         max_conditioning_frames: int | None = None,
         add_all_frames_to_correct_as_cond: bool = False,
+        read_ahead: bool = False,
         progress: bool = True,
     ):
         self.image_size = int(config.image_size)
@@ -180,9 +186,13 @@ class VideoSessionBase:
             max_conditioning_frames = int(max_conditioning_frames)
         self.memory_rules = MemoryRules.from_config(config, max_conditioning_frames=max_conditioning_frames)
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
+        self.read_ahead = bool(read_ahead)
         self.progress = progress
 
         self._video: VideoFrames | None = None
+        self._video_lock = threading.Lock()  # video readers are not thread-safe; the reader thread shares them
+        self._reader: ThreadPoolExecutor | None = None
+        self._reads: dict[int, Future] = {}  # frame index -> its pixels, read ahead during propagation
         self._held: dict[int, np.ndarray] = {}  # stream frames not yet tracked, and the last one pushed
         self._pushed = 0
         self.video_height: int | None = None
@@ -285,11 +295,29 @@ class VideoSessionBase:
     def frame(self, frame_idx: int) -> np.ndarray:
         """The RGB `uint8` frame `(H, W, 3)` (decoded again from a file or folder)."""
         frame_idx = self._check_frame(frame_idx)
-        return self._held[frame_idx] if self._video is None else self._video[frame_idx]
+        if self._video is None:
+            return self._held[frame_idx]
+        with self._video_lock:
+            return self._video[frame_idx]
 
     def _frame_pixels(self, frame_idx: int) -> np.ndarray:
-        """A frame as the model reads it before normalisation: float32 `(3, S, S)` in [0, 1] (`resize_video_frame`)."""
+        """A frame as the model reads it before normalisation: float32 `(3, S, S)` in [0, 1] (`resize_video_frame`),
+        from the reader thread when it was read ahead."""
+        read = self._reads.pop(frame_idx, None)
+        if read is not None:
+            return read.result()
         return resize_video_frame(self.frame(frame_idx), (self.image_size, self.image_size))
+
+    def _read_ahead(self, frame_idx: int, upcoming: int | None) -> None:
+        """Before tracking `frame_idx`: keep its read if one was started, and start reading the `upcoming` frame's
+        pixels in the reader thread (decoding and resizing free the GIL), so they are ready when it comes."""
+        self._reads = {t: read for t, read in self._reads.items() if t == frame_idx}
+        if upcoming is None or self._video is None or not self.read_ahead:
+            return
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hiera-hf-frames")
+        size = (self.image_size, self.image_size)
+        self._reads[upcoming] = self._reader.submit(lambda: resize_video_frame(self.frame(upcoming), size))
 
     def _frame_features(self, frame_idx: int) -> tuple:
         """The features of a frame (`_encode_frame`), computed once and cached while prompts on it are pending."""
@@ -415,7 +443,10 @@ class VideoSessionBase:
         self._anchor = None
 
     def close(self) -> None:
-        """Release the video file."""
+        """Release the video file (after any frame being read ahead) and the reader thread."""
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
+            self._reader, self._reads = None, {}
         if self._video is not None:
             self._video.close()
 
@@ -469,6 +500,7 @@ class VideoSessionBase:
             for output in outputs:
                 arrays += [value for value in vars(output).values() if value is not None]
         arrays += self._held.values()
+        arrays += [read.result() for read in self._reads.values() if read.done() and not read.exception()]
         return len(arrays), sum(int(array.nbytes) for array in arrays)
 
     # Propagation -------------------------------------------------------------------------------------------------
@@ -512,7 +544,8 @@ class VideoSessionBase:
             end = last if max_frames is None else min(start + max_frames - 1, last)
             order = range(start, end + 1)
         self._anchor = start
-        for frame_idx in tqdm(order, desc="tracking", disable=not self.progress, leave=False):
+        for position, frame_idx in enumerate(tqdm(order, desc="tracking", disable=not self.progress, leave=False)):
+            self._read_ahead(frame_idx, order[position + 1] if position + 1 < len(order) else None)
             with self._no_grad():
                 result = self._track_frame(frame_idx, reverse)
             if self._video is None:
