@@ -28,7 +28,8 @@ def _uniform(
     `device` without one."""
     if generator is None:
         return torch.rand(shape, device=device)
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+    samples = torch.rand(shape, generator=generator, device=generator.device)
+    return samples.to(device, non_blocking=samples.device.type == "cpu")  # a copy from the host need not wait
 
 
 def sample_click(
