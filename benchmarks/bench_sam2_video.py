@@ -9,7 +9,8 @@ written to a JPEG folder that every implementation reads.
 
 Measured:
 - frames/s of propagation (prompts on frame 0, one click per object), 1 and 4 objects, implementations interleaved
-  round-robin; our bfloat16 mode too, with the mean IoU of its masks against our float32 masks;
+  round-robin; our bfloat16 mode too (the model loaded in bfloat16), with the mean IoU of its masks against our
+  float32 masks;
 - resident memory (VmRSS) after N and 4N tracked frames and the growth per frame, each implementation in a fresh
   process, at a reduced input size (`--memory-size`) for all alike.
 
@@ -106,9 +107,16 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int, d
     meta, ours, transformers_model = models
     height, width = size
 
+    low_precision = {}  # ours loaded again in bfloat16 (at first use): autocast then casts no weight per frame
+
     def run_ours(dtype):
         def start(num_objects, num_frames):
-            session = Sam2VideoSession(ours, frames_dir, dtype=dtype, fill_hole_area=0, progress=False)
+            model = ours
+            if dtype != torch.float32:
+                if dtype not in low_precision:
+                    low_precision[dtype] = Sam2VideoModel.from_pretrained(ours.name_or_path, dtype=dtype)
+                model = low_precision[dtype].to(device).eval()
+            session = Sam2VideoSession(model, frames_dir, fill_hole_area=0, progress=False)
             for obj, point in enumerate(clicks(num_objects, height, width), start=1):
                 session.add_points(0, obj, [point], [1])
             yield None

@@ -16,6 +16,7 @@ Meta's CPU quirks and how the comparison handles them (see DESIGN.md):
   offer it).
 """
 
+import copy
 import os
 import threading
 from pathlib import Path
@@ -236,22 +237,26 @@ def test_non_overlap_matches_meta(video_folder, tmp_path):
 
 
 def test_low_precision_session_masks(tmp_path):
-    """bfloat16 and float16 autocast (both run on the CPU too) against float32: a click and a box tracked over the
-    video, mean mask IoU over frames and objects >= 0.98 (measured 0.992 / 0.999), and the dtype took effect."""
+    """bfloat16 and float16 autocast (both run on the CPU too) over float32 weights, and a model loaded in bfloat16
+    (the session then computes in bfloat16), against float32: a click and a box tracked over the video, mean mask
+    IoU over frames and objects >= 0.98 (measured 0.992 / 0.999 / 0.993), and the dtype took effect."""
     _, ours = _build("sam2.1", tmp_path, False, shift=-5.0)  # objects present
 
-    def track(dtype: torch.dtype) -> list[torch.Tensor]:
-        session = Sam2VideoSession(ours, _synthetic_frames(), dtype=dtype, progress=False)
+    def track(model: Sam2VideoModel, dtype: torch.dtype | None) -> list[torch.Tensor]:
+        session = Sam2VideoSession(model, _synthetic_frames(), dtype=dtype, progress=False)
+        assert session.dtype == (dtype or torch.bfloat16)  # a model in bfloat16 computes in it
         session.add_points(0, 1, [[30, 60]], [1])
         session.add_box(0, 2, [92, 8, 128, 32])
         return [result.mask_logits for result in session.propagate()]
 
-    reference = track(torch.float32)
+    reference = track(ours, torch.float32)
     assert len(reference) == NUM_FRAMES
     assert all((logits > 0).flatten(1).any(1).all() for logits in reference)  # every object has a mask
-    for dtype in (torch.bfloat16, torch.float16):
-        low = track(dtype)
+    in_bfloat16 = copy.deepcopy(ours).to(torch.bfloat16)
+    for model, dtype in ((ours, torch.bfloat16), (ours, torch.float16), (in_bfloat16, None)):
+        low = track(model, dtype)
         assert not all(torch.equal(a, b) for a, b in zip(low, reference)), dtype
+        assert all(logits.dtype == torch.float32 for logits in low)
         ious = [mask_iou(a > 0, b > 0) for x, y in zip(low, reference) for a, b in zip(x, y)]
         assert np.mean(ious) >= 0.98, (dtype, ious)
 
