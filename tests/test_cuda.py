@@ -208,15 +208,17 @@ def test_sam2_video_matches_meta_predictor(sam2_video, frames_folder):
 @pytest.mark.parametrize("precision", LOW_PRECISION)
 @torch.no_grad()
 def test_sam2_video_low_precision_masks(sam2_video, frames_folder, precision):
-    """The session in bfloat16 / float16 against float32: mean mask IoU over frames and objects >= 0.98."""
+    """The session in bfloat16 / float16 against float32, by autocast over the float32 weights and with the model
+    in that dtype (as the benchmark runs it): mean mask IoU over frames and objects >= 0.98."""
     _, ours = sam2_video
     if ours.device.type == "cpu" and precision == "fp16":
         pytest.skip("float16 on a CPU without fp16 units takes 150 s here; test_sam2_video_session checks it at 128 px")
     reference = track(Sam2VideoSession(ours, frames_folder, fill_hole_area=0, progress=False))
     dtype = LOW_PRECISION[precision]
-    low = track(Sam2VideoSession(ours, frames_folder, dtype=dtype, fill_hole_area=0, progress=False))
-    ious = [mask_iou(a > 0, b > 0) for x, y in zip(low, reference) for a, b in zip(x, y)]
-    assert np.mean(ious) >= 0.98, ious
+    for model, session_dtype in ((ours, dtype), (copy.deepcopy(ours).to(dtype), None)):
+        low = track(Sam2VideoSession(model, frames_folder, dtype=session_dtype, fill_hole_area=0, progress=False))
+        ious = [mask_iou(a > 0, b > 0) for x, y in zip(low, reference) for a, b in zip(x, y)]
+        assert np.mean(ious) >= 0.98, (session_dtype, ious)
 
 
 @torch.no_grad()
