@@ -66,8 +66,8 @@ def test_fake_cuda_sees_what_a_gpu_would():
 def test_hiera_runs_on_the_device_without_waiting(model_class, preset, shape):
     """Hiera forwards (MAE's random masks included) on the device: every output there, nothing read back, no
     float64."""
-    config = HieraConfig.from_preset(preset, **({"out_features": ["stage1", "stage4"]} if model_class is HieraBackbone else {}))
-    model = on_meta(model_class, config)
+    extra = {"out_features": ["stage1", "stage4"]} if model_class is HieraBackbone else {}
+    model = on_meta(model_class, HieraConfig.from_preset(preset, **extra))
     with fake_cuda() as log:
         model = model.to_empty(device="cuda").train(model_class is HieraForPreTraining)
         output = model(torch.randn(shape, device="cuda"), output_hidden_states=True)
