@@ -114,8 +114,9 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int, d
             model = ours
             if dtype != torch.float32:
                 if dtype not in low_precision:
-                    low_precision[dtype] = Sam2VideoModel.from_pretrained(ours.name_or_path, dtype=dtype)
-                model = low_precision[dtype].to(device).eval()
+                    loaded = Sam2VideoModel.from_pretrained(ours.name_or_path, dtype=dtype)
+                    low_precision[dtype] = loaded.to(device).eval()
+                model = low_precision[dtype]
             session = Sam2VideoSession(model, frames_dir, fill_hole_area=0, progress=False)
             for obj, point in enumerate(clicks(num_objects, height, width), start=1):
                 session.add_points(0, obj, [point], [1])

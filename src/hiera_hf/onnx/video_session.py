@@ -94,7 +94,8 @@ def _window_extreme(labels: np.ndarray, fill: int, reduce) -> np.ndarray:
 
 def small_regions(region: np.ndarray, max_area: float) -> np.ndarray:
     """The pixels of `region` `(H, W)` bool in 8-connected components of at most `max_area` pixels (what OpenCV's
-    `connectedComponentsWithStats` gives `clean_mask_logits`), without OpenCV.
+    `connectedComponentsWithStats` gives `clean_mask_logits`), without OpenCV (the numpy twin of
+    `processing_sam2.small_regions`, which does it on a torch device).
 
     Every pixel takes the smallest pixel index of its 3x3 neighbourhood within the region, repeatedly: after
     `max_area - 1` rounds each component of at most `max_area` pixels carries one label. A label is a whole

@@ -54,7 +54,8 @@ class Sam2VideoSession(VideoSessionBase):
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
             see `VideoSessionBase`.
 
-    On an accelerator a tracked frame never waits for the device: frames and memories go over in non-blocking
+    On an accelerator a tracked frame never waits for the device (unless the memory is offloaded, or
+    `fill_hole_area` exceeds `processing_sam2.DEVICE_REGION_MAX_AREA`): frames and memories go over in non-blocking
     copies, holes are filled on the device, and nothing is read back, so the host prepares the next step while the
     device computes (tests/test_device_placement.py counts the waits on a fake CUDA device).
 

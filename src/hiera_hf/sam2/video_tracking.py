@@ -308,7 +308,7 @@ class VideoSessionBase:
             return read.result()
         return resize_video_frame(self.frame(frame_idx), (self.image_size, self.image_size))
 
-    def _read_ahead(self, frame_idx: int, upcoming: int | None) -> None:
+    def _prefetch(self, frame_idx: int, upcoming: int | None) -> None:
         """Before tracking `frame_idx`: keep its read if one was started, and start reading the `upcoming` frame's
         pixels in the reader thread (decoding and resizing free the GIL), so they are ready when it comes."""
         self._reads = {t: read for t, read in self._reads.items() if t == frame_idx}
@@ -545,7 +545,7 @@ class VideoSessionBase:
             order = range(start, end + 1)
         self._anchor = start
         for position, frame_idx in enumerate(tqdm(order, desc="tracking", disable=not self.progress, leave=False)):
-            self._read_ahead(frame_idx, order[position + 1] if position + 1 < len(order) else None)
+            self._prefetch(frame_idx, order[position + 1] if position + 1 < len(order) else None)
             with self._no_grad():
                 result = self._track_frame(frame_idx, reverse)
             if self._video is None:
