@@ -24,7 +24,7 @@ from hiera_hf import (
     Sam2VideoModel,
     Sam2VideoSession,
 )
-from hiera_hf.sam2.processing_sam2 import small_regions
+from hiera_hf.sam2 import frame_arithmetic
 from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips
 
 SAM2 = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128)
@@ -160,9 +160,15 @@ def test_clip_training_runs_on_the_device(prompt_type):
     assert not log.float64_on_device, log.float64_on_device
 
 
-def test_small_regions_on_the_device_match_connected_components():
-    """The hole filling used on accelerators (`small_regions`, tensor operations only) marks exactly the
-    8-connected components of at most `max_area` pixels that scipy labels, at every area and shape tried."""
+@pytest.mark.parametrize("kind", ["device", "cpu", "numpy"])
+def test_small_regions_match_connected_components(kind, monkeypatch):
+    """The hole filling of both sessions (`frame_arithmetic.small_regions`, array operations only) marks exactly
+    the 8-connected components of at most `max_area` pixels that scipy labels, at every area and shape tried: with
+    all its rounds as on a device (where it cannot stop early without waiting), on CPU tensors and numpy arrays
+    (stopping once nothing changes)."""
+    if kind == "device":
+        monkeypatch.setattr(frame_arithmetic, "_on_host", lambda array: False)
+    small_regions = frame_arithmetic.small_regions
     generator = torch.Generator().manual_seed(0)
     eight = np.ones((3, 3), dtype=int)
     for trial in range(60):
@@ -174,4 +180,5 @@ def test_small_regions_on_the_device_match_connected_components():
             labels, _ = ndimage.label(mask, structure=eight)
             areas = np.bincount(labels.ravel())
             expected[index] = (areas <= max_area)[labels] & mask
-        assert np.array_equal(small_regions(region, max_area).numpy(), expected), (trial, max_area)
+        found = small_regions(region.numpy() if kind == "numpy" else region, max_area)
+        assert np.array_equal(np.asarray(found), expected), (trial, max_area)

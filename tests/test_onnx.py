@@ -31,9 +31,9 @@ from hiera_hf import (
 from hiera_hf.cli import main
 from hiera_hf.onnx import export as onnx_export
 from hiera_hf.onnx.graphs import GRAPHS
-from hiera_hf.onnx.processing import resize
 from hiera_hf.onnx.runtime import OnnxHieraClassifier, Sam2OnnxImagePredictor, load_session, run_session
-from hiera_hf.onnx.video_session import Sam2OnnxVideoSession, small_regions, to_bfloat16_bits
+from hiera_hf.onnx.video_session import Sam2OnnxVideoSession, to_bfloat16_bits
+from hiera_hf.sam2.frame_arithmetic import fill_holes, resize
 from hiera_hf.sam2.memory_bank import MemorySelection
 from hiera_hf.sam2.memory_tokens import assemble_memory
 from hiera_hf.sam2.processing_sam2 import clean_mask_logits
@@ -360,13 +360,15 @@ def test_bfloat16_rounding_matches_torch():
 
 
 def test_hole_filling_without_opencv_matches_clean_mask_logits():
+    """The sessions' hole filling (`frame_arithmetic.fill_holes`) on numpy arrays, as the ONNX session runs it,
+    edits exactly what OpenCV's connected components give `clean_mask_logits`."""
     generator = np.random.default_rng(0)
     for trial in range(30):
-        logits = generator.normal(size=(48, 40)).astype(np.float32) + (trial % 5 - 2) * 0.5
+        logits = generator.normal(size=(2, 1, 48, 40)).astype(np.float32) + (trial % 5 - 2) * 0.5
         area = (1, 3, 8, 25, 200)[trial % 5]
         expected = clean_mask_logits(torch.from_numpy(logits), max_hole_area=area, hole_logit=0.1).numpy()
-        holes = small_regions(logits <= 0, area)
-        assert np.array_equal(np.where(holes, np.float32(0.1), logits), expected), (trial, area)
+        filled = fill_holes(logits, area)
+        assert filled.dtype == np.float32 and np.array_equal(filled, expected), (trial, area)
 
 
 def test_video_session_refuses_bad_input(exported, clip, tmp_path):

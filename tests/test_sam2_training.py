@@ -27,8 +27,8 @@ from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 from hiera_hf.metrics import load_j_and_f, load_mean_iou  # noqa: E402
 from hiera_hf.sam2 import Sam2Config, Sam2Model  # noqa: E402
 from hiera_hf.sam2.data import frame_tensor  # noqa: E402
+from hiera_hf.sam2.frame_arithmetic import NO_OBJECT_SCORE  # noqa: E402
 from hiera_hf.sam2.loss_sam2 import IGNORE_INDEX, sam2_loss  # noqa: E402
-from hiera_hf.sam2.modeling_sam2 import NO_OBJECT_SCORE  # noqa: E402
 from hiera_hf.sam2.modeling_sam2_video import Sam2VideoModel  # noqa: E402
 from hiera_hf.sam2.prompt_sampling import sample_box, sample_click  # noqa: E402
 from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips  # noqa: E402

@@ -41,10 +41,10 @@ from skimage.measure import label as skimage_label
 
 from hiera_hf.cli import main
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
+from hiera_hf.sam2.frame_arithmetic import HOLE_LOGIT, fill_holes, non_overlap
 from hiera_hf.sam2.memory_bank import select_conditioning_frames
 from hiera_hf.sam2.presets import get_sam2_preset
 from hiera_hf.sam2.processing_sam2 import clean_mask_logits
-from hiera_hf.sam2.video_session import HOLE_LOGIT, apply_non_overlap
 from hiera_hf.video_io import InMemoryFrames
 
 SIZE, HEIGHT, WIDTH, NUM_FRAMES = 128, 96, 128, 8
@@ -223,13 +223,17 @@ def test_fill_holes_matches_meta():
     actual = clean_mask_logits(logits, max_hole_area=8, hole_logit=HOLE_LOGIT)
     assert (actual != logits).any()  # holes were filled
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    torch.testing.assert_close(fill_holes(logits, 8), expected, rtol=0, atol=0)  # the sessions' (both runtimes)
+    assert np.array_equal(fill_holes(logits.numpy(), 8), expected.numpy())
     assert clean_mask_logits(logits, max_hole_area=0) is logits
 
 
 def test_non_overlap_matches_meta(video_folder, tmp_path):
     meta, ours = _build("sam2.1", tmp_path, False)
     logits = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 20
-    torch.testing.assert_close(apply_non_overlap(logits), meta._apply_non_overlapping_constraints(logits))
+    expected = meta._apply_non_overlapping_constraints(logits)
+    torch.testing.assert_close(non_overlap(logits), expected, rtol=0, atol=0)
+    assert np.array_equal(non_overlap(logits.numpy()), expected.numpy())  # the ONNX session's arrays
     session = Sam2VideoSession(ours, video_folder, non_overlap_masks=True, progress=False)
     session.add_points(0, 1, [[30, 60]], [1])
     result = session.add_box(0, 2, [20, 40, 70, 90])

@@ -2,8 +2,8 @@
 [0, 1], an antialiased bilinear stretch to the model size, ImageNet normalisation; prompts scaled per axis; mask
 logits upsampled bilinearly (`align_corners=False`) to the original size.
 
-A resize runs over the rows, then the columns: each output is a weighted sum of a few input taps, with the weights
-of torch's `F.interpolate(mode="bilinear", align_corners=False)`, antialiased or not.
+The resize is `hiera_hf.sam2.frame_arithmetic.resize` (torch's `F.interpolate(mode="bilinear",
+align_corners=False)` weights, antialiased or not), shared with the video sessions.
 """
 
 from __future__ import annotations
@@ -11,54 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..image_utils import to_rgb_float
+from ..sam2.frame_arithmetic import resize
 from ..sam2.prompts import BOX_LABELS, NOT_A_POINT_LABEL
-
-
-def resize_taps(in_size: int, out_size: int, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolation taps of one axis: input indices and weights, both `(out_size, taps)` (weights float32; unused
-    taps have weight 0).
-
-    Without antialiasing: linear interpolation at source position `(i + 0.5) * in / out - 0.5` (clamped at 0),
-    computed in float32 like torch's kernel. With it (torch's and PIL's triangle filter): output pixel `i` averages
-    the inputs within `max(scale, 1)` of its centre `(i + 0.5) * scale` with weights `1 - |distance| / max(scale,
-    1)`, normalised; `scale = in / out`.
-    """
-    scale = in_size / out_size
-    rows = np.arange(out_size)
-    if not antialias:
-        half = np.float32(0.5)
-        source = np.maximum((rows.astype(np.float32) + half) * np.float32(scale) - half, np.float32(0))
-        low = np.floor(source).astype(np.int64)
-        fraction = source - low.astype(np.float32)
-        indices = np.stack((low, np.minimum(low + 1, in_size - 1)), axis=1)
-        return indices, np.stack((1 - fraction, fraction), axis=1).astype(np.float32)
-    support = max(scale, 1.0)
-    centres = (rows + 0.5) * scale
-    starts = np.maximum((centres - support + 0.5).astype(np.int64), 0)
-    stops = np.minimum((centres + support + 0.5).astype(np.int64), in_size)
-    taps = int((stops - starts).max())
-    indices = starts[:, None] + np.arange(taps)[None]
-    weights = np.clip(1.0 - np.abs((indices - centres[:, None] + 0.5) / support), 0.0, None)
-    weights[indices >= stops[:, None]] = 0.0
-    weights /= weights.sum(axis=1, keepdims=True)
-    return np.minimum(indices, in_size - 1), weights.astype(np.float32)
-
-
-def _resize_axis(array: np.ndarray, size: int, axis: int, antialias: bool) -> np.ndarray:
-    indices, weights = resize_taps(array.shape[axis], size, antialias)
-    shape = [1] * array.ndim
-    shape[axis] = size
-    output = np.zeros(array.shape[:axis] + (size,) + array.shape[axis + 1 :], dtype=np.float32)
-    for tap in range(indices.shape[1]):
-        output += np.take(array, indices[:, tap], axis=axis) * weights[:, tap].reshape(shape)
-    return output
-
-
-def resize(array: np.ndarray, size: tuple[int, int], antialias: bool = False) -> np.ndarray:
-    """Bilinear resize of the last two axes of `array` `(..., H, W)` to `size` = (height, width), float32: the
-    rows, then the columns, each output a weighted sum of a few input taps."""
-    rows = _resize_axis(np.asarray(array, dtype=np.float32), size[0], array.ndim - 2, antialias)
-    return _resize_axis(rows, size[1], array.ndim - 1, antialias)
 
 
 def preprocess(image, size: int, mean, std) -> tuple[np.ndarray, tuple[int, int]]:
@@ -89,4 +43,4 @@ def build_prompt(
     return np.concatenate(coords)[None], np.concatenate(point_labels)[None]
 
 
-__all__ = ["build_prompt", "preprocess", "resize", "resize_taps"]
+__all__ = ["build_prompt", "preprocess"]

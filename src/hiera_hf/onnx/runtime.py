@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sam2.frame_arithmetic import resize
 from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
-from .processing import build_prompt, preprocess, resize
+from .processing import build_prompt, preprocess
 
 
 def require_onnxruntime():

@@ -3,10 +3,10 @@
 `Sam2OnnxVideoSession` is `hiera_hf.sam2.video_tracking.VideoSessionBase` (the frames, prompts, memory banks and
 order of work of `Sam2VideoSession`, with the same memory selection of `hiera_hf.sam2.memory_bank`) over the graphs
 of an `export-onnx` folder of a video model: `image_encoder`, `mask_decoder(_multimask)`, `memory_attention`,
-`memory_encoder` and `mask_prompt`. What the PyTorch session does between the model's modules is done here in numpy
-with the same arithmetic: the best of the multimask outputs by predicted IoU, "no object" masks at -1024, small
-holes filled, spatial memories rounded to bfloat16 (kept as 16-bit words: half the memory, as in PyTorch),
-bilinear resizes. Results hold numpy arrays.
+`memory_encoder` and `mask_prompt`. What a step does between the networks is `hiera_hf.sam2.frame_arithmetic`'s,
+the same functions the PyTorch session runs (the best of the multimask outputs by predicted IoU, "no object" masks
+at -1024, small holes filled, bilinear resizes, the frame's result), here on numpy arrays; spatial memories are
+rounded to bfloat16 (kept as 16-bit words: half the memory, as in PyTorch). Results hold numpy arrays.
 
 Usage::
 
@@ -25,20 +25,22 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..sam2.frame_arithmetic import (
+    PREVIOUS_MASK_CLAMP,
+    best_candidates,
+    fill_absent,
+    fill_holes,
+    mask_prompt,
+    resize,
+    take_candidates,
+)
 from ..sam2.memory_bank import MemorySelection, StoredMemory, selected_memories
 from ..sam2.prompts import NOT_A_POINT_LABEL, wants_multimask
-from ..sam2.video_tracking import (
-    HOLE_LOGIT,
-    PREVIOUS_MASK_CLAMP,
-    ObjectTrack,
-    Sam2VideoFrameResult,
-    VideoSessionBase,
-)
+from ..sam2.video_tracking import ObjectTrack, VideoSessionBase
 from .graphs import GRAPHS
-from .processing import build_prompt, resize
+from .processing import build_prompt
 from .runtime import graph_path, load_session, read_json, run_session
 
-NO_OBJECT_SCORE = -1024.0  # mask logits and scores of objects predicted absent or without output (Meta's)
 VIDEO_GRAPHS = ("mask_decoder", "mask_decoder_multimask", "memory_attention", "memory_encoder", "mask_prompt")
 CONFIG_FIELDS = (
     "image_size", "fill_hole_area", "non_overlap_masks", "num_maskmem", "memory_temporal_stride_for_eval",
@@ -83,52 +85,6 @@ def to_bfloat16_bits(array: np.ndarray) -> np.ndarray:
 def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
     """uint16 bfloat16 words -> float32 (exact)."""
     return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
-
-
-def _window_extreme(labels: np.ndarray, fill: int, reduce) -> np.ndarray:
-    """The min or max (`reduce`) of each pixel's 3x3 neighbourhood (itself included), `fill` beyond the edges."""
-    padded = np.pad(labels, 1, constant_values=fill)
-    rows = reduce(reduce(padded[:-2], padded[1:-1]), padded[2:])
-    return reduce(reduce(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
-
-
-def small_regions(region: np.ndarray, max_area: float) -> np.ndarray:
-    """The pixels of `region` `(H, W)` bool in 8-connected components of at most `max_area` pixels (what OpenCV's
-    `connectedComponentsWithStats` gives `clean_mask_logits`), without OpenCV (the numpy twin of
-    `processing_sam2.small_regions`, which does it on a torch device).
-
-    Every pixel takes the smallest pixel index of its 3x3 neighbourhood within the region, repeatedly: after
-    `max_area - 1` rounds each component of at most `max_area` pixels carries one label. A label is a whole
-    component when no region pixel next to one of its pixels carries another label (in a connected component,
-    a part that is not all of it borders the rest)."""
-    if max_area <= 0 or not region.any():
-        return np.zeros_like(region)
-    height, width = region.shape
-    outside = height * width
-    labels = np.where(region, np.arange(outside).reshape(height, width), outside)
-    for _ in range(int(min(max_area, outside))):
-        spread = np.where(region, _window_extreme(labels, outside, np.minimum), outside)
-        if np.array_equal(spread, labels):
-            break
-        labels = spread
-    lowest = _window_extreme(labels, outside, np.minimum)
-    highest = _window_extreme(np.where(region, labels, -1), -1, np.maximum)
-    open_labels = np.zeros(outside + 1, dtype=bool)
-    open_labels[labels[region & ((lowest != labels) | (highest != labels))]] = True
-    sizes = np.bincount(labels[region], minlength=outside + 1)
-    small = (sizes <= max_area) & ~open_labels
-    small[outside] = False
-    return small[labels] & region
-
-
-def non_overlap(mask_logits: np.ndarray) -> np.ndarray:
-    """Keep each pixel only for the object with the highest logit; the others are capped at -10 (see
-    `video_session.apply_non_overlap`). `mask_logits` `(N, ...)`."""
-    if mask_logits.shape[0] < 2:
-        return mask_logits
-    winner = mask_logits.argmax(axis=0)[None]
-    objects = np.arange(mask_logits.shape[0]).reshape(-1, *[1] * (mask_logits.ndim - 1))
-    return np.where(winner == objects, mask_logits, np.minimum(mask_logits, np.float32(-10.0)))
 
 
 class Sam2OnnxVideoSession(VideoSessionBase):
@@ -182,6 +138,7 @@ class Sam2OnnxVideoSession(VideoSessionBase):
             name: load_session(folder / f"{name}.onnx", providers, GRAPHS[name][0], memory_arena)
             for name in VIDEO_GRAPHS
         }
+        self._array_kind = np.empty(0, np.float32)
         super().__init__(
             self.config,
             source,
@@ -219,9 +176,10 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         maskmem = [None] * count
         if encode_memory:
             maskmem = self._memory(features, resize(masks, (self.image_size,) * 2), scores, points is not None)
+        masks = fill_holes(masks, self.fill_hole_area)
         return [
             StoredMemory(
-                pred_masks=self._fill_holes(masks[index]),
+                pred_masks=masks[index],
                 pointer=pointers[index],
                 object_score=scores[index],
                 maskmem=maskmem[index],
@@ -230,18 +188,14 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         ]
 
     def _mask_prompt(self, features: FrameFeatures, mask: np.ndarray) -> tuple[np.ndarray, ...]:
-        """A mask `(H, W)` at the video's size, resized to the model input (antialiased bilinear, thresholded at
-        0.5) and taken as the output."""
-        size = (self.image_size, self.image_size)
-        if mask.shape != size:
-            mask = (resize(mask, size, antialias=True) >= 0.5).astype(np.float32)
+        """A mask `(H, W)` at the video's size, taken as the output (see `frame_arithmetic.mask_prompt`)."""
         return tuple(
             self._run(
                 "mask_prompt",
                 vision_features=features.vision_features,
                 high_res_features_0=features.high_res_features_0,
                 high_res_features_1=features.high_res_features_1,
-                input_masks=mask[None, None],
+                input_masks=mask_prompt(mask, self.image_size),
             )
         )
 
@@ -281,11 +235,9 @@ class Sam2OnnxVideoSession(VideoSessionBase):
             has_mask_input=np.full(count, float(previous_masks is not None), np.float32),
         )
         if self.config.pred_obj_scores:
-            masks = np.where(scores[..., None, None] > 0, masks, np.float32(NO_OBJECT_SCORE))
-        rows = np.arange(count)
-        best = iou_scores.argmax(axis=-1) if multimask else np.zeros(count, np.int64)
-        pointer = pointers[rows, best] if pointers.shape[1] > 1 else pointers[:, 0]
-        return masks[rows, best][:, None], scores, pointer
+            masks = fill_absent(masks, scores)
+        best = best_candidates(iou_scores, multimask)
+        return take_candidates(masks, best)[:, None], scores, take_candidates(pointers, best)
 
     def _attend(
         self, features: FrameFeatures, tracks: list[ObjectTrack], selections: list[MemorySelection]
@@ -322,28 +274,10 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         )
         return list(to_bfloat16_bits(maskmem))
 
-    def _fill_holes(self, masks: np.ndarray) -> np.ndarray:
-        """`(1, 4h, 4w)` logits with background holes of at most `fill_hole_area` pixels set to `HOLE_LOGIT`."""
-        holes = small_regions(masks[0] <= 0, self.fill_hole_area)
-        return np.where(holes, np.float32(HOLE_LOGIT), masks)
-
     def _encode_memories(self, features: FrameFeatures, outputs: list[StoredMemory]) -> list:
         masks = resize(np.stack([output.pred_masks for output in outputs]), (self.image_size,) * 2)
         scores = np.stack([output.object_score for output in outputs])
         return self._memory(features, masks, scores, True)
 
-    def _result(self, frame_idx: int, outputs: list[StoredMemory | None]) -> Sam2VideoFrameResult:
-        low_res = self.image_size // 4
-        masks = np.full((len(outputs), 1, low_res, low_res), NO_OBJECT_SCORE, np.float32)
-        scores = np.full(len(outputs), NO_OBJECT_SCORE, np.float32)
-        for index, output in enumerate(outputs):
-            if output is not None and output.pred_masks is not None:
-                masks[index] = output.pred_masks
-                scores[index] = output.object_score[0]
-        masks = resize(masks, (self.video_height, self.video_width))
-        if self.non_overlap_masks:
-            masks = non_overlap(masks)
-        return Sam2VideoFrameResult(frame_idx, self.object_ids, masks[:, 0], scores)
 
-
-__all__ = ["Sam2OnnxVideoSession", "from_bfloat16_bits", "non_overlap", "small_regions", "to_bfloat16_bits"]
+__all__ = ["Sam2OnnxVideoSession", "from_bfloat16_bits", "to_bfloat16_bits"]

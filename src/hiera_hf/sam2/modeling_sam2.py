@@ -39,11 +39,10 @@ from ..hiera.modeling_hiera import (
     units_to_grid,
 )
 from .configuration_sam2 import Sam2Config
+from .frame_arithmetic import NO_OBJECT_SCORE
 from .loss_sam2 import check_mask_targets, sam2_loss
 from .position_encoding import fourier_features, sine_position_encoding
 from .prompts import BOX_LABELS, NOT_A_POINT_LABEL, PADDING_LABEL
-
-NO_OBJECT_SCORE = -1024.0  # mask logits of objects predicted absent (Meta's NO_OBJ_SCORE)
 
 # Weights of the video model, kept under Meta's names in a converted folder; the image model does not use them.
 VIDEO_ONLY_KEYS = (
@@ -1087,7 +1086,6 @@ class Sam2HieraBackbone(BackboneMixin, Sam2PreTrainedModel):
 
 
 __all__ = [
-    "NO_OBJECT_SCORE",
     "VIDEO_ONLY_KEYS",
     "Sam2Base",
     "Sam2HieraBackbone",

@@ -30,7 +30,8 @@ from transformers.utils.generic import can_return_tuple
 
 from ..hiera.modeling_hiera import eager_attention_forward
 from .configuration_sam2 import Sam2Config
-from .modeling_sam2 import NO_OBJECT_SCORE, Sam2Attention, Sam2Base, Sam2LayerNorm2d, Sam2MLP
+from .frame_arithmetic import best_candidates, fill_absent, take_candidates
+from .modeling_sam2 import Sam2Attention, Sam2Base, Sam2LayerNorm2d, Sam2MLP
 from .position_encoding import apply_rotary, axial_rope_angles, sine_encoding_1d, sine_position_encoding
 from .prompts import NOT_A_POINT_LABEL, PADDING_LABEL, wants_multimask
 
@@ -594,12 +595,11 @@ class Sam2VideoModel(Sam2Base):
             sparse_mask=labels != PADDING_LABEL,
         )
         if self.config.pred_obj_scores:
-            masks = torch.where(scores[..., None, None] > 0, masks, NO_OBJECT_SCORE)
+            masks = fill_absent(masks, scores)
         all_masks = masks.float()
-        best = iou_scores.argmax(dim=-1) if multimask else torch.zeros_like(iou_scores[:, 0], dtype=torch.long)
-        rows = torch.arange(num_objects, device=masks.device)
-        masks = all_masks[rows, best][:, None]
-        token = sam_tokens[rows, best] if sam_tokens.shape[1] > 1 else sam_tokens[:, 0]
+        best = best_candidates(iou_scores, multimask)
+        masks = take_candidates(all_masks, best)[:, None]
+        token = take_candidates(sam_tokens, best)
         size = self.config.image_size
         return Sam2VideoFrameOutput(
             pred_masks=masks,
@@ -680,7 +680,6 @@ class Sam2VideoModel(Sam2Base):
 
 
 __all__ = [
-    "NO_OBJECT_SCORE",
     "Sam2MemoryAttention",
     "Sam2MemoryEncoder",
     "Sam2VideoFrameOutput",

@@ -6,7 +6,7 @@ Prompts in original-image pixels are scaled per axis (`x / W * 1024`, `y / H * 1
 are upsampled straight to the original size (bilinear, `align_corners=False`). Meta removes small holes and
 sprinkles from the 256x256 logits with a CUDA connected-components kernel that is absent on CPU (the step is then
 skipped with a warning); here OpenCV labels the components of CPU tensors and tensor operations find them on other
-devices (`small_regions`), with the same 8-connectivity and the same logit edits.
+devices (`frame_arithmetic.small_regions`), with the same 8-connectivity and the same logit edits.
 
 SAM 2's pixel preprocessing comes in the two forms Meta has: `resize_image` here (the image predictor's
 `SAM2Transforms`: torch resize of the float image) and `video_tracking.resize_video_frame` (the video predictor's
@@ -54,6 +54,7 @@ from .amg import (
     select_masks,
     uncrop_mask,
 )
+from .frame_arithmetic import small_regions
 from .prompts import PADDING_LABEL, check_boxes, check_coordinates, check_labels
 
 USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
@@ -100,40 +101,12 @@ def _as_array(entry, name: str, shape: tuple, dtype, allow_empty: bool = False) 
     return array
 
 
-DEVICE_REGION_MAX_AREA = 256  # `small_regions` takes max_area - 1 rounds of three small kernels each
-
-
-def small_regions(region: torch.Tensor, max_area: float) -> torch.Tensor:
-    """The pixels of `region` `(N, H, W)` bool in 8-connected components of at most `max_area` pixels, found on
-    the region's device with tensor operations alone (nothing is read back to the host, so a GPU never waits).
-
-    The algorithm of the torch-free `hiera_hf.onnx.video_session.small_regions`: each region pixel repeatedly takes
-    the smallest pixel index of its 3x3 neighbourhood within the region; after `max_area - 1` rounds every
-    component of at most `max_area` pixels carries one label, and a label is a whole component when no pixel next
-    to one of its pixels carries another. Exact (labels are float32 indices: `H * W` below 2**24)."""
-    batch, height, width = region.shape
-    inside = region[:, None]
-    outside = float(height * width)
-    index = torch.arange(height * width, device=region.device, dtype=torch.float32).reshape(1, 1, height, width)
-    labels = torch.where(inside, index, outside)
-
-    def lowest(values: torch.Tensor) -> torch.Tensor:  # 3x3 minimum; the padding never wins
-        return -F.max_pool2d(-values, 3, stride=1, padding=1)
-
-    for _ in range(max(0, min(int(max_area), height * width) - 1)):
-        labels = torch.where(inside, lowest(labels), outside)
-    highest = F.max_pool2d(torch.where(inside, labels, -1.0), 3, stride=1, padding=1)
-    disagrees = inside & ((lowest(labels) != labels) | (highest != labels))
-    flat = labels.long().flatten(1)  # (N, H*W); `outside` is label H*W
-    totals = torch.zeros(batch, height * width + 1, device=region.device)
-    sizes = totals.scatter_add(1, flat, inside.flatten(1).float())
-    borders = totals.scatter_add(1, flat, disagrees.flatten(1).float())
-    small = (sizes <= max_area) & (borders == 0)
-    return small.gather(1, flat).reshape(batch, height, width) & region
+DEVICE_REGION_MAX_AREA = 256  # `frame_arithmetic.small_regions` takes up to max_area - 1 rounds on a device
 
 
 def _small_regions_opencv(region: torch.Tensor, max_area: float) -> torch.Tensor:
-    """`small_regions` on the CPU with OpenCV's connected components (faster there, and for any size)."""
+    """`frame_arithmetic.small_regions` of `region` `(N, H, W)` with OpenCV's connected components (on the host,
+    and fast for any area)."""
     import cv2
 
     small = np.zeros(region.shape, dtype=bool)
@@ -157,17 +130,14 @@ def clean_mask_logits(
     Components are 8-connected and found on the input masks: a background component (logit <= threshold) of at
     most `max_hole_area` pixels gets the logit `hole_logit` (default `threshold + 10`; Meta's video predictor uses
     0.1), a foreground component (logit > threshold) of at most `max_sprinkle_area` pixels gets `threshold - 10`.
-    An area of 0 disables that step. CPU tensors go through OpenCV; others stay on their device (`small_regions`,
-    whose rounds grow with the area) unless an area exceeds `DEVICE_REGION_MAX_AREA`.
+    An area of 0 disables that step. CPU tensors go through OpenCV; others stay on their device
+    (`frame_arithmetic.small_regions`, whose rounds grow with the area) unless an area exceeds
+    `DEVICE_REGION_MAX_AREA`.
     """
     if max_hole_area <= 0 and max_sprinkle_area <= 0:
         return logits
     flat = logits.reshape(-1, *logits.shape[-2:])
-    on_host = (
-        flat.device.type == "cpu"
-        or max(max_hole_area, max_sprinkle_area) > DEVICE_REGION_MAX_AREA
-        or flat.shape[-2] * flat.shape[-1] >= 2**24
-    )
+    on_host = flat.device.type == "cpu" or max(max_hole_area, max_sprinkle_area) > DEVICE_REGION_MAX_AREA
     find = _small_regions_opencv if on_host else small_regions
     foreground = flat > mask_threshold
     cleaned = flat
@@ -540,5 +510,4 @@ __all__ = [
     "clean_mask_logits",
     "normalize",
     "resize_image",
-    "small_regions",
 ]

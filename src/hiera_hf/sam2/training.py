@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
+from .frame_arithmetic import NO_OBJECT_SCORE
 from .loss_sam2 import IGNORE_INDEX, check_mask_targets, sam2_loss
 from .memory_bank import MemoryRules, select_memory
 from .memory_tokens import assemble_memory
-from .modeling_sam2 import NO_OBJECT_SCORE
 from .modeling_sam2_video import Sam2VideoModel
 from .prompt_sampling import sample_box, sample_click
 

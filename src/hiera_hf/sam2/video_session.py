@@ -5,30 +5,20 @@ order of the work, as Meta's `SAM2VideoPredictor` of sam2 1.1.0) with the steps 
 Like Meta's, spatial memories are kept in bfloat16, object pointers and masks in float32, and `non_overlap_masks`
 applies to the returned masks only, not to what enters the memory. `fill_hole_area` is applied on CPU too (Meta
 needs its CUDA extension and skips it with a warning): background regions (8-connected, logits <= 0) of at most
-that many low-resolution pixels get logit 0.1, as Meta intends.
+that many low-resolution pixels get logit 0.1, as Meta intends (`frame_arithmetic.fill_holes`, on the device).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .frame_arithmetic import PREVIOUS_MASK_CLAMP, fill_holes, mask_prompt, resize
 from .memory_bank import MemorySelection, StoredMemory
 from .memory_tokens import MemoryTokens, gather_memory
-from .modeling_sam2_video import NO_OBJECT_SCORE, Sam2VideoFrameOutput, Sam2VideoModel
-from .processing_sam2 import clean_mask_logits, normalize
-from .video_tracking import HOLE_LOGIT, PREVIOUS_MASK_CLAMP, ObjectTrack, Sam2VideoFrameResult, VideoSessionBase
-
-
-def apply_non_overlap(mask_logits: torch.Tensor) -> torch.Tensor:
-    """Keep each pixel only for the object with the highest logit; the others are capped at -10 (Meta's
-    `_apply_non_overlapping_constraints`). `mask_logits` `(N, ...)`."""
-    if mask_logits.shape[0] < 2:
-        return mask_logits
-    winner = mask_logits.argmax(dim=0, keepdim=True)
-    objects = torch.arange(mask_logits.shape[0], device=mask_logits.device).reshape(-1, *[1] * (mask_logits.ndim - 1))
-    return torch.where(winner == objects, mask_logits, mask_logits.clamp(max=-10.0))
+from .modeling_sam2_video import Sam2VideoFrameOutput, Sam2VideoModel
+from .processing_sam2 import normalize
+from .video_tracking import ObjectTrack, Sam2VideoFrameResult, VideoSessionBase
 
 
 class Sam2VideoSession(VideoSessionBase):
@@ -54,8 +44,7 @@ class Sam2VideoSession(VideoSessionBase):
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
             see `VideoSessionBase`.
 
-    On an accelerator a tracked frame never waits for the device (unless the memory is offloaded, or
-    `fill_hole_area` exceeds `processing_sam2.DEVICE_REGION_MAX_AREA`): frames and memories go over in non-blocking
+    On an accelerator a tracked frame never waits for the device (unless the memory is offloaded): frames and memories go over in non-blocking
     copies, holes are filled on the device, and nothing is read back, so the host prepares the next step while the
     device computes (tests/test_device_placement.py counts the waits on a fake CUDA device).
 
@@ -87,6 +76,7 @@ class Sam2VideoSession(VideoSessionBase):
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype}")
         self.storage_device = torch.device("cpu") if offload_memory_to_cpu else self.device
+        self._array_kind = torch.empty(0, device=self.device)
         super().__init__(
             model.config,
             source,
@@ -135,21 +125,16 @@ class Sam2VideoSession(VideoSessionBase):
                 num_pointer_tokens=tokens.num_pointer_tokens,
             )
         if mask is not None:
-            size = self.image_size
-            mask = torch.from_numpy(mask)[None, None].to(self.device, non_blocking=True)
-            if mask.shape[-2:] != (size, size):
-                mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-                mask = (mask >= 0.5).float()
-            prompts["input_masks"] = mask
+            prompts["input_masks"] = mask_prompt(self._to_device(torch.from_numpy(mask)), self.image_size)
         if points is not None:
             coords, labels = (torch.from_numpy(array)[None].to(self.device, non_blocking=True) for array in points)
             prompts.update(input_points=coords, input_labels=labels)
             if previous_masks is not None:
-                previous = previous_masks[None].to(self.device, non_blocking=True)
+                previous = self._to_device(previous_masks[None])
                 prompts["prompt_masks"] = previous.clamp(-PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)
         with self._autocast():
             output = self.model.track_step(fpn, position, **prompts)
-        masks = clean_mask_logits(output.pred_masks.float(), max_hole_area=self.fill_hole_area, hole_logit=HOLE_LOGIT)
+        masks = fill_holes(output.pred_masks.float(), self.fill_hole_area)
         return [self._store(output, masks, index) for index in range(len(tracks))]
 
     def _memory_tokens(self, tracks: list[ObjectTrack], selections: list[MemorySelection]) -> MemoryTokens:
@@ -170,27 +155,15 @@ class Sam2VideoSession(VideoSessionBase):
     def _encode_memories(self, features: tuple, outputs: list[StoredMemory]) -> list[torch.Tensor]:
         fpn, _ = features
         size = self.image_size
-        masks = torch.stack([o.pred_masks for o in outputs]).to(self.device, non_blocking=True)
-        masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+        masks = resize(self._to_device(torch.stack([o.pred_masks for o in outputs])), (size, size))
         scores = torch.stack([o.object_score for o in outputs]).to(self.device)
         with self._autocast():
             embedding = fpn[-1].expand(len(outputs), -1, -1, -1)
             maskmem = self.model.encode_memory(embedding, masks, scores, from_points=True)
         return [features.to(torch.bfloat16).to(self.storage_device) for features in maskmem]
 
-    def _result(self, frame_idx: int, outputs: list[StoredMemory | None]) -> Sam2VideoFrameResult:
-        size = (self.video_height, self.video_width)
-        low_res = self.image_size // 4
-        masks = torch.full((len(outputs), 1, low_res, low_res), NO_OBJECT_SCORE, device=self.device)
-        scores = torch.full((len(outputs),), NO_OBJECT_SCORE, device=self.device)
-        for index, output in enumerate(outputs):
-            if output is not None and output.pred_masks is not None:
-                masks[index] = output.pred_masks.to(self.device, non_blocking=True)
-                scores[index] = output.object_score.to(self.device)
-        masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
-        if self.non_overlap_masks:
-            masks = apply_non_overlap(masks)
-        return Sam2VideoFrameResult(frame_idx, self.object_ids, masks[:, 0], scores)
+    def _to_device(self, array: torch.Tensor) -> torch.Tensor:
+        return array.to(self.device, non_blocking=True)
 
 
-__all__ = ["Sam2VideoFrameResult", "Sam2VideoSession", "apply_non_overlap"]
+__all__ = ["Sam2VideoFrameResult", "Sam2VideoSession"]

@@ -43,11 +43,9 @@ from tqdm.auto import tqdm
 
 from ..image_utils import to_rgb_array
 from ..video_io import VideoFrames, open_video
+from .frame_arithmetic import frame_logits
 from .memory_bank import MemoryRules, MemorySelection, ObjectMemory, StoredMemory
 from .prompts import BOX_LABELS, check_box, check_clicks, check_mask
-
-PREVIOUS_MASK_CLAMP = 32.0  # previous mask logits fed back with correction clicks are clamped to +-32 (Meta)
-HOLE_LOGIT = 0.1  # logit given to filled holes (Meta)
 
 
 def resize_video_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -164,7 +162,10 @@ class VideoSessionBase:
     - `_encode_frame(frame_idx)`: the image features of a frame (a tuple of arrays, cached by the session);
     - `_predict(features, tracks, selections, ...)`: the objects' outputs on a frame as `StoredMemory`s;
     - `_encode_memories(features, outputs)`: the spatial memories of prompted outputs;
-    - `_result(frame_idx, outputs)`: the masks at the video's resolution.
+    - `_to_device(array)`: a stored array where the runtime computes (default: as it is);
+
+    and set `_array_kind`, an empty float32 array of the runtime's kind on its device. What a step does around the
+    networks (candidate choice, hole filling, the frame's result) is `frame_arithmetic`'s, shared by both runtimes.
     """
 
     def __init__(
@@ -229,7 +230,7 @@ class VideoSessionBase:
         spatial memories in bfloat16 precision). `selections` (one per object, one layout) say what they attend to,
         `None` on a frame without memory. Prompts are for one object: `points` (coordinates `(K, 2)` in model-input
         pixels, labels `(K,)`) with optionally its `previous_masks` (a stored `pred_masks`, clamped here to
-        +-`PREVIOUS_MASK_CLAMP`), or a `mask` `(H, W)` float32 at the video's size; without prompts the frame is
+        +-`frame_arithmetic.PREVIOUS_MASK_CLAMP`), or a `mask` `(H, W)` float32 at the video's size; without prompts the frame is
         tracked (and its memory encoded with `encode_memory`)."""
         raise NotImplementedError
 
@@ -237,9 +238,22 @@ class VideoSessionBase:
         """The spatial memories (bfloat16 precision) of prompted outputs on one frame, one batch."""
         raise NotImplementedError
 
+    def _to_device(self, array):
+        """A stored array (a memory bank's) on the device the runtime computes on."""
+        return array
+
     def _result(self, frame_idx: int, outputs: list[StoredMemory | None]) -> Sam2VideoFrameResult:
-        """Masks of all objects at the video's resolution (`-1024` where an object has no output)."""
-        raise NotImplementedError
+        """Masks of all objects at the video's resolution (`NO_OBJECT_SCORE` where an object has no output)."""
+        outputs = [o if o is not None and o.pred_masks is not None else None for o in outputs]
+        masks, scores = frame_logits(
+            [None if o is None else self._to_device(o.pred_masks) for o in outputs],
+            [None if o is None else o.object_score for o in outputs],
+            self._array_kind,
+            (self.image_size // 4,) * 2,
+            (self.video_height, self.video_width),
+            self.non_overlap_masks,
+        )
+        return Sam2VideoFrameResult(frame_idx, self.object_ids, masks, scores)
 
     # Frames ----------------------------------------------------------------------------------------------------
 
