@@ -28,4 +28,10 @@ def load_j_and_f(**kwargs):
     return _load("j_and_f.py", **kwargs)
 
 
-__all__ = ["load_accuracy", "load_j_and_f", "load_mean_iou"]
+def load_box_tracking(**kwargs):
+    """`evaluate.load` of the packaged one-pass evaluation of box tracks (`box_tracking.py`, no Hub access): success
+    AUC, precision at 20 px, normalized precision."""
+    return _load("box_tracking.py", **kwargs)
+
+
+__all__ = ["load_accuracy", "load_box_tracking", "load_j_and_f", "load_mean_iou"]
