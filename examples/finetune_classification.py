@@ -9,7 +9,9 @@ Folders hold one sub-folder per class (`train/dog/1.jpg`). `--model_name_or_path
 (e.g. the output of `pretrain_mae.py`) or a converted Meta checkpoint; its decoder is dropped. As Meta does for
 fine-tuning, the classifier pools the queries 3 times (`--num_query_pool`, the MAE models pool twice; pooling has no
 weights). The accuracy metric ships with hiera-hf (`hiera_hf.metrics.load_accuracy`) and works offline. Same
-data options and launch modes (`accelerate launch`) as `pretrain_mae.py`.
+data options and launch modes (`accelerate launch`) as `pretrain_mae.py`. `--lora_r 8` trains LoRA adapters (PEFT) on
+every block's `qkv` (`--lora_target_modules`) and the classifier in full: the adapters are saved to
+`OUTPUT_DIR/lora_adapter`, the merged model to `OUTPUT_DIR`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from transformers import AutoConfig, HfArgumentParser, Trainer, TrainingArgument
 
 from hiera_hf import HieraForImageClassification, HieraForVideoClassification, get_preset
 from hiera_hf.hub import resolve_model
+from hiera_hf.lora import LoraArguments, merge_for_saving
 from hiera_hf.metrics import load_accuracy
 
 
@@ -43,8 +46,8 @@ class FinetuneArguments:
 
 
 def main(argv: list[str] | None = None) -> Trainer:
-    parser = HfArgumentParser((FinetuneArguments, DataArguments, TrainingArguments))
-    args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((FinetuneArguments, LoraArguments, DataArguments, TrainingArguments))
+    args, lora_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False
     set_seed(training_args.seed)
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> Trainer:
         num_query_pool=args.num_query_pool,
         drop_path_rate=args.drop_path_rate,
     )
+    model = lora_args.apply(model)  # with --lora_r: adapters on every qkv, the classifier trained in full
     accuracy = load_accuracy()
 
     def compute_metrics(prediction) -> dict[str, float]:
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> Trainer:
         callbacks=[EpochCallback(*datasets)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    merge_for_saving(trainer)  # with LoRA: the adapters to output_dir/lora_adapter, the merged model below
     trainer.save_model()
     if trainer.eval_dataset is not None:
         trainer.save_metrics("eval", trainer.evaluate())

@@ -12,6 +12,8 @@
 0 background, 1..k objects, 255 void). Every step prompts each object with a click (3 output masks, the best one
 supervised) or a noisy box, sampled from its mask. Evaluation reports the mean IoU of the predicted mask (the one
 with the best predicted IoU) over the prompts. Any other `TrainingArguments` apply (`--bf16`, `--save_steps`, ...).
+`--lora_r 8` trains LoRA adapters instead (PEFT; `--lora_target_modules`, default the trunk's `qkv` and the
+attentions' `q_proj`, `v_proj`): they are saved to `OUTPUT_DIR/lora_adapter`, the merged model to `OUTPUT_DIR`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from accelerate import PartialState
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hiera_hf.hub import resolve_model
+from hiera_hf.lora import LoraArguments, merge_for_saving
 from hiera_hf.metrics import load_mean_iou
 from hiera_hf.sam2 import Sam2Config, Sam2Model
 from hiera_hf.sam2.data import Sam2ImageCollator, Sam2ImageDataset
@@ -118,6 +121,7 @@ def fit(
         preprocess_logits_for_metrics=preprocess_logits,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    merge_for_saving(trainer)  # with LoRA: the adapters to output_dir/lora_adapter, the merged model below
     trainer.save_model()
     if evaluation is not None:
         trainer.save_metrics("eval", trainer.evaluate())
@@ -126,15 +130,15 @@ def fit(
 
 
 def main(argv: list[str] | None = None) -> Trainer:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((ModelArguments, LoraArguments, DataArguments, TrainingArguments))
+    model_args, lora_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]  # not `input_labels`, the click labels (a prompt)
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = True  # clicks and boxes use different prompt weights (as Meta)
     set_seed(training_args.seed)
 
-    model = build_model(model_args)
+    model = lora_args.apply(build_model(model_args))
     train, evaluation = build_datasets(data_args, model.config)
     collator = Sam2ImageCollator(
         model.config.image_size,

@@ -14,7 +14,7 @@ frame is prompted with the mask (half of the steps), a click or a box, correctiv
 (`Sam2VideoModelForTraining`, `hiera_hf.sam2.training`). Evaluation prompts the first frame with its mask and
 reports DAVIS J&F over the other frames. The saved folder loads as a `Sam2VideoModel`. Meta's recipe also uses a
 lower learning rate for the image encoder, layer decay and gradient clipping at 0.1 (`--max_grad_norm 0.1`);
-`--freeze_image_encoder` is the simple alternative.
+`--freeze_image_encoder` is the simple alternative; `--lora_r 8` trains LoRA adapters (as in finetune_sam2.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from finetune_sam2 import ModelArguments, build_model, fit
 from pretrain_mae import write_parameter_checksum
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from hiera_hf.lora import LoraArguments
 from hiera_hf.metrics import load_j_and_f
 from hiera_hf.sam2.data import DavisVideoDataset, Sam2VideoCollator
 from hiera_hf.sam2.loss_sam2 import IGNORE_INDEX
@@ -63,14 +64,15 @@ def video_names(path: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> Trainer:
-    parser = HfArgumentParser((VideoModelArguments, DataArguments, TrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((VideoModelArguments, LoraArguments, DataArguments, TrainingArguments))
+    model_args, lora_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = True  # prompt kinds use different weights (Meta sets it too)
     set_seed(training_args.seed)
 
     model = build_model(model_args, Sam2VideoModelForTraining, num_correction_points=model_args.num_correction_points)
+    model = lora_args.apply(model)  # memory attention's q_proj / v_proj are adapted too
     config = model.config
     sizes = {
         "image_size": config.image_size,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..lora import base_model
 from .frame_arithmetic import PREVIOUS_MASK_CLAMP, fill_holes, mask_prompt, resize
 from .memory_bank import MemorySelection, StoredMemory
 from .memory_tokens import MemoryTokens, gather_memory
@@ -26,7 +27,7 @@ class Sam2VideoSession(VideoSessionBase):
     prompts, propagation and memory API).
 
     Args:
-        model: the video model (eval mode is set).
+        model: the video model (eval mode is set), or a `peft.PeftModel` of one (see `hiera_hf.lora`).
         source: a video file (PyAV), a folder of JPEG/PNG frames, a list of PIL images / `(H, W, 3)` arrays, a
             `(T, H, W, 3)` array, a `VideoFrames`; or `None` for an open stream fed with `push_frame`.
         offload_memory_to_cpu: keep the memory bank (spatial memories and mask logits) on the CPU when the model
@@ -68,6 +69,7 @@ class Sam2VideoSession(VideoSessionBase):
         read_ahead: bool | None = None,
         progress: bool = True,
     ):
+        model = base_model(model)  # a model with LoRA adapters tracks with its adapters
         if not isinstance(model, Sam2VideoModel):
             raise TypeError(f"model must be a Sam2VideoModel, got {type(model).__name__}")
         self.model = model.eval()
