@@ -664,11 +664,16 @@ class HieraBackbone(BackboneMixin, HieraPreTrainedModel):
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool = True,
     ) -> BackboneOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, channels, height, width)` or
-            `(batch_size, channels, frames, height, width)`): normalised input.
+            `(batch_size, channels, frames, height, width)`): normalised input; sides multiples of the total stride
+            (32 for the image models), other sizes than the config's included.
         output_hidden_states, output_attentions (`bool`, *optional*): as for [`HieraModel`]; default: the config's.
+        interpolate_pos_encoding (`bool`): resize the position embeddings to an input of another size than the
+            config's (default, as dense-prediction heads such as UperNet or Mask2Former feed their own sizes and pass
+            no such flag); `False` refuses other sizes.
         """
         output_hidden_states, output_attentions = resolve_output_flags(self, output_hidden_states, output_attentions)
         need_stem = "stem" in self.out_features
@@ -676,6 +681,7 @@ class HieraBackbone(BackboneMixin, HieraPreTrainedModel):
             pixel_values,
             output_hidden_states=output_hidden_states or need_stem,
             output_attentions=output_attentions,
+            interpolate_pos_encoding=interpolate_pos_encoding,
         )
         maps = dict(zip(self.stage_names, (outputs.hidden_states[0] if need_stem else None, *outputs.intermediates)))
         feature_maps = tuple(maps[name].movedim(-1, 1).contiguous() for name in self.out_features)
