@@ -266,26 +266,29 @@ def test_track_mask_prompt_start_frame_direction_and_formats(sam2_folder, frames
     out = tmp_path / "out"
     argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--out", str(out), "--quiet"]
     prompts = ["--mask", f"2,3,{tmp_path / 'square.png'}", "--point", "2,5,50,40"]
-    assert main([*argv, *prompts, "--direction", "backward", "--format", "rle,objects,png,mp4"]) == 0
+    assert main([*argv, *prompts, "--direction", "backward", "--format", "rle,objects,png,boxes,mp4"]) == 0
     names = [f"{t:05d}" for t in range(3)]  # from frame 2 (the first prompt) back to 0
     assert sorted(p.stem for p in (out / "masks").iterdir()) == names
     assert sorted(p.stem for p in (out / "rle").iterdir()) == names
     assert sorted(p.name for p in (out / "objects").iterdir()) == ["3", "5"]
-    for name in names:
+    assert sorted(p.name for p in (out / "boxes").iterdir()) == ["3.txt", "5.txt"]
+    for t, name in enumerate(names):
         records = json.loads((out / "rle" / f"{name}.json").read_text())
-        assert [r["object_id"] for r in records] == [3, 5]
+        assert [(r["id"], r["frame_idx"]) for r in records] == [(3, t), (5, t)]
         with Image.open(out / "masks" / f"{name}.png") as png:
             labels = np.asarray(png)
         for record in records:
             rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
             decoded = coco_mask.decode(rle).astype(bool)
-            with Image.open(out / "objects" / str(record["object_id"]) / f"{name}.png") as png:
+            with Image.open(out / "objects" / str(record["id"]) / f"{name}.png") as png:
                 assert np.array_equal(np.asarray(png) > 0, decoded)
             assert decoded.sum() == record["area"] and decoded.shape == (HEIGHT, WIDTH)
-            assert np.all(decoded[labels == record["object_id"]])  # the label map's pixels are the object's
+            assert np.array_equal(decoded, labels == record["id"])  # the label map's pixels are the object's
+            box = (out / "boxes" / f"{record['id']}.txt").read_text().splitlines()[t]
+            assert [int(v) for v in box.split(",")] == record["bbox"]
     assert (out / "overlay.mp4").is_file()
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert {mode(p) for p in files if p.suffix == ".json" or p.parent.parent.name == "objects"} == {0o644}
+    assert {mode(p) for p in files if p.suffix in (".json", ".txt") or p.parent.parent.name == "objects"} == {0o644}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind
 
     # From a later start frame, forward only, RLE only: frames 1..3, nothing else written.
@@ -294,6 +297,11 @@ def test_track_mask_prompt_start_frame_direction_and_formats(sam2_folder, frames
     assert main([*argv, "--start-frame", "1", "--direction", "forward", "--format", "rle"]) == 0
     assert sorted(p.name for p in other.iterdir()) == ["rle"]
     assert sorted(p.stem for p in (other / "rle").iterdir()) == ["00001", "00002", "00003"]
+
+    # boxes alone: line N is frame N, frames not tracked and absent objects 0,0,0,0
+    assert main([*argv, "--start-frame", "2", "--direction", "forward", "--format", "boxes"]) == 0
+    lines = (other / "boxes" / "3.txt").read_text().splitlines()
+    assert len(lines) == FRAMES and lines[:2] == ["0,0,0,0"] * 2 and all(len(line.split(",")) == 4 for line in lines)
 
 
 @pytest.mark.parametrize(
