@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from app_helpers import BOX_2, CLICK_2, CLICKS_1, CORRECTION, NUM_FRAMES, SIZE
 from PIL import Image
 from pycocotools import mask as coco_mask
-from sam2_helpers import media, meta_model, write_folder
+from sam2_helpers import media
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
 from hiera_hf.app import AppSession, Models, Sessions
@@ -22,76 +23,28 @@ from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
 
-SIZE = 256  # model input: small to keep the tests fast
-VIDEO_SIZE = (320, 180)
-OBJECT_SCORE_SHIFT = 20.0
-NUM_FRAMES = 3
-
-
-def converted_tiny(path: Path, image_size: int, score_shift: float) -> Path:
-    """A converted random-weight SAM 2.1 tiny at `image_size` (Meta's model, saved and converted like the other
-    tests), its object-score bias raised by `score_shift` so that tracked objects stay present (random weights
-    predict them absent)."""
-    meta = meta_model("sam2.1_hiera_tiny", image_size=image_size)
-    with torch.no_grad():
-        meta.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(score_shift)
-    return write_folder(meta, "sam2.1_hiera_tiny", path, image_size=image_size)[0]
-
-
-def first_frames(folder: Path, count: int, size: tuple[int, int]) -> Path:
-    """The first `count` frames of the shared blocks.mp4 resized to `size` (width, height), as PNGs in `folder`."""
-    import av
-
-    with av.open(media("blocks.mp4")) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            frame.to_image().resize(size).save(folder / f"{index:05d}.png")
-            if index == count - 1:
-                break
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    return converted_tiny(tmp_path_factory.mktemp("sam"), SIZE, OBJECT_SCORE_SHIFT)
-
-
-@pytest.fixture(scope="module")
-def models(model_folder) -> Models:
-    return Models.from_pretrained(model_folder, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return first_frames(tmp_path_factory.mktemp("clip"), NUM_FRAMES, VIDEO_SIZE)
-
-
-# Objects on the clip: object 1 by clicks (one background), object 2 by a box and a click, both on frame 0.
-CLICKS_1 = [(100, 90, 1), (140, 100, 1), (60, 40, 0)]
-BOX_2, CLICK_2 = (200, 60, 300, 160), (250, 110, 1)
-CORRECTION = (120, 95, 0)  # a background click on object 1, frame 1
-
 
 @pytest.fixture
-def session(models):
-    session = AppSession(models)
+def session(app_models):
+    session = AppSession(app_models)
     yield session
     session.close()
 
 
-def test_image_model_is_a_view_of_the_video_model(models, model_folder):
-    video_params = {p.data_ptr() for p in models.video.parameters()}
-    assert {p.data_ptr() for p in models.image.parameters()} <= video_params
-    assert not any(p.is_meta for p in models.image.parameters())
-    loaded = Sam2Model.from_pretrained(model_folder).eval()
+def test_image_model_is_a_view_of_the_video_model(app_models, app_model_folder):
+    video_params = {p.data_ptr() for p in app_models.video.parameters()}
+    assert {p.data_ptr() for p in app_models.image.parameters()} <= video_params
+    assert not any(p.is_meta for p in app_models.image.parameters())
+    loaded = Sam2Model.from_pretrained(app_model_folder).eval()
     pixels = torch.randn(1, 3, SIZE, SIZE)
     points, labels = torch.tensor([[[[100.0, 80.0]]]]), torch.tensor([[[1]]])
     with torch.no_grad():
-        ours = models.image(pixel_values=pixels, input_points=points, input_labels=labels)
+        ours = app_models.image(pixel_values=pixels, input_points=points, input_labels=labels)
         reference = loaded(pixel_values=pixels, input_points=points, input_labels=labels)
     torch.testing.assert_close(ours.pred_masks, reference.pred_masks, rtol=0, atol=0)
 
 
-def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
+def test_click_gives_the_models_mask_from_the_cached_embedding(session, app_models):
     image = np.asarray(Image.open(media("dog.jpg")).convert("RGB"))
     state = session.image
     state.open(media("dog.jpg"))
@@ -99,10 +52,10 @@ def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
     obj_id = state.click(250, 160)
     first = state.mask()
     # the reference: the whole model (encoder included) on the same image and click, the best candidate
-    inputs = models.processor(image, input_points=[[[[250, 160]]]], input_labels=[[[1]]])
+    inputs = app_models.processor(image, input_points=[[[[250, 160]]]], input_labels=[[[1]]])
     with torch.no_grad():
-        output = models.image(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
-    masks = models.processor.post_process_masks(output.pred_masks, inputs["original_sizes"])[0][0]
+        output = app_models.image(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
+    masks = app_models.processor.post_process_masks(output.pred_masks, inputs["original_sizes"])[0][0]
     best = int(output.iou_scores[0, 0].argmax())
     np.testing.assert_array_equal(first, masks[best].numpy())
     assert first.any() and state.selected() == best
@@ -196,9 +149,9 @@ def files_under(folder: Path) -> dict[str, bytes]:
 
 
 def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
-    session, clip, models, model_folder, tmp_path
+    session, app_clip, app_models, app_model_folder, tmp_path
 ):
-    video = session.open_video(str(clip))
+    video = session.open_video(str(app_clip))
     assert video.num_frames == NUM_FRAMES
     one, two = video.add_object(), video.add_object()
     # in the order `hiera-hf track` applies its flags (boxes first): the session batches objects in that order
@@ -217,7 +170,7 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     points = [f"0,1,{x},{y},{label}" for x, y, label in CLICKS_1] + ["0,2,{},{},{}".format(*CLICK_2)]
     flags = [arg for p in points for arg in ("--point", p)] + ["--box", "0,2,{},{},{},{}".format(*BOX_2)]
     cli = tmp_path / "cli"
-    argv = ["track", str(clip), "--model", str(model_folder), "--out", str(cli), "--quiet", *flags]
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--out", str(cli), "--quiet", *flags]
     assert cli_main([*argv, "--format", "png,rle,objects,boxes,mp4"]) == 0
     expected = files_under(cli)
     names = [f"{t:05d}" for t in range(NUM_FRAMES)]
@@ -260,7 +213,8 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     assert list(video.track(1, "forward")) == list(range(1, NUM_FRAMES))
     reference = tmp_path / "reference"
     reference.mkdir()
-    with Sam2VideoSession(models.video, str(clip), progress=False, add_all_frames_to_correct_as_cond=True) as direct:
+    clip = str(app_clip)
+    with Sam2VideoSession(app_models.video, clip, progress=False, add_all_frames_to_correct_as_cond=True) as direct:
         direct.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
         direct.add_points(0, 1, [c[:2] for c in CLICKS_1], [c[2] for c in CLICKS_1])
         list(direct.propagate(reverse="both"))
@@ -276,7 +230,7 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     assert video.session.object_ids == [one]
 
 
-def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
+def test_bad_input_gets_a_short_message(session, app_models, app_clip, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     with pytest.raises(ValueError, match="not an image"):
@@ -306,7 +260,7 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
             session.open_video(str(source))
     with pytest.raises(ValueError, match="Open a video first"):
         session.require_video()
-    video = session.open_video(str(clip))
+    video = session.open_video(str(app_clip))
     with pytest.raises(ValueError, match="Nothing to track"):
         video.track()
     with pytest.raises(ValueError, match=f"Frame index {NUM_FRAMES} is out of range"):
@@ -328,11 +282,11 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
         Models.from_pretrained(tmp_path / "nothing-here")
 
 
-def test_sessions_are_separate_and_freed(models, clip):
-    sessions = Sessions(models)
+def test_sessions_are_separate_and_freed(app_models, app_clip):
+    sessions = Sessions(app_models)
     first, second = sessions.get("tab-1"), sessions.get("tab-2")
     assert first is not second and sessions.get("tab-1") is first and len(sessions) == 2
-    first.open_video(str(clip)).click(0, 100, 90)
+    first.open_video(str(app_clip)).click(0, 100, 90)
     second.image.open(media("dog.jpg"))
     assert second.video is None and first.image.image is None
     folder = first.folder

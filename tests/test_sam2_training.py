@@ -21,7 +21,7 @@ if "training.trainer" not in sys.modules:
     _trainer_stub = types.ModuleType("training.trainer")
     _trainer_stub.CORE_LOSS_KEY = "core_loss"
     sys.modules["training.trainer"] = _trainer_stub
-from sam2_helpers import load_converted, meta_video_predictor  # noqa: E402
+from sam2_helpers import TINY, load_converted, meta_video_predictor, tiny_config  # noqa: E402
 from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 
 from hiera_hf.metrics import load_j_and_f, load_mean_iou  # noqa: E402
@@ -33,30 +33,9 @@ from hiera_hf.sam2.modeling_sam2_video import Sam2VideoModel  # noqa: E402
 from hiera_hf.sam2.prompt_sampling import sample_box, sample_click  # noqa: E402
 from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips  # noqa: E402
 
+pytestmark = pytest.mark.slow  # training steps, clips and the fine-tuning examples: the suite's slow part
+
 ROOT = Path(__file__).resolve().parents[1]
-
-# A small SAM 2.1 for fast CPU steps: 64x64 inputs (4x4 image embeddings, 16x16 low-resolution masks).
-TINY = {
-    "image_size": 64,
-    "embed_dim": 16,
-    "num_heads": (1, 1, 2, 2),
-    "depths": (1, 1, 1, 1),
-    "window_sizes": (4, 4, 2, 2),
-    "global_attention_blocks": (2,),
-    "window_position_embedding_background_size": (4, 4),
-    "fpn_hidden_size": 32,
-    "decoder_num_heads": 2,
-    "decoder_mlp_dim": 64,
-    "iou_head_hidden_dim": 32,
-    "memory_attention_num_layers": 1,
-    "memory_attention_feedforward_dim": 64,
-    "memory_encoder_hidden_size": 16,
-}
-
-
-def tiny_config(**kwargs) -> Sam2Config:
-    return Sam2Config.from_preset("sam2.1_hiera_tiny", **{**TINY, **kwargs})
-
 
 def meta_loss():
     """Meta's loss with the weights of its SAM 2.1 fine-tuning config (`sam2.1_hiera_b+_MOSE_finetune.yaml`)."""

@@ -507,21 +507,6 @@ def _formats(text: str) -> tuple[str, ...]:
     return names
 
 
-def _read_mask(path: Path, obj: int):
-    """The boolean mask `(H, W)` in a PNG: its nonzero pixels, or for a label map (a palette PNG such as `track`
-    writes) the pixels equal to `obj`."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            palette_mode = image.mode == "P"
-            values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
-    except OSError as error:
-        raise ValueError(f"Cannot read the mask {path}: {error}") from error
-    return values == obj if palette_mode else values > 0
-
-
 def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `track`."""
     parser.add_argument("video", metavar="VIDEO", help="a video file or a folder of JPEG/PNG frames")
@@ -580,7 +565,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _track_prompts(args: argparse.Namespace) -> dict:
     """`(frame, object) -> VideoPrompt` from the flags, checked (masks read)."""
-    from .sam2.video_prompts import VideoPrompt
+    from .sam2.video_prompts import VideoPrompt, read_mask
 
     prompts: dict[tuple[int, int], VideoPrompt] = {}
     for frame, obj, *box in args.box:  # ids checked when parsed
@@ -592,7 +577,7 @@ def _track_prompts(args: argparse.Namespace) -> dict:
     for frame, obj, path in args.mask:
         if (frame, obj) in prompts:
             raise ValueError(f"Object {obj} on frame {frame}: give a --mask or clicks and a box, not both")
-        prompts[frame, obj] = VideoPrompt(mask=_read_mask(path, obj))
+        prompts[frame, obj] = VideoPrompt(mask=read_mask(path, obj))
     if not prompts:
         raise ValueError("Give at least one --point or --box (or --mask)")
     if args.start_frame is not None and args.start_frame < 0:

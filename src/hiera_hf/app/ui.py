@@ -24,7 +24,7 @@ from .state import AppSession, Sessions
 
 LOGGER = logging.getLogger(__name__)
 CLICK_MODES = ["foreground", "background"]
-VIEW_FORMAT = "jpeg"  # the views are sent as JPEG: PNG/WebP encoding of a large frame takes 10-40x longer
+VIEW_FORMAT = "jpeg"  # the views are sent as JPEG, much faster to encode than PNG/WebP (benchmarks/README)
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)  # shows the mask generator's tqdm bar in the page
 AMG_DEFAULTS = {name: p.default for name, p in inspect.signature(Sam2AutomaticMaskGenerator).parameters.items()}
 CLICK_PROGRESS = "minimal"  # no overlay over the view while a click is decoded: the next click can come at once
@@ -176,10 +176,12 @@ class _Tab:
         """`handler` with its errors reported in the page (`_guarded`)."""
         return _guarded(self.status)(handler)
 
-    def _object_controls(self, tab: str) -> None:
-        """The click mode, object picker, New / Remove buttons and rename box of the tab (ids `<tab>-mode` ...),
-        and the hidden button `<tab>-box` that a drag on the tab's view clicks (see `DRAG_BOX_JS`) with the textbox
-        that carries the box to the server."""
+    def _common_controls(self, tab: str, what: str, path_label: str) -> None:
+        """The controls both tabs have (ids `<tab>-file` ...): the upload of `what` and the path box, the click
+        mode, object picker, New / Remove buttons and rename box, and the hidden button `<tab>-box` that a drag on
+        the tab's view clicks (see `DRAG_BOX_JS`) with the textbox that carries the box to the server."""
+        self.file = gr.File(label=f"Open {what}", elem_id=f"{tab}-file")
+        self.path = gr.Textbox(label=path_label, elem_id=f"{tab}-path")
         self.mode = gr.Radio(CLICK_MODES, value="foreground", label="A click adds", elem_id=f"{tab}-mode")
         self.box, self.box_value = gr.Button(visible="hidden", elem_id=f"{tab}-box"), gr.Textbox(visible=False)
         self.object = gr.Dropdown(label="Object", choices=[], elem_id=f"{tab}-object")
@@ -208,9 +210,7 @@ class ImageTab(_Tab):
         self._wire()
 
     def _controls(self) -> None:
-        self.file = gr.File(label="Open an image", elem_id="image-file")
-        self.path = gr.Textbox(label="...or a path on the server (Enter)", elem_id="image-path")
-        self._object_controls("image")
+        self._common_controls("image", "an image", "...or a path on the server (Enter)")
         self.candidate = gr.Radio([], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate")
         self.everything = gr.Button("Segment everything", elem_id="image-everything")
         with gr.Accordion("Segment everything: settings", open=False):
@@ -340,9 +340,7 @@ class VideoTab(_Tab):
         self._wire()
 
     def _controls(self) -> None:
-        self.file = gr.File(label="Open a video", elem_id="video-file")
-        self.path = gr.Textbox(label="...or a video file / frame folder on the server (Enter)", elem_id="video-path")
-        self._object_controls("video")
+        self._common_controls("video", "a video", "...or a video file / frame folder on the server (Enter)")
         self.direction = gr.Radio(list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction")
         self.max_frames = gr.Number(label="At most N frames each way (0: all)", precision=0, elem_id="video-max")
         with gr.Row():

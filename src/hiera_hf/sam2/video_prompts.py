@@ -6,10 +6,12 @@ session batches them in that order). Torch-free: any `VideoSessionBase` runtime 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from .video_tracking import Sam2VideoFrameResult, VideoSessionBase
 
@@ -25,6 +27,18 @@ class VideoPrompt:
     clicks: list[tuple[float, float, int]] = field(default_factory=list)
     box: list[float] | None = None
     mask: np.ndarray | None = None
+
+
+def read_mask(path: str | os.PathLike, obj_id: int) -> np.ndarray:
+    """An object's mask prompt `(H, W)` bool from a PNG: its nonzero pixels, or for a label map (a palette PNG such
+    as `video_output` writes) the pixels equal to `obj_id`. `ValueError` for a file that is not an image."""
+    try:
+        with Image.open(path) as image:
+            palette_mode = image.mode == "P"
+            values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
+    except OSError as error:
+        raise ValueError(f"Cannot read the mask {path}: {error}") from error
+    return values == obj_id if palette_mode else values > 0
 
 
 def apply_prompt(
@@ -62,4 +76,4 @@ def propagate(
     return session.propagate(start_frame, DIRECTIONS[direction], max_frames)
 
 
-__all__ = ["DIRECTIONS", "VideoPrompt", "apply_prompt", "apply_prompts", "check_direction", "propagate"]
+__all__ = ["DIRECTIONS", "VideoPrompt", "apply_prompt", "apply_prompts", "check_direction", "propagate", "read_mask"]
