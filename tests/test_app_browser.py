@@ -331,8 +331,8 @@ def test_tabs_used_at_once_each_get_their_own_masks(browser, server, app_models,
         sessions = [blocks.sessions.get(i) for i in blocks.sessions.ids()]
         if name == "video":
             prompted = [s.video for s in sessions if s.video is not None]
-            (video,) = [v for v in prompted if near(v.prompts.get((0, 1), {}).get("clicks"), name)]
-            click = video.prompts[0, 1]["clicks"][0][:2]
+            (video,) = [v for v in prompted if near(getattr(v.prompts.get((0, 1)), "clicks", None), name)]
+            click = video.prompts[0, 1].clicks[0][:2]
             with Sam2VideoSession(app_models.video, str(app_clip), progress=False) as alone:  # no correction
                 result = alone.add_points(0, 1, [click], [1])
             np.testing.assert_array_equal(video.labels(0), label_map(result))
