@@ -137,7 +137,8 @@ def test_import_and_help_do_not_import_torch():
         "assert 'sam2.1_hiera_tiny' in SAM2_PRESETS\n"
         "heavy = {'torch', 'transformers', 'numpy', 'PIL'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
-        "for argv in (['--version'], ['track', 'clip.mp4', '--model', 'x', '--out', 'o', '--point', '1,2'], ['--help']):\n"
+        "track = ['track', 'clip.mp4', '--model', 'x', '--out', 'o']\n"
+        "for argv in (['--version'], [*track, '--point', '1,2'], [*track, '--format', 'png,gif'], ['--help']):\n"
         "    try:\n"
         "        hiera_hf.cli.main(argv)\n"
         "    except SystemExit as exit:\n"
@@ -145,7 +146,8 @@ def test_import_and_help_do_not_import_torch():
         "assert not {'torch', 'transformers'} & set(sys.modules)"
     )
     assert "hiera-hf 0.1.0" in run.stdout and "--point must be 4 or 5 comma-separated numbers" in run.stderr
-    assert run.stdout.count("exit 0") == 2 and "exit 2" in run.stdout and "COMMAND" in run.stdout
+    assert "unknown format 'gif'" in run.stderr  # checked by the output layer, torch-free
+    assert run.stdout.count("exit 0") == 2 and run.stdout.count("exit 2") == 2 and "COMMAND" in run.stdout
 
 
 @pytest.mark.parametrize(

@@ -498,12 +498,13 @@ def _mask_prompt(text: str) -> tuple[int, int, Path]:
 
 def _formats(text: str) -> tuple[str, ...]:
     """An argparse `type` for `--format`: comma-separated names out of `video_output.FORMATS`."""
-    from .sam2.video_output import FORMATS
+    from .sam2.video_output import check_formats
 
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
-    unknown = [name for name in names if name not in FORMATS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(FORMATS)}")
+    try:
+        check_formats(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return names
 
 

@@ -116,13 +116,18 @@ def _written_by_us(kind: str) -> Callable[[Path], bool]:
     return check
 
 
+def check_formats(formats: Sequence[str]) -> None:
+    """`ValueError` unless `formats` is one or more names out of `FORMATS`."""
+    unknown = [kind for kind in formats if kind not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(FORMATS)}")
+
+
 def check_output(out: str | os.PathLike, formats: Sequence[str]) -> None:
     """Refuse (`ValueError`, `FileExistsError`) before any work what `write_tracking(out, formats)` could not write:
     an unknown format, `out` a file, a format's folder holding files of something else, `overlay.mp4` a folder."""
     out = Path(out)
-    unknown = [kind for kind in formats if kind not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(FORMATS)}")
+    check_formats(formats)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
     for kind in formats:
@@ -221,6 +226,7 @@ def _video_stream(container, fps: float, width: int, height: int):
 
 __all__ = [
     "FORMATS",
+    "check_formats",
     "check_output",
     "label_map",
     "mask_box",
