@@ -293,17 +293,17 @@ def test_track_mask_prompt_start_frame_direction_and_formats(sam2_folder, frames
     assert {mode(p) for p in files if p.suffix in (".json", ".txt") or p.parent.parent.name == "objects"} == {0o644}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind
 
-    # From a later start frame, forward only, RLE only: frames 1..3, nothing else written.
+    # From a later start frame, forward only, RLE and boxes only: frames 1..3, nothing else written; line N of a
+    # boxes file is frame N, 0,0,0,0 on frames not tracked (and where the object is absent).
     other = tmp_path / "other"
     argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--out", str(other), "--quiet", *prompts]
-    assert main([*argv, "--start-frame", "1", "--direction", "forward", "--format", "rle"]) == 0
-    assert sorted(p.name for p in other.iterdir()) == ["rle"]
+    assert main([*argv, "--start-frame", "1", "--direction", "forward", "--format", "rle,boxes"]) == 0
+    assert sorted(p.name for p in other.iterdir()) == ["boxes", "rle"]
     assert sorted(p.stem for p in (other / "rle").iterdir()) == ["00001", "00002", "00003"]
-
-    # boxes alone: line N is frame N, frames not tracked and absent objects 0,0,0,0
-    assert main([*argv, "--start-frame", "2", "--direction", "forward", "--format", "boxes"]) == 0
-    lines = (other / "boxes" / "3.txt").read_text().splitlines()
-    assert len(lines) == FRAMES and lines[:2] == ["0,0,0,0"] * 2 and all(len(line.split(",")) == 4 for line in lines)
+    for obj in (3, 5):
+        lines = (other / "boxes" / f"{obj}.txt").read_text().splitlines()
+        records = [json.loads((other / "rle" / f"{t:05d}.json").read_text())[obj == 5] for t in range(1, FRAMES)]
+        assert lines == ["0,0,0,0"] + [",".join(map(str, r["bbox"])) for r in records]
 
 
 @pytest.mark.parametrize(
