@@ -96,10 +96,32 @@ def _source(file: str | None, path: str | None, what: str) -> str:
 
 
 class _Tab:
-    """What a tab's handlers share: the sessions of the open tabs and the page's "Messages" box."""
+    """A tab of the page: its layout (the view, `_below_view`, then `_controls` beside it; ids `<name>-...`) and what
+    its handlers share: the sessions of the open tabs and the page's "Messages" box. `_wire` connects the events."""
 
-    def __init__(self, sessions: Sessions, status: gr.Textbox):
+    def __init__(self, sessions: Sessions, status: gr.Textbox, name: str, labels: tuple[str, str], help_text: str):
         self.sessions, self.status = sessions, status
+        label, view_label = labels  # of the tab and of its view
+        with gr.Tab(label, elem_id=f"{name}-tab"):
+            gr.Markdown(help_text)
+            with gr.Row():
+                with gr.Column(scale=3):
+                    self.view = gr.Image(
+                        label=view_label, type="numpy", format=VIEW_FORMAT, interactive=False, elem_id=f"{name}-view"
+                    )
+                    self._below_view()
+                with gr.Column(scale=1):
+                    self._controls()
+        self._wire()
+
+    def _below_view(self) -> None:
+        """Components under the view (none by default)."""
+
+    def _controls(self) -> None:
+        raise NotImplementedError
+
+    def _wire(self) -> None:
+        raise NotImplementedError
 
     def session(self, request: gr.Request) -> AppSession:
         return self.sessions.get(request.session_hash)
@@ -128,18 +150,7 @@ class ImageTab(_Tab):
     everything, export."""
 
     def __init__(self, sessions: Sessions, status: gr.Textbox):
-        super().__init__(sessions, status)
-        with gr.Tab("Image", elem_id="image-tab"):
-            gr.Markdown(HELP)
-            with gr.Row():
-                with gr.Column(scale=3):
-                    self.view = gr.Image(
-                        label="Image", type="numpy", format=VIEW_FORMAT, interactive=False, elem_id="image-view"
-                    )
-                with gr.Column(scale=1):
-                    self._controls()
-        self.outputs = {status, self.view, self.object, self.candidate, self.files}
-        self._wire()
+        super().__init__(sessions, status, "image", ("Image", "Image"), HELP)
 
     def _controls(self) -> None:
         self._common_controls("image", "an image", "...or a path on the server (Enter)")
@@ -162,6 +173,7 @@ class ImageTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="image-files")
 
     def _wire(self) -> None:
+        self.outputs = {self.status, self.view, self.object, self.candidate, self.files}
         on, outputs = self.guarded, self.outputs
         gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
         self.view.select(on(self.click), self.mode, outputs, show_progress=CLICK_PROGRESS)
@@ -257,19 +269,11 @@ class VideoTab(_Tab):
     """The Video tab: open a video, click or drag a box on any frame, track (and stop), correct, export."""
 
     def __init__(self, sessions: Sessions, status: gr.Textbox):
-        super().__init__(sessions, status)
-        with gr.Tab("Video", elem_id="video-tab"):
-            gr.Markdown(HELP.replace("the image", "a frame") + " *Track* propagates all objects; *Stop* interrupts.")
-            with gr.Row():
-                with gr.Column(scale=3):
-                    self.view = gr.Image(
-                        label="Frame", type="numpy", format=VIEW_FORMAT, interactive=False, elem_id="video-view"
-                    )
-                    self.frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
-                with gr.Column(scale=1):
-                    self._controls()
-        self.outputs = {status, self.view, self.frame, self.object, self.files}
-        self._wire()
+        help_text = HELP.replace("the image", "a frame") + " *Track* propagates all objects; *Stop* interrupts."
+        super().__init__(sessions, status, "video", ("Video", "Frame"), help_text)
+
+    def _below_view(self) -> None:
+        self.frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
 
     def _controls(self) -> None:
         self._common_controls("video", "a video", "...or a video file / frame folder on the server (Enter)")
@@ -282,6 +286,7 @@ class VideoTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="video-files")
 
     def _wire(self) -> None:
+        self.outputs = {self.status, self.view, self.frame, self.object, self.files}
         on, outputs, frame = self.guarded, self.outputs, self.frame
         gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
         frame.release(on(self.show_frame), frame, outputs)
