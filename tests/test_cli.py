@@ -306,6 +306,29 @@ def test_track_mask_prompt_start_frame_direction_and_formats(sam2_folder, frames
         assert lines == ["0,0,0,0"] + [",".join(map(str, r["bbox"])) for r in records]
 
 
+def test_label_maps_boxes_and_records_of_the_output_layer():
+    from pycocotools import mask as coco_mask
+
+    from hiera_hf.sam2 import Sam2VideoFrameResult
+    from hiera_hf.sam2.video_output import label_map, mask_box, mask_record
+
+    logits = np.full((2, 4, 5), -1.0, dtype=np.float32)
+    logits[0, 1:3, 1:4] = 2.0  # object 7
+    logits[1, 2:4, 3:5] = 3.0  # object 3: the higher logit where they overlap
+    expected = np.zeros((4, 5), dtype=np.uint8)
+    expected[1:3, 1:4] = 7
+    expected[2:4, 3:5] = 3
+    for values in (logits, torch.from_numpy(logits)):  # ONNX Runtime's results are numpy, PyTorch's tensors
+        labels = label_map(Sam2VideoFrameResult(0, [7, 3], values, None))
+        assert labels.dtype == np.uint8 and np.array_equal(labels, expected)
+    assert mask_box(labels == 7) == [1, 1, 3, 2] and mask_box(labels == 9) == [0, 0, 0, 0]
+    record = mask_record(labels == 7, 7, frame_idx=4)
+    assert list(record) == ["id", "frame_idx", "area", "bbox", "segmentation"] and record["area"] == 5
+    rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
+    assert np.array_equal(coco_mask.decode(rle).astype(bool), labels == 7)
+    assert list(mask_record(labels == 3, 3, "cup")) == ["id", "name", "area", "bbox", "segmentation"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
