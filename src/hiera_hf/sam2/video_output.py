@@ -86,6 +86,7 @@ def mask_record(mask: np.ndarray, obj_id: int, name: str | None = None, frame_id
     """The COCO RLE record of an object's `(H, W)` bool mask: `id`, `name` (when known), `frame_idx` (on a video),
     `area` (pixels), `bbox` (`mask_box`) and `segmentation` (compressed RLE, pycocotools' string form)."""
     from .amg import coco_encode_rle, mask_to_rle  # numpy functions, in a module that imports torch
+
     record = {"id": int(obj_id)}
     if name is not None:
         record["name"] = name
