@@ -22,8 +22,7 @@ import av
 import torch
 
 from hiera_hf import Sam2Config, Sam2VideoModel, Sam2VideoSession
-from hiera_hf.app import build_app
-from hiera_hf.app.state import Models
+from hiera_hf.app import Models, build_app
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -30,10 +30,10 @@ from torchvision.transforms import v2
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from hiera_hf import HieraConfig, HieraForPreTraining, get_preset
+from hiera_hf.file_types import IMAGE_EXTENSIONS
 from hiera_hf.hub import resolve_model
 from hiera_hf.io_utils import atomic_write
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 
 

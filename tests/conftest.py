@@ -1,4 +1,5 @@
-"""Test-wide settings: never reach the network (no Hub access exists where the suite runs)."""
+"""Test-wide settings (never reach the network: no Hub access exists where the suite runs) and the fixtures that
+several modules share, built once per run."""
 
 import os
 import urllib.error
@@ -21,3 +22,31 @@ def no_network(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     return tried
+
+
+# Shared tiny models and media, built once per run (session scope) for every module that uses them -------------
+
+
+@pytest.fixture(scope="session")
+def app_model_folder(tmp_path_factory):
+    """The app tests' converted SAM 2.1 tiny (`app_helpers.converted_tiny`: 256 px input, objects kept present)."""
+    from app_helpers import OBJECT_SCORE_SHIFT, SIZE, converted_tiny
+
+    return converted_tiny(tmp_path_factory.mktemp("app-sam"), SIZE, OBJECT_SCORE_SHIFT)
+
+
+@pytest.fixture(scope="session")
+def app_models(app_model_folder):
+    """`hiera_hf.app.Models` of `app_model_folder` on the CPU (read-only: the tests share it)."""
+    from hiera_hf.app import Models
+
+    return Models.from_pretrained(app_model_folder, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def app_clip(tmp_path_factory):
+    """The first `app_helpers.NUM_FRAMES` frames of blocks.mp4 at `VIDEO_SIZE`, as a PNG folder."""
+    from app_helpers import NUM_FRAMES, VIDEO_SIZE, first_frames
+
+    return first_frames(tmp_path_factory.mktemp("app-clip"), NUM_FRAMES, VIDEO_SIZE)
+

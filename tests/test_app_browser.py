@@ -5,6 +5,7 @@ what `ImageState` / `Sam2VideoSession` and the track writers give for the same p
 
 Set HIERA_HF_APP_SCREENSHOT=path.png to save the screenshot made after the image clicks there (the README's)."""
 
+import copy
 import io
 import os
 import socket
@@ -14,30 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_helpers import BOX_2, NUM_FRAMES, VIDEO_SIZE, first_frames
 from PIL import Image
 from sam2_helpers import media
-from test_app_state import BOX_2, NUM_FRAMES, OBJECT_SCORE_SHIFT, SIZE, VIDEO_SIZE, converted_tiny, first_frames
 
-from hiera_hf.app.state import VIEW_MAX_SIDE, AppSession, Models
+from hiera_hf.app import AppSession
+from hiera_hf.app.views import VIEW_MAX_SIDE
 from hiera_hf.sam2 import Sam2VideoSession
 from hiera_hf.sam2.video_output import label_map, write_palette_png
+from hiera_hf.sam2.video_prompts import apply_prompts
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
 TIMEOUT_MS = 120_000
 LONG_CLIP = 24  # frames of the clip that Stop interrupts
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Models:
-    return Models.from_pretrained(converted_tiny(tmp_path_factory.mktemp("sam"), SIZE, OBJECT_SCORE_SHIFT), "cpu")
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return first_frames(tmp_path_factory.mktemp("clip"), NUM_FRAMES, VIDEO_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +42,14 @@ def long_clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(models):
+def server(app_models):
     """The app served on a free local port; yields (blocks, url)."""
     from hiera_hf.app import build_app  # Gradio is in the test extra: missing, this fails (never skips)
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    blocks = build_app(models)
+    blocks = build_app(app_models)
     _, url, _ = blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield blocks, url
     blocks.close()
@@ -152,7 +148,7 @@ def _mode(page, tab: str, mode: str) -> None:
     page.locator(f"#{tab}-mode label", has_text=mode).click()
 
 
-def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, models, tmp_path):
+def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, app_models, tmp_path):
     blocks, _ = server
     _open_dog(page)
     _click_pixel(page, "image-view", 250, 160, (500, 331))
@@ -161,7 +157,7 @@ def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, serv
     ((x, y, label),) = state._prompts[1].clicks
     assert abs(x - 250) <= 1 and abs(y - 160) <= 1 and label == 1
     first = state.mask(1)
-    reference = AppSession(models)  # the same click through the state logic directly
+    reference = AppSession(app_models)  # the same click through the state logic directly
     reference.image.open(media("dog.jpg"))
     reference.image.click(x, y)
     np.testing.assert_array_equal(first, reference.image.mask())
@@ -185,7 +181,7 @@ def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, serv
     assert screenshot.stat().st_size > 0
 
 
-def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, models):
+def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, app_models):
     blocks, _ = server
     _open_dog(page)
     _drag(page, "image-view", (300, 250), (120, 60), (500, 331))  # any two opposite corners
@@ -194,7 +190,7 @@ def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, mo
     prompt = state._prompts[1]
     assert prompt.clicks == []  # the release of a drag is not a click
     assert np.abs(np.subtract(prompt.box, [120, 60, 300, 250])).max() <= 1, prompt.box
-    reference = AppSession(models)
+    reference = AppSession(app_models)
     reference.image.open(media("dog.jpg"))
     reference.image.set_box(prompt.box)
     np.testing.assert_array_equal(state.mask(1), reference.image.mask())
@@ -224,9 +220,9 @@ def test_a_large_image_is_shown_scaled_down_and_clicks_land_on_its_pixels(page, 
     assert np.abs(np.subtract(prompt.box, (300, 200, 1500, 1000))).max() <= step, prompt.box
 
 
-def test_video_two_objects_track_correct_and_export(page, server, models, clip, tmp_path):
+def test_video_two_objects_track_correct_and_export(page, server, app_models, app_clip, tmp_path):
     blocks, _ = server
-    _open_clip_and_click(page, clip, NUM_FRAMES)
+    _open_clip_and_click(page, app_clip, NUM_FRAMES)
     _mode(page, "video", "background")
     _click_pixel(page, "video-view", 60, 40, VIDEO_SIZE)
     _wait_status(page, "Background click (")
@@ -238,11 +234,11 @@ def test_video_two_objects_track_correct_and_export(page, server, models, clip, 
     _wait_status(page, f"Tracked {NUM_FRAMES} frames")
 
     video = _session(blocks).require_video()
-    prompts = {key: dict(value) for key, value in video.prompts.items()}
+    prompts = {key: copy.deepcopy(value) for key, value in video.prompts.items()}
     assert sorted(prompts) == [(0, 1), (0, 2)]
     page.locator("#video-export").click()
     _wait_status(page, "Exported")
-    with zipfile.ZipFile(_session(blocks).folder / "exports" / "masks.zip") as archive:
+    with zipfile.ZipFile(_session(blocks).folder / "exports" / "tracking.zip") as archive:
         archive.extractall(tmp_path / "app")
 
     # the correction: a foreground click for object 2 on the last frame (shown after tracking), then track again
@@ -250,19 +246,16 @@ def test_video_two_objects_track_correct_and_export(page, server, models, clip, 
     _click_pixel(page, "video-view", 40, 150, VIDEO_SIZE)
     _wait_status(page, "Foreground click (")
     last = NUM_FRAMES - 1
-    correction = video.prompts[last, 2]["clicks"]
+    correction = video.prompts[last, 2].clicks
     page.locator("#video-direction label", has_text="forward").click()
     page.locator("#video-track").click()
     _wait_status(page, "Tracked 1 frames")
 
     expected = tmp_path / "expected"
     expected.mkdir()
-    with Sam2VideoSession(models.video, str(clip), progress=False, add_all_frames_to_correct_as_cond=True) as session:
-        for (frame, obj), prompt in prompts.items():
-            clicks = prompt.get("clicks")
-            points = None if clicks is None else [c[:2] for c in clicks]
-            labels = None if clicks is None else [c[2] for c in clicks]
-            session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+    clip = str(app_clip)
+    with Sam2VideoSession(app_models.video, clip, progress=False, add_all_frames_to_correct_as_cond=True) as session:
+        apply_prompts(session, prompts)
         for result in session.propagate(reverse="both"):
             write_palette_png(label_map(result), expected / f"{result.frame_idx:05d}.png")
         for t in range(NUM_FRAMES):
@@ -274,7 +267,7 @@ def test_video_two_objects_track_correct_and_export(page, server, models, clip, 
     assert {1, 2} <= set(np.unique(video.labels(0)))
 
 
-def test_segment_everything_shows_progress_and_exports_the_masks(page, server, models):
+def test_segment_everything_shows_progress_and_exports_the_masks(page, server, app_models):
     blocks, _ = server
     _open_dog(page)
     page.get_by_text("Segment everything: settings").click()
@@ -290,7 +283,7 @@ def test_segment_everything_shows_progress_and_exports_the_masks(page, server, m
     )
     count = int(_wait_status(page, "Found").split()[1])
     state = _session(blocks).image
-    reference = AppSession(models)  # the generator through the state logic directly, with the same settings
+    reference = AppSession(app_models)  # the generator through the state logic directly, with the same settings
     reference.image.open(media("dog.jpg"))
     assert reference.image.segment_everything(**settings, progress=False) == count > 0
     np.testing.assert_array_equal(state.labels(), reference.image.labels())
@@ -308,7 +301,7 @@ def _shown(page, view: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
 
 
-def test_tabs_used_at_once_each_get_their_own_masks(browser, server, models, clip):
+def test_tabs_used_at_once_each_get_their_own_masks(browser, server, app_models, app_clip):
     blocks, url = server
     # two tabs on the dog, one on the clip; pixels no other test clicks (a closed tab's session may linger a moment)
     clicks = {"first": (300, 120), "second": (120, 260), "video": (130, 70)}
@@ -319,7 +312,7 @@ def test_tabs_used_at_once_each_get_their_own_masks(browser, server, models, cli
         page.goto(url)
         if name == "video":
             page.get_by_role("tab", name="Video").click()
-            page.locator("#video-path textarea").fill(str(clip))
+            page.locator("#video-path textarea").fill(str(app_clip))
             page.locator("#video-path textarea").press("Enter")
         else:
             page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))
@@ -338,15 +331,15 @@ def test_tabs_used_at_once_each_get_their_own_masks(browser, server, models, cli
         sessions = [blocks.sessions.get(i) for i in blocks.sessions.ids()]
         if name == "video":
             prompted = [s.video for s in sessions if s.video is not None]
-            (video,) = [v for v in prompted if near(v.prompts.get((0, 1), {}).get("clicks"), name)]
-            click = video.prompts[0, 1]["clicks"][0][:2]
-            with Sam2VideoSession(models.video, str(clip), progress=False) as alone:  # one click: no correction
+            (video,) = [v for v in prompted if near(getattr(v.prompts.get((0, 1)), "clicks", None), name)]
+            click = video.prompts[0, 1].clicks[0][:2]
+            with Sam2VideoSession(app_models.video, str(app_clip), progress=False) as alone:  # no correction
                 result = alone.add_points(0, 1, [click], [1])
             np.testing.assert_array_equal(video.labels(0), label_map(result))
             continue
         (state,) = [s.image for s in sessions if near(getattr(s.image._prompts.get(1), "clicks", None), name)]
         assert len(state._prompts[1].clicks) == 1 and state.encoder_runs == 1
-        reference = AppSession(models)
+        reference = AppSession(app_models)
         reference.image.open(media("dog.jpg"))
         reference.image.click(*state._prompts[1].clicks[0][:2])
         np.testing.assert_array_equal(state.mask(1), reference.image.mask())

@@ -4,92 +4,47 @@ and bad input refused with a short message."""
 
 import argparse
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from app_helpers import BOX_2, CLICK_2, CLICKS_1, CORRECTION, NUM_FRAMES, SIZE
 from PIL import Image
 from pycocotools import mask as coco_mask
-from sam2_helpers import media, meta_model, write_folder
+from sam2_helpers import media
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
-from hiera_hf.app.state import BOX_COLOUR, VIEW_MAX_SIDE, AppSession, Models, Sessions, blend
+from hiera_hf.app import AppSession, Models, Sessions
+from hiera_hf.app.views import BOX_COLOUR, VIEW_MAX_SIDE, blend
 from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
 
-SIZE = 256  # model input: small to keep the tests fast
-VIDEO_SIZE = (320, 180)
-OBJECT_SCORE_SHIFT = 20.0
-NUM_FRAMES = 3
-
-
-def converted_tiny(path: Path, image_size: int, score_shift: float) -> Path:
-    """A converted random-weight SAM 2.1 tiny at `image_size` (Meta's model, saved and converted like the other
-    tests), its object-score bias raised by `score_shift` so that tracked objects stay present (random weights
-    predict them absent)."""
-    meta = meta_model("sam2.1_hiera_tiny", image_size=image_size)
-    with torch.no_grad():
-        meta.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(score_shift)
-    return write_folder(meta, "sam2.1_hiera_tiny", path, image_size=image_size)[0]
-
-
-def first_frames(folder: Path, count: int, size: tuple[int, int]) -> Path:
-    """The first `count` frames of the shared blocks.mp4 resized to `size` (width, height), as PNGs in `folder`."""
-    import av
-
-    with av.open(media("blocks.mp4")) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            frame.to_image().resize(size).save(folder / f"{index:05d}.png")
-            if index == count - 1:
-                break
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    return converted_tiny(tmp_path_factory.mktemp("sam"), SIZE, OBJECT_SCORE_SHIFT)
-
-
-@pytest.fixture(scope="module")
-def models(model_folder) -> Models:
-    return Models.from_pretrained(model_folder, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return first_frames(tmp_path_factory.mktemp("clip"), NUM_FRAMES, VIDEO_SIZE)
-
-
-# Objects on the clip: object 1 by clicks (one background), object 2 by a box and a click, both on frame 0.
-CLICKS_1 = [(100, 90, 1), (140, 100, 1), (60, 40, 0)]
-BOX_2, CLICK_2 = (200, 60, 300, 160), (250, 110, 1)
-CORRECTION = (120, 95, 0)  # a background click on object 1, frame 1
-
 
 @pytest.fixture
-def session(models):
-    session = AppSession(models)
+def session(app_models):
+    session = AppSession(app_models)
     yield session
     session.close()
 
 
-def test_image_model_is_a_view_of_the_video_model(models, model_folder):
-    video_params = {p.data_ptr() for p in models.video.parameters()}
-    assert {p.data_ptr() for p in models.image.parameters()} <= video_params
-    assert not any(p.is_meta for p in models.image.parameters())
-    loaded = Sam2Model.from_pretrained(model_folder).eval()
+def test_image_model_is_a_view_of_the_video_model(app_models, app_model_folder):
+    video_params = {p.data_ptr() for p in app_models.video.parameters()}
+    assert {p.data_ptr() for p in app_models.image.parameters()} <= video_params
+    assert not any(p.is_meta for p in app_models.image.parameters())
+    loaded = Sam2Model.from_pretrained(app_model_folder).eval()
     pixels = torch.randn(1, 3, SIZE, SIZE)
     points, labels = torch.tensor([[[[100.0, 80.0]]]]), torch.tensor([[[1]]])
     with torch.no_grad():
-        ours = models.image(pixel_values=pixels, input_points=points, input_labels=labels)
+        ours = app_models.image(pixel_values=pixels, input_points=points, input_labels=labels)
         reference = loaded(pixel_values=pixels, input_points=points, input_labels=labels)
     torch.testing.assert_close(ours.pred_masks, reference.pred_masks, rtol=0, atol=0)
 
 
-def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
+def test_click_gives_the_models_mask_from_the_cached_embedding(session, app_models):
     image = np.asarray(Image.open(media("dog.jpg")).convert("RGB"))
     state = session.image
     state.open(media("dog.jpg"))
@@ -97,10 +52,10 @@ def test_click_gives_the_models_mask_from_the_cached_embedding(session, models):
     obj_id = state.click(250, 160)
     first = state.mask()
     # the reference: the whole model (encoder included) on the same image and click, the best candidate
-    inputs = models.processor(image, input_points=[[[[250, 160]]]], input_labels=[[[1]]])
+    inputs = app_models.processor(image, input_points=[[[[250, 160]]]], input_labels=[[[1]]])
     with torch.no_grad():
-        output = models.image(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
-    masks = models.processor.post_process_masks(output.pred_masks, inputs["original_sizes"])[0][0]
+        output = app_models.image(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
+    masks = app_models.processor.post_process_masks(output.pred_masks, inputs["original_sizes"])[0][0]
     best = int(output.iou_scores[0, 0].argmax())
     np.testing.assert_array_equal(first, masks[best].numpy())
     assert first.any() and state.selected() == best
@@ -140,7 +95,7 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     tinted[336:347, 507:518] = False  # the click's square
     sampled[336:347, 507:518] = 0
     np.testing.assert_array_equal(tinted, sampled > 0)  # the mask, sampled at the view's pixel centres
-    with pytest.raises(ValueError, match="A box is four numbers"):
+    with pytest.raises(ValueError, match="A box is 4 numbers"):
         grid.box_from_view(["1", "2", "3"])
     state.set_box(grid.box_from_view([100, 80, 400, 300]))  # the box is outlined in the view
     view = state.view()
@@ -162,15 +117,17 @@ def test_objects_labels_and_image_exports(session, tmp_path):
     state.objects.rename(one, "dog")
     assert state.objects.names == {one: "dog", two: "grass"}
 
-    png = state.export_palette_png(tmp_path / "masks.png")
+    png, objects, coco = session.export_image()
+    assert [png.name, objects.name, coco.name] == ["masks.png", "objects.zip", "masks_coco.json"]
     np.testing.assert_array_equal(np.asarray(Image.open(png)), labels)
-    records = json.loads(state.export_coco(tmp_path / "masks.json").read_text())
+    records = json.loads(coco.read_text())
     assert [(r["id"], r["name"]) for r in records] == [(one, "dog"), (two, "grass")]
     for record in records:
         decoded = coco_mask.decode({**record["segmentation"], "counts": record["segmentation"]["counts"].encode()})
         np.testing.assert_array_equal(decoded.astype(bool), labels == record["id"])
         assert record["area"] == int((labels == record["id"]).sum())
-    with zipfile.ZipFile(state.export_object_pngs(tmp_path / "objects.zip")) as archive:
+        assert record["bbox"] == list(coco_mask.toBbox(coco_mask.encode(np.asfortranarray(decoded))).astype(int))
+    with zipfile.ZipFile(objects) as archive:
         assert archive.namelist() == ["001_dog.png", "002_grass.png"]
         with archive.open("002_grass.png") as member:
             np.testing.assert_array_equal(np.asarray(Image.open(member)) > 0, labels == two)
@@ -187,8 +144,14 @@ def test_segment_everything(session):
     assert set(np.unique(state.labels())) - {0} <= set(state.objects.names)
 
 
-def test_tracking_matches_hiera_hf_track_and_corrections_retrack(session, clip, models, model_folder, tmp_path):
-    video = session.open_video(str(clip))
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
+    session, app_clip, app_models, app_model_folder, tmp_path
+):
+    video = session.open_video(str(app_clip))
     assert video.num_frames == NUM_FRAMES
     one, two = video.add_object(), video.add_object()
     # in the order `hiera-hf track` applies its flags (boxes first): the session batches objects in that order
@@ -197,27 +160,52 @@ def test_tracking_matches_hiera_hf_track_and_corrections_retrack(session, clip, 
     for x, y, label in CLICKS_1:
         video.click(0, x, y, label, obj_id=one)
     assert list(video.track(0, "both")) == list(range(NUM_FRAMES))  # backward from frame 0 tracks nothing
-    with zipfile.ZipFile(video.export_masks_zip(tmp_path / "masks.zip")) as archive:
-        archive.extractall(tmp_path / "app")
+    archive, overlay = session.export_video()
+    assert (archive.name, overlay.name) == ("tracking.zip", "overlay.mp4")
+    with zipfile.ZipFile(archive) as opened:
+        opened.extractall(tmp_path / "app")
+    shutil.copy(overlay, tmp_path / "app" / "overlay.mp4")
 
+    # the same prompts through `hiera-hf track`, every format: the same files, byte for byte
     points = [f"0,1,{x},{y},{label}" for x, y, label in CLICKS_1] + ["0,2,{},{},{}".format(*CLICK_2)]
     flags = [arg for p in points for arg in ("--point", p)] + ["--box", "0,2,{},{},{},{}".format(*BOX_2)]
     cli = tmp_path / "cli"
-    assert cli_main(["track", str(clip), "--model", str(model_folder), "--out", str(cli), "--quiet", *flags]) == 0
-    names = [f"{t:05d}.png" for t in range(NUM_FRAMES)]
-    assert sorted(p.name for p in (cli / "masks").glob("*.png")) == names
-    assert sorted(p.name for p in (tmp_path / "app" / "masks").glob("*.png")) == names
-    for name in names:
-        assert (tmp_path / "app" / "masks" / name).read_bytes() == (cli / "masks" / name).read_bytes(), name
-    assert {1, 2} <= set(np.unique(np.asarray(Image.open(cli / "masks" / names[-1]))))  # both objects tracked
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--out", str(cli), "--quiet", *flags]
+    assert cli_main([*argv, "--format", "png,rle,objects,boxes,mp4"]) == 0
+    expected = files_under(cli)
+    names = [f"{t:05d}" for t in range(NUM_FRAMES)]
+    assert sorted(expected) == sorted(
+        ["overlay.mp4", "boxes/1.txt", "boxes/2.txt"]
+        + [f"{folder}/{name}.{ext}" for folder, ext in (("masks", "png"), ("rle", "json")) for name in names]
+        + [f"objects/{obj}/{name}.png" for obj in (1, 2) for name in names]
+    )
+    shown = files_under(tmp_path / "app")
+    assert sorted(shown) == sorted(expected)
+    for name, content in expected.items():
+        assert shown[name] == content, name
+    assert {1, 2} <= set(np.unique(np.asarray(Image.open(cli / "masks" / f"{names[-1]}.png"))))  # both tracked
 
-    records = json.loads(video.export_coco(tmp_path / "masks.json").read_text())
-    assert {r["frame_idx"] for r in records} == set(range(NUM_FRAMES))
-    for record in records:
-        labels = np.asarray(Image.open(cli / "masks" / f"{record['frame_idx']:05d}.png"))
-        decoded = coco_mask.decode({**record["segmentation"], "counts": record["segmentation"]["counts"].encode()})
-        np.testing.assert_array_equal(decoded.astype(bool), labels == record["id"])
-    assert video.export_overlay_video(tmp_path / "overlay.mp4").stat().st_size > 0
+    # what the files say: each format is the label map's pixels of the object
+    for t, name in enumerate(names):
+        labels = np.asarray(Image.open(cli / "masks" / f"{name}.png"))
+        records = json.loads((cli / "rle" / f"{name}.json").read_text())
+        assert [(r["id"], r["frame_idx"]) for r in records] == [(1, t), (2, t)]
+        for record in records:
+            rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
+            decoded = coco_mask.decode(rle).astype(bool)
+            np.testing.assert_array_equal(decoded, labels == record["id"])
+            object_png = Image.open(cli / "objects" / str(record["id"]) / f"{name}.png")
+            np.testing.assert_array_equal(np.asarray(object_png) > 0, decoded)
+            assert record["area"] == decoded.sum() and "name" not in record
+            assert record["bbox"] == list(coco_mask.toBbox(rle).astype(int))
+            box_line = (cli / "boxes" / f"{record['id']}.txt").read_text().splitlines()[t]
+            assert box_line == ",".join(map(str, record["bbox"]))
+
+    video.objects.rename(two, "red box")  # a name given in the app goes into its records
+    session.export_video()
+    with zipfile.ZipFile(archive) as opened:
+        records = json.loads(opened.read("rle/00000.json"))
+    assert [r.get("name") for r in records] == [None, "red box"]
 
     # a correction on a tracked frame, then track again from there: as the session does it
     video.objects.select(one)
@@ -225,23 +213,24 @@ def test_tracking_matches_hiera_hf_track_and_corrections_retrack(session, clip, 
     assert list(video.track(1, "forward")) == list(range(1, NUM_FRAMES))
     reference = tmp_path / "reference"
     reference.mkdir()
-    with Sam2VideoSession(models.video, str(clip), progress=False, add_all_frames_to_correct_as_cond=True) as expected:
-        expected.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
-        expected.add_points(0, 1, [c[:2] for c in CLICKS_1], [c[2] for c in CLICKS_1])
-        list(expected.propagate(reverse="both"))
-        expected.add_points(1, 1, [CORRECTION[:2]], [CORRECTION[2]])
-        for result in expected.propagate(1, reverse=False):
+    clip = str(app_clip)
+    with Sam2VideoSession(app_models.video, clip, progress=False, add_all_frames_to_correct_as_cond=True) as direct:
+        direct.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
+        direct.add_points(0, 1, [c[:2] for c in CLICKS_1], [c[2] for c in CLICKS_1])
+        list(direct.propagate(reverse="both"))
+        direct.add_points(1, 1, [CORRECTION[:2]], [CORRECTION[2]])
+        for result in direct.propagate(1, reverse=False):
             write_palette_png(label_map(result), reference / f"{result.frame_idx:05d}.png")
     for name in names[1:]:
-        assert (video.masks / name).read_bytes() == (reference / name).read_bytes(), name
-    assert any((video.masks / n).read_bytes() != (cli / "masks" / n).read_bytes() for n in names[1:])  # it changed
+        assert (video.masks / f"{name}.png").read_bytes() == (reference / f"{name}.png").read_bytes(), name
+    assert any(shown[f"masks/{n}.png"] != (video.masks / f"{n}.png").read_bytes() for n in names[1:])  # it changed
 
     video.remove_object(two)
     assert all(two not in np.unique(video.labels(t)) for t in range(NUM_FRAMES))
     assert video.session.object_ids == [one]
 
 
-def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
+def test_bad_input_gets_a_short_message(session, app_models, app_clip, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     with pytest.raises(ValueError, match="not an image"):
@@ -249,16 +238,17 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
     with pytest.raises(ValueError, match="Open an image first"):
         session.image.click(1, 1)
     session.image.open(media("dog.jpg"))
-    with pytest.raises(ValueError, match="outside the 500x331 frame"):
-        session.image.click(500, 10)
+    with pytest.raises(ValueError, match="outside the 500x331 image"):
+        session.image.click(500.5, 10)
     with pytest.raises(ValueError, match="outside"):
         session.image.click(-1, 10)
     with pytest.raises(ValueError, match="no object 7"):
         session.image.click(5, 5, obj_id=7)
-    for box in ((1, 2, 3), ["1", "2", "x", "4"], None):
-        with pytest.raises(ValueError, match="A box is four numbers"):
+    for box, message in (((1, 2, 3), "A box is 4 numbers"), (["1", "2", "x", "4"], "A box must be numbers"),
+                         (None, "A box.* is not a finite number"), ((5, 5, 5, 20), "x0 < x1")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
             session.image.set_box(box)
-    with pytest.raises(ValueError, match="outside the 500x331 frame"):
+    with pytest.raises(ValueError, match="outside the 500x331 image"):
         session.image.set_box((10, 10, 600, 20))
 
     garbage = tmp_path / "broken.mp4"
@@ -270,15 +260,17 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
             session.open_video(str(source))
     with pytest.raises(ValueError, match="Open a video first"):
         session.require_video()
-    video = session.open_video(str(clip))
+    video = session.open_video(str(app_clip))
     with pytest.raises(ValueError, match="Nothing to track"):
         video.track()
-    with pytest.raises(ValueError, match=f"Frame {NUM_FRAMES} does not exist"):
+    with pytest.raises(ValueError, match=f"Frame index {NUM_FRAMES} is out of range"):
         video.click(NUM_FRAMES, 10, 10)
-    with pytest.raises(ValueError, match="Frame 9 does not exist"):
+    with pytest.raises(ValueError, match="Frame index 9 is out of range"):
         video.view(9)
-    with pytest.raises(ValueError, match="outside the 320x180 frame"):
-        video.click(0, 10, 180)
+    with pytest.raises(ValueError, match="outside the 320x180 image"):
+        video.click(0, 10, 181)
+    with pytest.raises(ValueError, match="click labels must be 0"):
+        video.click(0, 10, 10, label=2)
     with pytest.raises(ValueError, match="direction"):
         video.track(direction="sideways")
 
@@ -290,11 +282,11 @@ def test_bad_input_gets_a_short_message(session, models, clip, tmp_path):
         Models.from_pretrained(tmp_path / "nothing-here")
 
 
-def test_sessions_are_separate_and_freed(models, clip):
-    sessions = Sessions(models)
+def test_sessions_are_separate_and_freed(app_models, app_clip):
+    sessions = Sessions(app_models)
     first, second = sessions.get("tab-1"), sessions.get("tab-2")
     assert first is not second and sessions.get("tab-1") is first and len(sessions) == 2
-    first.open_video(str(clip)).click(0, 100, 90)
+    first.open_video(str(app_clip)).click(0, 100, 90)
     second.image.open(media("dog.jpg"))
     assert second.video is None and first.image.image is None
     folder = first.folder

@@ -137,7 +137,8 @@ def test_import_and_help_do_not_import_torch():
         "assert 'sam2.1_hiera_tiny' in SAM2_PRESETS\n"
         "heavy = {'torch', 'transformers', 'numpy', 'PIL'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
-        "for argv in (['--version'], ['track', 'clip.mp4', '--model', 'x', '--out', 'o', '--point', '1,2'], ['--help']):\n"
+        "track = ['track', 'clip.mp4', '--model', 'x', '--out', 'o']\n"
+        "for argv in (['--version'], [*track, '--point', '1,2'], [*track, '--format', 'png,gif'], ['--help']):\n"
         "    try:\n"
         "        hiera_hf.cli.main(argv)\n"
         "    except SystemExit as exit:\n"
@@ -145,7 +146,8 @@ def test_import_and_help_do_not_import_torch():
         "assert not {'torch', 'transformers'} & set(sys.modules)"
     )
     assert "hiera-hf 0.1.0" in run.stdout and "--point must be 4 or 5 comma-separated numbers" in run.stderr
-    assert run.stdout.count("exit 0") == 2 and "exit 2" in run.stdout and "COMMAND" in run.stdout
+    assert "unknown format 'gif'" in run.stderr  # checked by the output layer, torch-free
+    assert run.stdout.count("exit 0") == 2 and run.stdout.count("exit 2") == 2 and "COMMAND" in run.stdout
 
 
 @pytest.mark.parametrize(
@@ -266,34 +268,65 @@ def test_track_mask_prompt_start_frame_direction_and_formats(sam2_folder, frames
     out = tmp_path / "out"
     argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--out", str(out), "--quiet"]
     prompts = ["--mask", f"2,3,{tmp_path / 'square.png'}", "--point", "2,5,50,40"]
-    assert main([*argv, *prompts, "--direction", "backward", "--format", "rle,objects,png,mp4"]) == 0
+    assert main([*argv, *prompts, "--direction", "backward", "--format", "rle,objects,png,boxes,mp4"]) == 0
     names = [f"{t:05d}" for t in range(3)]  # from frame 2 (the first prompt) back to 0
     assert sorted(p.stem for p in (out / "masks").iterdir()) == names
     assert sorted(p.stem for p in (out / "rle").iterdir()) == names
     assert sorted(p.name for p in (out / "objects").iterdir()) == ["3", "5"]
-    for name in names:
+    assert sorted(p.name for p in (out / "boxes").iterdir()) == ["3.txt", "5.txt"]
+    for t, name in enumerate(names):
         records = json.loads((out / "rle" / f"{name}.json").read_text())
-        assert [r["object_id"] for r in records] == [3, 5]
+        assert [(r["id"], r["frame_idx"]) for r in records] == [(3, t), (5, t)]
         with Image.open(out / "masks" / f"{name}.png") as png:
             labels = np.asarray(png)
         for record in records:
             rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
             decoded = coco_mask.decode(rle).astype(bool)
-            with Image.open(out / "objects" / str(record["object_id"]) / f"{name}.png") as png:
+            with Image.open(out / "objects" / str(record["id"]) / f"{name}.png") as png:
                 assert np.array_equal(np.asarray(png) > 0, decoded)
             assert decoded.sum() == record["area"] and decoded.shape == (HEIGHT, WIDTH)
-            assert np.all(decoded[labels == record["object_id"]])  # the label map's pixels are the object's
+            assert np.array_equal(decoded, labels == record["id"])  # the label map's pixels are the object's
+            box = (out / "boxes" / f"{record['id']}.txt").read_text().splitlines()[t]
+            assert [int(v) for v in box.split(",")] == record["bbox"]
     assert (out / "overlay.mp4").is_file()
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert {mode(p) for p in files if p.suffix == ".json" or p.parent.parent.name == "objects"} == {0o644}
+    assert {mode(p) for p in files if p.suffix in (".json", ".txt") or p.parent.parent.name == "objects"} == {0o644}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind
 
-    # From a later start frame, forward only, RLE only: frames 1..3, nothing else written.
+    # From a later start frame, forward only, RLE and boxes only: frames 1..3, nothing else written; line N of a
+    # boxes file is frame N, 0,0,0,0 on frames not tracked (and where the object is absent).
     other = tmp_path / "other"
     argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--out", str(other), "--quiet", *prompts]
-    assert main([*argv, "--start-frame", "1", "--direction", "forward", "--format", "rle"]) == 0
-    assert sorted(p.name for p in other.iterdir()) == ["rle"]
+    assert main([*argv, "--start-frame", "1", "--direction", "forward", "--format", "rle,boxes"]) == 0
+    assert sorted(p.name for p in other.iterdir()) == ["boxes", "rle"]
     assert sorted(p.stem for p in (other / "rle").iterdir()) == ["00001", "00002", "00003"]
+    for obj in (3, 5):
+        lines = (other / "boxes" / f"{obj}.txt").read_text().splitlines()
+        records = [json.loads((other / "rle" / f"{t:05d}.json").read_text())[obj == 5] for t in range(1, FRAMES)]
+        assert lines == ["0,0,0,0"] + [",".join(map(str, r["bbox"])) for r in records]
+
+
+def test_label_maps_boxes_and_records_of_the_output_layer():
+    from pycocotools import mask as coco_mask
+
+    from hiera_hf.sam2 import Sam2VideoFrameResult
+    from hiera_hf.sam2.video_output import label_map, mask_box, mask_record
+
+    logits = np.full((2, 4, 5), -1.0, dtype=np.float32)
+    logits[0, 1:3, 1:4] = 2.0  # object 7
+    logits[1, 2:4, 3:5] = 3.0  # object 3: the higher logit where they overlap
+    expected = np.zeros((4, 5), dtype=np.uint8)
+    expected[1:3, 1:4] = 7
+    expected[2:4, 3:5] = 3
+    for values in (logits, torch.from_numpy(logits)):  # ONNX Runtime's results are numpy, PyTorch's tensors
+        labels = label_map(Sam2VideoFrameResult(0, [7, 3], values, None))
+        assert labels.dtype == np.uint8 and np.array_equal(labels, expected)
+    assert mask_box(labels == 7) == [1, 1, 3, 2] and mask_box(labels == 9) == [0, 0, 0, 0]
+    record = mask_record(labels == 7, 7, frame_idx=4)
+    assert list(record) == ["id", "frame_idx", "area", "bbox", "segmentation"] and record["area"] == 5
+    rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
+    assert np.array_equal(coco_mask.decode(rle).astype(bool), labels == 7)
+    assert list(mask_record(labels == 3, 3, "cup")) == ["id", "name", "area", "bbox", "segmentation"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import transformers.models.hiera.modeling_hiera as transformers_hiera
 from hiera_helpers import TINY_MAE, meta_model, pixels, tiny_mae_config
 from huggingface_hub.errors import StrictDataclassClassValidationError
+from suite_helpers import variants
 from transformers import AutoModelForPreTraining
 from transformers.initialization import no_init_weights
 
@@ -32,7 +33,7 @@ def test_presets_cover_every_meta_mae_variant():
     assert set(MAE_PRESETS) == meta
 
 
-@pytest.mark.parametrize("name", MAE_PRESETS)
+@pytest.mark.parametrize("name", variants(MAE_PRESETS))
 def test_parity_with_meta(name, tmp_path):
     """Random weights saved as an official `.pth`, converted, loaded strictly; same input and mask as Meta's."""
     config = HieraConfig.from_preset(name)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from accelerate import infer_auto_device_map
 from accelerate.utils import compute_module_sizes
-from test_sam2_training import tiny_config
+from sam2_helpers import tiny_config
 
 from hiera_hf.sam2 import Sam2Model
 from hiera_hf.sam2.memory_bank import MemorySelection

@@ -16,6 +16,7 @@ import torch
 import transformers
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2_helpers import load_ours, meta_model, write_folder
+from suite_helpers import variants
 from transformers import AutoConfig, AutoModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING, MODEL_MAPPING
 
@@ -291,7 +292,7 @@ def test_presets_cover_every_official_variant():
     assert set(SAM2_PRESETS) == expected
 
 
-@pytest.mark.parametrize("name", list(SAM2_PRESETS))
+@pytest.mark.parametrize("name", variants(SAM2_PRESETS))
 def test_variant_matches_meta(name):
     meta = meta_model(name, seed=1)
     converted = convert_meta_sam2_state_dict(meta.state_dict())

@@ -33,6 +33,8 @@ from hiera_hf.sam2.modeling_sam2_video import Sam2VideoModel  # noqa: E402
 from hiera_hf.sam2.prompt_sampling import sample_box, sample_click  # noqa: E402
 from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips  # noqa: E402
 
+pytestmark = pytest.mark.slow  # training steps, clips and the fine-tuning examples: the suite's slow part
+
 ROOT = Path(__file__).resolve().parents[1]
 
 def meta_loss():

@@ -38,6 +38,7 @@ from sam2_helpers import (
     write_mp4,
 )
 from skimage.measure import label as skimage_label
+from suite_helpers import variants
 
 from hiera_hf.cli import main
 from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
@@ -179,7 +180,7 @@ def test_session_matches_meta_predictor(
     assert any(not present[i, k] and present[i + 1 :, k].any() for i in range(len(tracked)) for k in range(2))
 
 
-@pytest.mark.parametrize("size", ["small", "base_plus", "large"])
+@pytest.mark.parametrize("size", variants(["small", "base_plus", "large"]))
 @pytest.mark.parametrize("variant", ["sam2", "sam2.1"])
 def test_every_variant_matches_meta_on_four_frames(tmp_path, video_folder, monkeypatch, variant, size):
     """The other official variants (the tiny ones are covered above): a click and a box on frame 0, tracked over 4

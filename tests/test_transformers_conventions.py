@@ -17,7 +17,7 @@ import torch
 from accelerate import init_empty_weights
 from hiera_helpers import pixels, tiny_mae_config
 from safetensors.torch import load_file, save_file
-from test_sam2_training import tiny_config as tiny_sam2_config
+from sam2_helpers import tiny_config as tiny_sam2_config
 from torch import nn
 
 from hiera_hf import (

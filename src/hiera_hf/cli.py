@@ -13,20 +13,16 @@ import argparse
 import contextlib
 import functools
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .errors import USER_ERRORS, user_message
+from .file_types import IMAGE_EXTENSIONS
 from .progress import library_output
 from .sam2.presets import SAM2_PRESETS
 
-# Errors with a message for the user, printed as one line without a traceback: bad values and files (ValueError;
-# our loaders turn damaged files into it, naming them), missing or existing paths, unreadable or unwritable files
-# (OSError: permissions, read-only or full disks), no network, missing optional packages. TypeError, KeyError and
-# the rest are bugs and keep their traceback.
-USER_ERRORS = (ValueError, OSError, ImportError)
 SAM2_TYPES = ("hiera_hf_sam2",)
 SAM2_NEEDED = "a converted SAM 2 folder (hiera-hf convert --variant sam2.1_hiera_tiny ...)"
 
@@ -201,9 +197,6 @@ def matching_variant(checkpoint: Path) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `classify`."""
     parser.add_argument(
@@ -225,8 +218,6 @@ def run_classify(args: argparse.Namespace) -> None:
     if not path.exists():
         raise FileNotFoundError(f"No such image or video: {path}")
     device = start(args)
-    import contextlib
-
     import torch
     from PIL import Image
     from transformers import (
@@ -493,9 +484,6 @@ def run_generate_masks(args: argparse.Namespace) -> None:
         )
 
 
-TRACK_FORMATS = ("png", "rle", "objects", "mp4")
-
-
 def _mask_prompt(text: str) -> tuple[int, int, Path]:
     """An argparse `type` for `--mask FRAME,OBJ,FILE.png`."""
     frame, obj, file = (text.split(",", 2) + ["", ""])[:3]
@@ -509,27 +497,15 @@ def _mask_prompt(text: str) -> tuple[int, int, Path]:
 
 
 def _formats(text: str) -> tuple[str, ...]:
-    """An argparse `type` for `--format`: comma-separated names out of `TRACK_FORMATS`."""
+    """An argparse `type` for `--format`: comma-separated names out of `video_output.FORMATS`."""
+    from .sam2.video_output import check_formats
+
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
-    unknown = [name for name in names if name not in TRACK_FORMATS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(TRACK_FORMATS)}")
-    return names
-
-
-def _read_mask(path: Path, obj: int):
-    """The boolean mask `(H, W)` in a PNG: its nonzero pixels, or for a label map (a palette PNG such as `track`
-    writes) the pixels equal to `obj`."""
-    import numpy as np
-    from PIL import Image
-
     try:
-        with Image.open(path) as image:
-            palette_mode = image.mode == "P"
-            values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
-    except OSError as error:
-        raise ValueError(f"Cannot read the mask {path}: {error}") from error
-    return values == obj if palette_mode else values > 0
+        check_formats(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return names
 
 
 def add_track_arguments(parser: argparse.ArgumentParser) -> None:
@@ -566,15 +542,16 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="DIR",
         help="writes DIR/masks/00000.png ... (png), DIR/rle/00000.json ... (rle), DIR/objects/OBJ/00000.png ... "
-        "(objects) and DIR/overlay.mp4 (mp4)",
+        "(objects), DIR/boxes/OBJ.txt (boxes) and DIR/overlay.mp4 (mp4)",
     )
     parser.add_argument(
         "--format",
         type=_formats,
         default=("png", "mp4"),
-        metavar="png,rle,objects,mp4",
+        metavar="png,rle,objects,boxes,mp4",
         help="what to write (default png,mp4): palette PNGs (pixel value = object id), per-frame COCO RLE JSON "
-        "with object ids, one 0/255 PNG per object and frame, the overlay video",
+        "(object id, frame, area, bbox), one 0/255 PNG per object and frame, per object one x,y,w,h line per frame "
+        "(line N = frame N; 0,0,0,0 where absent), the overlay video",
     )
     parser.add_argument("--start-frame", type=int, metavar="FRAME", help="frame to track from (default: first prompt)")
     parser.add_argument(
@@ -587,19 +564,21 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
 
 
-def _track_prompts(args: argparse.Namespace) -> dict[tuple[int, int], dict]:
-    """`(frame, object) -> {"box": ..., "clicks": [(x, y, label), ...], "mask": path}` from the flags, checked."""
-    prompts: dict[tuple[int, int], dict] = {}
+def _track_prompts(args: argparse.Namespace) -> dict:
+    """`(frame, object) -> VideoPrompt` from the flags, checked (masks read)."""
+    from .sam2.video_prompts import VideoPrompt, read_mask
+
+    prompts: dict[tuple[int, int], VideoPrompt] = {}
     for frame, obj, *box in args.box:  # ids checked when parsed
-        if "box" in prompts.setdefault((frame, obj), {}):
+        if prompts.setdefault((frame, obj), VideoPrompt()).box is not None:
             raise ValueError(f"More than one --box for object {obj} on frame {frame}")
-        prompts[frame, obj]["box"] = box
+        prompts[frame, obj].box = box
     for frame, obj, x, y, *label in args.point:
-        prompts.setdefault((frame, obj), {}).setdefault("clicks", []).append((x, y, label[0] if label else 1))
+        prompts.setdefault((frame, obj), VideoPrompt()).clicks.append((x, y, label[0] if label else 1))
     for frame, obj, path in args.mask:
-        if prompts.get((frame, obj)):
+        if (frame, obj) in prompts:
             raise ValueError(f"Object {obj} on frame {frame}: give a --mask or clicks and a box, not both")
-        prompts[frame, obj] = {"mask": path}
+        prompts[frame, obj] = VideoPrompt(mask=read_mask(path, obj))
     if not prompts:
         raise ValueError("Give at least one --point or --box (or --mask)")
     if args.start_frame is not None and args.start_frame < 0:
@@ -607,121 +586,45 @@ def _track_prompts(args: argparse.Namespace) -> dict[tuple[int, int], dict]:
     return prompts
 
 
-# What track writes in OUT, per --format: a folder (or file) and which names an earlier run left there, so that
-# it may be replaced as a whole.
-_TRACK_OUTPUTS = {
-    "png": ("masks", re.compile(r"\d{5}\.png")),
-    "rle": ("rle", re.compile(r"\d{5}\.json")),
-    "objects": ("objects", re.compile(r"\d{1,3}/\d{5}\.png")),
-}
-
-
-def _written_by_track(kind: str) -> Callable[[Path], bool]:
-    """Whether a folder holds only what an earlier `track` wrote for `kind` (`00012.png`, ...)."""
-    pattern = _TRACK_OUTPUTS[kind][1]
-
-    def check(folder: Path) -> bool:
-        entries = [p for p in folder.rglob("*") if p.is_file() or not any(p.iterdir())]
-        return all(p.is_file() and pattern.fullmatch(p.relative_to(folder).as_posix()) for p in entries)
-
-    return check
-
-
-def _check_track_output(out: Path, formats: Sequence[str]) -> None:
-    """`track` writes `out/masks/`, `out/rle/`, `out/objects/` (replacing only an earlier run's) and
-    `out/overlay.mp4`, as `formats` asks."""
-    from .io_utils import check_replaceable
-
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} exists and is not a folder")
-    for kind in formats:
-        if kind in _TRACK_OUTPUTS:
-            folder = _TRACK_OUTPUTS[kind][0]
-            check_replaceable(out / folder, True, _written_by_track(kind), what=f"{folder} folder")
-    if (out / "overlay.mp4").is_dir():
-        raise FileExistsError(f"{out / 'overlay.mp4'} is a folder; choose another --out")
-
-
 def run_track(args: argparse.Namespace) -> None:
     """Everything is checked (prompts, output, model, video, prompts against the frames) before anything is
-    written; each output folder is filled hidden and renamed to `OUT/masks`, `OUT/rle`, `OUT/objects` at the end
-    (an earlier run's are replaced as a whole, never mixed with new ones). A video that stops decoding part-way
-    keeps the frames tracked so far, and the error says which."""
+    written; the outputs are written by `sam2.video_output.write_tracking` (each folder staged and replacing an
+    earlier run's as a whole). A video that stops decoding part-way keeps the frames tracked so far, and the error
+    says which."""
+    from .sam2.video_output import check_output
+
     prompts = _track_prompts(args)
     out = Path(args.out)
-    _check_track_output(out, args.format)
+    check_output(out, args.format)
     device = start(args)
-    import tempfile
-
-    import numpy as np
-    from PIL import Image
-
     from .hub import load_pretrained, resolve_model
-    from .io_utils import atomic_write, staged_folder
     from .sam2 import Sam2VideoModel, Sam2VideoSession
-    from .sam2.amg import coco_encode_rle, mask_to_rle
-    from .sam2.video_output import label_map, write_overlay_video, write_palette_png
+    from .sam2.video_output import label_map, write_tracking
+    from .sam2.video_prompts import apply_prompts, propagate
     from .video_io import VideoDecodeError
 
-    masks = {key: _read_mask(prompt["mask"], key[1]) for key, prompt in prompts.items() if "mask" in prompt}
     folder = resolve_model(args.model, progress=not args.quiet)
     model = load_pretrained(Sam2VideoModel, folder, SAM2_TYPES, f"track needs {SAM2_NEEDED}").to(device)
     failure = None
     with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
         try:
-            for (frame, obj), prompt in prompts.items():
-                if "mask" in prompt:
-                    session.add_mask(frame, obj, masks[frame, obj])
-                    continue
-                clicks = prompt.get("clicks")
-                points = None if clicks is None else [c[:2] for c in clicks]
-                labels = None if clicks is None else [c[2] for c in clicks]
-                session.add_points(frame, obj, points, labels, box=prompt.get("box"))
+            apply_prompts(session, prompts)
         except VideoDecodeError as error:
             raise ValueError(f"{error}; nothing was written") from None
         first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
-        direction = args.direction
-        if direction == "both" and first in (0, session.num_frames - 1):  # one way has no frames to track
-            direction = "forward" if first == 0 else "backward"
-        reverse = {"forward": False, "backward": True, "both": "both"}[direction]
-        tracked = set()
-        with contextlib.ExitStack() as stack:
-            staging = {
-                kind: stack.enter_context(
-                    staged_folder(out / _TRACK_OUTPUTS[kind][0], overwrite=True, is_replaceable=_written_by_track(kind))
-                )
-                for kind in args.format
-                if kind in _TRACK_OUTPUTS
-            }
-            if "mp4" in args.format and "png" not in args.format:  # the overlay reads the label maps back
-                staging["png"] = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out, prefix=".labels.")))
+        results = propagate(session, first, args.direction, args.max_frames)
+
+        def label_maps():
+            nonlocal failure
             try:
-                for result in session.propagate(args.start_frame, reverse=reverse, max_frames=args.max_frames):
-                    name = f"{result.frame_idx:05d}"
-                    if "png" in staging:
-                        write_palette_png(label_map(result), staging["png"] / f"{name}.png")
-                    logits = result.mask_logits.cpu().numpy()
-                    present = sorted(zip(result.object_ids, logits > 0), key=lambda item: item[0])
-                    if "rle" in staging:
-                        records = [
-                            {"object_id": obj, "area": int(m.sum()), "segmentation": coco_encode_rle(mask_to_rle(m))}
-                            for obj, m in present
-                        ]
-                        text = json.dumps(records) + "\n"
-                        atomic_write(staging["rle"] / f"{name}.json", lambda p, text=text: Path(p).write_text(text))
-                    for obj, m in present if "objects" in staging else ():
-                        _save_png(m.astype(np.uint8) * 255, staging["objects"] / str(obj) / f"{name}.png")
-                    tracked.add(result.frame_idx)
+                for result in results:
+                    yield result.frame_idx, label_map(result)
             except VideoDecodeError as error:
                 failure = error
-            order = sorted(tracked)
-            if "mp4" in args.format:
-                (out / "overlay.mp4").unlink(missing_ok=True)  # an earlier run's, about to be stale
-                frames = (session.frame(t) for t in order)
-                label_maps = (np.asarray(Image.open(staging["png"] / f"{t:05d}.png")) for t in order)
-                write_overlay_video(frames, label_maps, out / "overlay.mp4", session.fps or 24.0)
+
+        order = write_tracking(out, args.format, label_maps(), session.object_ids, session.frame, session.fps)
     span = f" (frames {order[0]}-{order[-1]})" if order else ""
-    names = {"png": "masks/", "rle": "rle/", "objects": "objects/", "mp4": "overlay.mp4"}
+    names = {"png": "masks/", "rle": "rle/", "objects": "objects/", "boxes": "boxes/", "mp4": "overlay.mp4"}
     written = f"{plural(len(order), 'frame')}{span}: {', '.join(names[f] for f in args.format)} in {out}"
     if failure is not None:
         raise ValueError(f"{failure}; tracking stopped there and wrote {written}")
@@ -810,17 +713,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with library_output(bars=not quiet, messages=not quiet):
             args.run(args)
     except USER_ERRORS as error:
-        print(f"hiera-hf {args.command}: error: {_message(error)}", file=sys.stderr)
+        print(f"hiera-hf {args.command}: error: {user_message(error)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _message(error: Exception) -> str:
-    """One line for the user: an OSError as "what: file" (`[Errno 28] No space left on device: 'x'` ->
-    "No space left on device: x"), anything else its text with line breaks folded."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror + (f": {error.filename}" if error.filename else "")
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

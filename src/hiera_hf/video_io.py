@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .file_types import FRAME_EXTENSIONS
 from .image_utils import open_image, to_rgb_array, upright_size
 
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Decoded frames a video file keeps to read backwards without decoding again from the keyframe for every frame.
 DEFAULT_CACHE_BYTES = 256 * 2**20
 

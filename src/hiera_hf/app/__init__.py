@@ -1,8 +1,13 @@
 """An interactive SAM 2 app (Gradio): click on an image or any video frame, see the mask at once, track objects
-through the video, correct, export. `state` holds the logic (no UI code); `ui` builds the Gradio page over it
-(needs `pip install "hiera-hf[app]"`)."""
+through the video, correct, export. The logic has no UI code: `models` (loaded once), `objects` (ids, names, the
+checks of clicks and boxes), `views` (drawing), `image` and `video` (what a tab segments and tracks), `exports`
+and `state` (one `AppSession` per tab, the registry); `ui` builds the Gradio page over it (needs
+`pip install "hiera-hf[app]"`)."""
 
-from .state import AppSession, ImageState, Models, Sessions, VideoState
+from .image import ImageState
+from .models import Models
+from .state import AppSession, Sessions
+from .video import VideoState
 
 
 def build_app(model, device: str | None = None):

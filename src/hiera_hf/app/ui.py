@@ -1,4 +1,5 @@
-"""The Gradio page over `state`: an Image tab and a Video tab. Only wiring lives here; all logic is in `state`.
+"""The Gradio page over `state`: an Image tab and a Video tab, each built by its class (`ImageTab`, `VideoTab`)
+whose methods are the handlers of its events. Only wiring lives here; all logic is in `state` and below it.
 
 Each browser tab gets its own `AppSession` (keyed by Gradio's session hash, freed when the tab is closed or
 reloaded); the models are loaded once. Bad input is reported in the page ("Messages" box and a warning toast),
@@ -11,16 +12,20 @@ import functools
 import inspect
 import logging
 import os
+from pathlib import Path
 
 import gradio as gr
 
+from ..errors import USER_ERRORS, user_message
 from ..sam2.mask_generation import Sam2AutomaticMaskGenerator
-from .state import BACKGROUND, DIRECTIONS, FOREGROUND, AppSession, Models, Sessions
+from ..sam2.video_prompts import DIRECTIONS
+from .models import Models
+from .objects import BACKGROUND, FOREGROUND
+from .state import AppSession, Sessions
 
 LOGGER = logging.getLogger(__name__)
-USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, FileNotFoundError)
 CLICK_MODES = ["foreground", "background"]
-VIEW_FORMAT = "jpeg"  # the views are sent as JPEG: PNG/WebP encoding of a large frame takes 10-40x longer
+VIEW_FORMAT = "jpeg"  # the views are sent as JPEG, much faster to encode than PNG/WebP (benchmarks/README)
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)  # shows the mask generator's tqdm bar in the page
 AMG_DEFAULTS = {name: p.default for name, p in inspect.signature(Sam2AutomaticMaskGenerator).parameters.items()}
 CLICK_PROGRESS = "minimal"  # no overlay over the view while a click is decoded: the next click can come at once
@@ -34,76 +39,7 @@ starts another one."""
 # computed as Gradio computes a click's) in `window.hierahfBox` and clicks the hidden button #image-box / #video-box,
 # whose event's `js` hands the box to the server as its last input. The click that ends a drag is swallowed; a
 # press that moves less than MIN_DRAG CSS pixels stays a click.
-DRAG_BOX_JS = """
-() => {
-  if (window.hierahfDragBox) return;
-  window.hierahfDragBox = true;
-  const MIN_DRAG = 5;
-  const style = document.createElement("style");
-  style.textContent = "#image-view img, #video-view img { touch-action: none; -webkit-user-drag: none; }"
-    + " .hierahf-rubber { position: fixed; z-index: 1000; pointer-events: none;"
-    + " border: 2px dashed #ffd400; background: rgba(255, 212, 0, 0.15); }";
-  document.head.appendChild(style);
-  let drag = null;
-  let swallow = false;
-  const viewOf = (target) => {
-    const view = target instanceof Element ? target.closest("#image-view, #video-view") : null;
-    const image = view && view.querySelector(".image-frame img");
-    return image && image.complete && image.naturalWidth && image.contains(target) ? { view, image } : null;
-  };
-  const pixel = (image, event) => {
-    const rect = image.getBoundingClientRect();
-    const scale = Math.min(rect.width / image.naturalWidth, rect.height / image.naturalHeight, 1);
-    const x = (event.clientX - rect.left - (rect.width - image.naturalWidth * scale) / 2) / scale;
-    const y = (event.clientY - rect.top - (rect.height - image.naturalHeight * scale) / 2) / scale;
-    const clamp = (v, size) => Math.min(Math.max(Math.round(v), 0), size - 1);
-    return [clamp(x, image.naturalWidth), clamp(y, image.naturalHeight)];
-  };
-  const end = () => {
-    if (drag && drag.rubber) drag.rubber.remove();
-    drag = null;
-  };
-  window.addEventListener("pointerdown", (event) => {
-    end();
-    swallow = false;
-    const found = event.button === 0 ? viewOf(event.target) : null;
-    if (!found) return;
-    event.preventDefault();
-    drag = { ...found, x: event.clientX, y: event.clientY, start: pixel(found.image, event), rubber: null };
-  }, true);
-  window.addEventListener("pointermove", (event) => {
-    if (!drag) return;
-    const width = Math.abs(event.clientX - drag.x), height = Math.abs(event.clientY - drag.y);
-    if (!drag.rubber && Math.max(width, height) < MIN_DRAG) return;
-    if (!drag.rubber) {
-      drag.rubber = document.createElement("div");
-      drag.rubber.className = "hierahf-rubber";
-      document.body.appendChild(drag.rubber);
-    }
-    Object.assign(drag.rubber.style, {
-      left: `${Math.min(event.clientX, drag.x)}px`, top: `${Math.min(event.clientY, drag.y)}px`,
-      width: `${width}px`, height: `${height}px`,
-    });
-  }, true);
-  window.addEventListener("pointerup", (event) => {
-    if (!drag) return;
-    const { view, image, start, rubber } = drag;
-    end();
-    if (!rubber) return;
-    window.hierahfBox = [...start, ...pixel(image, event)].join(",");
-    document.querySelector(`#${view.id.replace("-view", "-box")}`).click();
-    swallow = true;  // the click the browser dispatches right after this release, in the same task
-    setTimeout(() => { swallow = false; }, 0);
-  }, true);
-  window.addEventListener("pointercancel", end, true);
-  window.addEventListener("click", (event) => {
-    if (!swallow) return;
-    swallow = false;
-    event.stopImmediatePropagation();
-    event.preventDefault();
-  }, true);
-}
-"""
+DRAG_BOX_JS = (Path(__file__).parent / "drag_box.js").read_text()
 
 
 def _guarded(outputs_status):
@@ -113,7 +49,7 @@ def _guarded(outputs_status):
     def decorate(fn):
         def report(error: Exception) -> dict:
             if isinstance(error, USER_ERRORS):
-                message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+                message = user_message(error)
             else:
                 LOGGER.exception("Unexpected error in %s", fn.__name__)
                 message = f"Internal error ({type(error).__name__}: {error}); the server keeps running"
@@ -159,18 +95,293 @@ def _source(file: str | None, path: str | None, what: str) -> str:
     return source
 
 
-def _object_controls(tab: str) -> tuple:
-    """The click mode, object picker, New / Remove buttons and rename box of a tab (ids `<tab>-mode` ...), and the
-    hidden button `<tab>-box` that a drag on the tab's view clicks (see `DRAG_BOX_JS`) with the textbox that
-    carries the box to the server."""
-    mode = gr.Radio(CLICK_MODES, value="foreground", label="A click adds", elem_id=f"{tab}-mode")
-    box = gr.Button(visible="hidden", elem_id=f"{tab}-box"), gr.Textbox(visible=False)
-    picker = gr.Dropdown(label="Object", choices=[], elem_id=f"{tab}-object")
-    with gr.Row():
-        new = gr.Button("New object", elem_id=f"{tab}-new")
-        remove = gr.Button("Remove object", elem_id=f"{tab}-remove")
-    name = gr.Textbox(label="Rename the object (Enter)", elem_id=f"{tab}-name")
-    return mode, box, picker, new, remove, name
+class _Tab:
+    """A tab of the page: its layout (the view, `_below_view`, then `_controls` beside it; ids `<name>-...`) and what
+    its handlers share: the sessions of the open tabs and the page's "Messages" box. `_wire` connects the events."""
+
+    def __init__(self, sessions: Sessions, status: gr.Textbox, name: str, labels: tuple[str, str], help_text: str):
+        self.sessions, self.status = sessions, status
+        label, view_label = labels  # of the tab and of its view
+        with gr.Tab(label, elem_id=f"{name}-tab"):
+            gr.Markdown(help_text)
+            with gr.Row():
+                with gr.Column(scale=3):
+                    self.view = gr.Image(
+                        label=view_label, type="numpy", format=VIEW_FORMAT, interactive=False, elem_id=f"{name}-view"
+                    )
+                    self._below_view()
+                with gr.Column(scale=1):
+                    self._controls()
+        self._wire()
+
+    def _below_view(self) -> None:
+        """Components under the view (none by default)."""
+
+    def _controls(self) -> None:
+        raise NotImplementedError
+
+    def _wire(self) -> None:
+        raise NotImplementedError
+
+    def session(self, request: gr.Request) -> AppSession:
+        return self.sessions.get(request.session_hash)
+
+    def guarded(self, handler):
+        """`handler` with its errors reported in the page (`_guarded`)."""
+        return _guarded(self.status)(handler)
+
+    def _common_controls(self, tab: str, what: str, path_label: str) -> None:
+        """The controls both tabs have (ids `<tab>-file` ...): the upload of `what` and the path box, the click
+        mode, object picker, New / Remove buttons and rename box, and the hidden button `<tab>-box` that a drag on
+        the tab's view clicks (see `DRAG_BOX_JS`) with the textbox that carries the box to the server."""
+        self.file = gr.File(label=f"Open {what}", elem_id=f"{tab}-file")
+        self.path = gr.Textbox(label=path_label, elem_id=f"{tab}-path")
+        self.mode = gr.Radio(CLICK_MODES, value="foreground", label="A click adds", elem_id=f"{tab}-mode")
+        self.box, self.box_value = gr.Button(visible="hidden", elem_id=f"{tab}-box"), gr.Textbox(visible=False)
+        self.object = gr.Dropdown(label="Object", choices=[], elem_id=f"{tab}-object")
+        with gr.Row():
+            self.new = gr.Button("New object", elem_id=f"{tab}-new")
+            self.remove = gr.Button("Remove object", elem_id=f"{tab}-remove")
+        self.name = gr.Textbox(label="Rename the object (Enter)", elem_id=f"{tab}-name")
+
+
+class ImageTab(_Tab):
+    """The Image tab: open an image, click or drag a box to segment objects, pick a candidate mask, segment
+    everything, export."""
+
+    def __init__(self, sessions: Sessions, status: gr.Textbox):
+        super().__init__(sessions, status, "image", ("Image", "Image"), HELP)
+
+    def _controls(self) -> None:
+        self._common_controls("image", "an image", "...or a path on the server (Enter)")
+        self.candidate = gr.Radio([], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate")
+        self.everything = gr.Button("Segment everything", elem_id="image-everything")
+        with gr.Accordion("Segment everything: settings", open=False):
+            self.grid = gr.Number(
+                AMG_DEFAULTS["points_per_side"], label="Clicks per side of the grid", precision=0, minimum=1,
+                elem_id="image-grid",
+            )  # fmt: skip
+            self.iou = gr.Slider(
+                0, 1, value=AMG_DEFAULTS["pred_iou_thresh"], step=0.01, label="Keep masks of predicted IoU >=",
+                elem_id="image-iou",
+            )  # fmt: skip
+            self.stability = gr.Slider(
+                0, 1, value=AMG_DEFAULTS["stability_score_thresh"], step=0.01, label="...and stability >=",
+                elem_id="image-stability",
+            )  # fmt: skip
+        self.export = gr.Button("Export masks", variant="primary", elem_id="image-export")
+        self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="image-files")
+
+    def _wire(self) -> None:
+        self.outputs = {self.status, self.view, self.object, self.candidate, self.files}
+        on, outputs = self.guarded, self.outputs
+        gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
+        self.view.select(on(self.click), self.mode, outputs, show_progress=CLICK_PROGRESS)
+        self.box.click(
+            on(self.set_box), self.box_value, outputs, js="() => [window.hierahfBox]", show_progress=CLICK_PROGRESS
+        )
+        self.new.click(on(self.new_object), None, outputs)
+        self.remove.click(on(self.remove_object), self.object, outputs)
+        self.object.input(on(self.select_object), self.object, outputs)
+        self.name.submit(on(self.rename_object), [self.object, self.name], outputs)
+        self.candidate.input(on(self.select_candidate), self.candidate, outputs)
+        self.everything.click(on(self.segment_everything), [self.grid, self.iou, self.stability], outputs)
+        self.export.click(on(self.export_masks), None, outputs)
+
+    def panel(self, session: AppSession, message: str) -> dict:
+        """The tab's outputs after a change: the message, the view, the objects and the candidates."""
+        state = session.image
+        scores = state.scores() if state.objects.active is not None else []
+        choices = [f"{i + 1} ({score:.2f})" for i, score in enumerate(scores)]
+        return {
+            self.status: message,
+            self.view: state.view(),
+            self.object: gr.update(choices=_object_choices(state.objects), value=state.objects.active),
+            self.candidate: gr.update(choices=choices, value=choices[state.selected()] if choices else None),
+        }
+
+    def open(self, file, path, request: gr.Request):
+        session = self.session(request)
+        session.image.open(_source(file, path, "an image file"))
+        height, width = session.image.size
+        return self.panel(session, f"Opened a {width}x{height} image: click on an object")
+
+    def click(self, mode, evt: gr.SelectData, request: gr.Request):
+        session = self.session(request)
+        x, y = session.image.grid.from_view(*evt.index)
+        obj_id = session.image.click(x, y, BACKGROUND if mode == "background" else FOREGROUND)
+        return self.panel(session, f"{mode.capitalize()} click ({x:.0f}, {y:.0f}) on object {obj_id}")
+
+    def set_box(self, box, request: gr.Request):
+        session = self.session(request)
+        box = session.image.grid.box_from_view(box.split(","))
+        obj_id = session.image.set_box(box)
+        return self.panel(session, f"Box ({_corners(box)}) for object {obj_id}")
+
+    def new_object(self, request: gr.Request):
+        session = self.session(request)
+        obj_id = session.image.add_object()
+        return self.panel(session, f"Object {obj_id}: click on it")
+
+    def remove_object(self, obj_id, request: gr.Request):
+        session = self.session(request)
+        if obj_id is None:
+            raise ValueError("No object to remove")
+        session.image.remove_object(obj_id)
+        return self.panel(session, f"Removed object {obj_id}")
+
+    def select_object(self, obj_id, request: gr.Request):
+        session = self.session(request)
+        if session.image.image is None:
+            return {}
+        if obj_id is not None:
+            session.image.objects.select(obj_id)
+        return self.panel(session, "")
+
+    def rename_object(self, obj_id, name, request: gr.Request):
+        session = self.session(request)
+        if obj_id is None:
+            raise ValueError("Select an object to rename")
+        session.image.objects.rename(obj_id, name)
+        return self.panel(session, f"Object {obj_id} is now {name.strip()!r}")
+
+    def select_candidate(self, index, request: gr.Request):
+        session = self.session(request)
+        if index is None or session.image.objects.active is None:
+            return {}
+        session.image.select_candidate(index)
+        return self.panel(session, f"Showing candidate {index + 1}")
+
+    def segment_everything(self, grid, iou, stability, request: gr.Request, progress=TQDM_PROGRESS):
+        session = self.session(request)
+        if grid is None:
+            raise ValueError("Give the number of clicks per side of the grid")
+        settings = {"points_per_side": int(grid), "pred_iou_thresh": iou, "stability_score_thresh": stability}
+        count = session.image.segment_everything(**settings)
+        return self.panel(session, f"Found {count} masks")
+
+    def export_masks(self, request: gr.Request):
+        files = [str(path) for path in self.session(request).export_image()]
+        return {self.status: "Exported the palette PNG, one PNG per object and COCO RLE JSON", self.files: files}
+
+
+class VideoTab(_Tab):
+    """The Video tab: open a video, click or drag a box on any frame, track (and stop), correct, export."""
+
+    def __init__(self, sessions: Sessions, status: gr.Textbox):
+        help_text = HELP.replace("the image", "a frame") + " *Track* propagates all objects; *Stop* interrupts."
+        super().__init__(sessions, status, "video", ("Video", "Frame"), help_text)
+
+    def _below_view(self) -> None:
+        self.frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
+
+    def _controls(self) -> None:
+        self._common_controls("video", "a video", "...or a video file / frame folder on the server (Enter)")
+        self.direction = gr.Radio(list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction")
+        self.max_frames = gr.Number(label="At most N frames each way (0: all)", precision=0, elem_id="video-max")
+        with gr.Row():
+            self.track_button = gr.Button("Track", variant="primary", elem_id="video-track")
+            self.stop = gr.Button("Stop", variant="stop", elem_id="video-stop")
+        self.export = gr.Button("Export masks", elem_id="video-export")
+        self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="video-files")
+
+    def _wire(self) -> None:
+        self.outputs = {self.status, self.view, self.frame, self.object, self.files}
+        on, outputs, frame = self.guarded, self.outputs, self.frame
+        gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
+        frame.release(on(self.show_frame), frame, outputs)
+        self.view.select(on(self.click), [frame, self.mode], outputs, show_progress=CLICK_PROGRESS)
+        self.box.click(
+            on(self.set_box), [frame, self.box_value], outputs, js="(frame) => [frame, window.hierahfBox]",
+            show_progress=CLICK_PROGRESS,
+        )  # fmt: skip
+        self.new.click(on(self.new_object), frame, outputs)
+        self.remove.click(on(self.remove_object), [frame, self.object], outputs)
+        self.object.input(on(self.select_object), [frame, self.object], outputs)
+        self.name.submit(on(self.rename_object), [frame, self.object, self.name], outputs)
+        # progress = the frames and the message as they come; no spinner for the page to repaint meanwhile
+        tracking = self.track_button.click(
+            on(self.track), [frame, self.direction, self.max_frames], outputs, show_progress="hidden"
+        )
+        self.stop.click(self.stopped, None, {self.status}, cancels=[tracking])
+        self.export.click(on(self.export_masks), None, outputs)
+
+    def panel(self, session: AppSession, frame_idx: int, message: str) -> dict:
+        """The tab's outputs after a change: the message, the frame's view, the slider and the objects."""
+        video = session.require_video()
+        return {
+            self.status: message,
+            self.view: video.view(frame_idx),
+            self.frame: gr.update(maximum=max(video.num_frames - 1, 1), value=frame_idx),
+            self.object: gr.update(choices=_object_choices(video.objects), value=video.objects.active),
+        }
+
+    def open(self, file, path, request: gr.Request):
+        session = self.session(request)
+        video = session.open_video(_source(file, path, "a video file"))
+        return self.panel(session, 0, f"Opened a video of {video.num_frames} frames: click on an object")
+
+    def show_frame(self, frame_idx, request: gr.Request):
+        session = self.session(request)
+        return {} if session.video is None else self.panel(session, int(frame_idx), "")
+
+    def click(self, frame_idx, mode, evt: gr.SelectData, request: gr.Request):
+        session = self.session(request)
+        video = session.require_video()
+        frame_idx, (x, y) = int(frame_idx), video.grid.from_view(*evt.index)
+        obj_id = video.click(frame_idx, x, y, BACKGROUND if mode == "background" else FOREGROUND)
+        message = f"{mode.capitalize()} click ({x:.0f}, {y:.0f}) on object {obj_id}, frame {frame_idx}"
+        return self.panel(session, frame_idx, message)
+
+    def set_box(self, frame_idx, box, request: gr.Request):
+        session = self.session(request)
+        video, frame_idx = session.require_video(), int(frame_idx)
+        box = video.grid.box_from_view(box.split(","))
+        obj_id = video.set_box(frame_idx, box)
+        return self.panel(session, frame_idx, f"Box ({_corners(box)}) for object {obj_id} on frame {frame_idx}")
+
+    def new_object(self, frame_idx, request: gr.Request):
+        session = self.session(request)
+        obj_id = session.require_video().add_object()
+        return self.panel(session, int(frame_idx), f"Object {obj_id}: click on it")
+
+    def remove_object(self, frame_idx, obj_id, request: gr.Request):
+        session = self.session(request)
+        if obj_id is None:
+            raise ValueError("No object to remove")
+        session.require_video().remove_object(obj_id)
+        return self.panel(session, int(frame_idx), f"Removed object {obj_id}")
+
+    def select_object(self, frame_idx, obj_id, request: gr.Request):
+        session = self.session(request)
+        if obj_id is None or session.video is None:
+            return {}
+        session.video.objects.select(obj_id)
+        return self.panel(session, int(frame_idx), "")
+
+    def rename_object(self, frame_idx, obj_id, name, request: gr.Request):
+        session = self.session(request)
+        if obj_id is None:
+            raise ValueError("Select an object to rename")
+        session.require_video().objects.rename(obj_id, name)
+        return self.panel(session, int(frame_idx), f"Object {obj_id} is now {name.strip()!r}")
+
+    def track(self, frame_idx, direction, max_frames, request: gr.Request):
+        session = self.session(request)
+        limit = int(max_frames) if max_frames else None  # empty or 0: all frames
+        frames = session.require_video().track(int(frame_idx), direction, limit)
+        count = 0
+        for count, tracked in enumerate(frames, start=1):
+            yield self.panel(session, tracked, f"Tracking: frame {tracked} ({count} done)")
+        yield {self.status: f"Tracked {count} frames"}
+
+    def stopped(self) -> dict:
+        return {self.status: "Stopped"}
+
+    def export_masks(self, request: gr.Request):
+        files = [str(path) for path in self.session(request).export_video()]
+        message = "Exported the masks as hiera-hf track writes them (zip) and the overlay video"
+        return {self.status: message, self.files: files}
 
 
 def build_app(model, device: str | None = None) -> gr.Blocks:
@@ -179,291 +390,14 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
     models = model if isinstance(model, Models) else Models.from_pretrained(model, device=device)
     sessions = Sessions(models)
 
-    def session_of(request: gr.Request) -> AppSession:
-        return sessions.get(request.session_hash)
+    def close_session(request: gr.Request) -> None:
+        sessions.close(request.session_hash)
 
     with gr.Blocks(title="hiera-hf SAM 2") as blocks:
         gr.Markdown("## SAM 2 (hiera-hf): click to segment images and track objects through videos")
         status = gr.Textbox(label="Messages", elem_id="status", interactive=False, max_lines=2)
-
-        # Image tab ---------------------------------------------------------------------------------------------
-        with gr.Tab("Image", elem_id="image-tab"):
-            gr.Markdown(HELP)
-            with gr.Row():
-                with gr.Column(scale=3):
-                    image_view = gr.Image(
-                        label="Image", type="numpy", format=VIEW_FORMAT, interactive=False, elem_id="image-view"
-                    )
-                with gr.Column(scale=1):
-                    image_file = gr.File(label="Open an image", elem_id="image-file")
-                    image_path = gr.Textbox(label="...or a path on the server (Enter)", elem_id="image-path")
-                    image_mode, (image_box, image_box_value), image_object, image_new, image_remove, image_name = (
-                        _object_controls("image")
-                    )
-                    image_candidate = gr.Radio(
-                        [], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate"
-                    )
-                    image_everything = gr.Button("Segment everything", elem_id="image-everything")
-                    with gr.Accordion("Segment everything: settings", open=False):
-                        image_grid = gr.Number(
-                            AMG_DEFAULTS["points_per_side"], label="Clicks per side of the grid", precision=0,
-                            minimum=1, elem_id="image-grid",
-                        )  # fmt: skip
-                        image_iou = gr.Slider(
-                            0, 1, value=AMG_DEFAULTS["pred_iou_thresh"], step=0.01,
-                            label="Keep masks of predicted IoU >=", elem_id="image-iou",
-                        )  # fmt: skip
-                        image_stability = gr.Slider(
-                            0, 1, value=AMG_DEFAULTS["stability_score_thresh"], step=0.01,
-                            label="...and stability >=", elem_id="image-stability",
-                        )  # fmt: skip
-                    image_export = gr.Button("Export masks", variant="primary", elem_id="image-export")
-                    image_files = gr.File(
-                        label="Exports", file_count="multiple", interactive=False, elem_id="image-files"
-                    )
-        image_outputs = {status, image_view, image_object, image_candidate, image_files}
-
-        def image_panel(session: AppSession, message: str) -> dict:
-            state = session.image
-            scores = state.scores() if state.objects.active is not None else []
-            choices = [f"{i + 1} ({score:.2f})" for i, score in enumerate(scores)]
-            return {
-                status: message,
-                image_view: state.view(),
-                image_object: gr.update(choices=_object_choices(state.objects), value=state.objects.active),
-                image_candidate: gr.update(choices=choices, value=choices[state.selected()] if choices else None),
-            }
-
-        @_guarded(status)
-        def open_image(file, path, request: gr.Request):
-            session = session_of(request)
-            session.image.open(_source(file, path, "an image file"))
-            height, width = session.image.size
-            return image_panel(session, f"Opened a {width}x{height} image: click on an object")
-
-        @_guarded(status)
-        def click_image(mode, evt: gr.SelectData, request: gr.Request):
-            session = session_of(request)
-            state = session.image
-            x, y = state.grid.from_view(*evt.index)
-            label = BACKGROUND if mode == "background" else FOREGROUND
-            obj_id = state.click(x, y, label)
-            return image_panel(session, f"{mode.capitalize()} click ({x:.0f}, {y:.0f}) on object {obj_id}")
-
-        @_guarded(status)
-        def box_image(box, request: gr.Request):
-            session = session_of(request)
-            box = session.image.grid.box_from_view(box.split(","))
-            obj_id = session.image.set_box(box)
-            return image_panel(session, f"Box ({_corners(box)}) for object {obj_id}")
-
-        @_guarded(status)
-        def new_image_object(request: gr.Request):
-            session = session_of(request)
-            obj_id = session.image.add_object()
-            return image_panel(session, f"Object {obj_id}: click on it")
-
-        @_guarded(status)
-        def remove_image_object(obj_id, request: gr.Request):
-            session = session_of(request)
-            if obj_id is None:
-                raise ValueError("No object to remove")
-            session.image.remove_object(obj_id)
-            return image_panel(session, f"Removed object {obj_id}")
-
-        @_guarded(status)
-        def select_image_object(obj_id, request: gr.Request):
-            session = session_of(request)
-            if obj_id is not None and session.image.image is not None:
-                session.image.objects.select(obj_id)
-            return image_panel(session, "") if session.image.image is not None else {}
-
-        @_guarded(status)
-        def rename_image_object(obj_id, name, request: gr.Request):
-            session = session_of(request)
-            if obj_id is None:
-                raise ValueError("Select an object to rename")
-            session.image.objects.rename(obj_id, name)
-            return image_panel(session, f"Object {obj_id} is now {name.strip()!r}")
-
-        @_guarded(status)
-        def select_candidate(index, request: gr.Request):
-            session = session_of(request)
-            if index is None or session.image.objects.active is None:
-                return {}
-            session.image.select_candidate(index)
-            return image_panel(session, f"Showing candidate {index + 1}")
-
-        @_guarded(status)
-        def segment_everything(grid, iou, stability, request: gr.Request, progress=TQDM_PROGRESS):
-            session = session_of(request)
-            if grid is None:
-                raise ValueError("Give the number of clicks per side of the grid")
-            settings = {"points_per_side": int(grid), "pred_iou_thresh": iou, "stability_score_thresh": stability}
-            count = session.image.segment_everything(**settings)
-            return image_panel(session, f"Found {count} masks")
-
-        @_guarded(status)
-        def export_image(request: gr.Request):
-            files = [str(path) for path in session_of(request).export_image()]
-            return {status: "Exported the palette PNG, one PNG per object and COCO RLE JSON", image_files: files}
-
-        gr.on([image_file.upload, image_path.submit], open_image, [image_file, image_path], image_outputs)
-        image_view.select(click_image, image_mode, image_outputs, show_progress=CLICK_PROGRESS)
-        image_box.click(
-            box_image, image_box_value, image_outputs, js="() => [window.hierahfBox]", show_progress=CLICK_PROGRESS
-        )
-        image_new.click(new_image_object, None, image_outputs)
-        image_remove.click(remove_image_object, image_object, image_outputs)
-        image_object.input(select_image_object, image_object, image_outputs)
-        image_name.submit(rename_image_object, [image_object, image_name], image_outputs)
-        image_candidate.input(select_candidate, image_candidate, image_outputs)
-        image_everything.click(segment_everything, [image_grid, image_iou, image_stability], image_outputs)
-        image_export.click(export_image, None, image_outputs)
-
-        # Video tab ---------------------------------------------------------------------------------------------
-        with gr.Tab("Video", elem_id="video-tab"):
-            gr.Markdown(HELP.replace("the image", "a frame") + " *Track* propagates all objects; *Stop* interrupts.")
-            with gr.Row():
-                with gr.Column(scale=3):
-                    video_view = gr.Image(
-                        label="Frame", type="numpy", format=VIEW_FORMAT, interactive=False, elem_id="video-view"
-                    )
-                    video_frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
-                with gr.Column(scale=1):
-                    video_file = gr.File(label="Open a video", elem_id="video-file")
-                    video_path = gr.Textbox(
-                        label="...or a video file / frame folder on the server (Enter)", elem_id="video-path"
-                    )
-                    video_mode, (video_box, video_box_value), video_object, video_new, video_remove, video_name = (
-                        _object_controls("video")
-                    )
-                    video_direction = gr.Radio(
-                        list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction"
-                    )
-                    video_max = gr.Number(
-                        label="At most N frames each way (0: all)", precision=0, elem_id="video-max"
-                    )
-                    with gr.Row():
-                        video_track = gr.Button("Track", variant="primary", elem_id="video-track")
-                        video_stop = gr.Button("Stop", variant="stop", elem_id="video-stop")
-                    video_export = gr.Button("Export masks", elem_id="video-export")
-                    video_files = gr.File(
-                        label="Exports", file_count="multiple", interactive=False, elem_id="video-files"
-                    )
-        video_outputs = {status, video_view, video_frame, video_object, video_files}
-
-        def video_panel(session: AppSession, frame_idx: int, message: str) -> dict:
-            video = session.require_video()
-            return {
-                status: message,
-                video_view: video.view(frame_idx),
-                video_frame: gr.update(maximum=max(video.num_frames - 1, 1), value=frame_idx),
-                video_object: gr.update(choices=_object_choices(video.objects), value=video.objects.active),
-            }
-
-        @_guarded(status)
-        def open_video(file, path, request: gr.Request):
-            session = session_of(request)
-            video = session.open_video(_source(file, path, "a video file"))
-            return video_panel(session, 0, f"Opened a video of {video.num_frames} frames: click on an object")
-
-        @_guarded(status)
-        def show_frame(frame_idx, request: gr.Request):
-            session = session_of(request)
-            if session.video is None:
-                return {}
-            return video_panel(session, int(frame_idx), "")
-
-        @_guarded(status)
-        def click_video(frame_idx, mode, evt: gr.SelectData, request: gr.Request):
-            session = session_of(request)
-            video = session.require_video()
-            frame_idx, (x, y) = int(frame_idx), video.grid.from_view(*evt.index)
-            label = BACKGROUND if mode == "background" else FOREGROUND
-            obj_id = video.click(frame_idx, x, y, label)
-            message = f"{mode.capitalize()} click ({x:.0f}, {y:.0f}) on object {obj_id}, frame {frame_idx}"
-            return video_panel(session, frame_idx, message)
-
-        @_guarded(status)
-        def box_video(frame_idx, box, request: gr.Request):
-            session = session_of(request)
-            video, frame_idx = session.require_video(), int(frame_idx)
-            box = video.grid.box_from_view(box.split(","))
-            obj_id = video.set_box(frame_idx, box)
-            return video_panel(session, frame_idx, f"Box ({_corners(box)}) for object {obj_id} on frame {frame_idx}")
-
-        @_guarded(status)
-        def new_video_object(frame_idx, request: gr.Request):
-            session = session_of(request)
-            obj_id = session.require_video().add_object()
-            return video_panel(session, int(frame_idx), f"Object {obj_id}: click on it")
-
-        @_guarded(status)
-        def remove_video_object(frame_idx, obj_id, request: gr.Request):
-            session = session_of(request)
-            if obj_id is None:
-                raise ValueError("No object to remove")
-            session.require_video().remove_object(obj_id)
-            return video_panel(session, int(frame_idx), f"Removed object {obj_id}")
-
-        @_guarded(status)
-        def select_video_object(frame_idx, obj_id, request: gr.Request):
-            session = session_of(request)
-            if obj_id is None or session.video is None:
-                return {}
-            session.video.objects.select(obj_id)
-            return video_panel(session, int(frame_idx), "")
-
-        @_guarded(status)
-        def rename_video_object(frame_idx, obj_id, name, request: gr.Request):
-            session = session_of(request)
-            if obj_id is None:
-                raise ValueError("Select an object to rename")
-            session.require_video().objects.rename(obj_id, name)
-            return video_panel(session, int(frame_idx), f"Object {obj_id} is now {name.strip()!r}")
-
-        @_guarded(status)
-        def track(frame_idx, direction, max_frames, request: gr.Request):
-            session = session_of(request)
-            video = session.require_video()
-            limit = int(max_frames) if max_frames else None  # empty or 0: all frames
-            frames = video.track(int(frame_idx), direction, limit)
-            count = 0
-            for count, tracked in enumerate(frames, start=1):
-                yield video_panel(session, tracked, f"Tracking: frame {tracked} ({count} done)")
-            yield {status: f"Tracked {count} frames"}
-
-        @_guarded(status)
-        def export_video(request: gr.Request):
-            files = [str(path) for path in session_of(request).export_video()]
-            message = "Exported the palette PNGs (zip), the overlay video and COCO RLE JSON"
-            return {status: message, video_files: files}
-
-        gr.on([video_file.upload, video_path.submit], open_video, [video_file, video_path], video_outputs)
-        video_frame.release(show_frame, video_frame, video_outputs)
-        video_view.select(click_video, [video_frame, video_mode], video_outputs, show_progress=CLICK_PROGRESS)
-        video_box.click(
-            box_video,
-            [video_frame, video_box_value],
-            video_outputs,
-            js="(frame) => [frame, window.hierahfBox]",
-            show_progress=CLICK_PROGRESS,
-        )
-        video_new.click(new_video_object, video_frame, video_outputs)
-        video_remove.click(remove_video_object, [video_frame, video_object], video_outputs)
-        video_object.input(select_video_object, [video_frame, video_object], video_outputs)
-        video_name.submit(rename_video_object, [video_frame, video_object, video_name], video_outputs)
-        # progress = the frames and the message as they come; no spinner for the page to repaint meanwhile
-        tracking = video_track.click(
-            track, [video_frame, video_direction, video_max], video_outputs, show_progress="hidden"
-        )
-        video_stop.click(lambda: {status: "Stopped"}, None, {status}, cancels=[tracking])
-        video_export.click(export_video, None, video_outputs)
-
-        def close_session(request: gr.Request) -> None:
-            sessions.close(request.session_hash)
-
+        ImageTab(sessions, status)
+        VideoTab(sessions, status)
         blocks.unload(close_session)
         blocks.load(None, js=DRAG_BOX_JS)
 
@@ -479,4 +413,4 @@ def launch(model: str, host: str = "127.0.0.1", port: int | None = None, device:
     build_app(model, device=device).launch(server_name=host, server_port=port, show_error=False)
 
 
-__all__ = ["build_app", "launch"]
+__all__ = ["ImageTab", "VideoTab", "build_app", "launch"]

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..file_types import IMAGE_EXTENSIONS
 from ..io_utils import atomic_write
 from .processing import preprocess
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class _ImageReader:
@@ -23,9 +22,9 @@ class _ImageReader:
     def __init__(self, folder: Path, size: int, mean, std, limit: int = 16):
         from PIL import Image
 
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
         if not paths:
-            raise ValueError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise ValueError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         self._inputs = iter(
             [{"pixel_values": preprocess(Image.open(path), size, mean, std)[0]} for path in paths]
         )

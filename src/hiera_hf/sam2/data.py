@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..file_types import IMAGE_EXTENSIONS
 from ..image_utils import open_image, to_rgb_array, to_rgb_float
 from .loss_sam2 import IGNORE_INDEX
 from .processing_sam2 import normalize, resize_image
@@ -38,7 +39,6 @@ from .training import PROMPT_TYPES
 from .video_tracking import resize_video_frame
 
 VOID_ID = 255
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:

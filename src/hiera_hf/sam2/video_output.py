@@ -1,32 +1,58 @@
-"""Writing tracking results: one palette PNG per frame (pixel value = object id, 0 = background) and an overlay video.
+"""Writing tracking results: the one output layer of `hiera-hf track` and the app's video export.
 
-Every file is written through `hiera_hf.io_utils.atomic_write`, so an interrupted run never leaves a truncated file
-behind.
+A tracked frame is a label map `(H, W)` uint8: at each pixel the id (1..255) of the object with the highest positive
+logit, else 0. An object's mask on a frame is its pixels of the label map, so every format says the same thing.
+`write_tracking` writes, in a folder, what `formats` ask (torch-free: results may come from any runtime):
+
+- "png": `masks/00000.png ...`, the label maps as palette PNGs;
+- "rle": `rle/00000.json ...`, per frame one COCO RLE record per object (`mask_record`);
+- "objects": `objects/OBJ/00000.png ...`, per object and frame a 0/255 PNG;
+- "boxes": `boxes/OBJ.txt`, per object one `x,y,w,h` line per frame (pixels; line N is frame N, as LaSOT's
+  ground truth), `0,0,0,0` where the object is absent or the frame was not tracked;
+- "mp4": `overlay.mp4`, the tracked frames with their label maps blended in (50%).
+
+Every file is written through `hiera_hf.io_utils.atomic_write` and every folder is staged (`staged_folder`), so an
+interrupted run never leaves a truncated file, nor a folder that mixes two runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Iterable
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ..io_utils import atomic_write
+from ..io_utils import atomic_write, check_replaceable, staged_folder
 from ..visualization import blend_labels, palette
 from .video_tracking import Sam2VideoFrameResult
 
+FORMATS = ("png", "rle", "objects", "boxes", "mp4")
+# The folder of each format but "mp4", and the names in it that `write_tracking` writes (an earlier run's folder
+# holds only these, and is then replaced as a whole).
+FOLDERS = {
+    "png": ("masks", re.compile(r"\d{5}\.png")),
+    "rle": ("rle", re.compile(r"\d{5}\.json")),
+    "objects": ("objects", re.compile(r"\d{1,3}/\d{5}\.png")),
+    "boxes": ("boxes", re.compile(r"\d{1,3}\.txt")),
+}
+OVERLAY = "overlay.mp4"
+
 
 def label_map(result: Sam2VideoFrameResult) -> np.ndarray:
-    """`(H, W)` uint8 map of a frame: at each pixel the id of the object with the highest positive logit, else 0."""
+    """`(H, W)` uint8 map of a frame: at each pixel the id of the object with the highest positive logit, else 0.
+    The logits `(N, H, W)` may be a torch tensor on any device (reduced there) or a numpy array."""
     if any(not 1 <= i <= 255 for i in result.object_ids):
         raise ValueError(f"Object ids must be in 1..255 to be written as palette PNGs, got {result.object_ids}")
-    ids = torch.tensor([0, *result.object_ids], dtype=torch.uint8)
     logits = result.mask_logits
-    background = torch.zeros_like(logits[:1])
-    best = torch.cat([background, logits]).argmax(dim=0)  # 0 where no object has a positive logit
-    return ids[best.cpu()].numpy()
+    best = (logits.argmax(0) + 1) * (logits > 0).any(0)  # 1 + the object's index; 0 where no logit is positive
+    best = best.cpu().numpy() if hasattr(best, "cpu") else best
+    return np.array([0, *result.object_ids], dtype=np.uint8)[best]
 
 
 def write_palette_png(labels: np.ndarray, path: str | os.PathLike) -> None:
@@ -34,6 +60,135 @@ def write_palette_png(labels: np.ndarray, path: str | os.PathLike) -> None:
     image = Image.fromarray(labels, mode="P")
     image.putpalette(palette().ravel().tolist())
     atomic_write(path, lambda partial: image.save(partial, format="PNG"))
+
+
+def read_label_map(path: str | os.PathLike) -> np.ndarray:
+    """The `(H, W)` uint8 label map of a palette PNG (`write_palette_png`)."""
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> None:
+    """Save a `(H, W)` bool mask as a black (0) and white (255) PNG."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
+    atomic_write(path, lambda partial: image.save(partial, format="PNG"))
+
+
+def mask_box(mask: np.ndarray) -> list[int]:
+    """`[x, y, w, h]` (pixels) of the bounding box of a `(H, W)` bool mask; `[0, 0, 0, 0]` when it is empty."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return [0, 0, 0, 0]
+    return [int(columns[0]), int(rows[0]), int(columns[-1] - columns[0] + 1), int(rows[-1] - rows[0] + 1)]
+
+
+def mask_record(mask: np.ndarray, obj_id: int, name: str | None = None, frame_idx: int | None = None) -> dict:
+    """The COCO RLE record of an object's `(H, W)` bool mask: `id`, `name` (when known), `frame_idx` (on a video),
+    `area` (pixels), `bbox` (`mask_box`) and `segmentation` (compressed RLE, pycocotools' string form)."""
+    from .amg import coco_encode_rle, mask_to_rle  # numpy functions, in a module that imports torch
+
+    record = {"id": int(obj_id)}
+    if name is not None:
+        record["name"] = name
+    if frame_idx is not None:
+        record["frame_idx"] = int(frame_idx)
+    return {
+        **record,
+        "area": int(mask.sum()),
+        "bbox": mask_box(mask),
+        "segmentation": coco_encode_rle(mask_to_rle(mask)),
+    }
+
+
+def write_json(value, path: str | os.PathLike) -> Path:
+    """`value` as JSON (one item per line for a list of records) with a final line break."""
+    text = json.dumps(value, indent=1) + "\n"
+    return atomic_write(path, lambda partial: Path(partial).write_text(text))
+
+
+def _written_by_us(kind: str) -> Callable[[Path], bool]:
+    """Whether a folder holds only what `write_tracking` writes for `kind` (`00012.png`, ...)."""
+    pattern = FOLDERS[kind][1]
+
+    def check(folder: Path) -> bool:
+        entries = [p for p in folder.rglob("*") if p.is_file() or not any(p.iterdir())]
+        return all(p.is_file() and pattern.fullmatch(p.relative_to(folder).as_posix()) for p in entries)
+
+    return check
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """`ValueError` unless `formats` is one or more names out of `FORMATS`."""
+    unknown = [kind for kind in formats if kind not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(FORMATS)}")
+
+
+def check_output(out: str | os.PathLike, formats: Sequence[str]) -> None:
+    """Refuse (`ValueError`, `FileExistsError`) before any work what `write_tracking(out, formats)` could not write:
+    an unknown format, `out` a file, a format's folder holding files of something else, `overlay.mp4` a folder."""
+    out = Path(out)
+    check_formats(formats)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    for kind in formats:
+        if kind in FOLDERS:
+            folder = FOLDERS[kind][0]
+            check_replaceable(out / folder, True, _written_by_us(kind), what=f"{folder} folder")
+    if "mp4" in formats and (out / OVERLAY).is_dir():
+        raise FileExistsError(f"{out / OVERLAY} is a folder; choose another output folder")
+
+
+def write_tracking(
+    out: str | os.PathLike,
+    formats: Sequence[str],
+    frames: Iterable[tuple[int, np.ndarray]],
+    object_ids: Iterable[int],
+    read_frame: Callable[[int], np.ndarray],
+    fps: float | None = None,
+    names: Mapping[int, str] | None = None,
+) -> list[int]:
+    """Write the label maps `frames` (`(frame_idx, (H, W) uint8)` pairs, in any order) of the objects `object_ids`
+    into the folder `out` as `formats` ask (see the module docstring); `names` are the objects' names where known,
+    `read_frame(t)` gives frame `t` `(H, W, 3)` uint8 for the overlay, played at `fps` (default 24). Each folder
+    replaces an earlier run's once every frame is written (`check_output` tells beforehand whether it may).
+    Returns the indices of the frames written, in order."""
+    check_output(out, formats)
+    out, object_ids, names = Path(out), sorted(set(object_ids)), names or {}
+    out.mkdir(parents=True, exist_ok=True)
+    boxes: dict[int, list[list[int]]] = {}  # frame -> the objects' boxes
+    with contextlib.ExitStack() as stack:
+        staging = {
+            kind: stack.enter_context(
+                staged_folder(out / FOLDERS[kind][0], overwrite=True, is_replaceable=_written_by_us(kind))
+            )
+            for kind in formats
+            if kind in FOLDERS
+        }
+        if "mp4" in formats and "png" not in formats:  # the overlay reads the label maps back
+            staging["png"] = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out, prefix=".labels.")))
+        for frame_idx, labels in frames:
+            name = f"{frame_idx:05d}"
+            masks = [labels == obj_id for obj_id in object_ids]
+            boxes[frame_idx] = [mask_box(mask) for mask in masks]
+            if "png" in staging:
+                write_palette_png(labels, staging["png"] / f"{name}.png")
+            if "rle" in staging:
+                records = [mask_record(m, i, names.get(i), frame_idx) for i, m in zip(object_ids, masks)]
+                write_json(records, staging["rle"] / f"{name}.json")
+            for obj_id, mask in zip(object_ids, masks) if "objects" in staging else ():
+                write_mask_png(mask, staging["objects"] / str(obj_id) / f"{name}.png")
+        order = sorted(boxes)
+        span = range(order[-1] + 1) if order else range(0)
+        for index, obj_id in enumerate(object_ids if "boxes" in staging else ()):
+            lines = [",".join(map(str, boxes[t][index] if t in boxes else [0] * 4)) for t in span]
+            text = "".join(f"{line}\n" for line in lines)
+            atomic_write(staging["boxes"] / f"{obj_id}.txt", lambda partial, text=text: Path(partial).write_text(text))
+        if "mp4" in formats:
+            (out / OVERLAY).unlink(missing_ok=True)  # an earlier run's, about to be stale
+            label_maps = (read_label_map(staging["png"] / f"{t:05d}.png") for t in order)
+            write_overlay_video((read_frame(t) for t in order), label_maps, out / OVERLAY, fps or 24.0)
+    return order
 
 
 def write_overlay_video(
@@ -70,4 +225,18 @@ def _video_stream(container, fps: float, width: int, height: int):
     return stream
 
 
-__all__ = ["label_map", "palette", "write_overlay_video", "write_palette_png"]
+__all__ = [
+    "FORMATS",
+    "check_formats",
+    "check_output",
+    "label_map",
+    "mask_box",
+    "mask_record",
+    "palette",
+    "read_label_map",
+    "write_json",
+    "write_mask_png",
+    "write_overlay_video",
+    "write_palette_png",
+    "write_tracking",
+]

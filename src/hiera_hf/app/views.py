@@ -1,0 +1,99 @@
+"""What the page shows: a frame scaled to its view, with masks, clicks and a box drawn in."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ..visualization import palette
+from .objects import FOREGROUND, numbers
+
+_PALETTE = palette()
+_HALF_PALETTE = _PALETTE // 2
+# The page is sent views of at most this many pixels a side (SAM 2's input side: a click in the view is as precise
+# as the model sees the frame).
+VIEW_MAX_SIDE = 1024
+BOX_COLOUR = (255, 212, 0)
+
+
+def object_colour(obj_id: int) -> tuple[int, int, int]:
+    """RGB colour of an object: its palette PNG colour."""
+    return tuple(int(c) for c in _PALETTE[obj_id])
+
+
+class ViewGrid:
+    """How a frame of `(height, width)` pixels maps to its view, the frame scaled to at most `VIEW_MAX_SIDE` pixels
+    a side (`size` = the view's (height, width)): the frame resized bilinearly, label maps sampled at the nearest
+    frame pixel, and positions (pixel centres) between the two."""
+
+    def __init__(self, height: int, width: int):
+        scale = min(1.0, VIEW_MAX_SIDE / max(height, width))
+        self.frame_size = (height, width)
+        self.size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        self._rows = ((np.arange(self.size[0]) + 0.5) * height / self.size[0]).astype(np.intp)[:, None]
+        self._columns = ((np.arange(self.size[1]) + 0.5) * width / self.size[1]).astype(np.intp)
+
+    @property
+    def scaled(self) -> bool:
+        return self.size != self.frame_size
+
+    def frame(self, rgb: np.ndarray) -> np.ndarray:
+        """`(H, W, 3)` uint8 frame -> `(h, w, 3)` uint8 view."""
+        if not self.scaled:
+            return rgb
+        return np.asarray(Image.fromarray(rgb).resize(self.size[::-1], Image.Resampling.BILINEAR))
+
+    def labels(self, labels: np.ndarray | None) -> np.ndarray | None:
+        """`(H, W)` label map -> `(h, w)` (each view pixel takes the frame pixel under its centre)."""
+        return labels if labels is None or not self.scaled else labels[self._rows, self._columns]
+
+    def to_view(self, x: float, y: float) -> tuple[float, float]:
+        (height, width), (h, w) = self.frame_size, self.size
+        return (x + 0.5) * w / width - 0.5, (y + 0.5) * h / height - 0.5
+
+    def from_view(self, x, y) -> tuple[float, float]:
+        """A position in the view (pixels, as the page reports a click) -> the same position in the frame."""
+        x, y = numbers((x, y), 2, "A position")
+        if not self.scaled:
+            return x, y
+        (height, width), (h, w) = self.frame_size, self.size
+        return (x + 0.5) * width / w - 0.5, (y + 0.5) * height / h - 0.5
+
+    def box_from_view(self, box) -> list[float]:
+        """A box (x0, y0, x1, y1) in the view -> in the frame."""
+        x0, y0, x1, y1 = numbers(box, 4, "A box")
+        return [*self.from_view(x0, y0), *self.from_view(x1, y1)]
+
+    def draw(self, view_frame: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np.ndarray:
+        """`view_frame` (`frame(rgb)`) with a frame's `labels` `(H, W)`, `clicks` (x, y, label) and `box` (x0, y0,
+        x1, y1), in frame pixels, drawn in; see `blend`."""
+        clicks = [(*self.to_view(x, y), label) for x, y, label in clicks]
+        box = None if box is None else [*self.to_view(*box[:2]), *self.to_view(*box[2:])]
+        return blend(view_frame, self.labels(labels), clicks, box)
+
+
+def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np.ndarray:
+    """The frame `(H, W, 3)` uint8 with each object's pixels of `labels` `(H, W)` blended half with its colour (as
+    the overlay video is), the clicks `(x, y, label)` drawn as small squares (green foreground, red background)
+    and the outline of `box` (x0, y0, x1, y1; yellow, as the page draws a box being dragged)."""
+    out = np.array(rgb, dtype=np.uint8)
+    rows = np.flatnonzero(labels.any(axis=1)) if labels is not None else ()
+    if len(rows):  # blend inside the labels' bounding box only
+        columns = np.flatnonzero(labels.any(axis=0))
+        inside = np.s_[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+        part, ids = out[inside], labels[inside]
+        out[inside] = np.where(ids[..., None] > 0, part // 2 + _HALF_PALETTE[ids], part)
+    radius = max(2, min(rgb.shape[:2]) // 150)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        for edge in (np.s_[y0 : y0 + 2, x0 : x1 + 1], np.s_[y1 - 1 : y1 + 1, x0 : x1 + 1],
+                     np.s_[y0 : y1 + 1, x0 : x0 + 2], np.s_[y0 : y1 + 1, x1 - 1 : x1 + 1]):  # fmt: skip
+            out[edge] = BOX_COLOUR
+    for x, y, label in clicks:
+        x, y = int(x), int(y)
+        colour = (0, 220, 0) if label == FOREGROUND else (230, 0, 0)
+        out[max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1] = colour
+    return out
+
+
+__all__ = ["BOX_COLOUR", "VIEW_MAX_SIDE", "ViewGrid", "blend", "object_colour"]
