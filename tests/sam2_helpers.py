@@ -247,27 +247,3 @@ def assert_pipeline_matches_meta(output: dict, meta: list[dict]) -> None:
         assert abs(meta[index]["predicted_iou"] - score) < 1e-4
         mask, reference = np.asarray(mask), _segmentation(meta[index])
         assert (mask & reference).sum() / (mask | reference).sum() >= 0.999
-
-
-# A small SAM 2.1 for fast CPU steps: 64x64 inputs (4x4 image embeddings, 16x16 low-resolution masks).
-TINY = {
-    "image_size": 64,
-    "embed_dim": 16,
-    "num_heads": (1, 1, 2, 2),
-    "depths": (1, 1, 1, 1),
-    "window_sizes": (4, 4, 2, 2),
-    "global_attention_blocks": (2,),
-    "window_position_embedding_background_size": (4, 4),
-    "fpn_hidden_size": 32,
-    "decoder_num_heads": 2,
-    "decoder_mlp_dim": 64,
-    "iou_head_hidden_dim": 32,
-    "memory_attention_num_layers": 1,
-    "memory_attention_feedforward_dim": 64,
-    "memory_encoder_hidden_size": 16,
-}
-
-
-def tiny_config(**kwargs) -> Sam2Config:
-    """`TINY` with `kwargs` over the sam2.1 tiny preset."""
-    return Sam2Config.from_preset("sam2.1_hiera_tiny", **{**TINY, **kwargs})
