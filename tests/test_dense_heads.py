@@ -24,6 +24,8 @@ from transformers import (
 
 from hiera_hf import HieraBackbone, HieraConfig, HieraForImageClassification
 
+pytestmark = pytest.mark.slow  # 16 heads trained a step each (Mask2Former at 320 px): minutes
+
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 

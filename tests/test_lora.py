@@ -21,6 +21,7 @@ from hiera_hf.lora import ADAPTER_FOLDER, add_lora
 from hiera_hf.sam2.training import Sam2VideoModelForTraining
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # training steps, an ONNX export and a fine-tuning example
 
 
 def _train(model, batches, steps: int = 3) -> None:
