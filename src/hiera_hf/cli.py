@@ -127,7 +127,7 @@ def run_convert(args: argparse.Namespace) -> None:
     start(args)
     from .conversion import convert_hiera, convert_sam2
     from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
-    from .hub import read_config
+    from .hiera.model_folder import read_config
 
     config_file = Path(args.from_transformers or "", "config.json")
     if args.variant in SAM2_PRESETS or (
@@ -237,10 +237,11 @@ def run_classify(args: argparse.Namespace) -> None:
         AutoVideoProcessor,
     )
 
-    from .hub import check_model_folder, resolve_model
+    from .hiera.model_folder import check_model_folder
+    from .hub import resolve_model
 
     folder = resolve_model(args.model, progress=not args.quiet)
-    check_model_folder(folder, ("hiera_hf", "hiera"), "classify needs a Hiera classifier folder")
+    check_model_folder(folder, ("hiera_hf", "hiera"), "classify needs a Hiera classifier folder", values=False)
     architectures = AutoConfig.from_pretrained(folder).architectures or []
     is_video = any(name.endswith("ForVideoClassification") for name in architectures)
     if not is_video and not any(name.endswith("ForImageClassification") for name in architectures):

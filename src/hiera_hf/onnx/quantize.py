@@ -21,13 +21,11 @@ class _ImageReader:
     """`onnxruntime.quantization.CalibrationDataReader` over the images of a folder, preprocessed for SAM 2."""
 
     def __init__(self, folder: Path, size: int, mean, std, limit: int = 16):
-        from PIL import Image
-
         paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
         if not paths:
             raise ValueError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self._inputs = iter(
-            [{"pixel_values": preprocess(Image.open(path), size, mean, std)[0]} for path in paths]
+            [{"pixel_values": preprocess(path, size, mean, std)[0]} for path in paths]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
