@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from sam2_helpers import media, write_mp4
 
 from hiera_hf import (
@@ -100,6 +101,36 @@ def paths(tmp_path_factory) -> SimpleNamespace:
     torch.save({"w": torch.zeros(1)}, p.pickled / "pytorch_model.bin")
     p.no_config = root / "no_config"
     p.no_config.mkdir()
+    weights = load_file(sam / "model.safetensors")
+    first = next(iter(weights))
+    for name, change in (("nan_weights", lambda t: t.index_fill(0, torch.tensor([0]), float("nan"))),
+                         ("int8_weights", lambda t: t.to(torch.int8))):  # fmt: skip
+        folder = root / name
+        folder.mkdir()
+        shutil.copy(sam / "config.json", folder)
+        save_file({**weights, first: change(weights[first])}, folder / "model.safetensors", metadata={"format": "pt"})
+        setattr(p, name, folder)
+    del weights
+    for name, model_type in (("type_int", 5), ("relabelled", "sam2"), ("as_hiera", "hiera_hf")):
+        folder = _copy_folder(sam, root / name)
+        relabelled = json.loads((sam / "config.json").read_text())
+        relabelled["model_type"] = model_type
+        (folder / "config.json").write_text(json.dumps(relabelled))
+        setattr(p, name, folder)
+    p.hostile_bin = root / "hostile_bin"
+    p.hostile_bin.mkdir()
+    shutil.copy(sam / "config.json", p.hostile_bin)
+    torch.save({"w": _Hostile()}, p.hostile_bin / "pytorch_model.bin")
+    p.hiera_tampered = _copy_folder(hiera, root / "hiera_tampered")
+    tampered = json.loads((hiera / "config.json").read_text())
+    tampered["embed_dim"] = 64  # the weights have 96
+    (p.hiera_tampered / "config.json").write_text(json.dumps(tampered))
+    p.hiera_nan = _copy_folder(hiera, root / "hiera_nan")
+    weights = load_file(hiera / "model.safetensors")
+    key = next(iter(weights))
+    weights[key] = torch.full_like(weights[key], float("inf"))
+    (p.hiera_nan / "model.safetensors").unlink()  # a link to the good weights
+    save_file(weights, p.hiera_nan / "model.safetensors", metadata={"format": "pt"})
 
     p.zero = root / "zero.png"
     p.zero.write_bytes(b"")
@@ -109,6 +140,12 @@ def paths(tmp_path_factory) -> SimpleNamespace:
     p.cut_jpeg.write_bytes(Path(p.dog).read_bytes()[:4000])
     p.bomb = root / "bomb.png"
     Image.new("1", (14000, 14000)).save(p.bomb)  # 196 megapixels, a few kB
+    p.no_images = root / "no_images"
+    p.no_images.mkdir()
+    (p.no_images / "notes.txt").write_text("not an image")
+    p.bomb_folder = root / "bomb_folder"
+    p.bomb_folder.mkdir()
+    shutil.copy(p.bomb, p.bomb_folder)
     p.rotated = root / "rotated.jpg"  # stored 500x331, shown upright as 331x500 (EXIF orientation 6)
     exif = Image.Image().getexif()
     exif[0x0112] = 6
@@ -164,6 +201,15 @@ def track(*extra, video="clip", model="sam"):
                            "--out", str(tmp / "out"), "--quiet", *extra]  # fmt: skip
 
 
+def classify(image="dog", model="hiera"):
+    return lambda p, tmp: ["classify", str(getattr(p, image)), "--model", str(getattr(p, model)), "--quiet"]
+
+
+def export(*extra, model="sam", output="out"):
+    return lambda p, tmp: ["export-onnx", "--model", str(getattr(p, model)), "--output", str(tmp / output), "--quiet",
+                           *(str(getattr(p, e[2:])) if e.startswith("p.") else e for e in extra)]  # fmt: skip
+
+
 def convert(extra):
     return lambda p, tmp: ["convert", "--variant", "hiera_tiny_224", "--no-progress", "--no-verify", *extra(p, tmp)]
 
@@ -185,6 +231,11 @@ CLI_CASES = {
     "segment point nan": Case(seg("--point", "nan,nan"), 2, "is not a finite number"),
     "segment point inf": Case(seg("--point", "inf,3"), 2, "is not a finite number"),
     "segment point negative": Case(seg("--point=-5,10"), 2, "outside the image"),
+    "segment point negative, separate value": Case(seg("--point", "-5,10"), 2, "--point -5,10: point"),
+    "segment point -inf": Case(seg("--point", "-inf,10"), 2, "is not a finite number"),
+    "segment box negative": Case(seg("--box", "-5,0,20,20"), 2, "outside the image"),
+    "track frame negative": Case(track("--point", "-1,1,30,60"), 2, "frame must be at least 0, got -1"),
+    "track box negative": Case(track("--box", "0,1,-20,0,20,20"), 2, "outside the image"),
     "segment box inverted": Case(seg("--box", "200,200,20,20"), 2, "x0 < x1 and y0 < y1"),
     "segment box empty": Case(seg("--box", "10,10,10,50"), 2, "x0 < x1 and y0 < y1"),
     "segment label padding": Case(seg("--point", "5,5", "--label", "-10"), 2, "--label must be 0"),
@@ -228,6 +279,34 @@ CLI_CASES = {
     "truncated safetensors": Case(seg("--point", "5,5", model="truncated_weights"), 1, "damaged or truncated"),  # fmt: skip
     "pickled weights": Case(seg("--point", "5,5", model="pickled"), 1, "pickled PyTorch weights"),
     "folder without config": Case(seg("--point", "5,5", model="no_config"), 1, "has no config.json"),  # fmt: skip
+    "NaN weights": Case(seg("--point", "5,5", model="nan_weights"), 1, "holds NaN or infinite values"),
+    "int8 weights": Case(track("--point", "0,1,5,5", model="int8_weights"), 1, "as int8, but the model's weights are float32"),  # fmt: skip
+    "model_type a number": Case(seg("--point", "5,5", model="type_int"), 1, "has model_type 5 in its config.json"),  # fmt: skip
+    "folder relabelled sam2": Case(seg("--point", "5,5", model="relabelled"), 1, "holds a transformers SAM 2 model"),  # fmt: skip
+    "hostile pytorch_model.bin": Case(seg("--point", "5,5", model="hostile_bin"), 1, "pickled PyTorch weights"),  # fmt: skip
+    # classify gives the messages segment gives
+    "classify decompression bomb": Case(classify(image="bomb"), 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),
+    "classify zero-byte image": Case(classify(image="zero"), 1, "cannot identify"),
+    "classify truncated jpeg": Case(classify(image="cut_jpeg"), 1, "truncated"),
+    "classify weights that do not fit": Case(classify(model="hiera_tampered"), 1, "hiera_tampered/model.safetensors does not match"),  # fmt: skip
+    "classify NaN weights": Case(classify(model="hiera_nan"), 1, "holds NaN or infinite values"),
+    # export-onnx: refused before anything is exported, one line, nothing written
+    "export-onnx opset 99": Case(export("--opset", "99"), 1, "opset must be an int in 18..20"),
+    "export-onnx opset 13": Case(export("--opset", "13"), 1, "opset must be an int in 18..20"),
+    "export-onnx calibration without images": Case(export("--int8", "--calibration", "p.no_images"), 1, "holds no images"),  # fmt: skip
+    "export-onnx calibration bomb": Case(export("--int8", "--calibration", "p.bomb_folder"), 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
+    "export-onnx calibration for Hiera": Case(export("--int8", "--calibration", "p.root", model="hiera"), 1, "SAM 2 image encoders only"),  # fmt: skip
+    "export-onnx calibration without int8": Case(export("--calibration", "p.root"), 1, "--int8 only"),
+    "export-onnx into a user folder": Case(export(output="d"), 1, "replace it with --overwrite", keeps_out),
+    "export-onnx over a user folder": Case(export("--overwrite", output="d"), 1, "is not a folder hiera-hf wrote", keeps_out),  # fmt: skip
+    "export-onnx into a file": Case(export("--overwrite", output="f"), 1, "is not a folder", keeps_out),
+    "export-onnx NaN weights": Case(export(model="nan_weights"), 1, "holds NaN or infinite values"),
+    "export-onnx int8 weights": Case(export(model="int8_weights"), 1, "as int8"),
+    "export-onnx weights that do not fit": Case(export(model="tampered"), 1, "do not fit its config.json"),
+    "export-onnx truncated weights": Case(export(model="truncated_weights"), 1, "damaged or truncated"),
+    "export-onnx pickled weights": Case(export(model="hostile_bin"), 1, "pickled PyTorch weights"),
+    "export-onnx SAM 2 weights labelled Hiera": Case(export(model="as_hiera"), 1, "holds a Sam2VideoModel"),
+    "export-onnx Hiera NaN weights": Case(export(model="hiera_nan"), 1, "holds NaN or infinite values"),
     # Videos
     "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder"),  # fmt: skip
     "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video"),  # fmt: skip

@@ -29,6 +29,8 @@ from .sam2.presets import SAM2_PRESETS
 USER_ERRORS = (ValueError, OSError, ImportError)
 SAM2_TYPES = ("hiera_hf_sam2",)
 SAM2_NEEDED = "a converted SAM 2 folder (hiera-hf convert --variant sam2.1_hiera_tiny ...)"
+HIERA_TYPES = ("hiera_hf", "hiera")  # ours, and transformers' (facebook/hiera-*-hf)
+CLASSIFY_NEEDED = "classify needs a Hiera classifier folder"
 
 
 MODEL_HELP = (
@@ -225,10 +227,7 @@ def run_classify(args: argparse.Namespace) -> None:
     if not path.exists():
         raise FileNotFoundError(f"No such image or video: {path}")
     device = start(args)
-    import contextlib
-
     import torch
-    from PIL import Image
     from transformers import (
         AutoConfig,
         AutoImageProcessor,
@@ -238,10 +237,11 @@ def run_classify(args: argparse.Namespace) -> None:
     )
 
     from .hiera.model_folder import check_model_folder
-    from .hub import resolve_model
+    from .hub import load_pretrained, resolve_model
+    from .image_utils import open_image
 
     folder = resolve_model(args.model, progress=not args.quiet)
-    check_model_folder(folder, ("hiera_hf", "hiera"), "classify needs a Hiera classifier folder", values=False)
+    check_model_folder(folder, HIERA_TYPES, CLASSIFY_NEEDED, values=False)
     architectures = AutoConfig.from_pretrained(folder).architectures or []
     is_video = any(name.endswith("ForVideoClassification") for name in architectures)
     if not is_video and not any(name.endswith("ForImageClassification") for name in architectures):
@@ -262,12 +262,14 @@ def run_classify(args: argparse.Namespace) -> None:
         else (AutoImageProcessor, AutoModelForImageClassification)
     )
     processor = processor_class.from_pretrained(folder)
-    try:
-        with contextlib.nullcontext(str(path)) if is_video else Image.open(path) as media:
-            inputs = processor(media, return_tensors="pt")
-    except (ValueError, OSError, IndexError, RuntimeError) as error:  # PIL's and PyAV's errors derive from these
-        raise ValueError(f"Cannot read the {'video' if is_video else 'image'} {path}: {error}") from error
-    model = model_class.from_pretrained(folder).eval().to(device)
+    if is_video:
+        try:
+            inputs = processor(str(path), return_tensors="pt")
+        except (ValueError, OSError, IndexError, RuntimeError) as error:  # PyAV's errors derive from these
+            raise ValueError(f"Cannot read the video {path}: {error}") from error
+    else:
+        inputs = processor(open_image(path), return_tensors="pt")
+    model = load_pretrained(model_class, folder, HIERA_TYPES, CLASSIFY_NEEDED).eval().to(device)
     with torch.inference_mode():
         probabilities = model(**inputs.to(device)).logits.softmax(-1)[0].cpu()
     top = probabilities.topk(min(args.top_k, probabilities.numel()))
@@ -734,6 +736,7 @@ def add_export_onnx_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `export-onnx` (`hiera_hf.onnx.export.export_onnx`)."""
     add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument("--output", required=True, metavar="DIR", help="new (or empty) folder for the ONNX files")
+    add_overwrite_argument(parser, "an earlier export in the output folder")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 18; default 18)")
     parser.add_argument("--int8", action="store_true", help="also write int8 *_quantized.onnx image-encoder graphs")
     parser.add_argument(
@@ -746,7 +749,9 @@ def run_export_onnx(args: argparse.Namespace) -> None:
     start(args)
     from .onnx.export import export_onnx
 
-    folder = export_onnx(args.model, args.output, args.opset, args.int8, args.calibration, progress=not args.quiet)
+    folder = export_onnx(
+        args.model, args.output, args.opset, args.int8, args.calibration, not args.quiet, args.overwrite
+    )
     if not args.quiet:
         print(f"Wrote {folder}")
 
@@ -802,10 +807,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose value is a list of numbers: argparse takes `--point -5,10` for two flags (`-5,10` is not one of the
+# negative numbers it knows), so such a value is attached (`--point=-5,10`) and refused by the flag's own check.
+LIST_FLAGS = ("--point", "--box", "--mask")
+_NEGATIVE_LIST = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """`argv` with a negative-looking value after a flag of `LIST_FLAGS` attached to it: `--point`, `-5,10` ->
+    `--point=-5,10`."""
+    attached: list[str] = []
+    for arg in argv:
+        if attached and attached[-1] in LIST_FLAGS and _NEGATIVE_LIST.match(arg):
+            attached[-1] = f"{attached[-1]}={arg}"
+        else:
+            attached.append(arg)
+    return attached
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `hiera-hf`; returns the exit status (errors meant for the user print as `error: ...`)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         quiet = getattr(args, "quiet", False)
         with library_output(bars=not quiet, messages=not quiet):

@@ -15,8 +15,10 @@ so a folder loaded with `trust_remote_code=True` is checked the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -111,15 +113,30 @@ def check_model_folder(
     return config
 
 
-def check_pretrained(model_class: type, path, kwargs: dict) -> None:
-    """What `model_class.from_pretrained(path, **kwargs)` is about to load, checked when `path` is a local folder
-    (the command line and the app download a Hub repo first and load the local copy)."""
-    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_dir():
-        return
-    folder = Path(path, kwargs.get("subfolder") or "")
-    model_type = model_class.config_class.model_type
-    check_model_folder(folder, (model_type,), f"{model_class.__name__} loads {MODEL_KINDS[model_type]} folders "
-                       f"(model_type {model_type!r})")  # fmt: skip
+@contextlib.contextmanager
+def checked_loading(model_class: type, path, kwargs: dict) -> Iterator[None]:
+    """Around `model_class.from_pretrained(path, **kwargs)`: a local folder is checked first (`check_model_folder`,
+    and its `config.json` must make a config of the class; the command line and the app download a Hub repo first
+    and load the local copy), and weights whose shapes do not fit the config raise a `ValueError` saying so."""
+    folder = Path(path, kwargs.get("subfolder") or "") if isinstance(path, (str, os.PathLike)) else None
+    if folder is not None and folder.is_dir():
+        model_type = model_class.config_class.model_type
+        kind = f"{MODEL_KINDS[model_type]} (model_type {model_type!r})"
+        check_model_folder(folder, (model_type,), f"{model_class.__name__} loads {kind} folders")
+        if kwargs.get("config") is None:
+            try:
+                model_class.config_class.from_pretrained(folder)
+            except (TypeError, ValueError, KeyError, AttributeError) as error:
+                raise ValueError(f"{folder / 'config.json'} is not a valid {kind} config: {error}") from error
+    try:
+        yield
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error):
+            raise
+        raise ValueError(
+            f"The weights in {path} do not fit its config.json (tensor shapes differ, see the load report above): "
+            "the config may have been edited or the weights belong to another model"
+        ) from error
 
 
-__all__ = ["MODEL_KINDS", "check_model_folder", "check_pretrained", "check_weights", "read_config", "weight_files"]
+__all__ = ["MODEL_KINDS", "check_model_folder", "checked_loading", "check_weights", "read_config", "weight_files"]

@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_hiera import HieraConfig
-from .model_folder import check_pretrained
+from .model_folder import checked_loading
 
 # ---------------------------------------------------------------------------------------------------------------
 # Layout helpers (shared with SAM 2's Hiera trunk)
@@ -462,9 +462,9 @@ class HieraPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' `from_pretrained`, after `check_pretrained` (a local folder's config and weights)."""
-        check_pretrained(cls, pretrained_model_name_or_path, kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """transformers' `from_pretrained`, with a local folder's config and weights checked (`checked_loading`)."""
+        with checked_loading(cls, pretrained_model_name_or_path, kwargs):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

@@ -30,7 +30,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from ..hiera.model_folder import check_pretrained
+from ..hiera.model_folder import checked_loading
 from ..hiera.modeling_hiera import (
     HieraBlock,
     drop_path_rates,
@@ -741,10 +741,10 @@ class Sam2PreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' `from_pretrained`, after `check_pretrained` (a local folder's config and weights)."""
-        check_pretrained(cls, pretrained_model_name_or_path, kwargs)
+        """transformers' `from_pretrained`, with a local folder's config and weights checked (`checked_loading`)."""
+        with checked_loading(cls, pretrained_model_name_or_path, kwargs):
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         # Loading replaces the parameters (with gradients on): freeze again afterwards.
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_from_config()
         return loaded
 
