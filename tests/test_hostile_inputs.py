@@ -495,6 +495,110 @@ def test_session_refuses(session, method, arguments, message):
     assert session.object_ids == []  # nothing was added
 
 
+ONNX_CASES = [
+    ({"point_coords": [[float("nan"), 3]], "point_labels": [1]}, "point_coords\\[0\\]\\[0\\] = nan is not a finite number"),
+    ({"point_coords": [[3, float("inf")]], "point_labels": [1]}, "is not a finite number"),
+    ({"point_coords": [[5000, 5000]], "point_labels": [1]}, "point_coords\\[0\\] = \\(5000, 5000\\) lies outside the 128x96"),
+    ({"point_coords": [[-1, 3]], "point_labels": [1]}, "outside the 128x96 image"),
+    ({"point_coords": [[3, 3]], "point_labels": [2]}, "point_labels\\[0\\] = 2: click labels must be 0"),
+    ({"point_coords": [[3, 3]], "point_labels": [0.5]}, "click labels must be 0"),
+    ({"point_coords": [[3, 3], [4, 4]], "point_labels": [1]}, "point_coords must be \\(K, 2\\) and point_labels \\(K,\\)"),
+    ({"point_coords": [3, 3], "point_labels": [1]}, "point_coords must be \\(K, 2\\)"),
+    ({"point_coords": [[3, 3]]}, "point_coords and point_labels must be given together"),
+    ({"point_coords": [["a", 3]], "point_labels": [1]}, "point_coords must be numbers"),
+    ({"box": [50, 50, 20, 20]}, "box = \\(50, 50, 20, 20\\) must be \\(x0, y0, x1, y1\\) with x0 < x1 and y0 < y1"),
+    ({"box": [10, 10, 10, 50]}, "x0 < x1 and y0 < y1"),
+    ({"box": [0, 0, 300, 20]}, "outside the 128x96 image"),
+    ({"box": [0, float("nan"), 30, 20]}, "is not a finite number"),
+    ({"box": [1, 2, 3]}, "box must be \\(x0, y0, x1, y1\\)"),
+    ({"mask_input": np.zeros((1, 256, 256))}, "mask_input must be one mask of low-resolution logits, shape \\(1, 32, 32\\)"),
+    ({"mask_input": np.zeros((2, 32, 32))}, "mask_input must be one mask"),
+    ({"mask_input": np.full((1, 32, 32), np.nan)}, "mask_input\\[0\\]\\[0\\]\\[0\\] = nan is not a finite number"),
+    ({}, "Give point_coords"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(paths):
+    """The ONNX image predictor of an image-only export of the SAM 2 folder, with a 128x96 image set."""
+    from hiera_hf.onnx.runtime import Sam2OnnxImagePredictor
+
+    main(["export-onnx", "--model", str(paths.sam), "--output", str(paths.root / "onnx"), "--quiet"])
+    predictor = Sam2OnnxImagePredictor(paths.root / "onnx")
+    predictor.set_image(_frames(1)[0])
+    return predictor
+
+
+@pytest.mark.parametrize("prompts, message", ONNX_CASES)
+def test_onnx_predictor_refuses(onnx_predictor, prompts, message):
+    """The ONNX runtime checks prompts with the rules (and messages) of the PyTorch paths."""
+    with pytest.raises(ValueError, match=message):
+        onnx_predictor.predict(**prompts)
+
+
+def test_onnx_predictor_sees_photos_upright_and_keeps_the_pixel_limit(onnx_predictor, paths, monkeypatch):
+    """`set_image` of a PIL image opened with `Image.open` (or of a path) is the upright photo, as the PyTorch
+    processor sees it; images over the pixel limit are refused with the CLI's message."""
+    with Image.open(paths.rotated) as photo:
+        onnx_predictor.set_image(photo)
+        assert onnx_predictor.original_size == (500, 331)
+        assert Sam2ImageProcessor()(photo)["original_sizes"].tolist() == [[500, 331]]
+    features = onnx_predictor._features
+    onnx_predictor.set_image(paths.rotated)
+    assert all(np.array_equal(features[name], onnx_predictor._features[name]) for name in features)
+    masks, scores, _ = onnx_predictor.predict(point_coords=[[300, 100]], point_labels=[1])
+    assert masks.shape == (3, 500, 331) and np.isfinite(scores).all()
+    with pytest.raises(ValueError, match="bomb.png is 14000x14000 .* HIERA_HF_MAX_IMAGE_PIXELS=196000000"):
+        onnx_predictor.set_image(paths.bomb)
+    monkeypatch.setenv("HIERA_HF_MAX_IMAGE_PIXELS", "1000")
+    with Image.open(paths.dog) as dog, pytest.raises(ValueError, match="more than the limit of 1,000 .* set "):
+        onnx_predictor.set_image(dog)
+    with Image.open(paths.dog) as dog, pytest.raises(ValueError, match="more than the limit of 1,000"):
+        Sam2ImageProcessor()(dog)
+    assert onnx_predictor.original_size == (500, 331)  # a refused image leaves the previous one set
+
+
+PRETRAINED_CASES = [
+    ("Sam2Model", "nan_weights", "nan_weights/model.safetensors holds NaN or infinite values in "),
+    ("Sam2VideoModel", "int8_weights", "holds .* as int8, but the model's weights are float32"),
+    ("Sam2Model", "type_int", "type_int has model_type 5 in its config.json, not the kind needed here: Sam2Model"),
+    ("Sam2Model", "relabelled", "relabelled holds a transformers SAM 2 model, not the kind needed here"),
+    ("Sam2Model", "hiera", "holds a Hiera model"),
+    ("HieraForImageClassification", "sam", "holds a SAM 2 model"),
+    ("HieraModel", "as_hiera", "as_hiera/config.json is not a valid Hiera \\(model_type 'hiera_hf'\\) config"),
+    ("Sam2Model", "hostile_bin", "holds pickled PyTorch weights, not model.safetensors"),
+    ("Sam2Model", "pickled", "holds pickled PyTorch weights"),
+    ("Sam2VideoModel", "tampered", "The weights in .*tampered do not fit its config.json"),
+    ("Sam2Model", "truncated_weights", "damaged or truncated"),
+    ("HieraForImageClassification", "hiera_nan", "holds NaN or infinite values"),
+    ("HieraForImageClassification", "hiera_tampered", "do not fit its config.json"),
+    ("Sam2Model", "no_json", "is not valid JSON"),
+    ("Sam2Model", "no_config", "has no config.json"),
+]
+
+
+@pytest.mark.parametrize("name, folder, message", PRETRAINED_CASES)
+def test_from_pretrained_refuses(paths, name, folder, message):
+    """`from_pretrained` of our classes runs the checks of the command line: a clear `ValueError` (or
+    `FileNotFoundError`), never weights cast or loaded at random, and never advice to unpickle."""
+    import hiera_hf
+
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
+        getattr(hiera_hf, name).from_pretrained(getattr(paths, folder))
+    assert "weights_only" not in str(error.value)
+
+
+def test_transformers_keeps_loading_its_own_models(paths, tmp_path):
+    """Our checks apply to our classes only: transformers' own SAM 2 still loads its folders through its class."""
+    from transformers import Sam2Config as TransformersSam2Config
+    from transformers import Sam2Model as TransformersSam2Model
+
+    config = TransformersSam2Config()
+    config.vision_config.backbone_config.embed_dim, config.vision_config.backbone_config.stages = 8, [1, 1, 1, 1]
+    TransformersSam2Model(config).save_pretrained(tmp_path / "theirs")
+    assert isinstance(TransformersSam2Model.from_pretrained(tmp_path / "theirs"), TransformersSam2Model)
+
+
 def test_sessions_refuse_mixed_frame_sizes(paths):
     frames = _frames(3)
     frames[1] = frames[1][:50]
