@@ -436,6 +436,60 @@ def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_
     assert (out / "masks" / "holiday.jpg").read_text() == "mine"
 
 
+def test_reverse_tracking_from_the_first_frame_yields_it(paths, tmp_path, session):
+    """Backward from the prompted frame 0 yields frame 0 (its prompted masks), in the session and in `track`; both
+    ways from frame 0 yield it once (the forward pass), as Meta's forward then reverse calls do."""
+    session.add_points(0, 1, [[30, 60]], [1])
+    try:
+        (prompted,) = [r.mask_logits for r in session.propagate(0, reverse=True, max_frames=5)]
+        assert [r.frame_idx for r in session.propagate(0, reverse="both")] == [0, 1]
+        (again,) = session.propagate(reverse=True)
+        torch.testing.assert_close(again.mask_logits, prompted, rtol=0, atol=0)
+    finally:
+        session.remove_object(1)
+    out = tmp_path / "out"
+    assert main(track("--point", "0,1,30,60", "--direction", "backward", "--format", "png,rle")(paths, tmp_path)) == 0
+    assert [p.name for p in (out / "masks").iterdir()] == ["00000.png"]
+    assert [p.name for p in (out / "rle").iterdir()] == ["00000.json"]
+
+
+def test_export_onnx_into_an_empty_folder_and_over_its_own_export(paths, tmp_path, capsys):
+    """An empty folder is a valid output; an earlier export is replaced with --overwrite only, as a whole."""
+    out = tmp_path / "onnx"
+    out.mkdir()
+    command = ["export-onnx", "--model", str(paths.hiera), "--output", str(out), "--quiet"]
+    assert main(command) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert "model.onnx" in written and "config.json" in written
+    assert main(command) == 1
+    assert "replace it with --overwrite" in capsys.readouterr().err
+    (out / "model_quantized.onnx").write_bytes(b"stale")  # an earlier --int8 export's: replaced as a whole
+    assert main([*command, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
+
+
+def test_convert_onto_a_full_disk(tmp_path, monkeypatch, capsys):
+    """safetensors' write error (a full disk) is one line, and the staging folder is gone."""
+    import transformers
+    from safetensors import SafetensorError
+
+    transformers.HieraModel(
+        transformers.HieraConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), image_size=(64, 64))
+    ).save_pretrained(tmp_path / "hf")
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    capsys.readouterr()
+    command = ["convert", "--from-transformers", str(tmp_path / "hf"), "--output", str(tmp_path / "out"), "--quiet"]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out/model.safetensors: Error while serializing" in err and "No space left" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
 def test_segment_sees_photos_upright(paths, tmp_path):
     """A phone photo (EXIF orientation 6) is segmented as shown: the mask has the upright size."""
     out = tmp_path / "mask.png"
