@@ -234,6 +234,9 @@ CLI_CASES = {
     "segment point negative, separate value": Case(seg("--point", "-5,10"), 2, "--point -5,10: point"),
     "segment point -inf": Case(seg("--point", "-inf,10"), 2, "is not a finite number"),
     "segment box negative": Case(seg("--box", "-5,0,20,20"), 2, "outside the image"),
+    "segment threshold nan": Case(seg("--point", "5,5", "--mask-threshold", "nan"), 2, "must be a finite number"),
+    "segment hole area negative": Case(seg("--point", "5,5", "--max-hole-area", "-4"), 2, "must be at least 0"),
+    "segment sprinkle area inf": Case(seg("--point", "5,5", "--max-sprinkle-area", "inf"), 2, "must be a finite"),
     "track frame negative": Case(track("--point", "-1,1,30,60"), 2, "frame must be at least 0, got -1"),
     "track box negative": Case(track("--box", "0,1,-20,0,20,20"), 2, "outside the image"),
     "segment box inverted": Case(seg("--box", "200,200,20,20"), 2, "x0 < x1 and y0 < y1"),
@@ -434,6 +437,14 @@ def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_
     assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 1
     assert "not a folder hiera-hf wrote" in capsys.readouterr().err
     assert (out / "masks" / "holiday.jpg").read_text() == "mine"
+
+
+def test_pil_frames_are_upright(paths):
+    """Frames given as PIL images are read as shown (EXIF orientation), sizes compared as shown."""
+    with Image.open(paths.rotated) as photo:
+        video = open_video([photo, np.asarray(open_image(paths.rotated))])
+        assert video[0].shape == video[1].shape == (500, 331, 3)
+        assert np.array_equal(video[0], video[1])
 
 
 def test_reverse_tracking_from_the_first_frame_yields_it(paths, tmp_path, session):

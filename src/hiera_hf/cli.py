@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -377,9 +378,9 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_prompt_type("--box", 0, 4), help="box in image pixels")
     parser.add_argument("--out", required=True, metavar="MASK.png", help="mask PNG; the overlay goes to *_overlay.png")
-    parser.add_argument("--mask-threshold", type=float, default=0.0, help="logit threshold (default 0)")
-    parser.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
-    parser.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+    parser.add_argument("--mask-threshold", type=_finite, default=0.0, help="logit threshold (default 0)")
+    parser.add_argument("--max-hole-area", type=_area, default=0.0, help="fill holes up to this low-res area")
+    parser.add_argument("--max-sprinkle-area", type=_area, default=0.0, help="remove specks up to this low-res area")
     add_overwrite_argument(parser, "the mask and overlay PNGs")
     add_run_arguments(parser)
 
@@ -422,6 +423,22 @@ def run_segment(args: argparse.Namespace) -> None:
     _save_png(draw(image, mask, points=args.point or None, labels=labels, boxes=args.box and [args.box]), overlay)
     if not args.quiet:
         print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+
+
+def _finite(text: str) -> float:
+    """An argparse `type`: a finite number (a NaN threshold would silently give empty masks)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _area(text: str) -> float:
+    """An argparse `type`: a finite area >= 0, in pixels."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .image_utils import open_image, to_rgb_array, upright_size
+from .image_utils import open_image, to_rgb_array, upright, upright_size
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Decoded frames a video file keeps to read backwards without decoding again from the keyframe for every frame.
@@ -88,7 +88,7 @@ class InMemoryFrames(VideoFrames):
         self._frames = frames
         self.fps = fps
         if not hasattr(frames, "ndim"):
-            sizes = [f.size[::-1] if isinstance(f, Image.Image) else to_rgb_array(f).shape[:2] for f in frames]
+            sizes = [upright(f).size[::-1] if isinstance(f, Image.Image) else to_rgb_array(f).shape[:2] for f in frames]
             check_same_size([tuple(size) for size in sizes], [f"frame {i}" for i in range(len(frames))])
 
     def __len__(self) -> int:
