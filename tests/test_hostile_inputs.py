@@ -238,6 +238,8 @@ CLI_CASES = {
     "segment hole area negative": Case(seg("--point", "5,5", "--max-hole-area", "-4"), 2, "must be at least 0"),
     "segment sprinkle area inf": Case(seg("--point", "5,5", "--max-sprinkle-area", "inf"), 2, "must be a finite"),
     "track frame negative": Case(track("--point", "-1,1,30,60"), 2, "frame must be at least 0, got -1"),
+    "track mask bomb": Case(lambda p, tmp: [*track()(p, tmp), "--mask", f"0,1,{p.bomb}"], 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
+    "track mask not an image": Case(lambda p, tmp: [*track()(p, tmp), "--mask", f"0,1,{p.text}"], 1, "Cannot read the image"),  # fmt: skip
     "track box negative": Case(track("--box", "0,1,-20,0,20,20"), 2, "outside the image"),
     "segment box inverted": Case(seg("--box", "200,200,20,20"), 2, "x0 < x1 and y0 < y1"),
     "segment box empty": Case(seg("--box", "10,10,10,50"), 2, "x0 < x1 and y0 < y1"),

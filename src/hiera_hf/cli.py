@@ -541,14 +541,12 @@ def _read_mask(path: Path, obj: int):
     """The boolean mask `(H, W)` in a PNG: its nonzero pixels, or for a label map (a palette PNG such as `track`
     writes) the pixels equal to `obj`."""
     import numpy as np
-    from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            palette_mode = image.mode == "P"
-            values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
-    except OSError as error:
-        raise ValueError(f"Cannot read the mask {path}: {error}") from error
+    from .image_utils import open_image
+
+    image = open_image(path)  # upright, within the pixel limit, or a ValueError naming the file
+    palette_mode = image.mode == "P"
+    values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
     return values == obj if palette_mode else values > 0
 
 
