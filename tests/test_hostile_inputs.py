@@ -268,6 +268,8 @@ CLI_CASES = {
         lambda p, tmp: ["generate-masks", p.dog, "--model", str(p.sam), "--out", str(tmp / "out"), "--no-progress"],
         1, "more than the limit of 1,000", env={"HIERA_HF_MAX_IMAGE_PIXELS": "1000"},
     ),  # fmt: skip
+    "pixel limit not a number": Case(seg("--point", "5,5"), 1, "HIERA_HF_MAX_IMAGE_PIXELS must be a whole number",
+                                     env={"HIERA_HF_MAX_IMAGE_PIXELS": "lots"}),  # fmt: skip
     "generate-masks zero-byte image": Case(
         lambda p, tmp: ["generate-masks", str(p.zero), "--model", str(p.sam), "--out", str(tmp / "out")],
         1, "cannot identify",
@@ -480,6 +482,21 @@ def test_export_onnx_into_an_empty_folder_and_over_its_own_export(paths, tmp_pat
     assert main([*command, "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
+
+    from hiera_hf.onnx.runtime import OnnxHieraClassifier
+
+    classifier = OnnxHieraClassifier(out)
+    assert classifier.predict(np.zeros((2, 3, 224, 224))).shape == (2, 1000)
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, 224, 224\), got \(1, 3, 100, 100\)"):
+        classifier.predict(np.zeros((1, 3, 100, 100)))
+    with pytest.raises(ValueError, match=r"pixel_values\[0\]\[0\]\[0\]\[0\] = nan is not a finite number"):
+        classifier.predict(np.full((1, 3, 224, 224), np.nan))
+    (out / "config.json").write_text("[1]")
+    with pytest.raises(ValueError, match="onnx/config.json must hold a JSON object"):
+        OnnxHieraClassifier(out)
+    (out / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="onnx/config.json is not valid JSON"):
+        OnnxHieraClassifier(out)
 
 
 def test_convert_onto_a_full_disk(tmp_path, monkeypatch, capsys):

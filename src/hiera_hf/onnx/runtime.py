@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sam2.prompts import check_box, check_clicks, check_mask_logits
+from ..sam2.prompts import check_box, check_clicks, check_finite, check_mask_logits
 from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
 from .processing import build_prompt, preprocess, resize
 
@@ -66,10 +66,17 @@ def run_session(session, outputs: list[str] | None, inputs: dict[str, np.ndarray
 
 
 def read_json(folder: Path, name: str) -> dict:
+    """The JSON object in `folder / name`; a missing file or anything but a JSON object raises, naming the file."""
     path = folder / name
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no {name}: not a folder written by `hiera-hf export-onnx`")
-    return json.loads(path.read_text())
+    try:
+        values = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
+    return values
 
 
 def graph_path(folder: Path, name: str, quantized: bool) -> Path:
@@ -87,7 +94,15 @@ class OnnxHieraClassifier:
         self.id2label = {int(k): v for k, v in self.config.get("id2label", {}).items()}
 
     def predict(self, pixel_values: np.ndarray) -> np.ndarray:
-        logits = self.session.run(["logits"], {"pixel_values": np.asarray(pixel_values, dtype=np.float32)})[0]
+        """`pixel_values` `(batch, channels, [frames,] height, width)` finite floats, of the exported size."""
+        pixel_values = check_finite(pixel_values, "pixel_values").astype(np.float32)
+        expected = self.session.get_inputs()[0].shape  # the batch axis is named, the others are sizes
+        if pixel_values.ndim != len(expected) or any(
+            isinstance(size, int) and size != got for size, got in zip(expected, pixel_values.shape)
+        ):
+            shape = ", ".join(str(size) if isinstance(size, int) else "batch" for size in expected)
+            raise ValueError(f"pixel_values must have shape ({shape}), got {pixel_values.shape}")
+        logits = self.session.run(["logits"], {"pixel_values": pixel_values})[0]
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         return shifted / shifted.sum(-1, keepdims=True)
 

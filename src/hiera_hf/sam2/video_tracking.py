@@ -511,8 +511,9 @@ class VideoSessionBase:
         """Track all objects from `start_frame` (default: the earliest prompted frame), forward, backward
         (`reverse=True`) or forward then backward (`"both"`; the start frame comes once per direction, except frame
         0, which the forward pass alone yields, as Meta's forward then reverse calls do), over at most `max_frames`
-        frames per direction; each pass yields its start frame first. Returns a generator of one `Sam2VideoFrameResult` per frame; the
-        arguments are checked and the prompts' memories encoded right away.
+        frames per direction; each pass yields its start frame first (Meta's reverse pass from frame 0 yields
+        nothing; ours yields frame 0). Returns a generator of one `Sam2VideoFrameResult` per frame; the arguments
+        are checked and the prompts' memories encoded right away.
 
         On a stream, tracks the pushed frames not tracked yet, forward only."""
         if reverse not in (False, True, "both"):
