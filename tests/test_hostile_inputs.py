@@ -344,6 +344,8 @@ CLI_CASES = {
                                      "empty.pt is not a readable PyTorch checkpoint"),  # fmt: skip
     "convert hostile pickle": Case(convert_into_out("--checkpoint", "hostile_pt"), 1,
                                    "Python objects besides tensors"),  # fmt: skip
+    "convert from a hiera-hf folder": Case(convert_into_out("--from-transformers", "sam"), 1,
+                                           "holds a SAM 2 model, not the kind needed here: --from-transformers"),  # fmt: skip
     "convert from non-JSON transformers folder": Case(convert_into_out("--from-transformers", "no_json"), 1,
                                                       "config.json is not valid JSON"),  # fmt: skip
 }
