@@ -114,7 +114,7 @@ def check_model_folder(
 
 
 @contextlib.contextmanager
-def checked_loading(model_class: type, path, kwargs: dict) -> Iterator[None]:
+def checked_loading(model_class: type, path: str | os.PathLike | None, kwargs: dict) -> Iterator[None]:
     """Around `model_class.from_pretrained(path, **kwargs)`: a local folder is checked first (`check_model_folder`,
     and its `config.json` must make a config of the class; the command line and the app download a Hub repo first
     and load the local copy), and weights whose shapes do not fit the config raise a `ValueError` saying so."""
