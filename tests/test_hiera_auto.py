@@ -75,6 +75,7 @@ def test_folder_layout(image_folder):
         "image_processing_hiera.py",
         "image_utils.py",
         "model.safetensors",
+        "model_folder.py",
         "modeling_hiera.py",
         "modeling_hiera_mae.py",
         "preprocessor_config.json",

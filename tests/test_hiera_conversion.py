@@ -138,7 +138,8 @@ def test_model_card_and_preprocessor(tiny_checkpoint, tmp_path):
                   progress=False)  # fmt: skip
     assert sorted(p.name for p in output.iterdir()) == [
         "README.md", "config.json", "configuration_hiera.py", "image_processing_hiera.py", "image_utils.py",
-        "model.safetensors", "modeling_hiera.py", "modeling_hiera_mae.py", "preprocessor_config.json", "presets.py",
+        "model.safetensors", "model_folder.py", "modeling_hiera.py", "modeling_hiera_mae.py", "preprocessor_config.json",
+        "presets.py",
     ]  # fmt: skip
     # Remote code (loading it without hiera-hf is tested in test_hiera_auto.py)
     config = json.loads((output / "config.json").read_text())

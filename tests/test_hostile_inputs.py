@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from sam2_helpers import media, write_mp4
 
 from hiera_hf import (
@@ -100,6 +101,36 @@ def paths(tmp_path_factory) -> SimpleNamespace:
     torch.save({"w": torch.zeros(1)}, p.pickled / "pytorch_model.bin")
     p.no_config = root / "no_config"
     p.no_config.mkdir()
+    weights = load_file(sam / "model.safetensors")
+    first = next(iter(weights))
+    for name, change in (("nan_weights", lambda t: t.index_fill(0, torch.tensor([0]), float("nan"))),
+                         ("int8_weights", lambda t: t.to(torch.int8))):  # fmt: skip
+        folder = root / name
+        folder.mkdir()
+        shutil.copy(sam / "config.json", folder)
+        save_file({**weights, first: change(weights[first])}, folder / "model.safetensors", metadata={"format": "pt"})
+        setattr(p, name, folder)
+    del weights
+    for name, model_type in (("type_int", 5), ("relabelled", "sam2"), ("as_hiera", "hiera_hf")):
+        folder = _copy_folder(sam, root / name)
+        relabelled = json.loads((sam / "config.json").read_text())
+        relabelled["model_type"] = model_type
+        (folder / "config.json").write_text(json.dumps(relabelled))
+        setattr(p, name, folder)
+    p.hostile_bin = root / "hostile_bin"
+    p.hostile_bin.mkdir()
+    shutil.copy(sam / "config.json", p.hostile_bin)
+    torch.save({"w": _Hostile()}, p.hostile_bin / "pytorch_model.bin")
+    p.hiera_tampered = _copy_folder(hiera, root / "hiera_tampered")
+    tampered = json.loads((hiera / "config.json").read_text())
+    tampered["embed_dim"] = 64  # the weights have 96
+    (p.hiera_tampered / "config.json").write_text(json.dumps(tampered))
+    p.hiera_nan = _copy_folder(hiera, root / "hiera_nan")
+    weights = load_file(hiera / "model.safetensors")
+    key = next(iter(weights))
+    weights[key] = torch.full_like(weights[key], float("inf"))
+    (p.hiera_nan / "model.safetensors").unlink()  # a link to the good weights
+    save_file(weights, p.hiera_nan / "model.safetensors", metadata={"format": "pt"})
 
     p.zero = root / "zero.png"
     p.zero.write_bytes(b"")
@@ -109,6 +140,12 @@ def paths(tmp_path_factory) -> SimpleNamespace:
     p.cut_jpeg.write_bytes(Path(p.dog).read_bytes()[:4000])
     p.bomb = root / "bomb.png"
     Image.new("1", (14000, 14000)).save(p.bomb)  # 196 megapixels, a few kB
+    p.no_images = root / "no_images"
+    p.no_images.mkdir()
+    (p.no_images / "notes.txt").write_text("not an image")
+    p.bomb_folder = root / "bomb_folder"
+    p.bomb_folder.mkdir()
+    shutil.copy(p.bomb, p.bomb_folder)
     p.rotated = root / "rotated.jpg"  # stored 500x331, shown upright as 331x500 (EXIF orientation 6)
     exif = Image.Image().getexif()
     exif[0x0112] = 6
@@ -164,6 +201,15 @@ def track(*extra, video="clip", model="sam"):
                            "--out", str(tmp / "out"), "--quiet", *extra]  # fmt: skip
 
 
+def classify(image="dog", model="hiera"):
+    return lambda p, tmp: ["classify", str(getattr(p, image)), "--model", str(getattr(p, model)), "--quiet"]
+
+
+def export(*extra, model="sam", output="out"):
+    return lambda p, tmp: ["export-onnx", "--model", str(getattr(p, model)), "--output", str(tmp / output), "--quiet",
+                           *(str(getattr(p, e[2:])) if e.startswith("p.") else e for e in extra)]  # fmt: skip
+
+
 def convert(extra):
     return lambda p, tmp: ["convert", "--variant", "hiera_tiny_224", "--no-progress", "--no-verify", *extra(p, tmp)]
 
@@ -185,6 +231,16 @@ CLI_CASES = {
     "segment point nan": Case(seg("--point", "nan,nan"), 2, "is not a finite number"),
     "segment point inf": Case(seg("--point", "inf,3"), 2, "is not a finite number"),
     "segment point negative": Case(seg("--point=-5,10"), 2, "outside the image"),
+    "segment point negative, separate value": Case(seg("--point", "-5,10"), 2, "--point -5,10: point"),
+    "segment point -inf": Case(seg("--point", "-inf,10"), 2, "is not a finite number"),
+    "segment box negative": Case(seg("--box", "-5,0,20,20"), 2, "outside the image"),
+    "segment threshold nan": Case(seg("--point", "5,5", "--mask-threshold", "nan"), 2, "must be a finite number"),
+    "segment hole area negative": Case(seg("--point", "5,5", "--max-hole-area", "-4"), 2, "must be at least 0"),
+    "segment sprinkle area inf": Case(seg("--point", "5,5", "--max-sprinkle-area", "inf"), 2, "must be a finite"),
+    "track frame negative": Case(track("--point", "-1,1,30,60"), 2, "frame must be at least 0, got -1"),
+    "track mask bomb": Case(lambda p, tmp: [*track()(p, tmp), "--mask", f"0,1,{p.bomb}"], 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
+    "track mask not an image": Case(lambda p, tmp: [*track()(p, tmp), "--mask", f"0,1,{p.text}"], 1, "Cannot read the image"),  # fmt: skip
+    "track box negative": Case(track("--box", "0,1,-20,0,20,20"), 2, "outside the image"),
     "segment box inverted": Case(seg("--box", "200,200,20,20"), 2, "x0 < x1 and y0 < y1"),
     "segment box empty": Case(seg("--box", "10,10,10,50"), 2, "x0 < x1 and y0 < y1"),
     "segment label padding": Case(seg("--point", "5,5", "--label", "-10"), 2, "--label must be 0"),
@@ -212,6 +268,8 @@ CLI_CASES = {
         lambda p, tmp: ["generate-masks", p.dog, "--model", str(p.sam), "--out", str(tmp / "out"), "--no-progress"],
         1, "more than the limit of 1,000", env={"HIERA_HF_MAX_IMAGE_PIXELS": "1000"},
     ),  # fmt: skip
+    "pixel limit not a number": Case(seg("--point", "5,5"), 1, "HIERA_HF_MAX_IMAGE_PIXELS must be a whole number",
+                                     env={"HIERA_HF_MAX_IMAGE_PIXELS": "lots"}),  # fmt: skip
     "generate-masks zero-byte image": Case(
         lambda p, tmp: ["generate-masks", str(p.zero), "--model", str(p.sam), "--out", str(tmp / "out")],
         1, "cannot identify",
@@ -228,6 +286,34 @@ CLI_CASES = {
     "truncated safetensors": Case(seg("--point", "5,5", model="truncated_weights"), 1, "damaged or truncated"),  # fmt: skip
     "pickled weights": Case(seg("--point", "5,5", model="pickled"), 1, "pickled PyTorch weights"),
     "folder without config": Case(seg("--point", "5,5", model="no_config"), 1, "has no config.json"),  # fmt: skip
+    "NaN weights": Case(seg("--point", "5,5", model="nan_weights"), 1, "holds NaN or infinite values"),
+    "int8 weights": Case(track("--point", "0,1,5,5", model="int8_weights"), 1, "as int8, but the model's weights are float32"),  # fmt: skip
+    "model_type a number": Case(seg("--point", "5,5", model="type_int"), 1, "has model_type 5 in its config.json"),  # fmt: skip
+    "folder relabelled sam2": Case(seg("--point", "5,5", model="relabelled"), 1, "holds a transformers SAM 2 model"),  # fmt: skip
+    "hostile pytorch_model.bin": Case(seg("--point", "5,5", model="hostile_bin"), 1, "pickled PyTorch weights"),  # fmt: skip
+    # classify gives the messages segment gives
+    "classify decompression bomb": Case(classify(image="bomb"), 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),
+    "classify zero-byte image": Case(classify(image="zero"), 1, "cannot identify"),
+    "classify truncated jpeg": Case(classify(image="cut_jpeg"), 1, "truncated"),
+    "classify weights that do not fit": Case(classify(model="hiera_tampered"), 1, "hiera_tampered/model.safetensors does not match"),  # fmt: skip
+    "classify NaN weights": Case(classify(model="hiera_nan"), 1, "holds NaN or infinite values"),
+    # export-onnx: refused before anything is exported, one line, nothing written
+    "export-onnx opset 99": Case(export("--opset", "99"), 1, "opset must be an int in 18..20"),
+    "export-onnx opset 13": Case(export("--opset", "13"), 1, "opset must be an int in 18..20"),
+    "export-onnx calibration without images": Case(export("--int8", "--calibration", "p.no_images"), 1, "holds no images"),  # fmt: skip
+    "export-onnx calibration bomb": Case(export("--int8", "--calibration", "p.bomb_folder"), 1, "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
+    "export-onnx calibration for Hiera": Case(export("--int8", "--calibration", "p.root", model="hiera"), 1, "SAM 2 image encoders only"),  # fmt: skip
+    "export-onnx calibration without int8": Case(export("--calibration", "p.root"), 1, "--int8 only"),
+    "export-onnx into a user folder": Case(export(output="d"), 1, "replace it with --overwrite", keeps_out),
+    "export-onnx over a user folder": Case(export("--overwrite", output="d"), 1, "is not a folder hiera-hf wrote", keeps_out),  # fmt: skip
+    "export-onnx into a file": Case(export("--overwrite", output="f"), 1, "is not a folder", keeps_out),
+    "export-onnx NaN weights": Case(export(model="nan_weights"), 1, "holds NaN or infinite values"),
+    "export-onnx int8 weights": Case(export(model="int8_weights"), 1, "as int8"),
+    "export-onnx weights that do not fit": Case(export(model="tampered"), 1, "do not fit its config.json"),
+    "export-onnx truncated weights": Case(export(model="truncated_weights"), 1, "damaged or truncated"),
+    "export-onnx pickled weights": Case(export(model="hostile_bin"), 1, "pickled PyTorch weights"),
+    "export-onnx SAM 2 weights labelled Hiera": Case(export(model="as_hiera"), 1, "holds a Sam2VideoModel"),
+    "export-onnx Hiera NaN weights": Case(export(model="hiera_nan"), 1, "holds NaN or infinite values"),
     # Videos
     "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder"),  # fmt: skip
     "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video"),  # fmt: skip
@@ -258,6 +344,8 @@ CLI_CASES = {
                                      "empty.pt is not a readable PyTorch checkpoint"),  # fmt: skip
     "convert hostile pickle": Case(convert_into_out("--checkpoint", "hostile_pt"), 1,
                                    "Python objects besides tensors"),  # fmt: skip
+    "convert from a hiera-hf folder": Case(convert_into_out("--from-transformers", "sam"), 1,
+                                           "holds a SAM 2 model, not the kind needed here: --from-transformers"),  # fmt: skip
     "convert from non-JSON transformers folder": Case(convert_into_out("--from-transformers", "no_json"), 1,
                                                       "config.json is not valid JSON"),  # fmt: skip
 }
@@ -357,6 +445,83 @@ def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_
     assert (out / "masks" / "holiday.jpg").read_text() == "mine"
 
 
+def test_pil_frames_are_upright(paths):
+    """Frames given as PIL images are read as shown (EXIF orientation), sizes compared as shown."""
+    with Image.open(paths.rotated) as photo:
+        video = open_video([photo, np.asarray(open_image(paths.rotated))])
+        assert video[0].shape == video[1].shape == (500, 331, 3)
+        assert np.array_equal(video[0], video[1])
+
+
+def test_reverse_tracking_from_the_first_frame_yields_it(paths, tmp_path, session):
+    """Backward from the prompted frame 0 yields frame 0 (its prompted masks), in the session and in `track`; both
+    ways from frame 0 yield it once (the forward pass), as Meta's forward then reverse calls do."""
+    session.add_points(0, 1, [[30, 60]], [1])
+    try:
+        (prompted,) = [r.mask_logits for r in session.propagate(0, reverse=True, max_frames=5)]
+        assert [r.frame_idx for r in session.propagate(0, reverse="both")] == [0, 1]
+        (again,) = session.propagate(reverse=True)
+        torch.testing.assert_close(again.mask_logits, prompted, rtol=0, atol=0)
+    finally:
+        session.remove_object(1)
+    out = tmp_path / "out"
+    assert main(track("--point", "0,1,30,60", "--direction", "backward", "--format", "png,rle")(paths, tmp_path)) == 0
+    assert [p.name for p in (out / "masks").iterdir()] == ["00000.png"]
+    assert [p.name for p in (out / "rle").iterdir()] == ["00000.json"]
+
+
+def test_export_onnx_into_an_empty_folder_and_over_its_own_export(paths, tmp_path, capsys):
+    """An empty folder is a valid output; an earlier export is replaced with --overwrite only, as a whole."""
+    out = tmp_path / "onnx"
+    out.mkdir()
+    command = ["export-onnx", "--model", str(paths.hiera), "--output", str(out), "--quiet"]
+    assert main(command) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert "model.onnx" in written and "config.json" in written
+    assert main(command) == 1
+    assert "replace it with --overwrite" in capsys.readouterr().err
+    (out / "model_quantized.onnx").write_bytes(b"stale")  # an earlier --int8 export's: replaced as a whole
+    assert main([*command, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
+
+    from hiera_hf.onnx.runtime import OnnxHieraClassifier
+
+    classifier = OnnxHieraClassifier(out)
+    assert classifier.predict(np.zeros((2, 3, 224, 224))).shape == (2, 1000)
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, 224, 224\), got \(1, 3, 100, 100\)"):
+        classifier.predict(np.zeros((1, 3, 100, 100)))
+    with pytest.raises(ValueError, match=r"pixel_values\[0\]\[0\]\[0\]\[0\] = nan is not a finite number"):
+        classifier.predict(np.full((1, 3, 224, 224), np.nan))
+    (out / "config.json").write_text("[1]")
+    with pytest.raises(ValueError, match="onnx/config.json must hold a JSON object"):
+        OnnxHieraClassifier(out)
+    (out / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="onnx/config.json is not valid JSON"):
+        OnnxHieraClassifier(out)
+
+
+def test_convert_onto_a_full_disk(tmp_path, monkeypatch, capsys):
+    """safetensors' write error (a full disk) is one line, and the staging folder is gone."""
+    import transformers
+    from safetensors import SafetensorError
+
+    transformers.HieraModel(
+        transformers.HieraConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), image_size=(64, 64))
+    ).save_pretrained(tmp_path / "hf")
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    capsys.readouterr()
+    command = ["convert", "--from-transformers", str(tmp_path / "hf"), "--output", str(tmp_path / "out"), "--quiet"]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out/model.safetensors: Error while serializing" in err and "No space left" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
 def test_segment_sees_photos_upright(paths, tmp_path):
     """A phone photo (EXIF orientation 6) is segmented as shown: the mask has the upright size."""
     out = tmp_path / "mask.png"
@@ -414,6 +579,110 @@ def test_session_refuses(session, method, arguments, message):
     with pytest.raises(ValueError, match=message):
         getattr(session, method)(0, 1, *arguments)
     assert session.object_ids == []  # nothing was added
+
+
+ONNX_CASES = [
+    ({"point_coords": [[float("nan"), 3]], "point_labels": [1]}, "point_coords\\[0\\]\\[0\\] = nan is not a finite number"),
+    ({"point_coords": [[3, float("inf")]], "point_labels": [1]}, "is not a finite number"),
+    ({"point_coords": [[5000, 5000]], "point_labels": [1]}, "point_coords\\[0\\] = \\(5000, 5000\\) lies outside the 128x96"),
+    ({"point_coords": [[-1, 3]], "point_labels": [1]}, "outside the 128x96 image"),
+    ({"point_coords": [[3, 3]], "point_labels": [2]}, "point_labels\\[0\\] = 2: click labels must be 0"),
+    ({"point_coords": [[3, 3]], "point_labels": [0.5]}, "click labels must be 0"),
+    ({"point_coords": [[3, 3], [4, 4]], "point_labels": [1]}, "point_coords must be \\(K, 2\\) and point_labels \\(K,\\)"),
+    ({"point_coords": [3, 3], "point_labels": [1]}, "point_coords must be \\(K, 2\\)"),
+    ({"point_coords": [[3, 3]]}, "point_coords and point_labels must be given together"),
+    ({"point_coords": [["a", 3]], "point_labels": [1]}, "point_coords must be numbers"),
+    ({"box": [50, 50, 20, 20]}, "box = \\(50, 50, 20, 20\\) must be \\(x0, y0, x1, y1\\) with x0 < x1 and y0 < y1"),
+    ({"box": [10, 10, 10, 50]}, "x0 < x1 and y0 < y1"),
+    ({"box": [0, 0, 300, 20]}, "outside the 128x96 image"),
+    ({"box": [0, float("nan"), 30, 20]}, "is not a finite number"),
+    ({"box": [1, 2, 3]}, "box must be \\(x0, y0, x1, y1\\)"),
+    ({"mask_input": np.zeros((1, 256, 256))}, "mask_input must be one mask of low-resolution logits, shape \\(1, 32, 32\\)"),
+    ({"mask_input": np.zeros((2, 32, 32))}, "mask_input must be one mask"),
+    ({"mask_input": np.full((1, 32, 32), np.nan)}, "mask_input\\[0\\]\\[0\\]\\[0\\] = nan is not a finite number"),
+    ({}, "Give point_coords"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(paths):
+    """The ONNX image predictor of an image-only export of the SAM 2 folder, with a 128x96 image set."""
+    from hiera_hf.onnx.runtime import Sam2OnnxImagePredictor
+
+    main(["export-onnx", "--model", str(paths.sam), "--output", str(paths.root / "onnx"), "--quiet"])
+    predictor = Sam2OnnxImagePredictor(paths.root / "onnx")
+    predictor.set_image(_frames(1)[0])
+    return predictor
+
+
+@pytest.mark.parametrize("prompts, message", ONNX_CASES)
+def test_onnx_predictor_refuses(onnx_predictor, prompts, message):
+    """The ONNX runtime checks prompts with the rules (and messages) of the PyTorch paths."""
+    with pytest.raises(ValueError, match=message):
+        onnx_predictor.predict(**prompts)
+
+
+def test_onnx_predictor_sees_photos_upright_and_keeps_the_pixel_limit(onnx_predictor, paths, monkeypatch):
+    """`set_image` of a PIL image opened with `Image.open` (or of a path) is the upright photo, as the PyTorch
+    processor sees it; images over the pixel limit are refused with the CLI's message."""
+    with Image.open(paths.rotated) as photo:
+        onnx_predictor.set_image(photo)
+        assert onnx_predictor.original_size == (500, 331)
+        assert Sam2ImageProcessor()(photo)["original_sizes"].tolist() == [[500, 331]]
+    features = onnx_predictor._features
+    onnx_predictor.set_image(paths.rotated)
+    assert all(np.array_equal(features[name], onnx_predictor._features[name]) for name in features)
+    masks, scores, _ = onnx_predictor.predict(point_coords=[[300, 100]], point_labels=[1])
+    assert masks.shape == (3, 500, 331) and np.isfinite(scores).all()
+    with pytest.raises(ValueError, match="bomb.png is 14000x14000 .* HIERA_HF_MAX_IMAGE_PIXELS=196000000"):
+        onnx_predictor.set_image(paths.bomb)
+    monkeypatch.setenv("HIERA_HF_MAX_IMAGE_PIXELS", "1000")
+    with Image.open(paths.dog) as dog, pytest.raises(ValueError, match="more than the limit of 1,000 .* set "):
+        onnx_predictor.set_image(dog)
+    with Image.open(paths.dog) as dog, pytest.raises(ValueError, match="more than the limit of 1,000"):
+        Sam2ImageProcessor()(dog)
+    assert onnx_predictor.original_size == (500, 331)  # a refused image leaves the previous one set
+
+
+PRETRAINED_CASES = [
+    ("Sam2Model", "nan_weights", "nan_weights/model.safetensors holds NaN or infinite values in "),
+    ("Sam2VideoModel", "int8_weights", "holds .* as int8, but the model's weights are float32"),
+    ("Sam2Model", "type_int", "type_int has model_type 5 in its config.json, not the kind needed here: Sam2Model"),
+    ("Sam2Model", "relabelled", "relabelled holds a transformers SAM 2 model, not the kind needed here"),
+    ("Sam2Model", "hiera", "holds a Hiera model"),
+    ("HieraForImageClassification", "sam", "holds a SAM 2 model"),
+    ("HieraModel", "as_hiera", "as_hiera/config.json is not a valid Hiera \\(model_type 'hiera_hf'\\) config"),
+    ("Sam2Model", "hostile_bin", "holds pickled PyTorch weights, not model.safetensors"),
+    ("Sam2Model", "pickled", "holds pickled PyTorch weights"),
+    ("Sam2VideoModel", "tampered", "The weights in .*tampered do not fit its config.json"),
+    ("Sam2Model", "truncated_weights", "damaged or truncated"),
+    ("HieraForImageClassification", "hiera_nan", "holds NaN or infinite values"),
+    ("HieraForImageClassification", "hiera_tampered", "do not fit its config.json"),
+    ("Sam2Model", "no_json", "is not valid JSON"),
+    ("Sam2Model", "no_config", "has no config.json"),
+]
+
+
+@pytest.mark.parametrize("name, folder, message", PRETRAINED_CASES)
+def test_from_pretrained_refuses(paths, name, folder, message):
+    """`from_pretrained` of our classes runs the checks of the command line: a clear `ValueError` (or
+    `FileNotFoundError`), never weights cast or loaded at random, and never advice to unpickle."""
+    import hiera_hf
+
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
+        getattr(hiera_hf, name).from_pretrained(getattr(paths, folder))
+    assert "weights_only" not in str(error.value)
+
+
+def test_transformers_keeps_loading_its_own_models(paths, tmp_path):
+    """Our checks apply to our classes only: transformers' own SAM 2 still loads its folders through its class."""
+    from transformers import Sam2Config as TransformersSam2Config
+    from transformers import Sam2Model as TransformersSam2Model
+
+    config = TransformersSam2Config()
+    config.vision_config.backbone_config.embed_dim, config.vision_config.backbone_config.stages = 8, [1, 1, 1, 1]
+    TransformersSam2Model(config).save_pretrained(tmp_path / "theirs")
+    assert isinstance(TransformersSam2Model.from_pretrained(tmp_path / "theirs"), TransformersSam2Model)
 
 
 def test_sessions_refuse_mixed_frame_sizes(paths):

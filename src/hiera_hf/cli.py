@@ -10,9 +10,10 @@ without it). Arguments are checked before any model loads; heavy modules are imp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ from .sam2.presets import SAM2_PRESETS
 
 SAM2_TYPES = ("hiera_hf_sam2",)
 SAM2_NEEDED = "a converted SAM 2 folder (hiera-hf convert --variant sam2.1_hiera_tiny ...)"
+HIERA_TYPES = ("hiera_hf", "hiera")  # ours, and transformers' (facebook/hiera-*-hf)
+CLASSIFY_NEEDED = "classify needs a Hiera classifier folder"
 
 
 MODEL_HELP = (
@@ -123,7 +126,7 @@ def run_convert(args: argparse.Namespace) -> None:
     start(args)
     from .conversion import convert_hiera, convert_sam2
     from .conversion.sam2 import TRANSFORMERS_SAM2_MODEL_TYPES
-    from .hub import read_config
+    from .hiera.model_folder import read_config
 
     config_file = Path(args.from_transformers or "", "config.json")
     if args.variant in SAM2_PRESETS or (
@@ -219,7 +222,6 @@ def run_classify(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"No such image or video: {path}")
     device = start(args)
     import torch
-    from PIL import Image
     from transformers import (
         AutoConfig,
         AutoImageProcessor,
@@ -228,10 +230,12 @@ def run_classify(args: argparse.Namespace) -> None:
         AutoVideoProcessor,
     )
 
-    from .hub import check_model_folder, resolve_model
+    from .hiera.model_folder import check_model_folder
+    from .hub import load_pretrained, resolve_model
+    from .image_utils import open_image
 
     folder = resolve_model(args.model, progress=not args.quiet)
-    check_model_folder(folder, ("hiera_hf", "hiera"), "classify needs a Hiera classifier folder")
+    check_model_folder(folder, HIERA_TYPES, CLASSIFY_NEEDED, values=False)
     architectures = AutoConfig.from_pretrained(folder).architectures or []
     is_video = any(name.endswith("ForVideoClassification") for name in architectures)
     if not is_video and not any(name.endswith("ForImageClassification") for name in architectures):
@@ -252,12 +256,14 @@ def run_classify(args: argparse.Namespace) -> None:
         else (AutoImageProcessor, AutoModelForImageClassification)
     )
     processor = processor_class.from_pretrained(folder)
-    try:
-        with contextlib.nullcontext(str(path)) if is_video else Image.open(path) as media:
-            inputs = processor(media, return_tensors="pt")
-    except (ValueError, OSError, IndexError, RuntimeError) as error:  # PIL's and PyAV's errors derive from these
-        raise ValueError(f"Cannot read the {'video' if is_video else 'image'} {path}: {error}") from error
-    model = model_class.from_pretrained(folder).eval().to(device)
+    if is_video:
+        try:
+            inputs = processor(str(path), return_tensors="pt")
+        except (ValueError, OSError, IndexError, RuntimeError) as error:  # PyAV's errors derive from these
+            raise ValueError(f"Cannot read the video {path}: {error}") from error
+    else:
+        inputs = processor(open_image(path), return_tensors="pt")
+    model = load_pretrained(model_class, folder, HIERA_TYPES, CLASSIFY_NEEDED).eval().to(device)
     with torch.inference_mode():
         probabilities = model(**inputs.to(device)).logits.softmax(-1)[0].cpu()
     top = probabilities.topk(min(args.top_k, probabilities.numel()))
@@ -365,9 +371,9 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_prompt_type("--box", 0, 4), help="box in image pixels")
     parser.add_argument("--out", required=True, metavar="MASK.png", help="mask PNG; the overlay goes to *_overlay.png")
-    parser.add_argument("--mask-threshold", type=float, default=0.0, help="logit threshold (default 0)")
-    parser.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
-    parser.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+    parser.add_argument("--mask-threshold", type=_finite, default=0.0, help="logit threshold (default 0)")
+    parser.add_argument("--max-hole-area", type=_area, default=0.0, help="fill holes up to this low-res area")
+    parser.add_argument("--max-sprinkle-area", type=_area, default=0.0, help="remove specks up to this low-res area")
     add_overwrite_argument(parser, "the mask and overlay PNGs")
     add_run_arguments(parser)
 
@@ -410,6 +416,22 @@ def run_segment(args: argparse.Namespace) -> None:
     _save_png(draw(image, mask, points=args.point or None, labels=labels, boxes=args.box and [args.box]), overlay)
     if not args.quiet:
         print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+
+
+def _finite(text: str) -> float:
+    """An argparse `type`: a finite number (a NaN threshold would silently give empty masks)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _area(text: str) -> float:
+    """An argparse `type`: a finite area >= 0, in pixels."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -636,6 +658,7 @@ def add_export_onnx_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `export-onnx` (`hiera_hf.onnx.export.export_onnx`)."""
     add_model_argument(parser, "sam2.1_hiera_tiny")
     parser.add_argument("--output", required=True, metavar="DIR", help="new (or empty) folder for the ONNX files")
+    add_overwrite_argument(parser, "an earlier export in the output folder")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 18; default 18)")
     parser.add_argument("--int8", action="store_true", help="also write int8 *_quantized.onnx image-encoder graphs")
     parser.add_argument(
@@ -648,7 +671,9 @@ def run_export_onnx(args: argparse.Namespace) -> None:
     start(args)
     from .onnx.export import export_onnx
 
-    folder = export_onnx(args.model, args.output, args.opset, args.int8, args.calibration, progress=not args.quiet)
+    folder = export_onnx(
+        args.model, args.output, args.opset, args.int8, args.calibration, not args.quiet, args.overwrite
+    )
     if not args.quiet:
         print(f"Wrote {folder}")
 
@@ -704,10 +729,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose value is a list of numbers: argparse takes `--point -5,10` for two flags (`-5,10` is not one of the
+# negative numbers it knows), so such a value is attached (`--point=-5,10`) and refused by the flag's own check.
+LIST_FLAGS = ("--point", "--box", "--mask")
+_NEGATIVE_LIST = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """`argv` with a negative-looking value after a flag of `LIST_FLAGS` attached to it: `--point`, `-5,10` ->
+    `--point=-5,10`."""
+    attached: list[str] = []
+    for arg in argv:
+        if attached and attached[-1] in LIST_FLAGS and _NEGATIVE_LIST.match(arg):
+            attached[-1] = f"{attached[-1]}={arg}"
+        else:
+            attached.append(arg)
+    return attached
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `hiera-hf`; returns the exit status (errors meant for the user print as `error: ...`)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         quiet = getattr(args, "quiet", False)
         with library_output(bars=not quiet, messages=not quiet):

@@ -8,12 +8,12 @@ converted folders.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from pathlib import Path
 
 from .checkpoints import cache_dir, download_checkpoint
 from .conversion import convert_hiera, convert_sam2
+from .hiera.model_folder import check_model_folder
 from .hiera.presets import HIERA_PRESETS
 from .sam2.presets import SAM2_PRESETS
 
@@ -107,70 +107,14 @@ def _download_repo(repo_id: str) -> Path:
         ) from error
 
 
-# model_type -> what it is, for messages about a folder of the wrong kind.
-MODEL_KINDS = {
-    "hiera_hf": "Hiera",
-    "hiera": "transformers Hiera",
-    "hiera_hf_sam2": "SAM 2",
-    "sam2": "transformers SAM 2",
-    "sam2_video": "transformers SAM 2 video",
-}
-
-
-def read_config(path: str | Path) -> dict:
-    """A `config.json` as a dict; `ValueError` naming the file when it is not a JSON object."""
-    path = Path(path)
-    try:
-        config = json.loads(path.read_text())
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not a text file ({error.reason})") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object (a model config), got {type(config).__name__}")
-    return config
-
-
-def check_model_folder(folder: str | Path, model_types: tuple[str, ...], needed: str) -> dict:
-    """The `config.json` of a model folder, checked before loading: it is valid JSON with a `model_type` among
-    `model_types`, and the weights are a complete `model.safetensors` (header and size checked, not the values).
-    Every problem is a `ValueError` (`FileNotFoundError` for a missing file) naming the file; `needed` completes
-    the message about a folder of the wrong kind (e.g. "segment needs a SAM 2 folder")."""
-    from safetensors import SafetensorError, safe_open
-
-    folder = Path(folder)
-    config_file, weights = folder / "config.json", folder / "model.safetensors"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json")
-    config = read_config(config_file)
-    model_type = config.get("model_type")
-    if model_type not in model_types:
-        kind = MODEL_KINDS.get(model_type, f"model_type {model_type!r}")
-        raise ValueError(f"{folder} holds a {kind} model, not the kind needed here: {needed}")
-    if not weights.is_file():
-        if (folder / "model.safetensors.index.json").is_file():
-            return config
-        if any((folder / name).is_file() for name in ("pytorch_model.bin", "model.pt", "model.pth")):
-            raise ValueError(
-                f"{folder} holds pickled PyTorch weights, not model.safetensors; hiera-hf loads safetensors only "
-                "(pickles can run code): convert the original checkpoint with `hiera-hf convert`"
-            )
-        raise FileNotFoundError(f"{folder} has no model.safetensors")
-    try:
-        with safe_open(weights, "pt") as handle:
-            handle.keys()
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{weights} is damaged or truncated: {error}") from None
-    return config
-
-
 def load_pretrained(model_class: type, folder: str | Path, model_types: tuple[str, ...], needed: str, **kwargs):
-    """`model_class.from_pretrained(folder, **kwargs)` after `check_model_folder`, refusing weights that do not
-    match the config (missing, unexpected or differently shaped tensors: a tampered `config.json` or the wrong
-    file) instead of filling them with random values. Errors are `ValueError`s naming the folder."""
+    """`model_class.from_pretrained(folder, **kwargs)` after `check_model_folder` (whose value checks the
+    `from_pretrained` of our classes runs), refusing weights that do not match the config (missing, unexpected or
+    differently shaped tensors: a tampered `config.json` or the wrong file) instead of filling them with random
+    values. Errors are `ValueError`s naming the folder."""
     from safetensors import SafetensorError
 
-    check_model_folder(folder, model_types, needed)
+    check_model_folder(folder, model_types, needed, values=False)
     try:
         # Mismatched shapes come back in `info` (refused below, with their names) rather than as a bare error.
         model, info = model_class.from_pretrained(
@@ -192,4 +136,4 @@ def load_pretrained(model_class: type, folder: str | Path, model_types: tuple[st
     return model
 
 
-__all__ = ["check_model_folder", "load_pretrained", "read_config", "resolve_model"]
+__all__ = ["load_pretrained", "resolve_model"]

@@ -44,11 +44,12 @@ def to_rgb_layout(image, channels_first: bool = False) -> np.ndarray:
 def to_rgb_array(image, channels_first: bool = False) -> np.ndarray:
     """Validates one image and returns it as an RGB `uint8` array `(H, W, 3)`.
 
-    Accepts a PIL image (any mode), or a numpy array / torch tensor laid out as `to_rgb_layout` describes,
+    Accepts a PIL image (any mode; turned upright by `upright`), or a numpy array / torch tensor laid out as `to_rgb_layout` describes,
     holding `uint8` values in [0, 255] or floating-point values in [0, 1]. Floats are rounded to 8 bits, the
     precision of Meta's PIL pipeline, so `x / 255` gives exactly the result of `x`.
     """
     if isinstance(image, Image.Image):
+        image = upright(image)
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     image = to_rgb_layout(image, channels_first)
     if np.issubdtype(image.dtype, np.floating):
@@ -89,12 +90,13 @@ def with_channel_axis(image):
 def to_rgb_float(image, channels_first: bool = False) -> np.ndarray:
     """One image -> float32 RGB array `(3, H, W)` in [0, 1] (a new, writable array).
 
-    Accepts a PIL image (any mode; 16-bit grey `I;16*`/`I` modes keep their precision), or a numpy array / torch
+    Accepts a PIL image (any mode, turned upright by `upright`; 16-bit grey `I;16*`/`I` modes keep their precision), or a numpy array / torch
     tensor `(H, W)`, `(H, W, C)` (`(C, H, W)` with `channels_first=True`), C in {1, 3, 4}, holding `uint8` (divided
     by 255, as Meta's `ToTensor`), `uint16` (divided by 65535) or floating-point values in [0, 1] (kept, as
     `ToTensor` keeps them). Grey levels are repeated to RGB, alpha is dropped; anything else raises.
     """
     if isinstance(image, Image.Image):
+        image = upright(image)
         if image.mode in _SIXTEEN_BIT_MODES:
             image = np.asarray(image)
             if image.min() < 0 or image.max() > 65535:
@@ -116,6 +118,7 @@ def to_rgb_float(image, channels_first: bool = False) -> np.ndarray:
         )
     pixels = np.array(image.transpose(2, 0, 1), dtype=np.float32)  # a copy: callers may wrap it in a tensor
     return pixels / np.float32(scale) if scale else pixels
+
 
 MAX_IMAGE_PIXELS_VARIABLE = "HIERA_HF_MAX_IMAGE_PIXELS"
 # Pillow's own refusal threshold (twice its warning threshold): larger images are refused unless raised.
@@ -140,14 +143,34 @@ def max_image_pixels() -> int | None:
     return limit or None
 
 
-def open_image(path: str | os.PathLike, max_pixels: int | None = -1) -> Image.Image:
+def check_image_size(width: int, height: int, what: str = "The image") -> None:
+    """`ValueError` when a `width` x `height` image has more pixels than `max_image_pixels()`: the message names
+    `what` (a file, or "The image") and the setting that raises the limit."""
+    limit = max_image_pixels()
+    if limit is not None and width * height > limit:
+        raise ValueError(
+            f"{what} is {width}x{height} ({width * height:,} pixels), more than the limit of {limit:,} that guards "
+            f"against decompression bombs; if you trust the file, set {MAX_IMAGE_PIXELS_VARIABLE}={width * height} "
+            "(or 0 for no limit)"
+        )
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """A PIL image as it is shown: turned by its EXIF orientation when it has one (a photo opened with `Image.open`
+    stores rotated pixels and an Orientation tag), else the image itself. Images larger than `max_image_pixels()`
+    are refused (`check_image_size`), as `open_image` refuses their files."""
+    check_image_size(*image.size)
+    if image.getexif().get(ORIENTATION_TAG, 1) not in range(2, 9):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
     """The image file at `path`, fully decoded and turned upright by its EXIF orientation (phone photos store
     rotated pixels and an Orientation tag), as a PIL image.
 
     Args:
         path: an image file Pillow reads (JPEG, PNG, WebP, ...).
-        max_pixels: refuse images of more than this many pixels (`None`: no limit); by default
-            `max_image_pixels()`, which `$HIERA_HF_MAX_IMAGE_PIXELS` raises.
 
     Raises:
         FileNotFoundError: no file at `path`.
@@ -157,18 +180,11 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = -1) -> Image.Im
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No image file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
-    limit = max_image_pixels() if max_pixels == -1 else max_pixels
     previous = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # the limit is checked here, with a message that says how to raise it
         with Image.open(path) as image:
-            width, height = image.size
-            if limit is not None and width * height > limit:
-                raise ValueError(
-                    f"{path} is {width}x{height} ({width * height:,} pixels), more than the limit of {limit:,} that "
-                    f"guards against decompression bombs; if you trust the file, set {MAX_IMAGE_PIXELS_VARIABLE}="
-                    f"{width * height} (or 0 for no limit)"
-                )
+            check_image_size(*image.size, what=str(path))
             image.load()
             return ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, struct.error) as error:  # PIL's errors derive from these
@@ -196,6 +212,7 @@ def upright_size(path: str | os.PathLike) -> tuple[int, int]:
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "MAX_IMAGE_PIXELS_VARIABLE",
+    "check_image_size",
     "check_unit_range",
     "is_channels_first",
     "max_image_pixels",
@@ -203,6 +220,7 @@ __all__ = [
     "to_rgb_array",
     "to_rgb_float",
     "to_rgb_layout",
+    "upright",
     "upright_size",
     "with_channel_axis",
 ]

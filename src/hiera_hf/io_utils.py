@@ -90,7 +90,9 @@ def check_replaceable(
     if not target.exists() and not target.is_symlink():
         return
     if not overwrite:
-        raise FileExistsError(f"{target} already exists; choose another {what} or pass overwrite")
+        raise FileExistsError(
+            f"{target} already exists; choose another {what} or replace it with --overwrite (overwrite=True in Python)"
+        )
     if target.is_symlink() or not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a folder; refusing to replace it")
     if any(target.iterdir()) and not (is_replaceable is not None and is_replaceable(target)):

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .file_types import FRAME_EXTENSIONS
-from .image_utils import open_image, to_rgb_array, upright_size
+from .image_utils import open_image, to_rgb_array, upright, upright_size
 
 # Decoded frames a video file keeps to read backwards without decoding again from the keyframe for every frame.
 DEFAULT_CACHE_BYTES = 256 * 2**20
@@ -88,7 +88,7 @@ class InMemoryFrames(VideoFrames):
         self._frames = frames
         self.fps = fps
         if not hasattr(frames, "ndim"):
-            sizes = [f.size[::-1] if isinstance(f, Image.Image) else to_rgb_array(f).shape[:2] for f in frames]
+            sizes = [upright(f).size[::-1] if isinstance(f, Image.Image) else to_rgb_array(f).shape[:2] for f in frames]
             check_same_size([tuple(size) for size in sizes], [f"frame {i}" for i in range(len(frames))])
 
     def __len__(self) -> int:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from ..image_utils import to_rgb_array
+from ..image_utils import open_image, to_rgb_array
 from ..sam2.mask_generation import Sam2AutomaticMaskGenerator
 from .models import Models
 from .objects import FOREGROUND, MAX_OBJECT_ID, Objects, check_click, check_corners
@@ -48,13 +46,8 @@ class ImageState:
 
     def open(self, image) -> None:
         """Open an image: a path, PIL image or `(H, W[, C])` array. Forgets the objects of the previous image."""
-        if isinstance(image, (str, os.PathLike)):
-            try:
-                with Image.open(image) as file:
-                    file.load()
-                    image = file.convert("RGB")
-            except (UnidentifiedImageError, OSError, ValueError) as error:
-                raise ValueError(f"{Path(image).name} is not an image that can be read ({error})") from None
+        if isinstance(image, (str, os.PathLike)):  # upright, within the pixel limit, or a ValueError naming it
+            image = open_image(image).convert("RGB")
         try:
             rgb = to_rgb_array(image)
         except (TypeError, ValueError) as error:

@@ -19,6 +19,7 @@ from string import Template
 
 import torch
 from huggingface_hub import create_repo, upload_folder
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -302,7 +303,10 @@ def _write_folder(
     a folder holding one of `inputs` never)."""
     with staged_folder(output, overwrite, is_model_folder, inputs) as staging:
         with library_output(bars=False):  # transformers' "Writing model shards" bar inside our step bar
-            model.save_pretrained(staging)
+            try:
+                model.save_pretrained(staging)
+            except SafetensorError as error:  # how safetensors reports a failed write (a full disk, ...)
+                raise OSError(f"Cannot write {output / 'model.safetensors'}: {error}") from None
         for name, content in files.items():
             (staging / name).write_text(content)
         if finish is not None:

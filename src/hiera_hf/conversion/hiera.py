@@ -8,17 +8,16 @@ mapped to Meta's, so that one table (Meta -> ours) is the single source of truth
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import zipfile
 from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..hiera import HieraConfig, HieraForImageClassification, HieraForVideoClassification, HieraModel
+from ..hiera.model_folder import check_model_folder
 
 # Meta name (regex) -> our name. Trunk weights live under `hiera.`; the MAE modules keep Meta's names.
 _META_HIERA_RULES: list[tuple[str, str]] = [
@@ -64,6 +63,11 @@ _SHARED_CONFIG_FIELDS = (
 # Keys of a classifier that an MAE-only (trunk) checkpoint cannot provide: they are newly initialised.
 CLASSIFIER_HEAD_KEYS = ("hiera.norm.weight", "hiera.norm.bias", "classifier.weight", "classifier.bias")
 _MAE_ONLY_PREFIXES = ("encoder_norm.", "multi_scale_fusion_heads.", "decoder_", "mask_token")
+
+# What `convert --from-transformers` reads: transformers' Hiera and SAM 2 folders (facebook/hiera-*-hf,
+# facebook/sam2*-hiera-*).
+TRANSFORMERS_MODEL_TYPES = ("hiera", "sam2", "sam2_video")
+TRANSFORMERS_NEEDED = "--from-transformers needs a transformers Hiera or SAM 2 folder (facebook/hiera-*-hf, facebook/sam2*)"
 
 
 def convert_meta_hiera_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -176,23 +180,11 @@ def _unreadable_checkpoint(path: Path, error: Exception) -> str:
 
 
 def load_transformers_folder(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """`(config dict, state dict)` of a transformers-format folder (`config.json` + `model.safetensors`)."""
+    """`(config dict, state dict)` of a transformers-format folder (`config.json` + `model.safetensors`), checked
+    first as every model folder is (`hiera.model_folder.check_model_folder`: kind, safetensors, dtype, finite)."""
     folder = Path(folder)
-    config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-    for file in (config_file, weights_file):
-        if not file.is_file():
-            raise FileNotFoundError(f"{folder} is not a transformers model folder: {file.name} is missing")
-    try:
-        config = json.loads(config_file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file} must hold a JSON object (the model's config), got {type(config).__name__}")
-    try:
-        state_dict = load_file(weights_file)
-    except (SafetensorError, OSError, RuntimeError) as error:
-        raise ValueError(f"{weights_file} is damaged or truncated: {error}") from None
-    return config, state_dict
+    config = check_model_folder(folder, TRANSFORMERS_MODEL_TYPES, TRANSFORMERS_NEEDED)
+    return config, load_file(folder / "model.safetensors")
 
 
 def model_class_for(config: HieraConfig, architecture: str | None = None) -> type:

@@ -32,6 +32,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_hiera import HieraConfig
+from .model_folder import checked_loading
 
 # ---------------------------------------------------------------------------------------------------------------
 # Layout helpers (shared with SAM 2's Hiera trunk)
@@ -458,6 +459,12 @@ class HieraPreTrainedModel(PreTrainedModel):
     # The losses are means over the batch: the Trainer must scale them for gradient accumulation (and must not pass
     # `num_items_in_batch`, which no forward takes).
     accepts_loss_kwargs = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, with a local folder's config and weights checked (`checked_loading`)."""
+        with checked_loading(cls, pretrained_model_name_or_path, kwargs):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -50,6 +51,9 @@ from .runtime import require_onnxruntime
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # LayerNormalization (17) and the dynamo exporter's operators (18); older opsets are refused
+MAX_OPSET = 20  # the newest the TorchScript exporter of torch 2.14 writes (`ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET`)
+# What `export_onnx` writes: `overwrite` replaces a folder holding only these.
+_EXPORT_FILES = re.compile(r"(config\.json|preprocessor_config\.json|README\.md|[a-z_]+(_quantized)?\.onnx)")
 DYNAMO_GRAPHS = {"memory_attention", "mask_prompt"}  # symbolic token counts; the antialiased resize
 HIERA_TYPE, SAM2_TYPE = "hiera_hf", "hiera_hf_sam2"
 # Query chunks of the exported memory cross-attention: ONNX Runtime materialises its weights, and at 1024 px (4096
@@ -356,43 +360,43 @@ def _export_graph(
 
     try:
         atomic_write(path, write)
-    except torch.onnx.errors.OnnxExporterError as error:
-        raise ValueError(f"Cannot export {path.name} with opset {opset}: {error}") from error
+    except torch.onnx.errors.OnnxExporterError as error:  # its text goes on with the whole graph: the first line
+        raise ValueError(f"Cannot export {path.name} with opset {opset}: {str(error).strip().splitlines()[0]}") from None
 
 
-def _model_type(folder: Path) -> str:
+def _read_config(folder: Path) -> dict:
+    """The `config.json` of a Hiera or SAM 2 folder (its weights are checked by our classes' `from_pretrained`)."""
     config = folder / "config.json"
     try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except (OSError, json.JSONDecodeError) as error:
+        values = json.loads(config.read_text())
+        model_type = values.get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
         raise ValueError(f"{folder} is not a Hiera or SAM 2 folder: cannot read {config} ({error})") from error
     if model_type not in (HIERA_TYPE, SAM2_TYPE):
         raise ValueError(
             f"{folder} is not a hiera-hf Hiera or SAM 2 folder (config.json has model_type={model_type!r}, expected "
             f"{HIERA_TYPE!r} or {SAM2_TYPE!r}; convert Meta's checkpoints with `hiera-hf convert` first)"
         )
-    return model_type
+    return values
 
 
-def _load_hiera(folder: Path) -> tuple[nn.Module, tuple[int, ...]]:
-    from transformers import AutoConfig
-
+def _load_hiera(folder: Path, config: dict) -> tuple[nn.Module, tuple[int, ...]]:
     from .. import HieraBackbone, HieraForImageClassification, HieraForVideoClassification
 
-    config = AutoConfig.from_pretrained(folder)
     classes = {
         "HieraForImageClassification": HieraForImageClassification,
         "HieraForVideoClassification": HieraForVideoClassification,
         "HieraBackbone": HieraBackbone,
     }
-    names = [name for name in config.architectures or [] if name in classes]
+    architectures = config.get("architectures") or []
+    names = [name for name in architectures if name in classes]
     if not names:
         raise ValueError(
-            f"{folder} holds a {', '.join(config.architectures or ['Hiera model'])}; the ONNX export covers Hiera "
+            f"{folder} holds a {', '.join(map(str, architectures)) or 'Hiera model'}; the ONNX export covers Hiera "
             f"classifiers and backbones ({', '.join(classes)})"
         )
     model = classes[names[0]].from_pretrained(folder).eval()
-    return model, (2, config.num_channels, *config.image_size)
+    return model, (2, model.config.num_channels, *model.config.image_size)
 
 
 def _load_sam2(folder: Path) -> nn.Module:
@@ -466,30 +470,40 @@ def export_onnx(
     int8: bool = False,
     calibration: str | os.PathLike | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Export the Hiera or SAM 2 folder (or official variant name) `model` to the ONNX folder `output`.
 
-    `opset` must be at least `MIN_OPSET`. `int8` adds `*_quantized.onnx` graphs (the image encoder, or Hiera's
-    `model`): dynamic quantization, or static quantization calibrated on the images of the folder `calibration`.
-    `output` must be missing or empty; it appears complete or not at all. Returns its path.
+    `opset` must be within `MIN_OPSET`..`MAX_OPSET`. `int8` adds `*_quantized.onnx` graphs (the image encoder, or
+    Hiera's `model`): dynamic quantization, or static quantization calibrated on the images of the folder
+    `calibration` (SAM 2 only; read and checked before anything is exported). `output` must be missing or empty,
+    or with `overwrite` a folder an earlier export wrote; it appears complete or not at all. Returns its path.
     """
-    if not isinstance(opset, int) or opset < MIN_OPSET:
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(
-            f"opset must be an int >= {MIN_OPSET} (LayerNormalization and the dynamo exporter need it), got {opset}"
+            f"opset must be an int in {MIN_OPSET}..{MAX_OPSET} (LayerNormalization and the dynamo exporter need "
+            f"{MIN_OPSET}; torch's TorchScript exporter writes up to {MAX_OPSET}), got {opset}"
         )
     if calibration is not None and not int8:
         raise ValueError("calibration images are used by --int8 only")
     if calibration is not None and not Path(calibration).is_dir():
         raise ValueError(f"calibration must be a folder of images, got {calibration}")
     target = Path(output)
-    check_replaceable(target, overwrite=False)
+    empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+    check_replaceable(target, overwrite or empty, is_onnx_export)
     _require_onnx()
     from ..hub import resolve_model
 
     source = Path(resolve_model(model, progress=progress))
-    model_type = _model_type(source)
+    source_config = _read_config(source)
+    model_type = source_config["model_type"]
+    reader = None
+    if calibration is not None:
+        from .quantize import calibration_reader
+
+        reader = calibration_reader(Path(calibration), source_config)
     with library_output(bars=progress):  # transformers' loading bar
-        loaded = _load_hiera(source) if model_type == HIERA_TYPE else _load_sam2(source)
+        loaded = _load_hiera(source, source_config) if model_type == HIERA_TYPE else _load_sam2(source)
     if model_type == HIERA_TYPE:
         hiera, shape = loaded
         wrapper = HieraExport(hiera)
@@ -516,7 +530,7 @@ def export_onnx(
         for name in quantized:
             from .quantize import quantize_graph
 
-            quantize_graph(staging / f"{name}.onnx", staging / f"{name}_quantized.onnx", config, calibration)
+            quantize_graph(staging / f"{name}.onnx", staging / f"{name}_quantized.onnx", reader)
         config.save_pretrained(staging)
         processor = source / "preprocessor_config.json"
         if processor.is_file():
@@ -529,9 +543,14 @@ def export_onnx(
         card = _model_card(source, names, opset, quantized)
         atomic_write(staging / "README.md", lambda path: Path(path).write_text(card))
 
-    with staged_folder(target) as staging:
+    with staged_folder(target, overwrite or empty, is_onnx_export) as staging:
         fill(staging)
     return target
 
 
-__all__ = ["DEFAULT_OPSET", "GRAPHS", "MIN_OPSET", "export_onnx"]
+def is_onnx_export(folder: Path) -> bool:
+    """Whether `folder` holds only files `export_onnx` writes (so that `overwrite` loses nothing else)."""
+    return all(entry.is_file() and _EXPORT_FILES.fullmatch(entry.name) for entry in folder.iterdir())
+
+
+__all__ = ["DEFAULT_OPSET", "GRAPHS", "MAX_OPSET", "MIN_OPSET", "export_onnx", "is_onnx_export"]

@@ -8,16 +8,19 @@ align_corners=False)` weights, antialiased or not), shared with the video sessio
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ..image_utils import to_rgb_float
+from ..image_utils import open_image, to_rgb_float
 from ..sam2.frame_arithmetic import resize
 from ..sam2.prompts import BOX_LABELS, NOT_A_POINT_LABEL
 
 
 def preprocess(image, size: int, mean, std) -> tuple[np.ndarray, tuple[int, int]]:
-    """One image -> `pixel_values` `(1, 3, size, size)` float32 and its original (height, width)."""
-    rgb = to_rgb_float(image)
+    """One image (a path, read with `open_image`, or what `to_rgb_float` takes) -> `pixel_values`
+    `(1, 3, size, size)` float32 and its original (height, width)."""
+    rgb = to_rgb_float(open_image(image) if isinstance(image, (str, os.PathLike)) else image)
     resized = resize(rgb, (size, size), antialias=True)
     mean = np.asarray(mean, dtype=np.float32)[:, None, None]
     std = np.asarray(std, dtype=np.float32)[:, None, None]

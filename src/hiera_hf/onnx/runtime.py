@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sam2.frame_arithmetic import resize
+from ..sam2.prompts import check_box, check_clicks, check_finite, check_mask_logits
 from .graphs import GRAPHS, HIERA_GRAPH, INSTALL_HINT
 from .processing import build_prompt, preprocess
 
@@ -66,10 +67,17 @@ def run_session(session, outputs: list[str] | None, inputs: dict[str, np.ndarray
 
 
 def read_json(folder: Path, name: str) -> dict:
+    """The JSON object in `folder / name`; a missing file or anything but a JSON object raises, naming the file."""
     path = folder / name
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no {name}: not a folder written by `hiera-hf export-onnx`")
-    return json.loads(path.read_text())
+    try:
+        values = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
+    return values
 
 
 def graph_path(folder: Path, name: str, quantized: bool) -> Path:
@@ -87,7 +95,15 @@ class OnnxHieraClassifier:
         self.id2label = {int(k): v for k, v in self.config.get("id2label", {}).items()}
 
     def predict(self, pixel_values: np.ndarray) -> np.ndarray:
-        logits = self.session.run(["logits"], {"pixel_values": np.asarray(pixel_values, dtype=np.float32)})[0]
+        """`pixel_values` `(batch, channels, [frames,] height, width)` finite floats, of the exported size."""
+        pixel_values = check_finite(pixel_values, "pixel_values").astype(np.float32)
+        expected = self.session.get_inputs()[0].shape  # the batch axis is named, the others are sizes
+        if pixel_values.ndim != len(expected) or any(
+            isinstance(size, int) and size != got for size, got in zip(expected, pixel_values.shape)
+        ):
+            shape = ", ".join(str(size) if isinstance(size, int) else "batch" for size in expected)
+            raise ValueError(f"pixel_values must have shape ({shape}), got {pixel_values.shape}")
+        logits = self.session.run(["logits"], {"pixel_values": pixel_values})[0]
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         return shifted / shifted.sum(-1, keepdims=True)
 
@@ -124,7 +140,9 @@ class Sam2OnnxImagePredictor:
         return dict(zip(names, outputs)), original_size
 
     def set_image(self, image) -> None:
-        """Encode `image` (PIL image or `(H, W[, C])` array, uint8 / uint16 / float in [0, 1]) for `predict`."""
+        """Encode `image` for `predict`: an image file's path or a PIL image (turned upright by its EXIF
+        orientation, as `image_utils.open_image` reads files), or an `(H, W[, C])` array, uint8 / uint16 / float in
+        [0, 1]."""
         self._features, self.original_size = self.encode(image)
 
     def predict(
@@ -143,6 +161,8 @@ class Sam2OnnxImagePredictor:
                 0 background).
             box: `(4,)` (x0, y0, x1, y1) in original-image pixels.
             mask_input: `(1, 256, 256)` low-resolution logits (a previous `low_res_logits` output).
+            Prompts are checked as everywhere (`hiera_hf.sam2.prompts`): finite, inside the image, boxes with
+            x0 < x1 and y0 < y1, labels 0 or 1, one label per point; a bad one raises a `ValueError` naming it.
             multimask_output: three masks, or one (with the stability fallback of the config).
             return_logits: return upsampled logits instead of boolean masks.
         Returns:
@@ -150,33 +170,20 @@ class Sam2OnnxImagePredictor:
         """
         if self._features is None:
             raise ValueError("Call set_image before predict")
-        if (point_coords is None) != (point_labels is None):
-            raise ValueError("point_coords and point_labels must be given together")
-        if point_coords is None and box is None and mask_input is None:
-            raise ValueError("Give point_coords (+ point_labels), box or mask_input")
         height, width = self.original_size
-        if point_coords is not None:
-            point_coords = np.asarray(point_coords, dtype=np.float32)
-            point_labels = np.asarray(point_labels)
-            if point_coords.ndim != 2 or point_coords.shape[-1] != 2 or point_labels.shape != point_coords.shape[:1]:
-                raise ValueError(
-                    f"point_coords must be (n, 2) and point_labels (n,), got {point_coords.shape} and "
-                    f"{point_labels.shape}"
-                )
-            if not np.isin(point_labels, (0, 1)).all():
-                raise ValueError(f"point_labels must be 0 or 1, got {np.unique(point_labels).tolist()}")
-        if box is not None and np.asarray(box).shape != (4,):
-            raise ValueError(f"box must be (x0, y0, x1, y1), got shape {np.asarray(box).shape}")
-        coords, labels = build_prompt(
-            point_coords, point_labels, box, (self.image_size / width, self.image_size / height)
-        )
+        points, labels = check_clicks(point_coords, point_labels, width, height, ("point_coords", "point_labels"))
+        corners = None if box is None else check_box(box, width, height)
+        if not len(points) and corners is None and mask_input is None:
+            raise ValueError("Give point_coords (+ point_labels), box or mask_input")
         features = self._features
         low_res = features["high_res_features_0"].shape[-1]  # the decoder's mask size (4x the embedding grid)
         if mask_input is None:
             mask, has_mask = np.zeros((1, 1, low_res, low_res), np.float32), np.zeros(1, np.float32)
         else:
-            mask = np.asarray(mask_input, dtype=np.float32).reshape(1, 1, low_res, low_res)
-            has_mask = np.ones(1, np.float32)
+            mask, has_mask = check_mask_logits(mask_input, low_res)[None, None], np.ones(1, np.float32)
+        coords, labels = build_prompt(
+            points if len(points) else None, labels, corners, (self.image_size / width, self.image_size / height)
+        )
         outputs = run_session(
             self.decoders[bool(multimask_output)],
             ["masks", "iou_scores"],

@@ -30,6 +30,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
+from ..hiera.model_folder import checked_loading
 from ..hiera.modeling_hiera import (
     HieraBlock,
     drop_path_rates,
@@ -738,9 +739,11 @@ class Sam2PreTrainedModel(PreTrainedModel):
         self.freeze_from_config()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, with a local folder's config and weights checked (`checked_loading`)."""
+        with checked_loading(cls, pretrained_model_name_or_path, kwargs):
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         # Loading replaces the parameters (with gradients on): freeze again afterwards.
-        loaded = super().from_pretrained(*args, **kwargs)
         (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_from_config()
         return loaded
 

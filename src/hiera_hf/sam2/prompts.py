@@ -2,7 +2,7 @@
 Torch-free (numpy only), so the ONNX runtime checks prompts with the same rules; prompts sampled from ground-truth
 masks for training are `prompt_sampling`'s.
 
-Checking (used by `Sam2ImageProcessor`, the video sessions and the CLI): coordinates are (x, y) in pixels of the
+Checking (used by `Sam2ImageProcessor`, the video sessions, the ONNX image predictor and the CLI): coordinates are (x, y) in pixels of the
 original image or frame, continuous, within `[0, W] x [0, H]` (W is the right edge of the last pixel column);
 nothing is clipped, a coordinate outside (or NaN / infinite) raises. Boxes are (x0, y0, x1, y1) with x0 < x1 and
 y0 < y1. Click labels are exactly 0 (background) or 1 (foreground); the image processor alone also accepts -10,
@@ -123,20 +123,24 @@ def wants_multimask(config, num_points: int, tracking: bool) -> bool:
     )
 
 
-def check_clicks(points, labels, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def check_clicks(
+    points, labels, width: int, height: int, names: tuple[str, str] = ("points", "labels")
+) -> tuple[np.ndarray, np.ndarray]:
     """User clicks of one object: `points` `(K, 2)` (x, y) in pixels of a `width` x `height` image with `labels`
-    `(K,)` of 0/1 (either may be `None`: no clicks). Returns float32 `(K, 2)` and int64 `(K,)` arrays."""
+    `(K,)` of 0/1 (either may be `None`: no clicks); messages call them by `names`. Returns float32 `(K, 2)` and
+    int64 `(K,)` arrays."""
+    points_name, labels_name = names
     if (points is None) != (labels is None):
-        raise ValueError("points and labels must be given together (one label per point)")
+        raise ValueError(f"{points_name} and {labels_name} must be given together (one label per point)")
     if points is None:
         return np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
-    coords, point_labels = _as_float_array(points, "points"), _as_float_array(labels, "labels")
+    coords, point_labels = _as_float_array(points, points_name), _as_float_array(labels, labels_name)
     if coords.ndim != 2 or coords.shape[1] != 2 or point_labels.shape != coords.shape[:1]:
         raise ValueError(
-            f"points must be (K, 2) and labels (K,), got shapes {coords.shape} and {point_labels.shape}"
+            f"{points_name} must be (K, 2) and {labels_name} (K,), got shapes {coords.shape} and {point_labels.shape}"
         )
-    coords = check_coordinates(coords, width, height, "points")
-    point_labels = check_labels(point_labels, "labels")
+    coords = check_coordinates(coords, width, height, points_name)
+    point_labels = check_labels(point_labels, labels_name)
     return coords.astype(np.float32), point_labels
 
 
@@ -159,6 +163,18 @@ def check_mask(mask, width: int, height: int, name: str = "mask") -> np.ndarray:
     return array.astype(np.float32)
 
 
+def check_mask_logits(mask, size: int, name: str = "mask_input") -> np.ndarray:
+    """A low-resolution mask prompt (the `low_res_logits` of an earlier prediction): `(size, size)`, `(1, size,
+    size)` or `(1, 1, size, size)` finite logits -> float32 `(size, size)`."""
+    array = _as_float_array(mask, name)
+    if array.shape[-2:] != (size, size) or array.ndim > 4 or array.size != size * size:
+        raise ValueError(
+            f"{name} must be one mask of low-resolution logits, shape (1, {size}, {size}) (a low_res_logits output), "
+            f"got shape {array.shape}"
+        )
+    return check_finite(array, name).reshape(size, size).astype(np.float32)
+
+
 __all__ = [
     "BOX_LABELS",
     "CLICK_LABELS",
@@ -172,5 +188,6 @@ __all__ = [
     "check_index",
     "check_labels",
     "check_mask",
+    "check_mask_logits",
     "wants_multimask",
 ]

@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
+from ..image_utils import open_image
 from .video_tracking import Sam2VideoFrameResult, VideoSessionBase
 
 # The ways to track from a start frame, as `propagate`'s `reverse` argument.
@@ -31,13 +31,11 @@ class VideoPrompt:
 
 def read_mask(path: str | os.PathLike, obj_id: int) -> np.ndarray:
     """An object's mask prompt `(H, W)` bool from a PNG: its nonzero pixels, or for a label map (a palette PNG such
-    as `video_output` writes) the pixels equal to `obj_id`. `ValueError` for a file that is not an image."""
-    try:
-        with Image.open(path) as image:
-            palette_mode = image.mode == "P"
-            values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
-    except OSError as error:
-        raise ValueError(f"Cannot read the mask {path}: {error}") from error
+    as `video_output` writes) the pixels equal to `obj_id`. Read with `image_utils.open_image` (upright, within the
+    pixel limit, `ValueError` naming a file that is not an image)."""
+    image = open_image(path)
+    palette_mode = image.mode == "P"
+    values = np.asarray(image.convert("L") if image.mode not in ("P", "L", "1") else image)
     return values == obj_id if palette_mode else values > 0
 
 

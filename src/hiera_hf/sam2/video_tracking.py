@@ -523,9 +523,11 @@ class VideoSessionBase:
         self, start_frame: int | None = None, reverse: bool | str = False, max_frames: int | None = None
     ) -> Iterator[Sam2VideoFrameResult]:
         """Track all objects from `start_frame` (default: the earliest prompted frame), forward, backward
-        (`reverse=True`) or forward then backward (`"both"`; the start frame comes once per direction), over at
-        most `max_frames` frames per direction. Returns a generator of one `Sam2VideoFrameResult` per frame; the
-        arguments are checked and the prompts' memories encoded right away.
+        (`reverse=True`) or forward then backward (`"both"`; the start frame comes once per direction, except frame
+        0, which the forward pass alone yields, as Meta's forward then reverse calls do), over at most `max_frames`
+        frames per direction; each pass yields its start frame first (Meta's reverse pass from frame 0 yields
+        nothing; ours yields frame 0). Returns a generator of one `Sam2VideoFrameResult` per frame; the arguments
+        are checked and the prompts' memories encoded right away.
 
         On a stream, tracks the pushed frames not tracked yet, forward only."""
         if reverse not in (False, True, "both"):
@@ -546,13 +548,16 @@ class VideoSessionBase:
             start_frame = min(t for track in self._objects.values() for t in track.memory.conditioning)
             for t in [t for t in self._held if t < start_frame]:
                 del self._held[t]
-        directions = (False, True) if reverse == "both" else (bool(reverse),)
+        if reverse == "both":
+            directions = (False, True) if start_frame > 0 else (False,)
+        else:
+            directions = (bool(reverse),)
         return (result for backward in directions for result in self._pass(start_frame, backward, max_frames))
 
     def _pass(self, start: int, reverse: bool, max_frames: int | None) -> Iterator[Sam2VideoFrameResult]:
-        if reverse:  # like Meta, a reverse pass from frame 0 tracks nothing
+        if reverse:  # from frame 0, that frame alone (Meta's `propagate_in_video` yields nothing there)
             end = 0 if max_frames is None else max(start - max_frames + 1, 0)
-            order = range(start, end - 1, -1) if start > 0 else range(0)
+            order = range(start, end - 1, -1)
         else:
             last = (self._pushed if self._video is None else len(self._video)) - 1
             end = last if max_frames is None else min(start + max_frames - 1, last)
