@@ -56,8 +56,8 @@ MAX_OPSET = 20  # the newest the TorchScript exporter of torch 2.14 writes (`ONN
 _EXPORT_FILES = re.compile(r"(config\.json|preprocessor_config\.json|README\.md|[a-z_]+(_quantized)?\.onnx)")
 DYNAMO_GRAPHS = {"memory_attention", "mask_prompt"}  # symbolic token counts; the antialiased resize
 HIERA_TYPE, SAM2_TYPE = "hiera_hf", "hiera_hf_sam2"
-# Query chunks of the exported memory cross-attention: ONNX Runtime materialises its weights, and at 1024 px (4096
-# queries x up to 7 x 4096 + 64 memory tokens) a quarter of them at a time is ~120 MB per object instead of ~470 MB.
+# Query chunks of the exported memory cross-attention: ONNX Runtime materialises its weights (at 1024 px, 4096
+# queries x up to 7 x 4096 + 64 memory tokens per object), a quarter of them at a time (benchmarks/README).
 CROSS_ATTENTION_QUERY_CHUNKS = 4
 
 

@@ -99,9 +99,8 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         quantized: use the int8 image encoder (`image_encoder_quantized.onnx`, from `--int8`).
         memory_arena: keep ONNX Runtime's CPU memory arenas (its default: fastest). Each graph's arena stays at its
             peak, and a frame's transients are large (the image encoder's activations; memory attention's frame x
-            memory attention weights, a quarter of them at a time, ~120 MB per object at 1024 px): `False` returns
-            them after each run, for about half the peak memory at 15-30% more time per frame (1 object, 8 frames
-            at 1024 px: 2.8 -> 1.3 GB; benchmarks/README).
+            memory attention weights, a quarter of them at a time): `False` returns them after each run, for a lower
+            peak memory at more time per frame (figures in benchmarks/README).
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
             see `VideoSessionBase`.
     """

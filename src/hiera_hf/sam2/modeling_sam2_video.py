@@ -47,7 +47,7 @@ class Sam2RoPEAttention(Sam2Attention):
 
     `query_chunks` (default 1) attends the queries in that many chunks, so that an implementation that materialises
     the attention weights (eager, or ONNX Runtime running the ONNX export) holds `(N, heads, L / query_chunks, Lk)`
-    of them at a time instead of `(N, heads, L, Lk)`: about 470 MB per object at 1024 px with 7 memory frames."""
+    of them at a time instead of `(N, heads, L, Lk)`."""
 
     def __init__(self, config: Sam2Config, kv_in_dim: int):
         super().__init__(config, config.fpn_hidden_size, config.memory_attention_num_heads, kv_in_dim=kv_in_dim)

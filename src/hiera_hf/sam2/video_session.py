@@ -37,9 +37,8 @@ class Sam2VideoSession(VideoSessionBase):
         dtype: compute dtype: `torch.float32`, or `torch.bfloat16` / `torch.float16` run under autocast on the
             model's device (CPU autocast runs both; float16 pays on GPUs); default the model's parameters'. Spatial
             memories are stored in bfloat16 whatever the dtype, as Meta's predictor stores them. Over float32
-            weights autocast casts every weight again on each frame (sam2.1 tiny: ~1000 operations per tracked
-            frame instead of ~580); a model loaded in the low precision (`from_pretrained(..., dtype=torch.bfloat16)`)
-            skips that (~650) for the same accuracy (mask IoU vs float32 0.99 either way; benchmarks/README).
+            weights autocast casts every weight again on each frame; a model loaded in the low precision
+            (`from_pretrained(..., dtype=torch.bfloat16)`) skips that for the same accuracy (benchmarks/README).
         read_ahead: read the next frame in a thread while the device works (default: when the model is not on the
             CPU); see `VideoSessionBase`.
         fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
