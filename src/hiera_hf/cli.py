@@ -355,6 +355,25 @@ def _save_png(image, path: Path) -> None:
     atomic_write(path, lambda partial: image.save(partial, format="PNG"))
 
 
+def _number(kind: type = float, low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    """An argparse `type`: a finite `kind` (a NaN threshold would silently give empty masks) in [low, high]."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if low is not None and high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+_finite, _area, _fraction, _positive = _number(), _number(low=0), _number(low=0, high=1), _number(int, low=1)
+
+
 def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file")
     add_model_argument(parser, "sam2.1_hiera_tiny")
@@ -416,38 +435,6 @@ def run_segment(args: argparse.Namespace) -> None:
     _save_png(draw(image, mask, points=args.point or None, labels=labels, boxes=args.box and [args.box]), overlay)
     if not args.quiet:
         print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
-
-
-def _finite(text: str) -> float:
-    """An argparse `type`: a finite number (a NaN threshold would silently give empty masks)."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def _area(text: str) -> float:
-    """An argparse `type`: a finite area >= 0, in pixels."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    """An argparse `type`: a number in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    """An argparse `type`: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def add_generate_masks_arguments(parser: argparse.ArgumentParser) -> None:
