@@ -346,6 +346,39 @@ def test_track_usage_errors(extra, message, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_track_box_file_is_the_first_groundtruth_box(sam2_folder, frames_folder, tmp_path):
+    """`--box-file` (a LaSOT / GOT-10k groundtruth.txt: x,y,w,h per line) prompts object 1 on frame 0 with the first
+    box, exactly as the same `--box` does; then a file that is not boxes is refused by name."""
+    (tmp_path / "groundtruth.txt").write_text("10,8,30,24\n12,9,30,24\n")
+    argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--quiet", "--format", "png,boxes"]
+    assert main([*argv, "--out", str(tmp_path / "file"), "--box-file", str(tmp_path / "groundtruth.txt")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "flag"), "--box", "0,1,10,8,40,32"]) == 0
+    for name in ["boxes/1.txt", *(f"masks/{t:05d}.png" for t in range(FRAMES))]:
+        assert (tmp_path / "file" / name).read_bytes() == (tmp_path / "flag" / name).read_bytes(), name
+    (tmp_path / "tabs.txt").write_text("10\t8\t30\t24\n")
+    assert main([*argv, "--out", str(tmp_path / "tabs"), "--box-file", str(tmp_path / "tabs.txt")]) == 0
+    assert (tmp_path / "tabs" / "boxes/1.txt").read_bytes() == (tmp_path / "flag" / "boxes/1.txt").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"10,8,30\n", "is not x,y,w,h"),
+        (b"10,8,0,24\n", "width and height above 0"),
+        (b"nan,8,3,24\n", "must be finite"),
+        (b"\xff\xfe\x00\x01", "not a text file"),
+        (b"", "is not x,y,w,h"),
+    ],
+)
+def test_track_refuses_a_bad_box_file(content, message, frames_folder, tmp_path, capsys):
+    (tmp_path / "groundtruth.txt").write_bytes(content)
+    argv = ["track", str(frames_folder), "--model", "unused", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--box-file", str(tmp_path / "groundtruth.txt")]) == 1
+    error = capsys.readouterr().err
+    assert message in error and "groundtruth.txt" in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_track_mask_with_clicks_on_the_same_object_is_refused(frames_folder, tmp_path, capsys):
     Image.fromarray(np.full((HEIGHT, WIDTH), 255, dtype=np.uint8)).save(tmp_path / "m.png")
     argv = ["track", str(frames_folder), "--model", "unused", "--out", str(tmp_path / "out")]

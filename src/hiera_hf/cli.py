@@ -538,6 +538,11 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         help="a box around object OBJ on FRAME, in pixels",
     )
     parser.add_argument(
+        "--box-file",
+        metavar="GROUNDTRUTH.txt",
+        help="object 1's box on frame 0 from the first line of a LaSOT / GOT-10k / OTB groundtruth.txt (x,y,w,h)",
+    )
+    parser.add_argument(
         "--mask",
         action="append",
         default=[],
@@ -575,12 +580,13 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _track_prompts(args: argparse.Namespace) -> dict:
     """`(frame, object) -> VideoPrompt` from the flags, checked (masks read)."""
-    from .sam2.video_prompts import VideoPrompt, read_mask
+    from .sam2.video_prompts import VideoPrompt, read_first_box, read_mask
 
     prompts: dict[tuple[int, int], VideoPrompt] = {}
-    for frame, obj, *box in args.box:  # ids checked when parsed
+    boxes = list(args.box) + ([[0, 1, *read_first_box(args.box_file)]] if args.box_file else [])
+    for frame, obj, *box in boxes:  # ids checked when parsed
         if prompts.setdefault((frame, obj), VideoPrompt()).box is not None:
-            raise ValueError(f"More than one --box for object {obj} on frame {frame}")
+            raise ValueError(f"More than one --box (or --box-file) for object {obj} on frame {frame}")
         prompts[frame, obj].box = box
     for frame, obj, x, y, *label in args.point:
         prompts.setdefault((frame, obj), VideoPrompt()).clicks.append((x, y, label[0] if label else 1))

@@ -39,6 +39,25 @@ def read_mask(path: str | os.PathLike, obj_id: int) -> np.ndarray:
     return values == obj_id if palette_mode else values > 0
 
 
+def read_first_box(path: str | os.PathLike) -> list[float]:
+    """The box `[x0, y0, x1, y1]` of the first line of a tracking benchmark's `groundtruth.txt` (LaSOT, GOT-10k,
+    OTB: `x,y,w,h` in pixels, separated by commas, tabs or spaces). `ValueError` naming the file for anything else
+    (not 4 finite numbers, no area)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            line = file.readline().strip()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a text file of x,y,w,h boxes") from error
+    fields = [field for field in line.replace(",", " ").replace("\t", " ").split(" ") if field]
+    try:
+        x, y, w, h = (float(field) for field in fields)
+    except ValueError:
+        raise ValueError(f"The first line of {path} is not x,y,w,h (4 numbers): {line[:80]!r}") from None
+    if not all(np.isfinite((x, y, w, h))) or w <= 0 or h <= 0:
+        raise ValueError(f"The first box of {path} ({line[:80]}) must be finite with a width and height above 0")
+    return [x, y, x + w, y + h]
+
+
 def apply_prompt(
     session: VideoSessionBase, frame_idx: int, obj_id: int, prompt: VideoPrompt
 ) -> Sam2VideoFrameResult:
