@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,8 +47,13 @@ class ImageState:
 
     def open(self, image) -> None:
         """Open an image: a path, PIL image or `(H, W[, C])` array. Forgets the objects of the previous image."""
-        if isinstance(image, (str, os.PathLike)):  # upright, within the pixel limit, or a ValueError naming it
-            image = open_image(image).convert("RGB")
+        if isinstance(image, (str, os.PathLike)):  # upright and within the pixel limit
+            try:
+                image = open_image(image).convert("RGB")
+            except ValueError as error:  # named as the user knows the file, not by the server's path
+                name = Path(image).name
+                reason = str(error).replace(str(Path(image)), name)
+                raise ValueError(f"{name} is not an image that can be read ({reason})") from None
         try:
             rgb = to_rgb_array(image)
         except (TypeError, ValueError) as error:
