@@ -113,11 +113,17 @@ def check_model_folder(
     return config
 
 
+class MismatchedWeightsError(RuntimeError, ValueError):
+    """Weights whose shapes do not fit the config: a `RuntimeError` as transformers raises it (its contract), and a
+    `ValueError` (a user error: one line on the command line)."""
+
+
 @contextlib.contextmanager
 def checked_loading(model_class: type, path: str | os.PathLike | None, kwargs: dict) -> Iterator[None]:
     """Around `model_class.from_pretrained(path, **kwargs)`: a local folder is checked first (`check_model_folder`,
     and its `config.json` must make a config of the class; the command line and the app download a Hub repo first
-    and load the local copy), and weights whose shapes do not fit the config raise a `ValueError` saying so."""
+    and load the local copy), and weights whose shapes do not fit the config raise a `MismatchedWeightsError`
+    saying so."""
     folder = Path(path, kwargs.get("subfolder") or "") if isinstance(path, (str, os.PathLike)) else None
     if folder is not None and folder.is_dir():
         model_type = model_class.config_class.model_type
@@ -133,10 +139,19 @@ def checked_loading(model_class: type, path: str | os.PathLike | None, kwargs: d
     except RuntimeError as error:
         if "ignore_mismatched_sizes" not in str(error):
             raise
-        raise ValueError(
+        raise MismatchedWeightsError(
             f"The weights in {path} do not fit its config.json (tensor shapes differ, see the load report above): "
-            "the config may have been edited or the weights belong to another model"
+            "the config may have been edited or the weights belong to another model; to give the model another "
+            "shape on purpose (e.g. a new head), pass ignore_mismatched_sizes=True to from_pretrained"
         ) from error
 
 
-__all__ = ["MODEL_KINDS", "check_model_folder", "checked_loading", "check_weights", "read_config", "weight_files"]
+__all__ = [
+    "MODEL_KINDS",
+    "MismatchedWeightsError",
+    "check_model_folder",
+    "checked_loading",
+    "check_weights",
+    "read_config",
+    "weight_files",
+]
