@@ -37,7 +37,7 @@ from hiera_hf import (
 )
 from hiera_hf.cli import main
 from hiera_hf.image_utils import open_image
-from hiera_hf.io_utils import remove_stale_staging, staged_folder
+from hiera_hf.io_utils import atomic_write, remove_stale_staging, staged_folder
 from hiera_hf.video_io import PyAVFrames, open_video
 
 SIZE, HEIGHT, WIDTH, FRAMES = 128, 96, 128, 4
@@ -196,9 +196,13 @@ def seg(*extra, image="dog", model="sam"):
                            "--out", str(tmp / "out" / "mask.png"), "--no-progress", *extra]  # fmt: skip
 
 
-def track(*extra, video="clip", model="sam"):
+def track(*extra, video="clip", model="sam", out="out"):
     return lambda p, tmp: ["track", str(getattr(p, video)), "--model", str(getattr(p, model)),
-                           "--out", str(tmp / "out"), "--quiet", *extra]  # fmt: skip
+                           "--out", str(tmp / out), "--quiet", *extra]  # fmt: skip
+
+
+def into_user_folder(*extra):  # `u` holds a user's own overlay.mp4, masks/, rle/, objects/ and boxes/
+    return track("--point", "0,1,30,60", *extra, out="u")
 
 
 def classify(image="dog", model="hiera"):
@@ -328,6 +332,34 @@ CLI_CASES = {
         1, "File exists",
     ),  # fmt: skip
     "track out is a file": Case(track("--point", "0,1,5,5", video="clip"), 1, "is not a folder", keeps_out),
+    "track over a user's overlay.mp4": Case(into_user_folder("--format", "mp4"), 1,
+                                            "u/overlay.mp4 already exists; choose another output folder or replace it with --overwrite"),  # fmt: skip
+    "track --overwrite over a user's overlay.mp4": Case(into_user_folder("--format", "mp4", "--overwrite"), 1,
+                                                        "u/overlay.mp4 is not an overlay video hiera-hf wrote"),  # fmt: skip
+    "track over a user's masks": Case(into_user_folder("--format", "png"), 1, "u/masks already exists"),
+    "track --overwrite over a user's masks": Case(into_user_folder("--format", "png", "--overwrite"), 1,
+                                                  "u/masks is not a folder hiera-hf wrote (it holds holiday.jpg)"),  # fmt: skip
+    "track over a user's rle": Case(into_user_folder("--format", "rle"), 1, "u/rle already exists"),
+    "track --overwrite over a user's rle": Case(into_user_folder("--format", "rle", "--overwrite"), 1,
+                                                "u/rle is not a folder hiera-hf wrote (it holds notes.txt)"),  # fmt: skip
+    "track over a user's objects": Case(into_user_folder("--format", "objects"), 1, "u/objects already exists"),
+    "track --overwrite over a user's objects": Case(into_user_folder("--format", "objects", "--overwrite"), 1,
+                                                    "u/objects is not a folder hiera-hf wrote (it holds 1)"),  # fmt: skip
+    "track over a user's boxes": Case(into_user_folder("--format", "boxes"), 1, "u/boxes already exists"),
+    "track --overwrite over a user's boxes": Case(into_user_folder("--format", "boxes", "--overwrite"), 1,
+                                                  "u/boxes is not a folder hiera-hf wrote (it holds mine.csv)"),  # fmt: skip
+    "track the overlay of the output folder": Case(
+        track("--point", "0,1,30,60", "--overwrite", "--format", "mp4", video="user_overlay", out="u"), 1,
+        "u/overlay.mp4 is the input video",
+    ),  # fmt: skip
+    "track a frame folder into itself": Case(
+        track("--point", "0,1,30,60", "--overwrite", "--format", "png", video="user_frames", out="u"), 1,
+        "u/masks holds the input",
+    ),  # fmt: skip
+    "track start frame past the end": Case(track("--point", "0,1,30,60", "--start-frame", "99", out="out/a/b"), 1,
+                                           "out of range"),  # fmt: skip
+    "track start frame negative": Case(track("--point", "0,1,30,60", "--start-frame", "-1", out="out/a"), 1,
+                                       "--start-frame must be at least 0, got -1"),  # fmt: skip
     # Checkpoints for convert
     "convert into the input's folder": Case(
         convert(lambda p, tmp: ["--checkpoint", str(tmp / "d" / "ckpt.pth"), "--output", str(tmp / "d"),
@@ -362,6 +394,13 @@ def test_command_line(paths, tmp_path, capsys, monkeypatch, name):
         (tmp_path / "d" / inner).write_text(inner)
     if name == "track out is a file":
         (tmp_path / "out").write_text("mine")
+    user = tmp_path / "u"  # a user's folder, named as track's outputs
+    for inner in ("masks/holiday.jpg", "rle/notes.txt", "objects/1/x.png", "boxes/mine.csv"):
+        (user / inner).parent.mkdir(parents=True, exist_ok=True)
+        (user / inner).write_text(inner)
+    shutil.copy(paths.clip, user / "overlay.mp4")  # a video of the user's own
+    paths.user_overlay, paths.user_frames = user / "overlay.mp4", user / "masks"
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
     try:
         status = main(case.argv(paths, tmp_path))
     except SystemExit as exit:
@@ -375,6 +414,8 @@ def test_command_line(paths, tmp_path, capsys, monkeypatch, name):
     for path in (case.absent or nothing_written)(tmp_path):
         assert not path.exists(), path
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["ckpt.pth", "notes.txt"]  # inputs untouched
+    if status != 0:  # a refused run changes no file
+        assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
     assert not [p for p in tmp_path.rglob(".*") if "staging" in p.name]
 
 
@@ -415,13 +456,19 @@ def test_output_inside_an_input_folder_is_allowed(tmp_path):
 
 
 def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_path, capsys):
-    """A second run with fewer frames leaves no stale mask of the first; a video cut half-way keeps the masks of
-    the frames it could decode, and the message says how many and what was written; a masks folder holding
-    anything else is refused untouched."""
+    """A second run replaces the first's outputs only with --overwrite, and then leaves no stale mask of the
+    first; a video cut half-way keeps the masks of the frames it could decode, and the message says how many and
+    what was written; a masks folder holding anything else is refused untouched."""
     out = tmp_path / "out"
     assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 0
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{t:05d}.png" for t in range(FRAMES)]
-    assert main([*track("--point", "1,1,30,60")(paths, tmp_path), "--max-frames", "1"]) == 0
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main([*track("--point", "1,1,30,60")(paths, tmp_path), "--max-frames", "1"]) == 1
+    assert "out/masks already exists; choose another output folder or replace it with --overwrite" in (
+        capsys.readouterr().err
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+    assert main([*track("--point", "1,1,30,60")(paths, tmp_path), "--max-frames", "1", "--overwrite"]) == 0
     names = sorted(p.name for p in (out / "masks").iterdir())
     assert "00001.png" in names and len(names) < FRAMES and "00003.png" not in names  # no stale frame 3
 
@@ -440,7 +487,7 @@ def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_
     assert "00002.jpg" in err and "wrote 2 frames (frames 0-1)" in err
 
     (out / "masks" / "holiday.jpg").write_text("mine")
-    assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 1
+    assert main(track("--point", "0,1,30,60", "--overwrite")(paths, tmp_path)) == 1
     assert "not a folder hiera-hf wrote" in capsys.readouterr().err
     assert (out / "masks" / "holiday.jpg").read_text() == "mine"
 
@@ -755,3 +802,23 @@ def test_failed_write_keeps_the_old_folder(tmp_path):
             raise OSError("disk full")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (target / "config.json").read_text() == "old"
+
+
+@pytest.mark.parametrize("writer", ["staged_folder", "atomic_write"])
+def test_failed_write_leaves_no_folder_it_created(tmp_path, writer):
+    """The folders a writer creates on the way to its target are removed again when the write fails; folders
+    that were there before, and those another writer filled meanwhile, stay."""
+    (tmp_path / "a").mkdir()
+    target = tmp_path / "a" / "b" / "c" / "out"
+
+    def fail(path):
+        (tmp_path / "a" / "b" / "other").mkdir()  # another writer's, meanwhile
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        if writer == "staged_folder":
+            with staged_folder(target) as staging:
+                fail(staging)
+        else:
+            atomic_write(target, fail)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/other"]
