@@ -822,3 +822,150 @@ def test_failed_write_leaves_no_folder_it_created(tmp_path, writer):
         else:
             atomic_write(target, fail)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/other"]
+
+
+# The app through its state layer: what a page (or a client of its API) sends, one case per row: the action on a
+# fresh tab's `AppSession` and a fragment of the one-line message. Nothing is left in the tab's folder, and the
+# tab keeps working after the error.
+NAN, INF = float("nan"), float("inf")
+
+
+def _everything(**settings):
+    def run(s, p):
+        s.image.open(p.dog)
+        s.image.segment_everything(**{"progress": False, **settings})
+
+    return run
+
+
+def _on_video(action):
+    def run(s, p):
+        action(s.open_video(str(p.clip)))
+
+    return run
+
+
+def _track_after_a_click(**arguments):
+    def action(video):
+        video.click(0, 30, 60)
+        video.track(**arguments)
+
+    return _on_video(action)
+
+
+APP_CASES = {
+    "grid too large": (_everything(points_per_side=3000), "points_per_side must be 1..64, got 3000"),
+    "grid NaN": (_everything(points_per_side=NAN), "points_per_side must be an integer, got nan"),
+    "grid infinite": (_everything(points_per_side=INF), "points_per_side must be an integer, got inf"),
+    "grid 0": (_everything(points_per_side=0), "points_per_side must be 1..64, got 0"),
+    "grid fraction": (_everything(points_per_side=2.5), "points_per_side must be an integer, got 2.5"),
+    "grid as text": (_everything(points_per_side="lots"), "points_per_side must be an integer, got 'lots'"),
+    "crop layers multiply the clicks": (_everything(points_per_side=64, crop_n_layers=1), "would click 20,480 times"),
+    "crop layers too many": (_everything(points_per_side=4, crop_n_layers=9), "crop_n_layers must be 0..2, got 9"),
+    "batch huge": (_everything(points_per_batch=10**9), "points_per_batch must be 1..256"),
+    "IoU threshold NaN": (_everything(pred_iou_thresh=NAN), "pred_iou_thresh = nan is not a finite number"),
+    "stability above 1": (_everything(stability_score_thresh=5), "stability_score_thresh must be a number in 0.0..1.0"),
+    "overlap infinite": (_everything(crop_overlap_ratio=-INF), "crop_overlap_ratio = -inf is not a finite number"),
+    "unknown setting": (_everything(output_mode="coco_rle"), "Segment everything has no setting 'output_mode'"),
+    "decompression bomb": (lambda s, p: s.image.open(str(p.bomb)), "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),
+    "text as an image": (lambda s, p: s.image.open(str(p.text)), "Cannot read the image"),
+    "zero-byte image": (lambda s, p: s.image.open(str(p.zero)), "cannot identify"),
+    "truncated jpeg": (lambda s, p: s.image.open(str(p.cut_jpeg)), "truncated"),
+    "folder as an image": (lambda s, p: s.image.open(str(p.root)), "it is a folder"),
+    "noise as a video": (lambda s, p: s.open_video(str(p.noise_video)), "Cannot open the video"),
+    "text as a video": (lambda s, p: s.open_video(str(p.text)), "Cannot open the video"),
+    "missing video": (lambda s, p: s.open_video(str(p.missing)), "Cannot open the video"),
+    "zero-frame folder": (lambda s, p: s.open_video(str(p.no_images)), "No .jpg/.jpeg/.png frames found"),
+    "bomb frame": (lambda s, p: s.open_video(str(p.bomb_folder)), "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),
+    "mixed frame sizes": (lambda s, p: s.open_video(str(p.mixed)), "00000.jpg is 128x96 but 00002.jpg is 64x64"),
+    "frame NaN": (_on_video(lambda v: v.click(NAN, 5, 5)), "Frame index must be an integer, got nan"),
+    "frame infinite": (_on_video(lambda v: v.view(INF)), "Frame index must be an integer, got inf"),
+    "frame fraction": (_on_video(lambda v: v.set_box(1.5, (1, 1, 20, 20))), "Frame index must be an integer"),
+    "frame past the end": (_on_video(lambda v: v.click(99, 5, 5)), "Frame index 99 is out of range"),
+    "click NaN": (_on_video(lambda v: v.click(0, NAN, 5)), "is not a finite number"),
+    "max frames NaN": (_track_after_a_click(max_frames=NAN), "max_frames must be an integer, got nan"),
+    "max frames infinite": (_track_after_a_click(max_frames=INF), "max_frames must be an integer, got inf"),
+    "max frames negative": (_track_after_a_click(max_frames=-3), "max_frames must be at least 1, got -3"),
+    "track from frame NaN": (_track_after_a_click(start_frame=NAN), "Frame index must be an integer, got nan"),
+    "export without a video": (lambda s, p: s.export_video(), "Open a video first"),
+    "export before tracking": (lambda s, p: (s.open_video(str(p.clip)), s.export_video()), "No masks yet"),
+    "export without an image": (lambda s, p: s.export_image(), "Open an image first"),
+}
+
+
+@pytest.fixture(scope="module")
+def app_models(paths):
+    from hiera_hf.app import Models
+
+    return Models.from_pretrained(paths.sam, device="cpu")
+
+
+@pytest.mark.parametrize("name", list(APP_CASES))
+def test_app_refuses(app_models, paths, name):
+    from hiera_hf.app import AppSession
+    from hiera_hf.errors import USER_ERRORS, user_message
+
+    action, message = APP_CASES[name]
+    inputs = {p: p.read_bytes() for p in sorted(paths.root.rglob("*")) if p.is_file() and p.suffix != ".safetensors"}
+    session = AppSession(app_models)
+    try:
+        with pytest.raises(USER_ERRORS) as error:
+            action(session, paths)
+        assert message in user_message(error.value) and "\n" not in user_message(error.value)
+        assert not isinstance(error.value, (TypeError, KeyError, OverflowError))
+        video = session.video.folder if session.video is not None else None
+        left = [p for p in session.folder.rglob("*") if video not in (p, *p.parents)]
+        assert not left  # nothing but an open video's own folder
+        session.image.open(paths.dog)  # the tab still works
+        assert session.image.click(30, 60) == 1 and session.image.mask() is not None
+    finally:
+        session.close()
+    after = {p: p.read_bytes() for p in sorted(paths.root.rglob("*")) if p.is_file() and p.suffix != ".safetensors"}
+    assert after == inputs
+
+
+def test_app_video_that_fails_to_open_leaves_nothing_and_keeps_the_open_one(app_models, paths):
+    """A file that is not a video leaves no folder behind and keeps the video already open; exports survive a
+    cleaned temporary folder."""
+    from hiera_hf.app import AppSession
+
+    session = AppSession(app_models)
+    try:
+        video = session.open_video(str(paths.clip))
+        before = sorted(session.folder.iterdir())
+        with pytest.raises(ValueError, match="Cannot open the video"):
+            session.open_video(str(paths.noise_video))
+        assert session.video is video and sorted(session.folder.iterdir()) == before
+        session.image.open(paths.dog)
+        session.image.click(30, 60)
+        shutil.rmtree(session.folder)  # the system cleaned the temporary files: exports still work
+        assert all(path.is_file() for path in session.export_image())
+    finally:
+        session.close()
+
+
+def test_app_sessions_are_capped_and_expire(app_models):
+    """At most `max_sessions` tabs hold memory (the least recently used is freed), and a tab idle longer than
+    `idle_seconds` is freed at the next request of any tab, tabs that never send their unload included."""
+    from hiera_hf.app import Sessions
+
+    now = [0.0]
+    sessions = Sessions(app_models, max_sessions=2, idle_seconds=60, clock=lambda: now[0])
+    first, second = sessions.get("a"), sessions.get("b")
+    now[0] = 10
+    assert sessions.get("a") is first  # "a" is now the most recently used
+    third = sessions.get("c")
+    assert sessions.ids() == ["a", "c"] and not second.folder.exists() and first.folder.exists()
+    for tab in range(50):  # a client inventing ids never holds more than the cap
+        sessions.get(f"bot-{tab}")
+    assert len(sessions) == 2 and not first.folder.exists() and not third.folder.exists()
+    now[0] = 100
+    kept = sessions.get("bot-49")
+    assert sessions.ids() == ["bot-49"] and kept.folder.exists()  # bot-48 expired
+    now[0] = 200
+    fresh = sessions.get("a")  # a freed tab's next request starts afresh
+    assert fresh is not first and sessions.ids() == ["a"] and not kept.folder.exists()
+    sessions.close("a")
+    assert len(sessions) == 0 and not fresh.folder.exists()
+    with pytest.raises(ValueError, match="max_sessions >= 1"):
+        Sessions(app_models, max_sessions=0)
