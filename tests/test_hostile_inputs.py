@@ -320,6 +320,8 @@ CLI_CASES = {
     "export-onnx Hiera NaN weights": Case(export(model="hiera_nan"), 1, "holds NaN or infinite values"),
     # Videos
     "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder"),  # fmt: skip
+    "track a bomb image as the video": Case(track("--point", "0,1,5,5", video="bomb"), 1,
+                                            "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
     "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video"),  # fmt: skip
     "track mixed frame sizes": Case(track("--point", "0,1,5,5", video="mixed"), 1,
                                     "00000.jpg is 128x96 but 00002.jpg is 64x64"),  # fmt: skip
@@ -877,6 +879,7 @@ APP_CASES = {
     "missing video": (lambda s, p: s.open_video(str(p.missing)), "Cannot open the video"),
     "zero-frame folder": (lambda s, p: s.open_video(str(p.no_images)), "No .jpg/.jpeg/.png frames found"),
     "bomb frame": (lambda s, p: s.open_video(str(p.bomb_folder)), "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),
+    "bomb image as a video": (lambda s, p: s.open_video(str(p.bomb)), "Each frame of"),
     "mixed frame sizes": (lambda s, p: s.open_video(str(p.mixed)), "00000.jpg is 128x96 but 00002.jpg is 64x64"),
     "frame NaN": (_on_video(lambda v: v.click(NAN, 5, 5)), "Frame index must be an integer, got nan"),
     "frame infinite": (_on_video(lambda v: v.view(INF)), "Frame index must be an integer, got inf"),
@@ -887,6 +890,10 @@ APP_CASES = {
     "max frames infinite": (_track_after_a_click(max_frames=INF), "max_frames must be an integer, got inf"),
     "max frames negative": (_track_after_a_click(max_frames=-3), "max_frames must be at least 1, got -3"),
     "track from frame NaN": (_track_after_a_click(start_frame=NAN), "Frame index must be an integer, got nan"),
+    "object id a list": (lambda s, p: (s.image.open(p.dog), s.image.click(5, 5, obj_id=[1])), "An object id must be an integer"),  # fmt: skip
+    "object id 0": (lambda s, p: (s.image.open(p.dog), s.image.click(5, 5, obj_id=0)), "An object id must be 1..255, got 0"),  # fmt: skip
+    "name too long": (lambda s, p: (s.image.open(p.dog), s.image.add_object("x" * 10**6)), "1 to 100 characters, got 1000000"),  # fmt: skip
+    "name empty": (lambda s, p: (s.image.open(p.dog), s.image.objects.rename(s.image.add_object(), " ")), "1 to 100 characters, got 0"),  # fmt: skip
     "export without a video": (lambda s, p: s.export_video(), "Open a video first"),
     "export before tracking": (lambda s, p: (s.open_video(str(p.clip)), s.export_video()), "No masks yet"),
     "export without an image": (lambda s, p: s.export_image(), "Open an image first"),

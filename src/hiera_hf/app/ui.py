@@ -214,7 +214,7 @@ class ImageTab(_Tab):
 
     def set_box(self, box, request: gr.Request):
         session = self.session(request)
-        box = session.image.grid.box_from_view(box.split(","))
+        box = session.image.grid.box_from_view(str(box).split(","))
         obj_id = session.image.set_box(box)
         return self.panel(session, f"Box ({_corners(box)}) for object {obj_id}")
 
@@ -243,7 +243,7 @@ class ImageTab(_Tab):
         if obj_id is None:
             raise ValueError("Select an object to rename")
         session.image.objects.rename(obj_id, name)
-        return self.panel(session, f"Object {obj_id} is now {name.strip()!r}")
+        return self.panel(session, f"Object {obj_id} is now {session.image.objects.names[obj_id]!r}")
 
     def select_candidate(self, index, request: gr.Request):
         session = self.session(request)
@@ -338,7 +338,7 @@ class VideoTab(_Tab):
         session = self.session(request)
         video = session.require_video()
         frame_idx = video.frame_index(frame_idx)
-        box = video.grid.box_from_view(box.split(","))
+        box = video.grid.box_from_view(str(box).split(","))
         obj_id = video.set_box(frame_idx, box)
         return self.panel(session, frame_idx, f"Box ({_corners(box)}) for object {obj_id} on frame {frame_idx}")
 
@@ -365,8 +365,9 @@ class VideoTab(_Tab):
         session = self.session(request)
         if obj_id is None:
             raise ValueError("Select an object to rename")
-        session.require_video().objects.rename(obj_id, name)
-        return self.panel(session, frame_idx, f"Object {obj_id} is now {name.strip()!r}")
+        objects = session.require_video().objects
+        objects.rename(obj_id, name)
+        return self.panel(session, frame_idx, f"Object {obj_id} is now {objects.names[obj_id]!r}")
 
     def track(self, frame_idx, direction, max_frames, request: gr.Request):
         session = self.session(request)
