@@ -334,6 +334,7 @@ CLI_CASES = {
         1, "File exists",
     ),  # fmt: skip
     "track out is a file": Case(track("--point", "0,1,5,5", video="clip"), 1, "is not a folder", keeps_out),
+    "track out under a file": Case(track("--point", "0,1,5,5", out="f/out"), 1, "f is not a folder; cannot write", keeps_out),  # fmt: skip
     "track over a user's overlay.mp4": Case(into_user_folder("--format", "mp4"), 1,
                                             "u/overlay.mp4 already exists; choose another output folder or replace it with --overwrite"),  # fmt: skip
     "track --overwrite over a user's overlay.mp4": Case(into_user_folder("--format", "mp4", "--overwrite"), 1,

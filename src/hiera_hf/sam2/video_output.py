@@ -143,13 +143,16 @@ def check_output(
     out: str | os.PathLike, formats: Sequence[str], overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
 ) -> None:
     """Refuse (`ValueError`, `FileExistsError`) before any work what `write_tracking(out, formats, overwrite=...)`
-    could not write: an unknown format, `out` a file; a format's folder or `overlay.mp4` that exists (but an empty
-    folder) unless `overwrite`, and then unless an earlier run wrote it; an output that is or holds one of `inputs`
-    (the video, the mask prompts)."""
+    could not write: an unknown format, `out` a file or under one; a format's folder or `overlay.mp4` that exists
+    (but an empty folder) unless `overwrite`, and then unless an earlier run wrote it; an output that is or holds
+    one of `inputs` (the video, the mask prompts)."""
     out = Path(out)
     check_formats(formats)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
+    above = next((path for path in out.parents if os.path.lexists(path)), None)
+    if above is not None and not above.is_dir():
+        raise FileExistsError(f"{above} is not a folder; cannot write {out} in it")
     for kind in formats:
         if kind in FOLDERS:
             folder = out / FOLDERS[kind][0]
