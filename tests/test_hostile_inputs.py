@@ -933,8 +933,8 @@ def test_app_refuses(app_models, paths, name):
 
 
 def test_app_video_that_fails_to_open_leaves_nothing_and_keeps_the_open_one(app_models, paths):
-    """A file that is not a video leaves no folder behind and keeps the video already open; exports survive a
-    cleaned temporary folder."""
+    """A file that is not a video leaves no folder behind and keeps the video already open; exporting again
+    replaces the tab's own earlier export; exports survive a cleaned temporary folder."""
     from hiera_hf.app import AppSession
 
     session = AppSession(app_models)
@@ -944,6 +944,10 @@ def test_app_video_that_fails_to_open_leaves_nothing_and_keeps_the_open_one(app_
         with pytest.raises(ValueError, match="Cannot open the video"):
             session.open_video(str(paths.noise_video))
         assert session.video is video and sorted(session.folder.iterdir()) == before
+        video.click(0, 30, 60)
+        assert list(video.track(max_frames=2)) == [0, 1]
+        exports = [session.export_video() for _ in range(2)]  # the second replaces the first
+        assert exports[0] == exports[1] and all(path.is_file() for path in exports[1])
         session.image.open(paths.dog)
         session.image.click(30, 60)
         shutil.rmtree(session.folder)  # the system cleaned the temporary files: exports still work
