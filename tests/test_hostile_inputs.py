@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -948,6 +949,10 @@ def test_app_video_that_fails_to_open_leaves_nothing_and_keeps_the_open_one(app_
         assert list(video.track(max_frames=2)) == [0, 1]
         exports = [session.export_video() for _ in range(2)]  # the second replaces the first
         assert exports[0] == exports[1] and all(path.is_file() for path in exports[1])
+        with zipfile.ZipFile(exports[1][0]) as archive:
+            assert sorted(name for name in archive.namelist() if name.startswith("masks/")) == [
+                "masks/00000.png", "masks/00001.png"
+            ]
         session.image.open(paths.dog)
         session.image.click(30, 60)
         shutil.rmtree(session.folder)  # the system cleaned the temporary files: exports still work
