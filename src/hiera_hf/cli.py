@@ -50,7 +50,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, device: bool = True) -> N
 
 
 def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists (refused by default)")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} when present (refused by default)")
 
 
 def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
@@ -583,7 +583,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         help="which way to track from the start frame (default both)",
     )
     parser.add_argument("--max-frames", type=_positive, metavar="N", help="track at most N frames each way")
-    add_overwrite_argument(parser, "an earlier run's outputs in DIR")
+    add_overwrite_argument(parser, "the outputs an earlier run wrote in DIR")
     add_run_arguments(parser)
 
 
