@@ -399,9 +399,14 @@ def test_bad_uploads_show_a_message(page, tmp_path):
 
 def _wait_message(page, fragment: str) -> str:
     """Wait until the Messages box holds `fragment`; returns its text."""
-    page.wait_for_function(
-        "fragment => (document.querySelector('#status textarea')?.value || '').includes(fragment)", arg=fragment
-    )
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "fragment => (document.querySelector('#status textarea')?.value || '').includes(fragment)", arg=fragment
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(f"The page never said {fragment!r}; it says {_status(page)!r}") from None
     return _status(page)
 
 
