@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import wave
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,11 @@ def paths(tmp_path_factory) -> SimpleNamespace:
     data = _write_mp4(root / "long.mp4", 12, faststart=True).read_bytes()
     p.cut_clip.write_bytes(data[: len(data) // 2])
     p.noise_video = root / "noise.mp4"
-    p.noise_video.write_bytes(os.urandom(4000))
+    p.noise_video.write_bytes(np.random.default_rng(3).bytes(4000))  # the same bytes every run
+    p.audio = root / "sound.wav"  # a media file without a video stream
+    with wave.open(str(p.audio), "wb") as sound:
+        sound.setnchannels(1), sound.setsampwidth(2), sound.setframerate(8000)
+        sound.writeframes(bytes(1600))
     p.mixed = root / "mixed"
     p.mixed.mkdir()
     for t, frame in enumerate(_frames()):
@@ -323,6 +328,7 @@ CLI_CASES = {
     "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder"),  # fmt: skip
     "track a bomb image as the video": Case(track("--point", "0,1,5,5", video="bomb"), 1,
                                             "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
+    "track a sound file": Case(track("--point", "0,1,5,5", video="audio"), 1, "sound.wav: it has no video stream"),  # fmt: skip
     "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video"),  # fmt: skip
     "track mixed frame sizes": Case(track("--point", "0,1,5,5", video="mixed"), 1,
                                     "00000.jpg is 128x96 but 00002.jpg is 64x64"),  # fmt: skip
@@ -877,6 +883,7 @@ APP_CASES = {
     "truncated jpeg": (lambda s, p: s.image.open(str(p.cut_jpeg)), "truncated"),
     "folder as an image": (lambda s, p: s.image.open(str(p.root)), "it is a folder"),
     "noise as a video": (lambda s, p: s.open_video(str(p.noise_video)), "Cannot open the video"),
+    "sound as a video": (lambda s, p: s.open_video(str(p.audio)), "sound.wav: it has no video stream"),
     "text as a video": (lambda s, p: s.open_video(str(p.text)), "Cannot open the video"),
     "missing video": (lambda s, p: s.open_video(str(p.missing)), "Cannot open the video"),
     "zero-frame folder": (lambda s, p: s.open_video(str(p.no_images)), "No .jpg/.jpeg/.png frames found"),

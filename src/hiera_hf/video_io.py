@@ -145,7 +145,7 @@ class PyAVFrames(VideoFrames):
             raise ValueError(f"Cannot read the video {path}: {_reason(error)}") from None
         if not self._container.streams.video:
             self._container.close()
-            raise ValueError(f"{path} has no video stream")
+            raise ValueError(f"Cannot read the video {path}: it has no video stream")
         self._stream = stream = self._container.streams.video[0]
         try:  # the pixel limit of images holds for frames (a PNG bomb opens as a one-frame video)
             check_image_size(stream.codec_context.width, stream.codec_context.height, f"Each frame of {path}")
