@@ -384,7 +384,7 @@ def test_bad_uploads_show_a_message(page, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     page.locator("#image-file input[type=file]").set_input_files(str(text))
-    assert "is not an image" in _wait_status(page, "notes.txt is not an image")
+    assert "notes.txt: cannot identify image file" in _wait_status(page, "Cannot read the image")
     page.locator("#image-export").click()
     _wait_status(page, "Open an image first")
     page.get_by_role("tab", name="Video").click()
@@ -394,6 +394,43 @@ def test_bad_uploads_show_a_message(page, tmp_path):
     broken.write_bytes(b"\x00" * 512)
     page.locator("#video-file input[type=file]").set_input_files(str(broken))
     _wait_status(page, "Cannot open the video")
+    assert "Traceback" not in page.content()
+
+
+def _wait_message(page, fragment: str) -> str:
+    """Wait until the Messages box holds `fragment`; returns its text."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "fragment => (document.querySelector('#status textarea')?.value || '').includes(fragment)", arg=fragment
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(f"The page never said {fragment!r}; it says {_status(page)!r}") from None
+    return _status(page)
+
+
+def test_user_errors_are_one_line_messages_and_the_page_keeps_working(page, tmp_path):
+    """A decompression bomb (as an image and as a video) and a grid too large for "segment everything" are each
+    one line in the Messages box (never "Internal error"), and the page keeps working after each."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (14000, 14000)).save(bomb)  # 196 megapixels, a few kB
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-file input[type=file]").set_input_files(str(bomb))
+    messages = [_wait_message(page, "Cannot open the video")]
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#image-file input[type=file]").set_input_files(str(bomb))
+    messages.append(_wait_message(page, "set HIERA_HF_MAX_IMAGE_PIXELS=196000000"))
+    page.locator("#image-file button[aria-label=Clear]").click()  # the upload box again
+    _open_dog(page)
+    page.get_by_text("Segment everything: settings").click()
+    page.locator("#image-grid input").fill("3000")
+    page.locator("#image-grid input").press("Enter")
+    page.locator("#image-everything").click()
+    messages.append(_wait_message(page, "points_per_side must be 1..64, got 3000"))
+    _click_pixel(page, "image-view", 250, 160, (500, 331))
+    _wait_status(page, "Foreground click")
+    assert all("\n" not in message and "Internal error" not in message for message in messages), messages
     assert "Traceback" not in page.content()
 
 

@@ -14,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import wave
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +39,7 @@ from hiera_hf import (
 )
 from hiera_hf.cli import main
 from hiera_hf.image_utils import open_image
-from hiera_hf.io_utils import remove_stale_staging, staged_folder
+from hiera_hf.io_utils import atomic_write, remove_stale_staging, staged_folder
 from hiera_hf.video_io import PyAVFrames, open_video
 
 SIZE, HEIGHT, WIDTH, FRAMES = 128, 96, 128, 4
@@ -157,7 +159,11 @@ def paths(tmp_path_factory) -> SimpleNamespace:
     data = _write_mp4(root / "long.mp4", 12, faststart=True).read_bytes()
     p.cut_clip.write_bytes(data[: len(data) // 2])
     p.noise_video = root / "noise.mp4"
-    p.noise_video.write_bytes(os.urandom(4000))
+    p.noise_video.write_bytes(np.random.default_rng(3).bytes(4000))  # the same bytes every run
+    p.audio = root / "sound.wav"  # a media file without a video stream
+    with wave.open(str(p.audio), "wb") as sound:
+        sound.setnchannels(1), sound.setsampwidth(2), sound.setframerate(8000)
+        sound.writeframes(bytes(1600))
     p.mixed = root / "mixed"
     p.mixed.mkdir()
     for t, frame in enumerate(_frames()):
@@ -196,9 +202,13 @@ def seg(*extra, image="dog", model="sam"):
                            "--out", str(tmp / "out" / "mask.png"), "--no-progress", *extra]  # fmt: skip
 
 
-def track(*extra, video="clip", model="sam"):
+def track(*extra, video="clip", model="sam", out="out"):
     return lambda p, tmp: ["track", str(getattr(p, video)), "--model", str(getattr(p, model)),
-                           "--out", str(tmp / "out"), "--quiet", *extra]  # fmt: skip
+                           "--out", str(tmp / out), "--quiet", *extra]  # fmt: skip
+
+
+def into_user_folder(*extra):  # `u` holds a user's own overlay.mp4, masks/, rle/, objects/ and boxes/
+    return track("--point", "0,1,30,60", *extra, out="u")
 
 
 def classify(image="dog", model="hiera"):
@@ -316,6 +326,9 @@ CLI_CASES = {
     "export-onnx Hiera NaN weights": Case(export(model="hiera_nan"), 1, "holds NaN or infinite values"),
     # Videos
     "track missing video": Case(track("--point", "0,1,5,5", video="missing"), 1, "No video file or frame folder"),  # fmt: skip
+    "track a bomb image as the video": Case(track("--point", "0,1,5,5", video="bomb"), 1,
+                                            "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),  # fmt: skip
+    "track a sound file": Case(track("--point", "0,1,5,5", video="audio"), 1, "sound.wav: it has no video stream"),  # fmt: skip
     "track noise as video": Case(track("--point", "0,1,5,5", video="noise_video"), 1, "Cannot read the video"),  # fmt: skip
     "track mixed frame sizes": Case(track("--point", "0,1,5,5", video="mixed"), 1,
                                     "00000.jpg is 128x96 but 00002.jpg is 64x64"),  # fmt: skip
@@ -328,6 +341,35 @@ CLI_CASES = {
         1, "File exists",
     ),  # fmt: skip
     "track out is a file": Case(track("--point", "0,1,5,5", video="clip"), 1, "is not a folder", keeps_out),
+    "track out under a file": Case(track("--point", "0,1,5,5", out="f/out"), 1, "f is not a folder; cannot write", keeps_out),  # fmt: skip
+    "track over a user's overlay.mp4": Case(into_user_folder("--format", "mp4"), 1,
+                                            "u/overlay.mp4 already exists; choose another output folder or replace it with --overwrite"),  # fmt: skip
+    "track --overwrite over a user's overlay.mp4": Case(into_user_folder("--format", "mp4", "--overwrite"), 1,
+                                                        "u/overlay.mp4 is not an overlay video hiera-hf wrote"),  # fmt: skip
+    "track over a user's masks": Case(into_user_folder("--format", "png"), 1, "u/masks already exists"),
+    "track --overwrite over a user's masks": Case(into_user_folder("--format", "png", "--overwrite"), 1,
+                                                  "u/masks is not a folder hiera-hf wrote (it holds holiday.jpg)"),  # fmt: skip
+    "track over a user's rle": Case(into_user_folder("--format", "rle"), 1, "u/rle already exists"),
+    "track --overwrite over a user's rle": Case(into_user_folder("--format", "rle", "--overwrite"), 1,
+                                                "u/rle is not a folder hiera-hf wrote (it holds notes.txt)"),  # fmt: skip
+    "track over a user's objects": Case(into_user_folder("--format", "objects"), 1, "u/objects already exists"),
+    "track --overwrite over a user's objects": Case(into_user_folder("--format", "objects", "--overwrite"), 1,
+                                                    "u/objects is not a folder hiera-hf wrote (it holds 1)"),  # fmt: skip
+    "track over a user's boxes": Case(into_user_folder("--format", "boxes"), 1, "u/boxes already exists"),
+    "track --overwrite over a user's boxes": Case(into_user_folder("--format", "boxes", "--overwrite"), 1,
+                                                  "u/boxes is not a folder hiera-hf wrote (it holds mine.csv)"),  # fmt: skip
+    "track the overlay of the output folder": Case(
+        track("--point", "0,1,30,60", "--overwrite", "--format", "mp4", video="user_overlay", out="u"), 1,
+        "u/overlay.mp4 is the input video",
+    ),  # fmt: skip
+    "track a frame folder into itself": Case(
+        track("--point", "0,1,30,60", "--overwrite", "--format", "png", video="user_frames", out="u"), 1,
+        "u/masks holds the input",
+    ),  # fmt: skip
+    "track start frame past the end": Case(track("--point", "0,1,30,60", "--start-frame", "99", out="out/a/b"), 1,
+                                           "out of range"),  # fmt: skip
+    "track start frame negative": Case(track("--point", "0,1,30,60", "--start-frame", "-1", out="out/a"), 1,
+                                       "--start-frame must be at least 0, got -1"),  # fmt: skip
     # Checkpoints for convert
     "convert into the input's folder": Case(
         convert(lambda p, tmp: ["--checkpoint", str(tmp / "d" / "ckpt.pth"), "--output", str(tmp / "d"),
@@ -362,6 +404,13 @@ def test_command_line(paths, tmp_path, capsys, monkeypatch, name):
         (tmp_path / "d" / inner).write_text(inner)
     if name == "track out is a file":
         (tmp_path / "out").write_text("mine")
+    user = tmp_path / "u"  # a user's folder, named as track's outputs
+    for inner in ("masks/holiday.jpg", "rle/notes.txt", "objects/1/x.png", "boxes/mine.csv"):
+        (user / inner).parent.mkdir(parents=True, exist_ok=True)
+        (user / inner).write_text(inner)
+    shutil.copy(paths.clip, user / "overlay.mp4")  # a video of the user's own
+    paths.user_overlay, paths.user_frames = user / "overlay.mp4", user / "masks"
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
     try:
         status = main(case.argv(paths, tmp_path))
     except SystemExit as exit:
@@ -375,6 +424,8 @@ def test_command_line(paths, tmp_path, capsys, monkeypatch, name):
     for path in (case.absent or nothing_written)(tmp_path):
         assert not path.exists(), path
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["ckpt.pth", "notes.txt"]  # inputs untouched
+    if status != 0:  # a refused run changes no file
+        assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
     assert not [p for p in tmp_path.rglob(".*") if "staging" in p.name]
 
 
@@ -415,13 +466,19 @@ def test_output_inside_an_input_folder_is_allowed(tmp_path):
 
 
 def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_path, capsys):
-    """A second run with fewer frames leaves no stale mask of the first; a video cut half-way keeps the masks of
-    the frames it could decode, and the message says how many and what was written; a masks folder holding
-    anything else is refused untouched."""
+    """A second run replaces the first's outputs only with --overwrite, and then leaves no stale mask of the
+    first; a video cut half-way keeps the masks of the frames it could decode, and the message says how many and
+    what was written; a masks folder holding anything else is refused untouched."""
     out = tmp_path / "out"
     assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 0
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{t:05d}.png" for t in range(FRAMES)]
-    assert main([*track("--point", "1,1,30,60")(paths, tmp_path), "--max-frames", "1"]) == 0
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main([*track("--point", "1,1,30,60")(paths, tmp_path), "--max-frames", "1"]) == 1
+    assert "out/masks already exists; choose another output folder or replace it with --overwrite" in (
+        capsys.readouterr().err
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+    assert main([*track("--point", "1,1,30,60")(paths, tmp_path), "--max-frames", "1", "--overwrite"]) == 0
     names = sorted(p.name for p in (out / "masks").iterdir())
     assert "00001.png" in names and len(names) < FRAMES and "00003.png" not in names  # no stale frame 3
 
@@ -440,7 +497,7 @@ def test_track_replaces_its_masks_and_keeps_what_a_cut_video_allowed(paths, tmp_
     assert "00002.jpg" in err and "wrote 2 frames (frames 0-1)" in err
 
     (out / "masks" / "holiday.jpg").write_text("mine")
-    assert main(track("--point", "0,1,30,60")(paths, tmp_path)) == 1
+    assert main(track("--point", "0,1,30,60", "--overwrite")(paths, tmp_path)) == 1
     assert "not a folder hiera-hf wrote" in capsys.readouterr().err
     assert (out / "masks" / "holiday.jpg").read_text() == "mine"
 
@@ -755,3 +812,184 @@ def test_failed_write_keeps_the_old_folder(tmp_path):
             raise OSError("disk full")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (target / "config.json").read_text() == "old"
+
+
+@pytest.mark.parametrize("writer", ["staged_folder", "atomic_write"])
+def test_failed_write_leaves_no_folder_it_created(tmp_path, writer):
+    """The folders a writer creates on the way to its target are removed again when the write fails; folders
+    that were there before, and those another writer filled meanwhile, stay."""
+    (tmp_path / "a").mkdir()
+    target = tmp_path / "a" / "b" / "c" / "out"
+
+    def fail(path):
+        (tmp_path / "a" / "b" / "other").mkdir()  # another writer's, meanwhile
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        if writer == "staged_folder":
+            with staged_folder(target) as staging:
+                fail(staging)
+        else:
+            atomic_write(target, fail)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/other"]
+
+
+# The app through its state layer: what a page (or a client of its API) sends, one case per row: the action on a
+# fresh tab's `AppSession` and a fragment of the one-line message. Nothing is left in the tab's folder, and the
+# tab keeps working after the error.
+NAN, INF = float("nan"), float("inf")
+
+
+def _everything(**settings):
+    def run(s, p):
+        s.image.open(p.dog)
+        s.image.segment_everything(**{"progress": False, **settings})
+
+    return run
+
+
+def _on_video(action):
+    def run(s, p):
+        action(s.open_video(str(p.clip)))
+
+    return run
+
+
+def _track_after_a_click(**arguments):
+    def action(video):
+        video.click(0, 30, 60)
+        video.track(**arguments)
+
+    return _on_video(action)
+
+
+APP_CASES = {
+    "grid too large": (_everything(points_per_side=3000), "points_per_side must be 1..64, got 3000"),
+    "grid NaN": (_everything(points_per_side=NAN), "points_per_side must be an integer, got nan"),
+    "grid infinite": (_everything(points_per_side=INF), "points_per_side must be an integer, got inf"),
+    "grid 0": (_everything(points_per_side=0), "points_per_side must be 1..64, got 0"),
+    "grid fraction": (_everything(points_per_side=2.5), "points_per_side must be an integer, got 2.5"),
+    "grid as text": (_everything(points_per_side="lots"), "points_per_side must be an integer, got 'lots'"),
+    "crop layers multiply the clicks": (_everything(points_per_side=64, crop_n_layers=1), "would click 20,480 times"),
+    "crop layers too many": (_everything(points_per_side=4, crop_n_layers=9), "crop_n_layers must be 0..2, got 9"),
+    "batch huge": (_everything(points_per_batch=10**9), "points_per_batch must be 1..256"),
+    "IoU threshold NaN": (_everything(pred_iou_thresh=NAN), "pred_iou_thresh = nan is not a finite number"),
+    "stability above 1": (_everything(stability_score_thresh=5), "stability_score_thresh must be a number in 0.0..1.0"),
+    "overlap infinite": (_everything(crop_overlap_ratio=-INF), "crop_overlap_ratio = -inf is not a finite number"),
+    "unknown setting": (_everything(output_mode="coco_rle"), "Segment everything has no setting 'output_mode'"),
+    "decompression bomb": (lambda s, p: s.image.open(str(p.bomb)), "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),
+    "text as an image": (lambda s, p: s.image.open(str(p.text)), "Cannot read the image"),
+    "zero-byte image": (lambda s, p: s.image.open(str(p.zero)), "cannot identify"),
+    "truncated jpeg": (lambda s, p: s.image.open(str(p.cut_jpeg)), "truncated"),
+    "folder as an image": (lambda s, p: s.image.open(str(p.root)), "it is a folder"),
+    "noise as a video": (lambda s, p: s.open_video(str(p.noise_video)), "Cannot open the video"),
+    "sound as a video": (lambda s, p: s.open_video(str(p.audio)), "sound.wav: it has no video stream"),
+    "text as a video": (lambda s, p: s.open_video(str(p.text)), "Cannot open the video"),
+    "missing video": (lambda s, p: s.open_video(str(p.missing)), "Cannot open the video"),
+    "zero-frame folder": (lambda s, p: s.open_video(str(p.no_images)), "No .jpg/.jpeg/.png frames found"),
+    "bomb frame": (lambda s, p: s.open_video(str(p.bomb_folder)), "HIERA_HF_MAX_IMAGE_PIXELS=196000000"),
+    "bomb image as a video": (lambda s, p: s.open_video(str(p.bomb)), "Each frame of"),
+    "mixed frame sizes": (lambda s, p: s.open_video(str(p.mixed)), "00000.jpg is 128x96 but 00002.jpg is 64x64"),
+    "frame NaN": (_on_video(lambda v: v.click(NAN, 5, 5)), "Frame index must be an integer, got nan"),
+    "frame infinite": (_on_video(lambda v: v.view(INF)), "Frame index must be an integer, got inf"),
+    "frame fraction": (_on_video(lambda v: v.set_box(1.5, (1, 1, 20, 20))), "Frame index must be an integer"),
+    "frame past the end": (_on_video(lambda v: v.click(99, 5, 5)), "Frame index 99 is out of range"),
+    "click NaN": (_on_video(lambda v: v.click(0, NAN, 5)), "is not a finite number"),
+    "max frames NaN": (_track_after_a_click(max_frames=NAN), "max_frames must be an integer, got nan"),
+    "max frames infinite": (_track_after_a_click(max_frames=INF), "max_frames must be an integer, got inf"),
+    "max frames negative": (_track_after_a_click(max_frames=-3), "max_frames must be at least 1, got -3"),
+    "track from frame NaN": (_track_after_a_click(start_frame=NAN), "Frame index must be an integer, got nan"),
+    "object id a list": (lambda s, p: (s.image.open(p.dog), s.image.click(5, 5, obj_id=[1])), "An object id must be an integer"),  # fmt: skip
+    "object id 0": (lambda s, p: (s.image.open(p.dog), s.image.click(5, 5, obj_id=0)), "An object id must be 1..255, got 0"),  # fmt: skip
+    "name too long": (lambda s, p: (s.image.open(p.dog), s.image.add_object("x" * 10**6)), "1 to 100 characters, got 1000000"),  # fmt: skip
+    "name empty": (lambda s, p: (s.image.open(p.dog), s.image.objects.rename(s.image.add_object(), " ")), "1 to 100 characters, got 0"),  # fmt: skip
+    "export without a video": (lambda s, p: s.export_video(), "Open a video first"),
+    "export before tracking": (lambda s, p: (s.open_video(str(p.clip)), s.export_video()), "No masks yet"),
+    "export without an image": (lambda s, p: s.export_image(), "Open an image first"),
+}
+
+
+@pytest.fixture(scope="module")
+def app_models(paths):
+    from hiera_hf.app import Models
+
+    return Models.from_pretrained(paths.sam, device="cpu")
+
+
+@pytest.mark.parametrize("name", list(APP_CASES))
+def test_app_refuses(app_models, paths, name):
+    from hiera_hf.app import AppSession
+    from hiera_hf.errors import USER_ERRORS, user_message
+
+    action, message = APP_CASES[name]
+    inputs = {p: p.read_bytes() for p in sorted(paths.root.rglob("*")) if p.is_file() and p.suffix != ".safetensors"}
+    session = AppSession(app_models)
+    try:
+        with pytest.raises(USER_ERRORS) as error:
+            action(session, paths)
+        assert message in user_message(error.value) and "\n" not in user_message(error.value)
+        assert not isinstance(error.value, (TypeError, KeyError, OverflowError))
+        video = session.video.folder if session.video is not None else None
+        left = [p for p in session.folder.rglob("*") if video not in (p, *p.parents)]
+        assert not left  # nothing but an open video's own folder
+        session.image.open(paths.dog)  # the tab still works
+        assert session.image.click(30, 60) == 1 and session.image.mask() is not None
+    finally:
+        session.close()
+    after = {p: p.read_bytes() for p in sorted(paths.root.rglob("*")) if p.is_file() and p.suffix != ".safetensors"}
+    assert after == inputs
+
+
+def test_app_video_that_fails_to_open_leaves_nothing_and_keeps_the_open_one(app_models, paths):
+    """A file that is not a video leaves no folder behind and keeps the video already open; exporting again
+    replaces the tab's own earlier export; exports survive a cleaned temporary folder."""
+    from hiera_hf.app import AppSession
+
+    session = AppSession(app_models)
+    try:
+        video = session.open_video(str(paths.clip))
+        before = sorted(session.folder.iterdir())
+        with pytest.raises(ValueError, match="Cannot open the video"):
+            session.open_video(str(paths.noise_video))
+        assert session.video is video and sorted(session.folder.iterdir()) == before
+        video.click(0, 30, 60)
+        assert list(video.track(max_frames=2)) == [0, 1]
+        exports = [session.export_video() for _ in range(2)]  # the second replaces the first
+        assert exports[0] == exports[1] and all(path.is_file() for path in exports[1])
+        with zipfile.ZipFile(exports[1][0]) as archive:
+            assert sorted(name for name in archive.namelist() if name.startswith("masks/")) == [
+                "masks/00000.png", "masks/00001.png"
+            ]
+        session.image.open(paths.dog)
+        session.image.click(30, 60)
+        shutil.rmtree(session.folder)  # the system cleaned the temporary files: exports still work
+        assert all(path.is_file() for path in session.export_image())
+    finally:
+        session.close()
+
+
+def test_app_sessions_are_capped_and_expire(app_models):
+    """At most `max_sessions` tabs hold memory (the least recently used is freed), and a tab idle longer than
+    `idle_seconds` is freed at the next request of any tab, tabs that never send their unload included."""
+    from hiera_hf.app import Sessions
+
+    now = [0.0]
+    sessions = Sessions(app_models, max_sessions=2, idle_seconds=60, clock=lambda: now[0])
+    first, second = sessions.get("a"), sessions.get("b")
+    now[0] = 10
+    assert sessions.get("a") is first  # "a" is now the most recently used
+    third = sessions.get("c")
+    assert sessions.ids() == ["a", "c"] and not second.folder.exists() and first.folder.exists()
+    for tab in range(50):  # a client inventing ids never holds more than the cap
+        sessions.get(f"bot-{tab}")
+    assert len(sessions) == 2 and not first.folder.exists() and not third.folder.exists()
+    now[0] = 100
+    kept = sessions.get("bot-49")
+    assert sessions.ids() == ["bot-49"] and kept.folder.exists()  # bot-48 expired
+    now[0] = 200
+    fresh = sessions.get("a")  # a freed tab's next request starts afresh
+    assert fresh is not first and sessions.ids() == ["a"] and not kept.folder.exists()
+    sessions.close("a")
+    assert len(sessions) == 0 and not fresh.folder.exists()
+    with pytest.raises(ValueError, match="max_sessions >= 1"):
+        Sessions(app_models, max_sessions=0)

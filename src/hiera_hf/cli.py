@@ -50,7 +50,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, device: bool = True) -> N
 
 
 def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists (refused by default)")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} when present (refused by default)")
 
 
 def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
@@ -575,6 +575,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         help="which way to track from the start frame (default both)",
     )
     parser.add_argument("--max-frames", type=_positive, metavar="N", help="track at most N frames each way")
+    add_overwrite_argument(parser, "the outputs an earlier run wrote in DIR")
     add_run_arguments(parser)
 
 
@@ -603,14 +604,15 @@ def _track_prompts(args: argparse.Namespace) -> dict:
 
 def run_track(args: argparse.Namespace) -> None:
     """Everything is checked (prompts, output, model, video, prompts against the frames) before anything is
-    written; the outputs are written by `sam2.video_output.write_tracking` (each folder staged and replacing an
-    earlier run's as a whole). A video that stops decoding part-way keeps the frames tracked so far, and the error
-    says which."""
+    written; the outputs are written by `sam2.video_output.write_tracking` (each folder staged; with --overwrite,
+    replacing an earlier run's as a whole; a failed run leaves no folder it created). A video that stops decoding
+    part-way keeps the frames tracked so far, and the error says which."""
     from .sam2.video_output import check_output
 
     prompts = _track_prompts(args)
     out = Path(args.out)
-    check_output(out, args.format)
+    inputs = [args.video, *(path for _, _, path in args.mask)]
+    check_output(out, args.format, args.overwrite, inputs)
     device = start(args)
     from .hub import load_pretrained, resolve_model
     from .sam2 import Sam2VideoModel, Sam2VideoSession
@@ -637,7 +639,9 @@ def run_track(args: argparse.Namespace) -> None:
             except VideoDecodeError as error:
                 failure = error
 
-        order = write_tracking(out, args.format, label_maps(), session.object_ids, session.frame, session.fps)
+        order = write_tracking(
+            out, args.format, label_maps(), session.object_ids, session.frame, session.fps, None, args.overwrite, inputs
+        )
     span = f" (frames {order[0]}-{order[-1]})" if order else ""
     names = {"png": "masks/", "rle": "rle/", "objects": "objects/", "boxes": "boxes/", "mp4": "overlay.mp4"}
     written = f"{plural(len(order), 'frame')}{span}: {', '.join(names[f] for f in args.format)} in {out}"

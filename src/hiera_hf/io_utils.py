@@ -16,21 +16,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], mode: in
 
     The temporary file keeps `path`'s suffix (writers such as PIL and PyAV pick the format from it) and is removed
     if `write` fails, so `path` either keeps its old content or gets the whole new one. The result gets the
-    permission bits `mode` (`mkstemp` alone would leave owner-only files). Missing parent folders are created.
-    Returns `path` as a `Path`.
+    permission bits `mode` (`mkstemp` alone would leave owner-only files). Missing parent folders are created
+    (and removed again if `write` fails, `created_folder`). Returns `path` as a `Path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(partial)
-        os.chmod(partial, mode)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    with created_folder(path.parent):
+        handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        os.close(handle)
+        try:
+            write(partial)
+            os.chmod(partial, mode)
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
     return path
+
+
+@contextlib.contextmanager
+def created_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Creates `folder` and its missing parents for the block; when the block fails, removes again those it
+    created that are still empty, so that a refused or failed write leaves no empty folder behind."""
+    folder = Path(folder)
+    missing = [path for path in (folder, *folder.parents) if not os.path.lexists(path)]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for path in missing:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (another writer's files) or already gone
+                break
+        raise
 
 
 _STAGING = "hiera-hf-staging"  # marks the hidden folders `staged_folder` writes beside its target
@@ -120,41 +138,42 @@ def staged_folder(
     (see `check_replaceable`). Staging folders left by killed runs are removed first (`remove_stale_staging`).
     When another process writes `target` at the same time, one complete folder wins and the other writer raises
     `FileExistsError` saying so. Files get the permission bits of the umask (not `mkdtemp`'s owner-only ones).
+    Missing parent folders are created, and removed again on any error (`created_folder`).
     """
     target = Path(target)
     inputs = list(inputs)
     check_replaceable(target, overwrite, is_replaceable, inputs)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    previous = None
-    try:
-        yield staging
-        for path in [staging, *staging.rglob("*")]:
-            if not path.is_symlink():
-                path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-        if target.exists() and not overwrite:
-            raise FileExistsError(_RACE.format(target=target))
-        if target.exists():
-            check_replaceable(target, overwrite, is_replaceable, inputs)  # another writer may have replaced it
-            previous = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent)) / "old"
-            os.replace(target, previous)
+    with created_folder(target.parent):
+        remove_stale_staging(target)
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        previous = None
         try:
-            os.replace(staging, target)
-        except OSError as error:
-            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise
-            raise FileExistsError(_RACE.format(target=target)) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if previous is not None and not target.exists():
-            os.replace(previous, target)
-        raise
-    finally:
-        if previous is not None:
-            shutil.rmtree(previous.parent, ignore_errors=True)
+            yield staging
+            for path in [staging, *staging.rglob("*")]:
+                if not path.is_symlink():
+                    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+            if target.exists() and not overwrite:
+                raise FileExistsError(_RACE.format(target=target))
+            if target.exists():
+                check_replaceable(target, overwrite, is_replaceable, inputs)  # another writer may have replaced it
+                previous = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent)) / "old"
+                os.replace(target, previous)
+            try:
+                os.replace(staging, target)
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    raise
+                raise FileExistsError(_RACE.format(target=target)) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if previous is not None and not target.exists():
+                os.replace(previous, target)
+            raise
+        finally:
+            if previous is not None:
+                shutil.rmtree(previous.parent, ignore_errors=True)
 
 
-__all__ = ["atomic_write", "check_replaceable", "remove_stale_staging", "staged_folder"]
+__all__ = ["atomic_write", "check_replaceable", "created_folder", "remove_stale_staging", "staged_folder"]

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .file_types import FRAME_EXTENSIONS
-from .image_utils import open_image, to_rgb_array, upright, upright_size
+from .image_utils import check_image_size, open_image, to_rgb_array, upright, upright_size
 
 # Decoded frames a video file keeps to read backwards without decoding again from the keyframe for every frame.
 DEFAULT_CACHE_BYTES = 256 * 2**20
@@ -145,8 +145,13 @@ class PyAVFrames(VideoFrames):
             raise ValueError(f"Cannot read the video {path}: {_reason(error)}") from None
         if not self._container.streams.video:
             self._container.close()
-            raise ValueError(f"{path} has no video stream")
+            raise ValueError(f"Cannot read the video {path}: it has no video stream")
         self._stream = stream = self._container.streams.video[0]
+        try:  # the pixel limit of images holds for frames (a PNG bomb opens as a one-frame video)
+            check_image_size(stream.codec_context.width, stream.codec_context.height, f"Each frame of {path}")
+        except ValueError:
+            self._container.close()
+            raise
         self.fps = float(stream.average_rate) if stream.average_rate else None
         try:
             packets = [(packet.pts, packet.is_keyframe) for packet in self._container.demux(stream) if packet.size]

@@ -63,9 +63,9 @@ def export_video(video: VideoState, folder: Path) -> list[Path]:
     if not order:
         raise ValueError("No masks yet: click on an object and track first")
     out = folder / "tracking"
-    frames = ((t, video.labels(t)) for t in order)
+    frames = ((t, video.labels(t)) for t in order)  # into the tab's own folder: an earlier export is replaced
     write_tracking(out, FORMATS, frames, video.session.object_ids, video.frame, video.session.fps,
-                   video.objects.known_names())  # fmt: skip
+                   video.objects.known_names(), overwrite=True)  # fmt: skip
     folders = [out / FOLDERS[kind][0] for kind in FORMATS if kind in FOLDERS]
     members = {p.relative_to(out).as_posix(): p for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
     archive = _zip(folder / VIDEO_FILES[0], members)

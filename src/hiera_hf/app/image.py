@@ -11,10 +11,62 @@ import numpy as np
 import torch
 
 from ..image_utils import open_image, to_rgb_array
+from ..sam2.amg import layer_points_per_side
 from ..sam2.mask_generation import Sam2AutomaticMaskGenerator
+from ..sam2.prompts import check_finite, check_index
 from .models import Models
 from .objects import FOREGROUND, MAX_OBJECT_ID, Objects, check_click, check_corners
 from .views import ViewGrid
+
+# What one "segment everything" may ask of the model that every tab shares: the knobs of
+# `Sam2AutomaticMaskGenerator` a client may set, each with its lowest and highest value (whole numbers where the
+# bounds are ints), the switches (booleans), and the most clicks over all crop layers (a 64 x 64 grid).
+EVERYTHING_LIMITS: dict[str, tuple[float, float]] = {
+    "points_per_side": (1, 64),
+    "points_per_batch": (1, 256),
+    "crop_n_layers": (0, 2),
+    "crop_n_points_downscale_factor": (1, 4),
+    "min_mask_region_area": (0, 1_000_000),
+    "pred_iou_thresh": (0.0, 1.0),
+    "stability_score_thresh": (0.0, 1.0),
+    "stability_score_offset": (0.0, 10.0),
+    "mask_threshold": (-10.0, 10.0),
+    "box_nms_thresh": (0.0, 1.0),
+    "crop_nms_thresh": (0.0, 1.0),
+    "crop_overlap_ratio": (0.0, 0.9),
+}
+EVERYTHING_SWITCHES = ("progress", "use_m2m", "multimask_output")
+MAX_EVERYTHING_CLICKS = 64 * 64
+
+
+def check_everything_settings(settings: dict) -> dict:
+    """The settings of a "segment everything" checked against `EVERYTHING_LIMITS` (numbers as the page sends
+    them: 32.0 is 32); `ValueError` naming the first one out of bounds, unknown, NaN or infinite."""
+    checked = {}
+    for name, value in settings.items():
+        if name in EVERYTHING_SWITCHES and isinstance(value, (bool, np.bool_)):
+            checked[name] = bool(value)
+            continue
+        if name not in EVERYTHING_LIMITS:
+            known = ", ".join([*EVERYTHING_LIMITS, *EVERYTHING_SWITCHES])
+            raise ValueError(f"Segment everything has no setting {name!r} of that kind; settings: {known}")
+        low, high = EVERYTHING_LIMITS[name]
+        if isinstance(low, int):
+            checked[name] = check_index(value, name, low, high)
+        else:
+            number = float(check_finite(value, name)) if np.ndim(value) == 0 else None
+            if number is None or not low <= number <= high:
+                raise ValueError(f"{name} must be a number in {low}..{high}, got {value!r}")
+            checked[name] = number
+    side, layers = checked.get("points_per_side", 32), checked.get("crop_n_layers", 0)
+    factor = checked.get("crop_n_points_downscale_factor", 1)
+    clicks = sum(4**layer * layer_points_per_side(side, factor, layer) ** 2 for layer in range(layers + 1))
+    if clicks > MAX_EVERYTHING_CLICKS:
+        raise ValueError(
+            f"Segment everything would click {clicks:,} times over its {layers + 1} crop layer(s); the app allows "
+            f"at most {MAX_EVERYTHING_CLICKS:,}: fewer points per side or crop layers, or a larger downscale factor"
+        )
+    return checked
 
 
 @dataclass
@@ -196,8 +248,10 @@ class ImageState:
 
     def segment_everything(self, **settings) -> int:
         """Replace the objects by the automatic mask generator's masks (largest first, at most 255); `settings` go
-        to `Sam2AutomaticMaskGenerator`. Shows a tqdm progress bar. Returns the number of masks."""
+        to `Sam2AutomaticMaskGenerator`, within the app's bounds (`check_everything_settings`). Shows a tqdm
+        progress bar. Returns the number of masks."""
         image = self._require_image()
+        settings = check_everything_settings(settings)
         generator = Sam2AutomaticMaskGenerator(self.models.image, self.models.processor, **settings)
         with self.models.lock:
             records = generator.generate(image)
@@ -210,4 +264,10 @@ class ImageState:
         return len(records)
 
 
-__all__ = ["ImageState"]
+__all__ = [
+    "EVERYTHING_LIMITS",
+    "EVERYTHING_SWITCHES",
+    "MAX_EVERYTHING_CLICKS",
+    "ImageState",
+    "check_everything_settings",
+]

@@ -3,9 +3,10 @@ of a click or a box a person gives (`sam2.prompts`' rules, with the app's messag
 
 from __future__ import annotations
 
-from ..sam2.prompts import check_box, check_clicks, check_finite
+from ..sam2.prompts import check_box, check_clicks, check_finite, check_index
 
 MAX_OBJECT_ID = 255  # object ids are palette PNG values
+MAX_NAME_LENGTH = 100
 FOREGROUND, BACKGROUND = 1, 0
 
 
@@ -22,7 +23,7 @@ class Objects:
         if not free:
             raise ValueError(f"At most {MAX_OBJECT_ID} objects; remove one first")
         obj_id = free[0]
-        self.names[obj_id] = (name or "").strip() or f"object {obj_id}"
+        self.names[obj_id] = f"object {obj_id}" if name is None else _name(name)
         self.active = obj_id
         return obj_id
 
@@ -30,6 +31,7 @@ class Objects:
         """`obj_id`, or the active object (one is created when there is none)."""
         if obj_id is None:
             return self.active if self.active is not None else self.add()
+        obj_id = check_index(obj_id, "An object id", 1, MAX_OBJECT_ID)
         if obj_id not in self.names:
             raise ValueError(f"There is no object {obj_id}; objects: {sorted(self.names)}")
         return obj_id
@@ -38,9 +40,7 @@ class Objects:
         self.active = self.check(obj_id)
 
     def rename(self, obj_id: int, name: str) -> None:
-        name = (name or "").strip()
-        if not name:
-            raise ValueError("An object's name cannot be empty")
+        name = _name(name)
         self.names[self.check(obj_id)] = name
 
     def remove(self, obj_id: int) -> None:
@@ -51,6 +51,14 @@ class Objects:
     def known_names(self) -> dict[int, str]:
         """The names that were given (the default "object <id>" says nothing), as exports write them."""
         return {obj_id: name for obj_id, name in self.names.items() if name != f"object {obj_id}"}
+
+
+def _name(name) -> str:
+    """A name a person gave, stripped; `ValueError` unless 1 to `MAX_NAME_LENGTH` characters."""
+    name = str(name or "").strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"An object's name is 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
+    return name
 
 
 def numbers(values, count: int, what: str) -> list[float]:

@@ -214,7 +214,7 @@ class ImageTab(_Tab):
 
     def set_box(self, box, request: gr.Request):
         session = self.session(request)
-        box = session.image.grid.box_from_view(box.split(","))
+        box = session.image.grid.box_from_view(str(box).split(","))
         obj_id = session.image.set_box(box)
         return self.panel(session, f"Box ({_corners(box)}) for object {obj_id}")
 
@@ -243,7 +243,7 @@ class ImageTab(_Tab):
         if obj_id is None:
             raise ValueError("Select an object to rename")
         session.image.objects.rename(obj_id, name)
-        return self.panel(session, f"Object {obj_id} is now {name.strip()!r}")
+        return self.panel(session, f"Object {obj_id} is now {session.image.objects.names[obj_id]!r}")
 
     def select_candidate(self, index, request: gr.Request):
         session = self.session(request)
@@ -256,7 +256,7 @@ class ImageTab(_Tab):
         session = self.session(request)
         if grid is None:
             raise ValueError("Give the number of clicks per side of the grid")
-        settings = {"points_per_side": int(grid), "pred_iou_thresh": iou, "stability_score_thresh": stability}
+        settings = {"points_per_side": grid, "pred_iou_thresh": iou, "stability_score_thresh": stability}
         count = session.image.segment_everything(**settings)
         return self.panel(session, f"Found {count} masks")
 
@@ -309,6 +309,7 @@ class VideoTab(_Tab):
     def panel(self, session: AppSession, frame_idx: int, message: str) -> dict:
         """The tab's outputs after a change: the message, the frame's view, the slider and the objects."""
         video = session.require_video()
+        frame_idx = video.frame_index(frame_idx)
         return {
             self.status: message,
             self.view: video.view(frame_idx),
@@ -323,53 +324,55 @@ class VideoTab(_Tab):
 
     def show_frame(self, frame_idx, request: gr.Request):
         session = self.session(request)
-        return {} if session.video is None else self.panel(session, int(frame_idx), "")
+        return {} if session.video is None else self.panel(session, session.video.frame_index(frame_idx), "")
 
     def click(self, frame_idx, mode, evt: gr.SelectData, request: gr.Request):
         session = self.session(request)
         video = session.require_video()
-        frame_idx, (x, y) = int(frame_idx), video.grid.from_view(*evt.index)
+        frame_idx, (x, y) = video.frame_index(frame_idx), video.grid.from_view(*evt.index)
         obj_id = video.click(frame_idx, x, y, BACKGROUND if mode == "background" else FOREGROUND)
         message = f"{mode.capitalize()} click ({x:.0f}, {y:.0f}) on object {obj_id}, frame {frame_idx}"
         return self.panel(session, frame_idx, message)
 
     def set_box(self, frame_idx, box, request: gr.Request):
         session = self.session(request)
-        video, frame_idx = session.require_video(), int(frame_idx)
-        box = video.grid.box_from_view(box.split(","))
+        video = session.require_video()
+        frame_idx = video.frame_index(frame_idx)
+        box = video.grid.box_from_view(str(box).split(","))
         obj_id = video.set_box(frame_idx, box)
         return self.panel(session, frame_idx, f"Box ({_corners(box)}) for object {obj_id} on frame {frame_idx}")
 
     def new_object(self, frame_idx, request: gr.Request):
         session = self.session(request)
         obj_id = session.require_video().add_object()
-        return self.panel(session, int(frame_idx), f"Object {obj_id}: click on it")
+        return self.panel(session, frame_idx, f"Object {obj_id}: click on it")
 
     def remove_object(self, frame_idx, obj_id, request: gr.Request):
         session = self.session(request)
         if obj_id is None:
             raise ValueError("No object to remove")
         session.require_video().remove_object(obj_id)
-        return self.panel(session, int(frame_idx), f"Removed object {obj_id}")
+        return self.panel(session, frame_idx, f"Removed object {obj_id}")
 
     def select_object(self, frame_idx, obj_id, request: gr.Request):
         session = self.session(request)
         if obj_id is None or session.video is None:
             return {}
         session.video.objects.select(obj_id)
-        return self.panel(session, int(frame_idx), "")
+        return self.panel(session, frame_idx, "")
 
     def rename_object(self, frame_idx, obj_id, name, request: gr.Request):
         session = self.session(request)
         if obj_id is None:
             raise ValueError("Select an object to rename")
-        session.require_video().objects.rename(obj_id, name)
-        return self.panel(session, int(frame_idx), f"Object {obj_id} is now {name.strip()!r}")
+        objects = session.require_video().objects
+        objects.rename(obj_id, name)
+        return self.panel(session, frame_idx, f"Object {obj_id} is now {objects.names[obj_id]!r}")
 
     def track(self, frame_idx, direction, max_frames, request: gr.Request):
         session = self.session(request)
-        limit = int(max_frames) if max_frames else None  # empty or 0: all frames
-        frames = session.require_video().track(int(frame_idx), direction, limit)
+        limit = max_frames if max_frames else None  # empty or 0: all frames (the state checks the rest)
+        frames = session.require_video().track(frame_idx, direction, limit)
         count = 0
         for count, tracked in enumerate(frames, start=1):
             yield self.panel(session, tracked, f"Tracking: frame {tracked} ({count} done)")

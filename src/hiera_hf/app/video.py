@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sam2 import Sam2VideoFrameResult, Sam2VideoSession
+from ..sam2.prompts import check_index
 from ..sam2.video_output import label_map, read_label_map, write_palette_png
 from ..sam2.video_prompts import VideoPrompt, apply_prompt, check_direction, propagate
 from .models import Models
@@ -43,17 +44,23 @@ class VideoState:
     def num_frames(self) -> int:
         return self.session.num_frames
 
+    def frame_index(self, frame_idx) -> int:
+        """`frame_idx` checked against the video: an integer, or an integral float as the page's slider sends it;
+        `ValueError` for a fraction, NaN, infinity or a frame out of range."""
+        return self.session._check_frame(check_index(frame_idx, "Frame index"))
+
     def frame(self, frame_idx: int) -> np.ndarray:
         """The RGB frame `(H, W, 3)` uint8."""
-        return self.session.frame(frame_idx)
+        return self.session.frame(self.frame_index(frame_idx))
 
     def labels(self, frame_idx: int) -> np.ndarray | None:
         """The frame's label map `(H, W)` uint8 (`None` before any mask was computed on it)."""
-        path = self.masks / f"{self.session._check_frame(frame_idx):05d}.png"
+        path = self.masks / f"{self.frame_index(frame_idx):05d}.png"
         return read_label_map(path) if path.is_file() else None
 
     def view(self, frame_idx: int) -> np.ndarray:
         """The frame with its masks and the active object's clicks on it drawn in, `grid.size` pixels."""
+        frame_idx = self.frame_index(frame_idx)
         prompt = self.prompts.get((frame_idx, self.objects.active), VideoPrompt())
         view_frame = self.grid.frame(self.frame(frame_idx))
         return self.grid.draw(view_frame, self.labels(frame_idx), prompt.clicks, prompt.box)
@@ -64,7 +71,7 @@ class VideoState:
     def click(self, frame_idx: int, x: float, y: float, label: int = FOREGROUND, obj_id: int | None = None) -> int:
         """Add a click (video pixels) for an object on a frame; the frame's masks are computed at once (a
         correction when the object was tracked there). Returns the object id."""
-        frame_idx = self.session._check_frame(frame_idx)
+        frame_idx = self.frame_index(frame_idx)
         click = check_click(x, y, label, self.session.video_width, self.session.video_height)
         obj_id = self.objects.check(obj_id)
         self.prompts.setdefault((frame_idx, obj_id), VideoPrompt()).clicks.append(click)
@@ -73,7 +80,7 @@ class VideoState:
 
     def set_box(self, frame_idx: int, box, obj_id: int | None = None) -> int:
         """Give an object a box (x0, y0, x1, y1) on a frame (its clicks there are kept); returns the object id."""
-        frame_idx = self.session._check_frame(frame_idx)
+        frame_idx = self.frame_index(frame_idx)
         corners = check_corners(box, self.session.video_width, self.session.video_height)
         obj_id = self.objects.check(obj_id)
         self.prompts.setdefault((frame_idx, obj_id), VideoPrompt()).box = corners
@@ -111,9 +118,9 @@ class VideoState:
             raise ValueError("Nothing to track: click on an object first")
         if start_frame is None:
             start_frame = min(frame_idx for frame_idx, _ in self.prompts)
-        start_frame = self.session._check_frame(start_frame)
-        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-            raise ValueError(f"max_frames must be a positive whole number, got {max_frames!r}")
+        start_frame = self.frame_index(start_frame)
+        if max_frames is not None:
+            max_frames = check_index(max_frames, "max_frames", 1)
         with self.models.lock:
             results = propagate(self.session, start_frame, direction, max_frames)
         return self._track(results)

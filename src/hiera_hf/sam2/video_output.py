@@ -12,7 +12,9 @@ logit, else 0. An object's mask on a frame is its pixels of the label map, so ev
 - "mp4": `overlay.mp4`, the tracked frames with their label maps blended in (50%).
 
 Every file is written through `hiera_hf.io_utils.atomic_write` and every folder is staged (`staged_folder`), so an
-interrupted run never leaves a truncated file, nor a folder that mixes two runs.
+interrupted run never leaves a truncated file, nor a folder that mixes two runs, nor an empty output folder. What is
+already there is replaced only with `overwrite` (`--overwrite`), and only when an earlier run wrote it: a folder
+holding only the names this module writes, an `overlay.mp4` carrying its mark (`OVERLAY_MARK`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io_utils import atomic_write, check_replaceable, staged_folder
+from ..io_utils import atomic_write, check_replaceable, created_folder, staged_folder
 from ..visualization import blend_labels, palette
 from .video_tracking import Sam2VideoFrameResult
 
@@ -42,6 +44,8 @@ FOLDERS = {
     "boxes": ("boxes", re.compile(r"\d{1,3}\.txt")),
 }
 OVERLAY = "overlay.mp4"
+OVERLAY_MARK = "written by hiera-hf track"  # the overlay's "comment" metadata: an earlier run's, replaceable
+_EXISTS = "{path} already exists; choose another output folder or replace it with --overwrite (overwrite=True in Python)"
 
 
 def label_map(result: Sam2VideoFrameResult) -> np.ndarray:
@@ -124,19 +128,47 @@ def check_formats(formats: Sequence[str]) -> None:
         raise ValueError(f"unknown format {', '.join(unknown)!r}; choose from {', '.join(FORMATS)}")
 
 
-def check_output(out: str | os.PathLike, formats: Sequence[str]) -> None:
-    """Refuse (`ValueError`, `FileExistsError`) before any work what `write_tracking(out, formats)` could not write:
-    an unknown format, `out` a file, a format's folder holding files of something else, `overlay.mp4` a folder."""
+def _is_our_overlay(path: Path) -> bool:
+    """Whether `path` is an overlay video that `write_overlay_video` wrote (its mark in the metadata)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment") == OVERLAY_MARK
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return False
+
+
+def check_output(
+    out: str | os.PathLike, formats: Sequence[str], overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()
+) -> None:
+    """Refuse (`ValueError`, `FileExistsError`) before any work what `write_tracking(out, formats, overwrite=...)`
+    could not write: an unknown format, `out` a file or under one; a format's folder or `overlay.mp4` that exists
+    (but an empty folder) unless `overwrite`, and then unless an earlier run wrote it; an output that is or holds
+    one of `inputs` (the video, the mask prompts)."""
     out = Path(out)
     check_formats(formats)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
+    above = next((path for path in out.parents if os.path.lexists(path)), None)
+    if above is not None and not above.is_dir():
+        raise FileExistsError(f"{above} is not a folder; cannot write {out} in it")
     for kind in formats:
         if kind in FOLDERS:
-            folder = FOLDERS[kind][0]
-            check_replaceable(out / folder, True, _written_by_us(kind), what=f"{folder} folder")
-    if "mp4" in formats and (out / OVERLAY).is_dir():
-        raise FileExistsError(f"{out / OVERLAY} is a folder; choose another output folder")
+            folder = out / FOLDERS[kind][0]
+            empty = folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir())
+            check_replaceable(folder, overwrite or empty, _written_by_us(kind), inputs, what="output folder")
+    overlay = out / OVERLAY
+    if "mp4" in formats and os.path.lexists(overlay):
+        if any(os.path.lexists(source) and overlay.resolve() == Path(source).resolve() for source in inputs):
+            raise ValueError(f"{overlay} is the input video; choose another output folder")
+        if not overwrite:
+            raise FileExistsError(_EXISTS.format(path=overlay))
+        if overlay.is_symlink() or not overlay.is_file() or not _is_our_overlay(overlay):
+            raise FileExistsError(
+                f"{overlay} is not an overlay video hiera-hf wrote; refusing to replace it: remove it yourself or "
+                "choose another output folder"
+            )
 
 
 def write_tracking(
@@ -147,20 +179,24 @@ def write_tracking(
     read_frame: Callable[[int], np.ndarray],
     fps: float | None = None,
     names: Mapping[int, str] | None = None,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
 ) -> list[int]:
     """Write the label maps `frames` (`(frame_idx, (H, W) uint8)` pairs, in any order) of the objects `object_ids`
     into the folder `out` as `formats` ask (see the module docstring); `names` are the objects' names where known,
-    `read_frame(t)` gives frame `t` `(H, W, 3)` uint8 for the overlay, played at `fps` (default 24). Each folder
-    replaces an earlier run's once every frame is written (`check_output` tells beforehand whether it may).
+    `read_frame(t)` gives frame `t` `(H, W, 3)` uint8 for the overlay, played at `fps` (default 24). With
+    `overwrite`, each folder replaces an earlier run's once every frame is written (`check_output(out, formats,
+    overwrite, inputs)` tells beforehand whether it may). A failure (in `frames` too) leaves no folder it created.
     Returns the indices of the frames written, in order."""
-    check_output(out, formats)
+    inputs = list(inputs)
+    check_output(out, formats, overwrite, inputs)
     out, object_ids, names = Path(out), sorted(set(object_ids)), names or {}
-    out.mkdir(parents=True, exist_ok=True)
     boxes: dict[int, list[list[int]]] = {}  # frame -> the objects' boxes
     with contextlib.ExitStack() as stack:
+        stack.enter_context(created_folder(out))
         staging = {
             kind: stack.enter_context(
-                staged_folder(out / FOLDERS[kind][0], overwrite=True, is_replaceable=_written_by_us(kind))
+                staged_folder(out / FOLDERS[kind][0], True, _written_by_us(kind), inputs)
             )
             for kind in formats
             if kind in FOLDERS
@@ -185,7 +221,7 @@ def write_tracking(
             text = "".join(f"{line}\n" for line in lines)
             atomic_write(staging["boxes"] / f"{obj_id}.txt", lambda partial, text=text: Path(partial).write_text(text))
         if "mp4" in formats:
-            (out / OVERLAY).unlink(missing_ok=True)  # an earlier run's, about to be stale
+            (out / OVERLAY).unlink(missing_ok=True)  # an earlier run's (checked), about to be stale
             label_maps = (read_label_map(staging["png"] / f"{t:05d}.png") for t in order)
             write_overlay_video((read_frame(t) for t in order), label_maps, out / OVERLAY, fps or 24.0)
     return order
@@ -199,6 +235,7 @@ def write_overlay_video(
 
     def encode(partial: str) -> None:
         with av.open(partial, "w", format="mp4") as container:
+            container.metadata["comment"] = OVERLAY_MARK
             stream = None
             for frame, label in zip(frames, labels):
                 height, width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2  # yuv420p needs even sizes
@@ -227,6 +264,7 @@ def _video_stream(container, fps: float, width: int, height: int):
 
 __all__ = [
     "FORMATS",
+    "OVERLAY_MARK",
     "check_formats",
     "check_output",
     "label_map",
