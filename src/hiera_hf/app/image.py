@@ -102,10 +102,8 @@ class ImageState:
         if isinstance(image, (str, os.PathLike)):  # upright and within the pixel limit
             try:
                 image = open_image(image).convert("RGB")
-            except ValueError as error:  # named as the user knows the file, not by the server's path
-                name = Path(image).name
-                reason = str(error).replace(str(Path(image)), name)
-                raise ValueError(f"{name} is not an image that can be read ({reason})") from None
+            except ValueError as error:  # the file named as the user knows it, not by the server's path
+                raise ValueError(str(error).replace(str(Path(image)), Path(image).name)) from None
         try:
             rgb = to_rgb_array(image)
         except (TypeError, ValueError) as error:
