@@ -27,6 +27,8 @@ from hiera_hf import (
 from hiera_hf.sam2 import frame_arithmetic
 from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips
 
+pytestmark = pytest.mark.slow  # whole models and video sessions on a fake CUDA device
+
 SAM2 = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128)
 
 

@@ -22,6 +22,7 @@ from hiera_hf.hub import resolve_model
 from hiera_hf.onnx.export import export_onnx
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+pytestmark = pytest.mark.slow  # converts, exports and runs every snippet: minutes
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README.read_text(), flags=re.M | re.S)
 NOT_RUN = ("pip install", "accelerate launch")  # installation and GPU training commands
 
