@@ -119,10 +119,11 @@ def resize(array, size: tuple[int, int], antialias: bool = False):
 # The decoder's candidates ----------------------------------------------------------------------------------------
 
 
-def fill_absent(mask_logits, object_score_logits):
+def fill_absent(mask_logits, object_score_logits, threshold: float = 0.0):
     """Mask logits `(N, C, h, w)` with every candidate of an object predicted absent (`object_score_logits`
-    `(N, 1)` <= 0) set to `NO_OBJECT_SCORE` (Meta's `_forward_sam_heads` with `pred_obj_scores`)."""
-    return _where(object_score_logits[..., None, None] > 0, mask_logits, NO_OBJECT_SCORE)
+    `(N, 1)` <= `threshold`, 0 in SAM 2) set to `NO_OBJECT_SCORE` (Meta's `_forward_sam_heads` with
+    `pred_obj_scores`)."""
+    return _where(object_score_logits[..., None, None] > threshold, mask_logits, NO_OBJECT_SCORE)
 
 
 def best_candidates(iou_scores, multimask: bool):
@@ -137,6 +138,38 @@ def take_candidates(values, best):
     if values.shape[1] == 1:
         return values[:, 0]
     return values[_arange(values.shape[0], best), best]
+
+
+def candidate_boxes(mask_logits, image_size: int):
+    """Boxes `(N, C, 4)` (x0, y0, x1, y1, corner pixels inclusive, float32) of candidate masks `(N, C, h, w)`
+    upsampled to `image_size` pixels (bilinear) where the logit is > 0; (0, 0, 0, 0) for an empty mask (SAMURAI's
+    boxes)."""
+    xp = np if _torch(mask_logits) is None else _torch(mask_logits)
+    inside = resize(mask_logits, (image_size, image_size)) > 0
+    edges = []
+    for lines in (inside.any(-2), inside.any(-1)):  # columns (x), rows (y): (N, C, image_size)
+        index = _arange(image_size, lines)
+        edges.append((xp.amin(_where(lines, index, image_size), -1), xp.amax(_where(lines, index, -1), -1)))
+    (x0, x1), (y0, y1) = edges
+    boxes = _float32(xp.stack([x0, y0, x1, y1], -1))
+    return _where(inside.any(-1).any(-1)[..., None], boxes, 0.0)
+
+
+def to_host(arrays: list) -> list[np.ndarray]:
+    """numpy copies of arrays (of one runtime's kind); device tensors come back in one transfer, as float32 (the
+    one wait for the device a strategy may cost a frame)."""
+    torch = _torch(arrays[0])
+    if torch is None:
+        return [np.asarray(array) for array in arrays]
+    flat = torch.cat([array.reshape(-1).float() for array in arrays]).cpu().numpy()
+    sizes = np.cumsum([array.numel() for array in arrays])[:-1]
+    return [part.reshape(tuple(array.shape)) for part, array in zip(np.split(flat, sizes), arrays)]
+
+
+def from_host(array: np.ndarray, like):
+    """A numpy array as an array of `like`'s kind and device (a non-blocking copy to a device)."""
+    torch = _torch(like)
+    return array if torch is None else torch.from_numpy(array).to(like.device, non_blocking=True)
 
 
 # Masks -------------------------------------------------------------------------------------------------------------
@@ -244,12 +277,15 @@ __all__ = [
     "NO_OBJECT_SCORE",
     "PREVIOUS_MASK_CLAMP",
     "best_candidates",
+    "candidate_boxes",
     "fill_absent",
     "fill_holes",
     "frame_logits",
+    "from_host",
     "mask_prompt",
     "non_overlap",
     "resize",
     "small_regions",
     "take_candidates",
+    "to_host",
 ]

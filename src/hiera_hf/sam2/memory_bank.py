@@ -174,6 +174,7 @@ def select_memory(
     rules: MemoryRules,
     reverse: bool = False,
     num_frames: int | None = None,
+    recent_frames: Sequence[int] | None = None,
 ) -> MemorySelection:
     """What `frame_idx` attends to (see the module docstring).
 
@@ -186,6 +187,9 @@ def select_memory(
         reverse: tracking backwards in time.
         num_frames: length of the video (`None` for an open stream: pointers are normalised by
             `max_pointers - 1` and never stop at the end).
+        recent_frames: a tracking strategy's recent memory frames instead of the slots (oldest first, ending with
+            the previous frame): the last `num_maskmem - 1` of them take temporal positions up to `num_maskmem - 1`
+            by rank; those not held stay empty.
     """
     if not conditioning_frames:
         raise ValueError("A frame with memory needs at least one conditioning frame (a prompt with encoded memory)")
@@ -194,7 +198,12 @@ def select_memory(
     unselected = set(unselected)
 
     spatial = [(0, t) for t in selected]
-    for position, frame in recent_memory_slots(frame_idx, rules, reverse):
+    if recent_frames is None:
+        slots = recent_memory_slots(frame_idx, rules, reverse)
+    else:
+        ranked = list(recent_frames)[-(rules.num_maskmem - 1) :]
+        slots = [(rules.num_maskmem - len(ranked) + rank, t) for rank, t in enumerate(ranked)]
+    for position, frame in slots:
         if frame in memory_frames or frame in unselected:
             spatial.append((position, frame))
 
@@ -266,20 +275,38 @@ class ObjectMemory:
         """The stored frame, conditioning first (`None` if not held)."""
         return self.conditioning.get(frame_idx, self.recent.get(frame_idx))
 
+    @property
+    def memory_frames(self) -> set[int]:
+        """The recent frames whose spatial memory is held."""
+        return {t for t, stored in self.recent.items() if stored.maskmem is not None}
+
     def select(
-        self, frame_idx: int, rules: MemoryRules, reverse: bool = False, num_frames: int | None = None
+        self,
+        frame_idx: int,
+        rules: MemoryRules,
+        reverse: bool = False,
+        num_frames: int | None = None,
+        recent_frames: Sequence[int] | None = None,
     ) -> MemorySelection:
         """`select_memory` over what this bank holds."""
-        memory_frames = {t for t, stored in self.recent.items() if stored.maskmem is not None}
         return select_memory(
-            frame_idx, list(self.conditioning), memory_frames, self.recent.keys(), rules, reverse, num_frames
+            frame_idx,
+            list(self.conditioning),
+            self.memory_frames,
+            self.recent.keys(),
+            rules,
+            reverse,
+            num_frames,
+            recent_frames,
         )
 
-    def prune(self, anchors: Sequence[int], rules: MemoryRules) -> None:
+    def prune(self, anchors: Sequence[int], rules: MemoryRules, keep: Collection[int] = ()) -> None:
         """Forget what no frame near the `anchors` (e.g. the last frame tracked and the start of the last
         propagation) can attend to: recent frames beyond `pointer_reach` go, beyond `memory_reach` they keep only
-        their pointer."""
+        their pointer; frames in `keep` (a tracking strategy's) stay whole."""
         for t in list(self.recent):
+            if t in keep:
+                continue
             distance = min(abs(t - anchor) for anchor in anchors)
             if distance > rules.pointer_reach:
                 del self.recent[t]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ from .frame_arithmetic import best_candidates, fill_absent, take_candidates
 from .modeling_sam2 import Sam2Attention, Sam2Base, Sam2LayerNorm2d, Sam2MLP
 from .position_encoding import apply_rotary, axial_rope_angles, sine_encoding_1d, sine_position_encoding
 from .prompts import NOT_A_POINT_LABEL, PADDING_LABEL, wants_multimask
+
+if TYPE_CHECKING:
+    from .tracking_strategies import CandidateChoice
 
 # ---------------------------------------------------------------------------------------------------------------
 # Memory attention
@@ -447,6 +451,7 @@ class Sam2VideoModel(Sam2Base):
         prompt_masks: torch.Tensor | None = None,
         conditioned_features: torch.Tensor | None = None,
         run_memory_encoder: bool = True,
+        candidate_choice: CandidateChoice | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
     ) -> Sam2VideoFrameOutput:
@@ -476,6 +481,9 @@ class Sam2VideoModel(Sam2Base):
             The `conditioned_features` of an earlier step on this frame, used instead of `memory` (corrective
             clicks reuse the memory attention's result, dropout draw included, as in Meta's training).
         run_memory_encoder (`bool`): also encode the new masks into `maskmem_features`.
+        candidate_choice (`tracking_strategies.CandidateChoice`, *optional*):
+            A tracking strategy's choice among the decoder's candidates and its object-presence threshold
+            (default: SAM 2's, the highest predicted IoU and a logit > 0).
         output_attentions, output_hidden_states: not offered by the tracking step (refused when True); the trunk's
             come from `get_vision_features(..., output_hidden_states=True, output_attentions=True)`.
         """
@@ -525,7 +533,9 @@ class Sam2VideoModel(Sam2Base):
                 )
             conditioned = features if tracking else None
             multimask = wants_multimask(self.config, 0 if input_points is None else input_points.shape[1], tracking)
-            heads = self._sam_heads(features, high_res, input_points, input_labels, prompt_masks, multimask)
+            heads = self._sam_heads(
+                features, high_res, input_points, input_labels, prompt_masks, multimask, candidate_choice
+            )
         maskmem = maskmem_position = None
         if run_memory_encoder:
             maskmem = self.encode_memory(
@@ -568,9 +578,11 @@ class Sam2VideoModel(Sam2Base):
         labels: torch.Tensor | None,
         mask_prompt: torch.Tensor | None,
         multimask: bool,
+        choice: CandidateChoice | None = None,
     ) -> Sam2VideoFrameOutput:
         """Prompt encoder and mask decoder on the (memory-conditioned) `embedding` `(N, C, h, w)` (Meta's
-        `_forward_sam_heads`): the mask, score and pointer fields of the output (the best mask chosen by IoU)."""
+        `_forward_sam_heads`): the mask, score and pointer fields of the output (the best mask chosen by IoU, or by
+        a strategy's `choice`)."""
         num_objects = embedding.shape[0]
         given = points is not None
         if not given:  # like Meta, an empty prompt is one "not a point" (plus the padding point)
@@ -594,10 +606,14 @@ class Sam2VideoModel(Sam2Base):
             multimask,
             sparse_mask=labels != PADDING_LABEL,
         )
+        threshold = 0.0 if choice is None else choice.presence_threshold
         if self.config.pred_obj_scores:
-            masks = fill_absent(masks, scores)
+            masks = fill_absent(masks, scores, threshold)
         all_masks = masks.float()
-        best = best_candidates(iou_scores, multimask)
+        if choice is None:
+            best = best_candidates(iou_scores, multimask)
+        else:
+            best = choice(iou_scores, all_masks, scores, multimask)
         masks = take_candidates(all_masks, best)[:, None]
         token = take_candidates(sam_tokens, best)
         size = self.config.image_size
@@ -607,7 +623,7 @@ class Sam2VideoModel(Sam2Base):
             low_res_multimasks=all_masks,
             iou_scores=iou_scores,
             object_score_logits=scores,
-            object_pointers=self.object_pointer(token, scores),
+            object_pointers=self.object_pointer(token, scores, threshold),
         )
 
     def mask_as_output(
@@ -636,13 +652,16 @@ class Sam2VideoModel(Sam2Base):
 
     # Object pointers -------------------------------------------------------------------------------------------
 
-    def object_pointer(self, sam_token: torch.Tensor, object_score_logits: torch.Tensor) -> torch.Tensor:
+    def object_pointer(
+        self, sam_token: torch.Tensor, object_score_logits: torch.Tensor, threshold: float | torch.Tensor = 0.0
+    ) -> torch.Tensor:
         """Object pointer `(N, hidden)` from the chosen mask token `(N, hidden)` of the decoder; absent objects
-        (`object_score_logits` `(N, 1)` <= 0) get `no_obj_ptr` (mixed softly with `soft_no_obj_ptr`)."""
+        (`object_score_logits` `(N, 1)` <= `threshold`, 0 in SAM 2) get `no_obj_ptr` (mixed softly with
+        `soft_no_obj_ptr`, which ignores the threshold)."""
         pointer = self.obj_ptr_proj(sam_token)
         if self.config.soft_no_obj_ptr:
             return self._mark_absent(pointer, object_score_logits.sigmoid())
-        return self._mark_absent(pointer, (object_score_logits > 0).to(pointer.dtype))
+        return self._mark_absent(pointer, (object_score_logits > threshold).to(pointer.dtype))
 
     def _mark_absent(self, pointer: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
         """Mix `no_obj_ptr` into pointers `(N, hidden)` by `1 - presence` `(N, 1)` (replace with

@@ -41,10 +41,11 @@ class Sam2VideoSession(VideoSessionBase):
             (`from_pretrained(..., dtype=torch.bfloat16)`) skips that for the same accuracy (benchmarks/README).
         read_ahead: read the next frame in a thread while the device works (default: when the model is not on the
             CPU); see `VideoSessionBase`.
-        fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
-            see `VideoSessionBase`.
+        fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress,
+            strategy: see `VideoSessionBase`.
 
-    On an accelerator a tracked frame never waits for the device (unless the memory is offloaded): frames and memories go over in non-blocking
+    On an accelerator a tracked frame never waits for the device (unless the memory is offloaded, or a strategy
+    reads scores back: SAMURAI waits once per frame): frames and memories go over in non-blocking
     copies, holes are filled on the device, and nothing is read back, so the host prepares the next step while the
     device computes (tests/test_device_placement.py counts the waits on a fake CUDA device).
 
@@ -67,6 +68,7 @@ class Sam2VideoSession(VideoSessionBase):
         add_all_frames_to_correct_as_cond: bool = False,
         read_ahead: bool | None = None,
         progress: bool = True,
+        strategy="sam2",
     ):
         model = base_model(model)  # a model with LoRA adapters tracks with its adapters
         if not isinstance(model, Sam2VideoModel):
@@ -87,6 +89,7 @@ class Sam2VideoSession(VideoSessionBase):
             add_all_frames_to_correct_as_cond=add_all_frames_to_correct_as_cond,
             read_ahead=self.device.type != "cpu" if read_ahead is None else read_ahead,
             progress=progress,
+            strategy=strategy,
         )
 
     def _no_grad(self):
@@ -115,9 +118,10 @@ class Sam2VideoSession(VideoSessionBase):
         mask: np.ndarray | None = None,
         previous_masks: torch.Tensor | None = None,
         encode_memory: bool = False,
+        choice=None,
     ) -> list[StoredMemory]:
         fpn, position = features
-        prompts: dict = {"run_memory_encoder": encode_memory}
+        prompts: dict = {"run_memory_encoder": encode_memory, "candidate_choice": choice}
         if selections is not None:
             tokens = self._memory_tokens(tracks, selections)
             prompts.update(

@@ -46,6 +46,7 @@ from ..video_io import VideoFrames, open_video
 from .frame_arithmetic import frame_logits
 from .memory_bank import MemoryRules, MemorySelection, ObjectMemory, StoredMemory
 from .prompts import BOX_LABELS, check_box, check_clicks, check_mask
+from .tracking_strategies import CandidateChoice, make_strategy
 
 
 def resize_video_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -153,6 +154,8 @@ class VideoSessionBase:
             the current frame's work (pays when the model runs on an accelerator and the host would otherwise sit
             idle; on the CPU it competes with the model for the cores).
         progress: show a progress bar while propagating.
+        strategy: the tracking strategy: `"sam2"` (Meta's, the default), `"samurai"`, or a settings object such as
+            `SamuraiSettings(kf_score_weight=0.3)` (see `tracking_strategies`: what each changes and costs).
 
     Frames are decoded when needed and only the frame being processed is kept (with the image features of
     frames that have prompts not yet propagated, and the frame read ahead). Results are yielded, never stored.
@@ -179,8 +182,10 @@ class VideoSessionBase:
         add_all_frames_to_correct_as_cond: bool = False,
         read_ahead: bool = False,
         progress: bool = True,
+        strategy="sam2",
     ):
         self.image_size = int(config.image_size)
+        self.strategy = make_strategy(strategy, self.image_size, int(config.num_maskmem))
         self.fill_hole_area = config.fill_hole_area if fill_hole_area is None else int(fill_hole_area)
         self.non_overlap_masks = config.non_overlap_masks if non_overlap_masks is None else bool(non_overlap_masks)
         if max_conditioning_frames is not None:
@@ -225,13 +230,15 @@ class VideoSessionBase:
         mask: np.ndarray | None = None,
         previous_masks: Any = None,
         encode_memory: bool = False,
+        choice: CandidateChoice | None = None,
     ) -> list[StoredMemory]:
         """One step of the objects `tracks` on a frame, as the session keeps its outputs (holes filled in the masks,
         spatial memories in bfloat16 precision). `selections` (one per object, one layout) say what they attend to,
         `None` on a frame without memory. Prompts are for one object: `points` (coordinates `(K, 2)` in model-input
         pixels, labels `(K,)`) with optionally its `previous_masks` (a stored `pred_masks`, clamped here to
         +-`frame_arithmetic.PREVIOUS_MASK_CLAMP`), or a `mask` `(H, W)` float32 at the video's size; without prompts the frame is
-        tracked (and its memory encoded with `encode_memory`)."""
+        tracked (and its memory encoded with `encode_memory`). `choice` is the tracking strategy's candidate choice
+        (`None`: SAM 2's)."""
         raise NotImplementedError
 
     def _encode_memories(self, features: tuple, outputs: list[StoredMemory]) -> list:
@@ -420,9 +427,10 @@ class VideoSessionBase:
             previous = track.previous_output(frame_idx, is_conditioning)
             if previous is not None and previous.pred_masks is not None:
                 previous_masks = previous.pred_masks
+        choice = self.strategy.choice(frame_idx, [track.obj_id])
         with self._no_grad():
             features = self._frame_features(frame_idx)
-            (output,) = self._predict(features, [track], selections, points, mask, previous_masks)
+            (output,) = self._predict(features, [track], selections, points, mask, previous_masks, choice=choice)
         track.pending[frame_idx] = (is_conditioning, output)
         return self._prompt_result(frame_idx, is_conditioning)
 
@@ -449,12 +457,14 @@ class VideoSessionBase:
         """Forget an object: its prompts, memories and id."""
         self._object(obj_id)
         del self._objects[int(obj_id)]
+        self.strategy.forget(int(obj_id))
 
     def reset(self) -> None:
         """Forget all objects, prompts and memories (the video stays open)."""
         self._objects.clear()
         self._features.clear()
         self._anchor = None
+        self.strategy.forget()
 
     def close(self) -> None:
         """Release the video file (after any frame being read ahead) and the reader thread."""
@@ -496,13 +506,16 @@ class VideoSessionBase:
 
     def _selection(self, track: ObjectTrack, frame_idx: int, reverse: bool) -> MemorySelection:
         """What an object attends to on a frame, from the memories the session still holds."""
-        return track.memory.select(frame_idx, self.memory_rules, reverse=reverse, num_frames=self.num_frames)
+        bank = track.memory
+        recent = self.strategy.recent_frames(track.obj_id, frame_idx, bank.memory_frames, reverse, self.num_frames)
+        return bank.select(frame_idx, self.memory_rules, reverse, self.num_frames, recent)
 
     def _prune(self, frame_idx: int) -> None:
         """Drop what no later frame can attend to: keep memories near the current frame and the last start."""
         anchors = [frame_idx] + ([self._anchor] if self._anchor is not None else [])
         for track in self._objects.values():
-            track.memory.prune(anchors, self.memory_rules)
+            keep = self.strategy.kept_frames(track.obj_id, frame_idx, track.memory.memory_frames)
+            track.memory.prune(anchors, self.memory_rules, keep)
 
     def memory_footprint(self) -> tuple[int, int]:
         """(number of arrays, bytes) held by the session's memory bank, prompts, caches and held frames."""
@@ -585,7 +598,9 @@ class VideoSessionBase:
         for indices in groups.values():
             features = self._frame_features(frame_idx)
             batch = [tracks[i] for i in indices]
-            stored = self._predict(features, batch, [selections[i] for i in indices], encode_memory=True)
+            choice = self.strategy.choice(frame_idx, [track.obj_id for track in batch])
+            batch_selections = [selections[i] for i in indices]
+            stored = self._predict(features, batch, batch_selections, encode_memory=True, choice=choice)
             for index, output in zip(indices, stored):
                 outputs[index] = tracks[index].memory.recent[frame_idx] = output
         for track in tracks:
