@@ -33,6 +33,7 @@ from hiera_hf.onnx import export as onnx_export
 from hiera_hf.onnx.graphs import GRAPHS
 from hiera_hf.onnx.runtime import OnnxHieraClassifier, Sam2OnnxImagePredictor, load_session, run_session
 from hiera_hf.onnx.video_session import Sam2OnnxVideoSession, to_bfloat16_bits
+from hiera_hf.sam2.tracking_strategies import strategy_settings
 from hiera_hf.sam2.frame_arithmetic import fill_holes, resize
 from hiera_hf.sam2.memory_bank import MemorySelection
 from hiera_hf.sam2.memory_tokens import assemble_memory
@@ -349,6 +350,33 @@ def test_video_session_matches_torch_session(exported, clip):
         assert np.array_equal(mine.masks[clear], logits[clear] > 0)
     coverage = np.mean([result.masks.float().mean().item() for result in expected])
     assert 0.05 < coverage < 0.95  # masks neither empty nor full
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("strategy", ["samurai"])
+def test_video_session_strategies_match_torch_session(exported, clip, strategy):
+    """The same script with a tracking strategy (SAMURAI: its stable phase after 2 frames, so the Kalman-weighted
+    choice runs within the clip): the same results on both runtimes, as above."""
+    video, _, folder = exported
+    settings = strategy_settings(strategy, {"stable_frames_threshold": 2} if strategy == "samurai" else None)
+    torch_session = Sam2VideoSession(video, clip, progress=False, strategy=settings)
+    expected = _tracking_script(torch_session)
+    onnx_session = Sam2OnnxVideoSession(folder, clip, progress=False, strategy=settings)
+    actual = _tracking_script(onnx_session)
+    assert len(actual) == len(expected) == 35
+    for mine, reference in zip(actual, expected):
+        assert (mine.frame_idx, mine.object_ids) == (reference.frame_idx, reference.object_ids)
+        logits = reference.mask_logits.numpy()
+        np.testing.assert_allclose(mine.mask_logits, logits, atol=1e-3, rtol=0)
+        clear = np.abs(logits) > 1e-3
+        assert np.array_equal(mine.masks[clear], logits[clear] > 0)
+    if strategy == "samurai":  # the same Kalman states and memory gates, and the stable phase was reached
+        for obj_id, state in torch_session.strategy.kalman.items():
+            other = onnx_session.strategy.kalman[obj_id]
+            assert other.stable_frames == state.stable_frames
+            np.testing.assert_allclose(other.mean, state.mean, rtol=1e-6)
+        assert onnx_session.strategy.memory_gate == torch_session.strategy.memory_gate
+        assert max(state.stable_frames for state in torch_session.strategy.kalman.values()) >= 2
 
 
 def test_bfloat16_rounding_matches_torch():

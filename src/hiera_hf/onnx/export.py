@@ -118,7 +118,9 @@ class MaskDecoderExport(_ModelWrapper):
     Inputs: `image_embeddings` `(B, C, h, w)`, `high_res_features_0/1` `(B, ...)` (batch 1 for one shared frame),
     `point_coords` `(N, K, 2)` in model-input pixels and `point_labels` `(N, K)` int64 already in Meta's form (box
     corners first with labels 2 and 3, clicks, the appended "not a point" (0, 0) with label -1, padding -10),
-    `mask_input` `(N, 1, 4h, 4w)` low-resolution logits used where `has_mask_input` `(N,)` is 1.
+    `mask_input` `(N, 1, 4h, 4w)` low-resolution logits used where `has_mask_input` `(N,)` is 1; for a video model
+    `object_score_threshold` `()`, the object-score logit at or below which a pointer is the "no object" one (0 in
+    SAM 2; a tracking strategy may move it, see `tracking_strategies`).
     Outputs: mask logits `(N, M, 4h, 4w)`, IoU scores `(N, M)`, object-score logits `(N, 1)`, and for a video model
     the object pointer of every output token `(N, T, C)` (T = M with multimask output, else 1)."""
 
@@ -136,6 +138,7 @@ class MaskDecoderExport(_ModelWrapper):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
+        object_score_threshold: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         prompt_encoder = self.model.prompt_encoder
         sparse = prompt_encoder.embed_points(point_coords, point_labels)
@@ -154,7 +157,9 @@ class MaskDecoderExport(_ModelWrapper):
         if not self.has_pointers:
             return masks, iou_scores, scores
         num_tokens = tokens.shape[1]
-        pointers = self.model.object_pointer(tokens.flatten(0, 1), scores.repeat_interleave(num_tokens, dim=0))
+        pointers = self.model.object_pointer(
+            tokens.flatten(0, 1), scores.repeat_interleave(num_tokens, dim=0), object_score_threshold
+        )
         return masks, iou_scores, scores, pointers.unflatten(0, (-1, num_tokens))
 
 
@@ -266,8 +271,9 @@ def _exportable_memory_attention(model: nn.Module) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _sam2_examples(config) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Example inputs of every SAM 2 graph, with sizes that are not 1 where the axis is dynamic."""
+def _sam2_examples(config, video: bool) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Example inputs of every SAM 2 graph (of a video model with `video`), with sizes that are not 1 where the axis
+    is dynamic."""
     size, hidden, memory_dim = config.image_size, config.fpn_hidden_size, config.memory_encoder_hidden_size
     grid = config.image_embedding_size
     generator = torch.Generator().manual_seed(0)
@@ -283,6 +289,8 @@ def _sam2_examples(config) -> dict[str, tuple[torch.Tensor, ...]]:
         randn(objects, hidden, grid, grid), *high_res, points, labels, randn(objects, 1, 4 * grid, 4 * grid),
         torch.tensor([0.0, 1.0]),
     )
+    if video:  # the object pointers' threshold
+        decoder += (torch.tensor(0.0),)
     return {
         "image_encoder": (randn(2, 3, size, size),),
         "mask_decoder": decoder,
@@ -453,12 +461,12 @@ def export_sam2_graphs(model: nn.Module, folder: Path, names: Sequence[str], ops
         "memory_encoder": lambda: MemoryEncoderExport(model),
         "mask_prompt": lambda: MaskPromptExport(model),
     }
-    examples = _sam2_examples(model.config)
+    examples = _sam2_examples(model.config, video)
     with torch.no_grad(), _exportable_memory_attention(model) if video else contextlib.nullcontext():
         for name in names:
             inputs, outputs, axes = GRAPHS[name]
             if name.startswith("mask_decoder") and not video:
-                outputs = outputs[:-1]  # no object pointers without the video model
+                inputs, outputs = inputs[:-1], outputs[:-1]  # no object pointers without the video model
             path = folder / f"{name}.onnx"
             _export_graph(modules[name](), examples[name], path, inputs, outputs, axes, opset, name in DYNAMO_GRAPHS)
 

@@ -16,7 +16,7 @@ GRAPHS: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, dict[int, st
     ),
     "mask_decoder": (
         ("image_embeddings", "high_res_features_0", "high_res_features_1", "point_coords", "point_labels",
-         "mask_input", "has_mask_input"),
+         "mask_input", "has_mask_input", "object_score_threshold"),
         ("masks", "iou_scores", "object_score_logits", "object_pointers"),
         {
             "image_embeddings": {0: "images"},

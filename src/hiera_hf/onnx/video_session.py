@@ -36,6 +36,7 @@ from ..sam2.frame_arithmetic import (
 )
 from ..sam2.memory_bank import MemorySelection, StoredMemory, selected_memories
 from ..sam2.prompts import NOT_A_POINT_LABEL, wants_multimask
+from ..sam2.tracking_strategies import CandidateChoice
 from ..sam2.video_tracking import ObjectTrack, VideoSessionBase
 from .graphs import GRAPHS
 from .processing import build_prompt
@@ -101,8 +102,8 @@ class Sam2OnnxVideoSession(VideoSessionBase):
             peak, and a frame's transients are large (the image encoder's activations; memory attention's frame x
             memory attention weights, a quarter of them at a time): `False` returns them after each run, for a lower
             peak memory at more time per frame (figures in benchmarks/README).
-        fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress:
-            see `VideoSessionBase`.
+        fill_hole_area, non_overlap_masks, max_conditioning_frames, add_all_frames_to_correct_as_cond, progress,
+            strategy: see `VideoSessionBase`.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         max_conditioning_frames: int | None = None,
         add_all_frames_to_correct_as_cond: bool = False,
         progress: bool = True,
+        strategy="sam2",
     ):
         folder = Path(folder)
         self.config = _Config(read_json(folder, "config.json"), folder)
@@ -146,7 +148,14 @@ class Sam2OnnxVideoSession(VideoSessionBase):
             max_conditioning_frames=max_conditioning_frames,
             add_all_frames_to_correct_as_cond=add_all_frames_to_correct_as_cond,
             progress=progress,
+            strategy=strategy,
         )
+        decoder_inputs = {node.name for node in self.graphs["mask_decoder"].get_inputs()}
+        if self.strategy.presence_threshold != 0.0 and "object_score_threshold" not in decoder_inputs:
+            raise ValueError(
+                f"{folder} was exported before tracking strategies (its mask decoder has no object_score_threshold "
+                f"input): export it again with `hiera-hf export-onnx` to track with {self.strategy.name!r}"
+            )
 
     def _run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         return run_session(self.graphs[graph], None, inputs)
@@ -166,12 +175,13 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         mask: np.ndarray | None = None,
         previous_masks: np.ndarray | None = None,
         encode_memory: bool = False,
+        choice: CandidateChoice | None = None,
     ) -> list[StoredMemory]:
         count = len(tracks)
         if mask is not None:
             masks, scores, pointers = self._mask_prompt(features, mask)
         else:
-            masks, scores, pointers = self._decode(features, tracks, selections, points, previous_masks)
+            masks, scores, pointers = self._decode(features, tracks, selections, points, previous_masks, choice)
         maskmem = [None] * count
         if encode_memory:
             maskmem = self._memory(features, resize(masks, (self.image_size,) * 2), scores, points is not None)
@@ -205,9 +215,11 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         selections: list[MemorySelection] | None,
         points: tuple[np.ndarray, np.ndarray] | None,
         previous_masks: np.ndarray | None,
+        choice: CandidateChoice | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Memory attention (with `selections`) and the mask decoder: the best mask `(N, 1, 4h, 4w)` of each
-        object, its object-score logit `(N, 1)` and pointer `(N, C)` (Meta's `_forward_sam_heads`)."""
+        object (by predicted IoU, or the strategy's `choice`), its object-score logit `(N, 1)` and pointer `(N, C)`
+        (Meta's `_forward_sam_heads`)."""
         count = len(tracks)
         embeddings = features.image_embeddings  # the embedding plus `no_mem_embed`: a frame without memory
         if selections is not None:
@@ -223,6 +235,7 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         if previous_masks is not None:
             mask_input = np.clip(previous_masks, -PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)[None]
         multimask = wants_multimask(self.config, num_points, selections is not None)
+        threshold = 0.0 if choice is None else choice.presence_threshold
         masks, iou_scores, scores, pointers = self._run(
             "mask_decoder_multimask" if multimask else "mask_decoder",
             image_embeddings=embeddings,
@@ -232,10 +245,14 @@ class Sam2OnnxVideoSession(VideoSessionBase):
             point_labels=labels,
             mask_input=mask_input,
             has_mask_input=np.full(count, float(previous_masks is not None), np.float32),
+            object_score_threshold=np.asarray(threshold, np.float32),
         )
         if self.config.pred_obj_scores:
-            masks = fill_absent(masks, scores)
-        best = best_candidates(iou_scores, multimask)
+            masks = fill_absent(masks, scores, threshold)
+        if choice is None:
+            best = best_candidates(iou_scores, multimask)
+        else:
+            best = choice(iou_scores, masks, scores, multimask)
         return take_candidates(masks, best)[:, None], scores, take_candidates(pointers, best)
 
     def _attend(

@@ -149,6 +149,11 @@ class TrackingStrategy:
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def presence_threshold(self) -> float:
+        """The object-score logit at or below which an object is absent (SAM 2: 0)."""
+        return getattr(self.settings, "min_obj_score_logits", 0.0)
+
     def choice(self, frame_idx: int, obj_ids: Sequence[int]) -> CandidateChoice | None:
         """The candidate choice for objects `obj_ids` (in batch order) on a frame; `None`: plain SAM 2's."""
         return None
@@ -284,7 +289,7 @@ class Samurai(TrackingStrategy):
             best = self._choose(frame_idx, list(obj_ids), *host, multimask)
             return from_host(best, iou_scores)
 
-        return CandidateChoice(self.settings.min_obj_score_logits, choose)
+        return CandidateChoice(self.presence_threshold, choose)
 
     def _choose(
         self,
