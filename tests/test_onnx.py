@@ -33,11 +33,11 @@ from hiera_hf.onnx import export as onnx_export
 from hiera_hf.onnx.graphs import GRAPHS
 from hiera_hf.onnx.runtime import OnnxHieraClassifier, Sam2OnnxImagePredictor, load_session, run_session
 from hiera_hf.onnx.video_session import Sam2OnnxVideoSession, to_bfloat16_bits
-from hiera_hf.sam2.tracking_strategies import strategy_settings
 from hiera_hf.sam2.frame_arithmetic import fill_holes, resize
 from hiera_hf.sam2.memory_bank import MemorySelection
 from hiera_hf.sam2.memory_tokens import assemble_memory
 from hiera_hf.sam2.processing_sam2 import clean_mask_logits
+from hiera_hf.sam2.tracking_strategies import strategy_settings
 from hiera_hf.sam2.video_session import Sam2VideoSession
 from hiera_hf.video_io import open_video
 
