@@ -239,3 +239,46 @@ def test_strategy_settings_are_checked():
         SamuraiSettings(stable_frames_threshold=2.5)
     with pytest.raises(ValueError, match="Unknown sam2 setting"):
         strategy_settings("sam2", {"x": 1})
+
+
+def test_track_cli_strategy(tmp_path, capsys):
+    """`hiera-hf track --strategy samurai --strategy-setting ...` writes what the session gives with those settings;
+    bad settings are refused before anything is written."""
+    from PIL import Image
+    from sam2_helpers import write_mp4
+
+    from hiera_hf.cli import main
+    from hiera_hf.sam2.video_output import label_map
+
+    torch.manual_seed(0)
+    model = Sam2VideoModel(Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=64)).eval()
+    model.save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    video = write_mp4(tmp_path / "clip.mp4", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)])
+    out = tmp_path / "out"
+    flags = ["--strategy", "samurai", "--strategy-setting", "stable_frames_threshold=2"]
+    command = ["track", str(video), "--model", str(tmp_path / "model"), "--point", "0,1,30,20", "--out", str(out)]
+    assert main([*command, *flags, "--format", "png", "--quiet"]) == 0
+    session = Sam2VideoSession(
+        model, str(video), progress=False, strategy=SamuraiSettings(stable_frames_threshold=2)
+    )
+    session.add_points(0, 1, [[30, 20]], [1])
+    for result in session.propagate():
+        with Image.open(out / "masks" / f"{result.frame_idx:05d}.png") as image:
+            assert np.array_equal(np.asarray(image), label_map(result))
+    assert session.strategy.kalman[1].stable_frames >= 2
+
+    fresh = tmp_path / "fresh"
+    command[-1] = str(fresh)
+    assert main([*command, "--strategy", "samurai", "--strategy-setting", "kf_weight=0.3"]) == 1
+    assert "Unknown samurai setting(s) kf_weight" in capsys.readouterr().err
+    assert main([*command, "--strategy-setting", "kf_score_weight=0.3"]) == 1  # sam2 has no settings
+    assert "Unknown sam2 setting(s) kf_score_weight" in capsys.readouterr().err
+    assert main([*command, *flags, "--strategy-setting", "stable_frames_threshold=3"]) == 1
+    assert "given more than once" in capsys.readouterr().err
+    assert not fresh.exists()
+    with pytest.raises(SystemExit):
+        main([*command, "--strategy-setting", "kf_score_weight"])
+    assert "expected NAME=NUMBER" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--strategy", "kalman"])

@@ -575,8 +575,47 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         help="which way to track from the start frame (default both)",
     )
     parser.add_argument("--max-frames", type=_positive, metavar="N", help="track at most N frames each way")
+    from .sam2.tracking_strategies import STRATEGY_NAMES
+
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGY_NAMES,
+        default="sam2",
+        help="tracking strategy (default sam2, Meta's; samurai: Kalman-filtered mask choice and a gated memory)",
+    )
+    parser.add_argument(
+        "--strategy-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=_setting,
+        help="change one of the strategy's settings, e.g. kf_score_weight=0.3 (repeatable; see the README)",
+    )
     add_overwrite_argument(parser, "the outputs an earlier run wrote in DIR")
     add_run_arguments(parser)
+
+
+def _setting(text: str) -> tuple[str, int | float]:
+    """`NAME=VALUE` with a number (an integer when written as one)."""
+    name, equals, value = text.partition("=")
+    try:
+        number = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+    except ValueError:
+        number = None
+    if not equals or not name.strip() or number is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}")
+    return name.strip(), number
+
+
+def _track_strategy(args: argparse.Namespace):
+    """The strategy settings of the flags, checked (unknown or repeated settings refused)."""
+    from .sam2.tracking_strategies import strategy_settings
+
+    names = [name for name, _ in args.strategy_setting]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--strategy-setting {', '.join(repeated)} given more than once")
+    return strategy_settings(args.strategy, dict(args.strategy_setting))
 
 
 def _track_prompts(args: argparse.Namespace) -> dict:
@@ -610,6 +649,7 @@ def run_track(args: argparse.Namespace) -> None:
     from .sam2.video_output import check_output
 
     prompts = _track_prompts(args)
+    strategy = _track_strategy(args)
     out = Path(args.out)
     inputs = [args.video, *(path for _, _, path in args.mask)]
     check_output(out, args.format, args.overwrite, inputs)
@@ -623,7 +663,7 @@ def run_track(args: argparse.Namespace) -> None:
     folder = resolve_model(args.model, progress=not args.quiet)
     model = load_pretrained(Sam2VideoModel, folder, SAM2_TYPES, f"track needs {SAM2_NEEDED}").to(device)
     failure = None
-    with Sam2VideoSession(model, args.video, progress=not args.quiet) as session:
+    with Sam2VideoSession(model, args.video, progress=not args.quiet, strategy=strategy) as session:
         try:
             apply_prompts(session, prompts)
         except VideoDecodeError as error:
