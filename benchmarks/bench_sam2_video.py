@@ -1,5 +1,8 @@
 """SAM 2.1 tiny video tracking: hiera-hf's `Sam2VideoSession` vs Meta's `SAM2VideoPredictor` and transformers'
-`Sam2VideoModel`, on the same frames.
+`Sam2VideoModel`, on the same frames; and each tracking strategy of ours vs plain SAM 2 (ours) and vs its official
+implementation (SAMURAI's predictor, PyPI `absolutely-not-samurai` in `.references/samurai` or `$HIERA_HF_SAMURAI`,
+run in a subprocess since its module is also named `sam2`; it keeps one Kalman filter on the model, so several
+objects are tracked one after the other, as its own scripts do).
 
 Meta's randomly initialised model is the source of the weights; ours loads them through our converter and is
 checked against Meta's masks before anything is timed. transformers' model has its own random weights (mapping
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,7 +48,8 @@ from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession  # noqa: 
 from hiera_hf.video_io import open_video  # noqa: E402
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "blocks.mp4"  # ../shared/media next to the checkout
-IMPLEMENTATIONS = ("ours", "ours-bf16", "meta", "transformers")
+IMPLEMENTATIONS = ("ours", "ours-bf16", "meta", "transformers", "ours-samurai")
+SAMURAI = Path(__file__).resolve().parents[1] / ".references" / "samurai"
 
 
 def current_rss_mb() -> float:
@@ -109,7 +114,7 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int, d
 
     low_precision = {}  # ours loaded again in bfloat16 (at first use): autocast then casts no weight per frame
 
-    def run_ours(dtype):
+    def run_ours(dtype, strategy="sam2"):
         def start(num_objects, num_frames):
             model = ours
             if dtype != torch.float32:
@@ -117,7 +122,7 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int, d
                     loaded = Sam2VideoModel.from_pretrained(ours.name_or_path, dtype=dtype)
                     low_precision[dtype] = loaded.to(device).eval()
                 model = low_precision[dtype]
-            session = Sam2VideoSession(model, frames_dir, fill_hole_area=0, progress=False)
+            session = Sam2VideoSession(model, frames_dir, fill_hole_area=0, progress=False, strategy=strategy)
             for obj, point in enumerate(clicks(num_objects, height, width), start=1):
                 session.add_points(0, obj, [point], [1])
             yield None
@@ -163,7 +168,64 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int, d
         "ours-bf16": run_ours(torch.bfloat16),
         "meta": run_meta,
         "transformers": run_transformers,
+        "ours-samurai": run_ours(torch.float32, "samurai"),
     }
+
+
+def samurai_worker(args) -> None:
+    """SAMURAI's official predictor in this process (its `sam2` first on `sys.path`), on the weights of
+    `--checkpoint`: seconds of propagation (objects one after the other, each from a fresh Kalman state), peak RSS
+    and each object's logits, saved to `--output` (`.npz`) with the timings printed as JSON."""
+    import sam2
+    from sam2.build_sam import build_sam2_video_predictor
+
+    if "site-packages" in sam2.__file__:
+        raise RuntimeError("the SAMURAI worker imported Meta's sam2: run it with SAMURAI's folder on PYTHONPATH")
+    overrides = [f"++model.image_size={args.image_size}", "++model.fill_hole_area=0"]
+    predictor = build_sam2_video_predictor(
+        "configs/samurai/sam2.1_hiera_t.yaml", ckpt_path=None, device=str(args.device), hydra_overrides_extra=overrides
+    )
+    predictor.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"])
+    predictor.fill_hole_area = 0
+    predictor.eval()
+    frames = sorted(Path(args.frames_dir).glob("*.jpg"))
+    height, width = np.asarray(Image.open(frames[0])).shape[:2]
+    seconds, logits = 0.0, []
+    for point in clicks(args.num_objects, height, width):
+        predictor.kf_mean = predictor.kf_covariance = None  # the filter lives on the model: one object at a time
+        predictor.stable_frames = 0
+        with torch.inference_mode():
+            state = predictor.init_state(args.frames_dir, offload_video_to_cpu=True)
+            predictor.add_new_points_or_box(state, 0, 1, points=[point], labels=[1])
+            synchronize(args.device)
+            begin = time.perf_counter()
+            masks = [m[:, 0].float().cpu() for _, _, m in predictor.propagate_in_video(state, max_frame_num_to_track=args.frames - 1)]
+            synchronize(args.device)
+            seconds += time.perf_counter() - begin
+        logits.append(torch.cat(masks).numpy())
+    np.save(args.output, np.stack(logits, 1))  # (frames, objects, H, W)
+    print(json.dumps({"seconds": seconds, "peak": peak_rss_mb()}))
+
+
+def run_samurai_official(
+    checkpoint: Path, frames_dir: Path, num_frames: int, image_size: int, device: torch.device, num_objects: int
+) -> tuple[float, float, list[torch.Tensor]]:
+    """`samurai_worker` in a fresh process on the weights of `checkpoint` (official format): (seconds, peak RSS MB,
+    logits per frame)."""
+    folder = Path(os.environ.get("HIERA_HF_SAMURAI") or SAMURAI)
+    if not (folder / "sam2" / "configs" / "samurai").is_dir():
+        raise FileNotFoundError(
+            f"SAMURAI's official code is not in {folder}: pip install --no-deps --target .references/samurai "
+            "absolutely-not-samurai==1.0.0 (or set HIERA_HF_SAMURAI)"
+        )
+    output = checkpoint.with_name("samurai_logits.npy")
+    command = [sys.executable, __file__, "--samurai-worker", "--checkpoint", str(checkpoint), "--frames-dir"]
+    command += [str(frames_dir), "--frames", str(num_frames), "--image-size", str(image_size), "--device"]
+    command += [str(device), "--num-objects", str(num_objects), "--output", str(output)]
+    environment = {**os.environ, "PYTHONPATH": str(folder)}
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["peak"], [torch.from_numpy(frame) for frame in np.load(output)]
 
 
 def timed_run(start, num_objects: int, num_frames: int, device: torch.device) -> tuple[float, list[torch.Tensor]]:
@@ -193,27 +255,46 @@ def speed(args, tmp: Path) -> None:
     frames_dir.mkdir()
     size = write_jpegs(args.video, frames_dir, args.frames)
     models = build_models(args.image_size, tmp / "model", args.device)
+    torch.save({"model": models[0].state_dict()}, tmp / "meta.pt")  # the official format, for SAMURAI's worker
     runs = trackers(models, frames_dir, size, args.image_size, args.device)
     rows = []
     for num_objects in args.objects:
         times = {name: [] for name in IMPLEMENTATIONS}
         masks = {}
+        times["samurai"] = []
         for r in range(args.repeats):
-            order = IMPLEMENTATIONS[r % 4 :] + IMPLEMENTATIONS[: r % 4]
+            names = (*IMPLEMENTATIONS, "samurai")
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
-                seconds, logits = timed_run(runs[name], num_objects, args.frames, args.device)
+                if name == "samurai":
+                    seconds, _, logits = run_samurai_official(
+                        tmp / "meta.pt", frames_dir, args.frames, args.image_size, args.device, num_objects
+                    )
+                else:
+                    seconds, logits = timed_run(runs[name], num_objects, args.frames, args.device)
                 times[name].append(seconds)
                 masks[name] = logits
         worst = max((x - y).abs().max().item() for x, y in zip(masks["ours"], masks["meta"]))
         if worst > 1e-3:
             raise RuntimeError(f"ours and Meta's mask logits differ by {worst} with {num_objects} object(s)")
+        # Official SAMURAI tracks objects one by one, so without non-overlap: compare with ours per object alike
+        # (its logits equal ours when the objects do not overlap; the benchmark's clicks rarely make them overlap).
+        samurai_worst = max((x - y).abs().max().item() for x, y in zip(masks["ours-samurai"], masks["samurai"]))
         iou, pairs = mean_iou(masks["ours-bf16"], masks["ours"])
         meta_fps = args.frames / statistics.median(times["meta"])
-        for name in IMPLEMENTATIONS:
+        ours_fps = args.frames / statistics.median(times["ours"])
+        samurai_fps = args.frames / statistics.median(times["samurai"])
+        for name in (*IMPLEMENTATIONS, "samurai"):
             fps = args.frames / statistics.median(times[name])
             note = f"max |logit - Meta| {worst:.1e}" if name == "ours" else ""
             note = f"mask IoU vs ours fp32 {iou:.4f} ({pairs} masks)" if name == "ours-bf16" else note
             note = "own random weights" if name == "transformers" else note
+            if name == "ours-samurai":
+                note = (
+                    f"{ours_fps / fps:.2f}x ours' time per frame; {fps / samurai_fps:.2f}x official SAMURAI's "
+                    f"frames/s; max |logit - official| {samurai_worst:.1e}"
+                )
+            note = "official code (objects one by one)" if name == "samurai" else note
             rows.append((num_objects, name, fps, fps / meta_fps, note))
     print(f"\n### Propagation speed ({args.frames} frames of {Path(args.video).name}, {args.image_size} px input)\n")
     print(markdown_table(("objects", "implementation", "frames/s", "vs Meta fp32", "notes"), rows))
@@ -244,7 +325,7 @@ def memory(args, tmp: Path) -> None:
     frames_dir.mkdir()
     write_jpegs(args.video, frames_dir, 4 * n)
     rows = []
-    for name in ("ours", "meta", "transformers"):
+    for name in ("ours", "ours-samurai", "meta", "transformers"):
         command = [sys.executable, __file__, "--worker", name, "--frames-dir", str(frames_dir)]
         command += ["--memory-frames", str(n), "--memory-size", str(args.memory_size), "--device", str(args.device)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
@@ -255,6 +336,11 @@ def memory(args, tmp: Path) -> None:
         rows[-1] += (
             (result["gpu_n"], result["gpu_4n"], gpu_growth, result["gpu_peak"]) if args.device.type == "cuda" else ()
         )
+    models = build_models(args.memory_size, tmp / "memory_model", args.device)  # official SAMURAI: its peak only
+    torch.save({"model": models[0].state_dict()}, tmp / "memory_meta.pt")
+    _, peak, _ = run_samurai_official(tmp / "memory_meta.pt", frames_dir, 4 * n, args.memory_size, args.device, 1)
+    nan = float("nan")
+    rows.append(("samurai (official)", nan, nan, nan, peak) + ((nan,) * 4 if args.device.type == "cuda" else ()))
     print(f"\n### Resident memory, 1 object, {args.memory_size} px input, {n} and {4 * n} frames\n")
     headers = ("implementation", f"RSS MB @{n}", f"RSS MB @{4 * n}", "MB/frame", "peak MB")
     if args.device.type == "cuda":
@@ -272,13 +358,20 @@ def main() -> None:
     parser.add_argument("--memory-frames", type=int, default=25, help="N of the memory runs (0 skips them)")
     parser.add_argument("--memory-size", type=int, default=256, help="model input size of the memory runs")
     parser.add_argument("--quick", action="store_true", help="2 frames, 1 object, 256 px, no memory runs")
-    parser.add_argument("--worker", choices=("ours", "meta", "transformers"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("ours", "ours-samurai", "meta", "transformers"), help=argparse.SUPPRESS)
     parser.add_argument("--frames-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--samurai-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--num-objects", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu); TF32 off on CUDA")
     args = parser.parse_args()
     args.device = parse_device(args.device)
     if args.worker:
         memory_worker(args)
+        return
+    if args.samurai_worker:
+        samurai_worker(args)
         return
     if args.quick:
         args.frames, args.objects, args.image_size, args.memory_frames = 2, [1], 256, 0
