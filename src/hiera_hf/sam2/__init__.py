@@ -20,6 +20,7 @@ _EXPORTS = {
     "Sam2VideoModel": ".modeling_sam2_video",
     "Sam2VideoSession": ".video_session",
     "Sam2VisionOutput": ".modeling_sam2",
+    "SamuraiSettings": ".tracking_strategies",
     "get_sam2_preset": ".presets",
 }
 __all__ = sorted(_EXPORTS)
