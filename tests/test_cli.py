@@ -234,17 +234,6 @@ FRAMES, HEIGHT, WIDTH = 4, 48, 64
 
 
 @pytest.fixture(scope="module")
-def sam2_folder(tmp_path_factory) -> Path:
-    from hiera_hf import Sam2Config, Sam2VideoModel
-
-    torch.manual_seed(0)
-    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128, num_maskmem=2, max_obj_ptrs_in_encoder=2)
-    folder = tmp_path_factory.mktemp("sam2") / "model"
-    Sam2VideoModel(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def frames_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("frames")
     rng = np.random.default_rng(0)

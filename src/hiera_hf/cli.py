@@ -519,8 +519,9 @@ def _segment_text(args: argparse.Namespace, phrases: list[str]) -> None:
     from .sam2.video_output import write_palette_png
     from .visualization import draw
 
+    detector = _text_detector(args, device)  # first: a detector missing offline is told before SAM 2 loads
     model, processor = _load_sam2(args.model, device, args.quiet)
-    records = segment_text(model, processor, image, _text_detector(args, device), phrases)
+    records = segment_text(model, processor, image, detector, phrases)
     labels = np.zeros((image.height, image.width), np.uint8)
     for record in reversed(records):  # the best detection on top
         labels[record["segmentation"]] = record["id"]
@@ -718,6 +719,7 @@ def run_track(args: argparse.Namespace) -> None:
     inputs = [args.video, *(path for _, _, path in args.mask)]
     check_output(out, formats, args.overwrite, inputs)
     device = start(args)
+    detector = None if phrases is None else _text_detector(args, device)  # told before SAM 2 loads
     from .hub import load_pretrained, resolve_model
     from .sam2 import Sam2VideoModel, Sam2VideoSession
     from .sam2.video_output import label_map, write_tracking
@@ -735,7 +737,7 @@ def run_track(args: argparse.Namespace) -> None:
                 results = propagate(session, first, args.direction, args.max_frames)
             else:
                 first = args.start_frame or 0
-                results, tracker = _track_text(args, phrases, session, first, device)
+                results, tracker = _track_text(args, phrases, session, first, detector)
         except VideoDecodeError as error:
             raise ValueError(f"{error}; nothing was written") from None
 
@@ -762,14 +764,14 @@ def run_track(args: argparse.Namespace) -> None:
         print(f"Tracked {written}{objects}")
 
 
-def _track_text(args: argparse.Namespace, phrases: list[str], session, first: int, device):
-    """`track --text`: the objects found on frame `first` added to `session`, and (results, `TextTracker`);
+def _track_text(args: argparse.Namespace, phrases: list[str], session, first: int, detector):
+    """`track --text`: the objects `detector` finds on frame `first` added to `session`; (results, `TextTracker`);
     `ValueError` when nothing is found there."""
     from .sam2.text_prompts import TextTracker
 
     if first >= session.num_frames:
         raise ValueError(f"--start-frame {first} is out of range for a video of {session.num_frames} frames")
-    tracker = TextTracker(session, _text_detector(args, device), phrases, args.detect_every)
+    tracker = TextTracker(session, detector, phrases, args.detect_every)
     if tracker.detect(first) is None:
         raise ValueError(
             f"No object of --text {args.text!r} scored --threshold or more on frame {first}; lower --threshold or "
