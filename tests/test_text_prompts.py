@@ -356,3 +356,44 @@ def test_track_text_end_to_end(kind, sam2_folder, detector_folders, marked_frame
         for record in frame_records:
             assert names.setdefault(record["id"], record["name"]) == record["name"]  # never renamed
     assert set(names.values()) <= {"a dog", "a cat"}
+
+
+# The app's "Find" boxes ------------------------------------------------------------------------------------------
+
+
+def test_app_find_adds_named_objects_on_the_image_and_a_video_frame(app_model_folder, marked_frames, tmp_path):
+    from hiera_hf.app import ImageState, Models, VideoState
+    from hiera_hf.app.find import find_in_image, find_in_video
+
+    models = Models.from_pretrained(app_model_folder, device="cpu")
+    detector = TextDetector(fixed_detector())
+    image = ImageState(models)
+    image.open(marked_frame(0))
+    with pytest.raises(ValueError, match="hiera-hf app --detector"):
+        find_in_image(image, None, "a dog")
+    assert find_in_image(image, detector, "a dog. a cat.") == [1, 2]  # NEAR_CAT matches the cat: not added
+    assert image.objects.names == {1: "a dog", 2: "a cat"}
+    assert [image._prompts[i].box for i in (1, 2)] == [list(DOG), list(CAT)]
+    assert all(image.mask(i) is not None for i in (1, 2))
+    with pytest.raises(ValueError, match="Found nothing new for 'a red mug'"):
+        find_in_image(image, detector, "a red mug")
+
+    video = VideoState(models, marked_frames, tmp_path / "video")
+    try:
+        assert find_in_video(video, 3, detector, "a red mug. a dog.") == [1, 2, 3]
+        assert video.objects.names == {1: "a dog", 2: "a red mug", 3: "a red mug"}
+        boxes = [video.prompts[3, i].box for i in (1, 2, 3)]
+        assert boxes == [list(HALF_DOG), list(MUG), list(NEAR_CAT)]
+        assert set(np.unique(video.labels(3))) <= {0, 1, 2, 3} and video.labels(3).any()
+        assert list(video.track(3, "forward", 2)) == [3, 4]
+    finally:
+        video.close()
+
+
+def test_app_takes_a_detector(app_model_folder):
+    from hiera_hf.app import Models, build_app
+
+    models = Models.from_pretrained(app_model_folder, device="cpu")
+    assert models.detector is None
+    build_app(models, detector=fixed_detector(), threshold=0.5)
+    assert isinstance(models.detector, TextDetector) and models.detector.threshold == 0.5

@@ -814,6 +814,14 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0: all)")
     parser.add_argument("--port", type=int, metavar="N", help="port (default: the first free one from 7860)")
+    parser.add_argument(
+        "--detector",
+        metavar="ID_OR_DIR",
+        help="a zero-shot-object-detection model for the \"Find\" boxes (objects by name; see segment --detector)",
+    )
+    parser.add_argument(
+        "--threshold", type=_fraction, metavar="SCORE", help="the lowest detection score kept (default: the detector's)"
+    )
     add_run_arguments(parser)
 
 
@@ -821,6 +829,8 @@ def run_app(args: argparse.Namespace) -> None:
     """Start the app (blocks until interrupted)."""
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.threshold is not None and args.detector is None:
+        raise ValueError("--threshold goes with --detector")
     device = start(args)
     try:
         import gradio  # noqa: F401
@@ -828,13 +838,15 @@ def run_app(args: argparse.Namespace) -> None:
         raise ImportError(f'The app needs Gradio: pip install "hiera-hf[app]" ({error})') from error
     from .app import launch
 
-    launch(args.model, host=args.host, port=args.port, device=str(device))
+    launch(
+        args.model, host=args.host, port=args.port, device=str(device), detector=args.detector, threshold=args.threshold
+    )
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "convert": ("convert a Meta or transformers Hiera or SAM 2 checkpoint", add_convert_arguments, run_convert),
     "classify": ("print the top labels of an image or a video", add_classify_arguments, run_classify),
-    "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
+    "segment": ("segment an image with SAM 2 from clicks, a box or --text", add_segment_arguments, run_segment),
     "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
     "track": ("track objects through a video with SAM 2", add_track_arguments, run_track),
     "export-onnx": ("export Hiera or SAM 2 to ONNX (torch-free runtime)", add_export_onnx_arguments, run_export_onnx),
