@@ -15,6 +15,7 @@ from pathlib import Path
 import hiera
 import pytest
 import torch
+from detector_helpers import grounding_dino_folder
 from sam2_helpers import media, meta_model
 
 from hiera_hf import Sam2Config, Sam2ImageProcessor, Sam2VideoModel
@@ -44,8 +45,9 @@ def workspace(tmp_path_factory) -> tuple[Path, dict]:
     """A working folder with dog.jpg and the folders the Python snippets load (path/to/converted/hiera_base_224:
     a random Meta hiera_tiny_224 converted as `--model` converts it; path/to/converted/sam2.1_hiera_tiny: a random
     SAM 2.1 tiny at 256 px, so that the mask-generation pipeline takes seconds; sam2.1_tiny_onnx: its ONNX export;
-    truck.jpg, blocks.mp4), and an hiera-hf cache holding
-    random-weight checkpoints in Meta's layout for the commands; returns (folder, environment)."""
+    truck.jpg, blocks.mp4), an hiera-hf cache holding random-weight checkpoints in Meta's layout for the commands,
+    and a Hugging Face cache holding a tiny random Grounding DINO as IDEA-Research/grounding-dino-tiny (the text
+    prompts' detector); returns (folder, environment)."""
     root = tmp_path_factory.mktemp("readme")
     cache, work = root / "cache", root / "work"
     (cache / "checkpoints").mkdir(parents=True)
@@ -66,7 +68,12 @@ def workspace(tmp_path_factory) -> tuple[Path, dict]:
     shutil.copy(media("truck.jpg"), work / "truck.jpg")
     shutil.copy(media("blocks.mp4"), work / "blocks.mp4")
     export_onnx(converted / "sam2.1_hiera_tiny", work / "sam2.1_tiny_onnx", progress=False)  # what the README exports
-    return work, {**os.environ, "HIERA_HF_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    commit = "0123456789abcdef0123456789abcdef01234567"  # huggingface_hub's cache layout
+    detector = root / "hf" / "hub" / "models--IDEA-Research--grounding-dino-tiny"
+    grounding_dino_folder(detector / "snapshots" / commit)
+    (detector / "refs").mkdir()
+    (detector / "refs" / "main").write_text(commit)
+    return work, {**os.environ, "HIERA_HF_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf")}
 
 
 @pytest.mark.parametrize("index", range(len(snippets("python"))))
