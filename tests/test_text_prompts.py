@@ -3,6 +3,7 @@ transformers loads them, the offline message, matching and naming pinned with a 
 session whose masks are the prompted boxes, and on a real SAM 2 session), and `segment`/`track --text` end to end."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +109,21 @@ def test_tiny_detectors_load_from_their_folder_as_the_pipeline_does(kind, detect
     assert len(TextDetector(folder, 0.0)(image, ["a dog"])) > 0  # random weights still find something
 
 
-def test_detector_not_cached_offline_says_what_to_do(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_detector_id_from_the_cache_offline_or_what_to_do(detector_folders, tmp_path, monkeypatch, capsys):
+    """A Hub id loads from huggingface_hub's cache offline (conftest sets HF_HUB_OFFLINE); one not cached gets a
+    one-line message naming the ways out."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import: patch it
+    commit = "0123456789abcdef0123456789abcdef01234567"  # the layout huggingface_hub's cache has
+    repo = tmp_path / "hub" / "models--someone--tiny-owlv2"
+    shutil.copytree(detector_folders["owlv2"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    image = marked_frame(2)
+    cached = TextDetector("someone/tiny-owlv2", 0.0)(image, "a dog")
+    direct = TextDetector(detector_folders["owlv2"], 0.0)(image, "a dog")
+    assert len(cached) > 0 and np.array_equal(cached.boxes, direct.boxes) and cached.labels == direct.labels
     with pytest.raises(ConnectionError, match="not in the Hugging Face cache") as error:
         TextDetector("someone/no-such-detector")
     assert "hf download someone/no-such-detector" in str(error.value) and "--detector DIR" in str(error.value)
@@ -119,6 +132,7 @@ def test_detector_not_cached_offline_says_what_to_do(tmp_path, monkeypatch, caps
     image = tmp_path / "image.png"
     Image.fromarray(marked_frame(0)).save(image)
     argv = ["segment", str(image), "--model", str(tmp_path), "--out", str(tmp_path / "m.png"), "--quiet"]
+    capsys.readouterr()
     assert main([*argv, "--text", "a dog", "--detector", "someone/no-such-detector"]) == 1
     err = capsys.readouterr().err
     assert "error: The detector someone/no-such-detector is not a local folder" in err and "Traceback" not in err
@@ -397,3 +411,29 @@ def test_app_takes_a_detector(app_model_folder):
     assert models.detector is None
     build_app(models, detector=fixed_detector(), threshold=0.5)
     assert isinstance(models.detector, TextDetector) and models.detector.threshold == 0.5
+
+
+def test_tracking_output_takes_objects_added_during_tracking(tmp_path):
+    from hiera_hf.sam2.video_output import write_tracking
+
+    ids = [1]
+    labels = np.zeros((2, 6, 8), np.uint8)
+    labels[0, 1:3, 1:4] = 1
+    labels[1, 1:3, 1:4], labels[1, 4:6, 5:8] = 1, 2
+
+    def frames():
+        for t in range(2):
+            if t == 1:
+                ids.append(2)  # object 2 appears on frame 1
+            yield t, labels[t]
+
+    names = {1: "a dog", 2: "a cat"}
+    order = write_tracking(tmp_path, ("rle", "boxes"), frames(), lambda: ids, None, names=names)
+    assert order == [0, 1]
+    records = [json.loads((tmp_path / "rle" / f"{t:05d}.json").read_text()) for t in range(2)]
+    assert [[(r["id"], r["name"], r["bbox"]) for r in frame] for frame in records] == [
+        [(1, "a dog", [1, 1, 3, 2])],
+        [(1, "a dog", [1, 1, 3, 2]), (2, "a cat", [5, 4, 3, 2])],
+    ]
+    assert (tmp_path / "boxes" / "1.txt").read_text() == "1,1,3,2\n1,1,3,2\n"
+    assert (tmp_path / "boxes" / "2.txt").read_text() == "0,0,0,0\n5,4,3,2\n"
