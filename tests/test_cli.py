@@ -122,6 +122,8 @@ def test_classify_offline_names_the_folder_alternative(tmp_path, monkeypatch, ca
     assert main(["classify", str(DOG), "--model", "hiera_tiny_224", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "hiera_tiny_224 is not in the cache" in err and "--model DIR" in err
+    drop_in = tmp_path / "cache" / "checkpoints" / "hiera_tiny_224.pth"  # the README's offline fix, named
+    assert f"copy it to {drop_in} " in err and "--checkpoint" not in err  # classify has no --checkpoint
     assert no_network == ["https://dl.fbaipublicfiles.com/hiera/hiera_tiny_224.pth"]
 
 
