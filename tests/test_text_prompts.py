@@ -291,6 +291,7 @@ def test_segment_text_writes_named_records(sam2_folder, detector_folders, marked
     image = marked_frames / "00003.png"
     out = tmp_path / "found.png"
     argv = ["segment", str(image), "--model", str(sam2_folder), "--out", str(out), "--quiet", "--text", "a dog."]
+    argv += ["--mask-threshold", "-2", "--max-hole-area", "4"]
     assert main([*argv, "--detector", str(detector_folders["grounding-dino"]), "--threshold", "0.3"]) == 0
     records = json.loads(out.with_suffix(".json").read_text())
     detections = TextDetector(detector_folders["grounding-dino"], 0.3)(Image.open(image), "a dog")
@@ -300,7 +301,8 @@ def test_segment_text_writes_named_records(sam2_folder, detector_folders, marked
     inputs = processor(np.asarray(Image.open(image)), input_boxes=[detections.boxes.tolist()])
     with torch.inference_mode():
         pred = model(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=False)
-    expected = processor.post_process_masks(pred.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    expected = processor.post_process_masks(pred.pred_masks, inputs["original_sizes"], -2, 4)[0][:, 0].numpy()
+    assert expected.any()
     with Image.open(out) as png:
         labels = np.asarray(png)
     for index, record in enumerate(records):

@@ -521,7 +521,8 @@ def _segment_text(args: argparse.Namespace, phrases: list[str]) -> None:
 
     detector = _text_detector(args, device)  # first: a detector missing offline is told before SAM 2 loads
     model, processor = _load_sam2(args.model, device, args.quiet)
-    records = segment_text(model, processor, image, detector, phrases)
+    post_process = {k: getattr(args, k) for k in ("mask_threshold", "max_hole_area", "max_sprinkle_area")}
+    records = segment_text(model, processor, image, detector, phrases, **post_process)
     labels = np.zeros((image.height, image.width), np.uint8)
     for record in reversed(records):  # the best detection on top
         labels[record["segmentation"]] = record["id"]

@@ -164,9 +164,10 @@ def unmatched(detections: Detections, tracked_boxes: np.ndarray, match_iou: floa
     return detections.take(kept)
 
 
-def segment_detections(model, processor, image, detections: Detections, mask_threshold: float = 0.0):
+def segment_detections(model, processor, image, detections: Detections, **post_process):
     """SAM 2's masks of the detections on an image, one per detection with its box as the prompt: `(N, H, W)` bool
-    masks (torch, CPU) and `(N,)` predicted IoUs. `model` is a `Sam2Model`, `processor` its `Sam2ImageProcessor`."""
+    masks (torch, CPU) and `(N,)` predicted IoUs. `model` is a `Sam2Model`, `processor` its `Sam2ImageProcessor`;
+    `post_process` goes to `processor.post_process_masks` (`mask_threshold`, `max_hole_area`, `max_sprinkle_area`)."""
     import torch
 
     rgb = to_rgb_array(image)
@@ -176,17 +177,20 @@ def segment_detections(model, processor, image, detections: Detections, mask_thr
     device = next(model.parameters()).device
     with torch.inference_mode():
         outputs = model(**{k: v.to(device) for k, v in inputs.items() if k != "original_sizes"}, multimask_output=False)
-    masks = processor.post_process_masks(outputs.pred_masks.cpu(), inputs["original_sizes"], mask_threshold)[0]
+    masks = processor.post_process_masks(outputs.pred_masks.cpu(), inputs["original_sizes"], **post_process)[0]
     return masks[:, 0].bool(), outputs.iou_scores[0, :, 0].float().cpu()
 
 
-def segment_text(model, processor, image, detector: TextDetector, text: str | Sequence[str]) -> list[dict]:
+def segment_text(
+    model, processor, image, detector: TextDetector, text: str | Sequence[str], **post_process
+) -> list[dict]:
     """Find the objects named by `text` on `image` and segment each: records (best detection first) with `id` (1,
     2, ...), `name` (the phrase), `score` (the detector's), `box` (the detection's x0, y0, x1, y1), `predicted_iou`
     (SAM 2's), `area` (pixels), `bbox` (x, y, w, h of the mask) and `segmentation` (`(H, W)` bool numpy mask), as
-    `Sam2AutomaticMaskGenerator` gives them with `output_mode="binary_mask"`."""
+    `Sam2AutomaticMaskGenerator` gives them with `output_mode="binary_mask"`. `post_process`: see
+    `segment_detections`."""
     detections = detector(image, text)
-    masks, ious = segment_detections(model, processor, image, detections)
+    masks, ious = segment_detections(model, processor, image, detections, **post_process)
     records = []
     for index, (mask, label, score, box, iou) in enumerate(
         zip(masks.numpy(), detections.labels, detections.scores, detections.boxes, ious.tolist())
