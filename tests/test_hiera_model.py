@@ -125,8 +125,8 @@ def test_gradient_checkpointing_gives_same_gradients():
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
-    assert model.is_gradient_checkpointing
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
     checkpointed = grads()
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)
