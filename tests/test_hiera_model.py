@@ -60,7 +60,7 @@ def test_backbone_feature_maps_equal_meta_intermediates(video):
 def test_backbone_out_features_and_auto(tmp_path):
     config = small_config(out_features=["stem", "stage2", "stage4"])
     HieraBackbone(config).save_pretrained(tmp_path)
-    # transformers 5.23's AutoBackbone.from_pretrained asks the Hub whether a repo exists before looking at local
+    # transformers 5.23-5.25's AutoBackbone.from_pretrained asks the Hub whether a repo exists before looking at local
     # folders, so it cannot load any local folder; from_config resolves our class and from_pretrained loads it.
     assert isinstance(AutoBackbone.from_config(AutoConfig.from_pretrained(tmp_path)), HieraBackbone)
     backbone = HieraBackbone.from_pretrained(tmp_path)
