@@ -109,7 +109,7 @@ def test_tiny_detectors_load_from_their_folder_as_the_pipeline_does(kind, detect
     assert len(TextDetector(folder, 0.0)(image, ["a dog"])) > 0  # random weights still find something
 
 
-def test_detector_id_from_the_cache_offline_or_what_to_do(detector_folders, tmp_path, monkeypatch, capsys):
+def test_detector_id_from_the_cache_offline_or_what_to_do(detector_folders, sam2_folder, tmp_path, monkeypatch, capsys):
     """A Hub id loads from huggingface_hub's cache offline (conftest sets HF_HUB_OFFLINE); one not cached gets a
     one-line message naming the ways out."""
     import huggingface_hub.constants
@@ -129,6 +129,10 @@ def test_detector_id_from_the_cache_offline_or_what_to_do(detector_folders, tmp_
     assert "hf download someone/no-such-detector" in str(error.value) and "--detector DIR" in str(error.value)
     with pytest.raises(FileNotFoundError, match="No such detector folder"):
         TextDetector(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="is not a model folder"):
+        TextDetector(tmp_path)
+    with pytest.raises(ValueError, match="holds a 'hiera_hf_sam2' model, not a zero-shot-object-detection one"):
+        TextDetector(sam2_folder)  # refused before anything is built
     image = tmp_path / "image.png"
     Image.fromarray(marked_frame(0)).save(image)
     argv = ["segment", str(image), "--model", str(tmp_path), "--out", str(tmp_path / "m.png"), "--quiet"]

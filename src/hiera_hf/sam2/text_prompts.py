@@ -84,6 +84,8 @@ def load_detector(detector: str | os.PathLike | Callable, device=None) -> Callab
     path = Path(name).expanduser()
     if not path.is_dir() and (path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1):
         raise FileNotFoundError(f"No such detector folder: {name}")
+    if path.is_dir():
+        _check_detector_folder(path)
     try:
         return pipeline(TASK, model=str(path) if path.is_dir() else name, device=device)
     except OSError as error:
@@ -96,6 +98,23 @@ def load_detector(detector: str | os.PathLike | Callable, device=None) -> Callab
         ) from error
     except ValueError as error:
         raise ValueError(f"{name} is not a {TASK} model: {' '.join(str(error).split())}") from error
+
+
+def _check_detector_folder(folder: Path) -> None:
+    """`ValueError` unless `folder` holds a config of a model type transformers' zero-shot detection pipeline takes
+    (checked before loading: another model would be built with random weights first)."""
+    import json
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES as TYPES
+
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        raise ValueError(f"{folder} is not a model folder (no readable config.json)") from None
+    if model_type not in TYPES:
+        raise ValueError(
+            f"{folder} holds a {model_type!r} model, not a {TASK} one (model types: {', '.join(TYPES)})"
+        )
 
 
 class TextDetector:
