@@ -515,7 +515,7 @@ def _segment_text(args: argparse.Namespace, phrases: list[str]) -> None:
 
     from .io_utils import atomic_write
     from .sam2.mask_generation import coco_encode_rle, mask_to_rle
-    from .sam2.text_prompts import segment_text
+    from .sam2.text_prompts import MAX_OBJECT_ID, segment_text
     from .sam2.video_output import write_palette_png
     from .visualization import draw
 
@@ -523,6 +523,9 @@ def _segment_text(args: argparse.Namespace, phrases: list[str]) -> None:
     model, processor = _load_sam2(args.model, device, args.quiet)
     post_process = {k: getattr(args, k) for k in ("mask_threshold", "max_hole_area", "max_sprinkle_area")}
     records = segment_text(model, processor, image, detector, phrases, **post_process)
+    if len(records) > MAX_OBJECT_ID:  # a palette PNG holds 255 objects
+        print(f"Kept the {MAX_OBJECT_ID} best of {len(records)} objects; raise --threshold to find fewer", file=sys.stderr)
+        records = records[:MAX_OBJECT_ID]
     labels = np.zeros((image.height, image.width), np.uint8)
     for record in reversed(records):  # the best detection on top
         labels[record["segmentation"]] = record["id"]
@@ -664,9 +667,10 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         type=_formats,
         metavar="png,rle,objects,boxes,mp4",
-        help="what to write (default png,mp4; with --text png,rle,mp4, so that the names are written): palette PNGs (pixel value = object id), per-frame COCO RLE JSON "
-        "(object id, frame, area, bbox), one 0/255 PNG per object and frame, per object one x,y,w,h line per frame "
-        "(line N = frame N; 0,0,0,0 where absent), the overlay video",
+        help="what to write (default png,mp4; with --text png,rle,mp4, so that the names are written): palette PNGs "
+        "(pixel value = object id), per-frame COCO RLE JSON (object id, name, frame, area, bbox), one 0/255 PNG per "
+        "object and frame, per object one x,y,w,h line per frame (line N = frame N; 0,0,0,0 where absent), the "
+        "overlay video",
     )
     add_text_arguments(parser, video=True)
     parser.add_argument(
