@@ -15,7 +15,8 @@ by SAM 2. One implementation for the Python API, `hiera-hf segment/track --text`
   detections that match no tracked object. A detection matches an object when the IoU of its box with the box of the
   object's mask on that frame is at least `match_iou` (default `MATCH_IOU` = 0.5, the usual detection-matching
   threshold); among the new detections of a frame, one that matches a better-scoring one is dropped too. Existing
-  objects are never renamed, removed or duplicated.
+  objects are never renamed or removed. An object predicted absent on a detection frame has no mask box there, so
+  a detection of it (e.g. as it comes back from behind an occluder) is added as a new object.
 """
 
 from __future__ import annotations
