@@ -410,13 +410,36 @@ def test_app_find_adds_named_objects_on_the_image_and_a_video_frame(app_model_fo
         video.close()
 
 
-def test_app_takes_a_detector(app_model_folder):
+def test_app_find_boxes_report_what_they_added(app_model_folder, marked_frames):
+    """The "Find" handlers of both tabs (`ui`), called as Gradio calls them: the objects added, named, in the
+    message; without a detector, the way to give one."""
+    from types import SimpleNamespace
+
     from hiera_hf.app import Models, build_app
 
     models = Models.from_pretrained(app_model_folder, device="cpu")
     assert models.detector is None
-    build_app(models, detector=fixed_detector(), threshold=0.5)
-    assert isinstance(models.detector, TextDetector) and models.detector.threshold == 0.5
+
+    def handlers(blocks) -> list:
+        return [f.fn for f in blocks.fns.values() if getattr(f.fn, "__name__", "") == "find_objects"]
+
+    request = SimpleNamespace(session_hash="tab")
+    blocks = build_app(models)
+    blocks.sessions.get("tab").image.open(marked_frame(0))
+    image_find, video_find = handlers(blocks)
+    assert "hiera-hf app --detector" in next(v for v in image_find("a dog", request).values() if isinstance(v, str))
+
+    blocks = build_app(models, detector=fixed_detector(), threshold=0.55)
+    assert isinstance(models.detector, TextDetector) and models.detector.threshold == 0.55
+    session = blocks.sessions.get("tab")
+    session.image.open(marked_frame(0))
+    session.open_video(marked_frames)
+    image_find, video_find = handlers(blocks)
+    messages = [v for v in image_find("a dog. a cat.", request).values() if isinstance(v, str)]
+    assert messages == ["Found object 1 (a dog), object 2 (a cat)"]
+    messages = [v for v in video_find(3, "a red mug", request).values() if isinstance(v, str)]
+    assert messages == ["Found object 1 (a red mug) on frame 3"]  # MUG scores 0.6, NEAR_CAT 0.5: below 0.55
+    blocks.sessions.close("tab")
 
 
 def test_tracking_output_takes_objects_added_during_tracking(tmp_path):
