@@ -109,7 +109,8 @@ def test_tiny_detectors_load_from_their_folder_as_the_pipeline_does(kind, detect
     assert len(TextDetector(folder, 0.0)(image, ["a dog"])) > 0  # random weights still find something
 
 
-def test_detector_id_from_the_cache_offline_or_what_to_do(detector_folders, sam2_folder, tmp_path, monkeypatch, capsys):
+def test_detector_id_from_the_cache_offline_or_what_to_do(detector_folders, sam2_folder, tmp_path, monkeypatch,
+                                                          capsys):
     """A Hub id loads from huggingface_hub's cache offline (conftest sets HF_HUB_OFFLINE); one not cached gets a
     one-line message naming the ways out."""
     import huggingface_hub.constants
@@ -311,7 +312,8 @@ def test_segment_text_writes_named_records(sam2_folder, detector_folders, marked
         labels = np.asarray(png)
     for index, record in enumerate(records):
         assert record["id"] == index + 1 and record["name"] == "a dog"
-        assert record["box"] == detections.boxes[index].tolist() and record["score"] == pytest.approx(detections.scores[index])
+        assert record["box"] == detections.boxes[index].tolist()
+        assert record["score"] == pytest.approx(detections.scores[index])
         rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
         assert np.array_equal(coco_mask.decode(rle).astype(bool), expected[index])
         assert record["area"] == expected[index].sum()

@@ -524,7 +524,7 @@ def _segment_text(args: argparse.Namespace, phrases: list[str]) -> None:
     post_process = {k: getattr(args, k) for k in ("mask_threshold", "max_hole_area", "max_sprinkle_area")}
     records = segment_text(model, processor, image, detector, phrases, **post_process)
     if len(records) > MAX_OBJECT_ID:  # a palette PNG holds 255 objects
-        print(f"Kept the {MAX_OBJECT_ID} best of {len(records)} objects; raise --threshold to find fewer", file=sys.stderr)
+        print(f"Kept the {MAX_OBJECT_ID} best of {len(records)} objects; raise --threshold for fewer", file=sys.stderr)
         records = records[:MAX_OBJECT_ID]
     labels = np.zeros((image.height, image.width), np.uint8)
     for record in reversed(records):  # the best detection on top
@@ -825,7 +825,7 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
         help="a zero-shot-object-detection model for the \"Find\" boxes (objects by name; see segment --detector)",
     )
     parser.add_argument(
-        "--threshold", type=_fraction, metavar="SCORE", help="the lowest detection score kept (default: the detector's)"
+        "--threshold", type=_fraction, metavar="SCORE", help="lowest detection score kept (default: the detector's)"
     )
     add_run_arguments(parser)
 
@@ -843,9 +843,8 @@ def run_app(args: argparse.Namespace) -> None:
         raise ImportError(f'The app needs Gradio: pip install "hiera-hf[app]" ({error})') from error
     from .app import launch
 
-    launch(
-        args.model, host=args.host, port=args.port, device=str(device), detector=args.detector, threshold=args.threshold
-    )
+    detector = {"detector": args.detector, "threshold": args.threshold}
+    launch(args.model, host=args.host, port=args.port, device=str(device), **detector)
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {

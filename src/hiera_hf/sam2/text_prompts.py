@@ -48,7 +48,7 @@ def parse_phrases(text: str) -> list[str]:
     phrases = list(dict.fromkeys(" ".join(phrase.split()) for phrase in text.split(".")))
     phrases = [phrase for phrase in phrases if phrase]
     if not phrases:
-        raise ValueError(f"The text names no object; give phrases separated by periods, e.g. 'a dog. a cat.', got {text!r}")
+        raise ValueError(f"The text names no object; give phrases separated by periods ('a dog. a cat.'): {text!r}")
     return phrases
 
 
@@ -196,7 +196,8 @@ def segment_detections(model, processor, image, detections: Detections, **post_p
     inputs = processor(rgb, input_boxes=[detections.boxes.tolist()])
     device = next(model.parameters()).device
     with torch.inference_mode():
-        outputs = model(**{k: v.to(device) for k, v in inputs.items() if k != "original_sizes"}, multimask_output=False)
+        model_inputs = {k: v.to(device) for k, v in inputs.items() if k != "original_sizes"}
+        outputs = model(**model_inputs, multimask_output=False)
     masks = processor.post_process_masks(outputs.pred_masks.cpu(), inputs["original_sizes"], **post_process)[0]
     return masks[:, 0].bool(), outputs.iou_scores[0, :, 0].float().cpu()
 
@@ -271,7 +272,8 @@ class TextTracker:
         for box, label in zip(new.boxes, new.labels):
             free = [i for i in range(1, MAX_OBJECT_ID + 1) if i not in self.session.object_ids]
             if not free:
-                warnings.warn(f"At most {MAX_OBJECT_ID} objects: {label!r} on frame {frame_idx} is not added", stacklevel=2)
+                message = f"At most {MAX_OBJECT_ID} objects: {label!r} on frame {frame_idx} is not added"
+                warnings.warn(message, stacklevel=2)
                 break
             added = self.session.add_box(frame_idx, free[0], box.tolist())
             self.names[free[0]] = label
