@@ -54,8 +54,9 @@ def test_phrases_are_split_on_periods():
     assert parse_phrases("a dog. a cat.") == ["a dog", "a cat"]
     assert parse_phrases("  a   red mug .. a dog. a red mug") == ["a red mug", "a dog"]  # blanks and repeats go
     assert parse_phrases("person") == ["person"]
-    for text in ("", " . . ", None):
-        with pytest.raises(ValueError, match="names no object|must be a string"):
+    assert parse_phrases(["a dog", " a  cat ", "a dog"]) == ["a dog", "a cat"]
+    for text in ("", " . . ", None, [], ["", " "], ["a dog", 3]):
+        with pytest.raises(ValueError, match="names no object|must be phrases"):
             parse_phrases(text)
 
 

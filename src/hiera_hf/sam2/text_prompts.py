@@ -41,11 +41,15 @@ MAX_OBJECT_ID = 255  # object ids are palette PNG values
 TASK = "zero-shot-object-detection"
 
 
-def parse_phrases(text: str) -> list[str]:
-    """The phrases of `text`, separated by periods ("a dog. a cat." -> ["a dog", "a cat"]); `ValueError` when none."""
-    if not isinstance(text, str):
-        raise ValueError(f"The text must be a string of phrases such as 'a dog. a cat.', got {text!r}")
-    phrases = list(dict.fromkeys(" ".join(phrase.split()) for phrase in text.split(".")))
+def parse_phrases(text: str | Sequence[str]) -> list[str]:
+    """The phrases of `text`, separated by periods ("a dog. a cat." -> ["a dog", "a cat"]), or of a list of phrases
+    (["a dog", "a cat"]); `ValueError` when none."""
+    if not isinstance(text, str) and not (
+        isinstance(text, (list, tuple)) and all(isinstance(phrase, str) for phrase in text)
+    ):
+        raise ValueError(f"The text must be phrases ('a dog. a cat.' or a list of them), got {text!r}")
+    pieces = text.split(".") if isinstance(text, str) else text
+    phrases = list(dict.fromkeys(" ".join(phrase.split()) for phrase in pieces))
     phrases = [phrase for phrase in phrases if phrase]
     if not phrases:
         raise ValueError(f"The text names no object; give phrases separated by periods ('a dog. a cat.'): {text!r}")
@@ -136,9 +140,9 @@ class TextDetector:
         self.threshold = threshold
 
     def __call__(self, image, text: str | Sequence[str]) -> Detections:
-        """Detections of the phrases `text` (a string, see `parse_phrases`, or a list of phrases) on an RGB image (PIL
-        or `(H, W, 3)` uint8), boxes clipped to the image (empty ones dropped), best score first."""
-        phrases = parse_phrases(text) if isinstance(text, str) else list(text)
+        """Detections of the phrases `text` (see `parse_phrases`) on an RGB image (PIL or `(H, W, 3)` uint8), boxes
+        clipped to the image (empty ones dropped), best score first."""
+        phrases = parse_phrases(text)
         rgb = to_rgb_array(image)
         height, width = rgb.shape[:2]
         kwargs = {} if self.threshold is None else {"threshold": self.threshold}
@@ -259,7 +263,7 @@ class TextTracker:
         if not 0 < match_iou <= 1:
             raise ValueError(f"match_iou must be in (0, 1], got {match_iou}")
         self.session, self.detector, self.detect_every, self.match_iou = session, detector, detect_every, match_iou
-        self.phrases = parse_phrases(text) if isinstance(text, str) else list(text)
+        self.phrases = parse_phrases(text)
         self.names: dict[int, str] = {}
 
     def detect(self, frame_idx: int, result: Sam2VideoFrameResult | None = None) -> Sam2VideoFrameResult | None:
