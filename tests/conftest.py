@@ -28,6 +28,18 @@ def no_network(monkeypatch) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def sam2_folder(tmp_path_factory):
+    """A random-weight SAM 2.1 tiny video model at 128 px (2 memories, 2 pointers), saved without a processor."""
+    from hiera_hf import Sam2Config, Sam2VideoModel
+
+    torch.manual_seed(0)
+    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128, num_maskmem=2, max_obj_ptrs_in_encoder=2)
+    folder = tmp_path_factory.mktemp("sam2") / "model"
+    Sam2VideoModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def app_model_folder(tmp_path_factory):
     """The app tests' converted SAM 2.1 tiny (`app_helpers.converted_tiny`: 256 px input, objects kept present)."""
     from app_helpers import OBJECT_SCORE_SHIFT, SIZE, converted_tiny

@@ -122,6 +122,8 @@ def test_classify_offline_names_the_folder_alternative(tmp_path, monkeypatch, ca
     assert main(["classify", str(DOG), "--model", "hiera_tiny_224", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "hiera_tiny_224 is not in the cache" in err and "--model DIR" in err
+    drop_in = tmp_path / "cache" / "checkpoints" / "hiera_tiny_224.pth"  # the README's offline fix, named
+    assert f"copy it to {drop_in} " in err and "--checkpoint" not in err  # classify has no --checkpoint
     assert no_network == ["https://dl.fbaipublicfiles.com/hiera/hiera_tiny_224.pth"]
 
 
@@ -231,17 +233,6 @@ def test_convert_names_the_variant_a_checkpoint_matches(meta_tiny_checkpoint, tm
 # ---------------------------------------------------------------------------------------------------------------
 
 FRAMES, HEIGHT, WIDTH = 4, 48, 64
-
-
-@pytest.fixture(scope="module")
-def sam2_folder(tmp_path_factory) -> Path:
-    from hiera_hf import Sam2Config, Sam2VideoModel
-
-    torch.manual_seed(0)
-    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=128, num_maskmem=2, max_obj_ptrs_in_encoder=2)
-    folder = tmp_path_factory.mktemp("sam2") / "model"
-    Sam2VideoModel(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

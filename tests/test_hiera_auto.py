@@ -98,7 +98,7 @@ def test_auto_classes_load_ours(image_folder):
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values).logits, model(pixel_values).logits, atol=0, rtol=0)
     assert type(AutoModel.from_pretrained(folder)) is HieraModel
-    # transformers 5.23's AutoBackbone.from_pretrained asks the Hub about the name before looking for a local
+    # transformers 5.23-5.25's AutoBackbone.from_pretrained asks the Hub about the name before looking for a local
     # folder (HFValidationError on any absolute path), so resolve the class through from_config.
     assert type(AutoBackbone.from_config(AutoConfig.from_pretrained(folder))) is HieraBackbone
     processor = AutoImageProcessor.from_pretrained(folder)

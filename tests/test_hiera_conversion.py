@@ -334,10 +334,13 @@ def test_push_to_hub_uploads_the_written_folder(tiny_checkpoint, tmp_path, monke
 def test_download_cache_and_resolve_model(tiny_checkpoint, tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("HIERA_HF_CACHE", str(tmp_path / "cache"))
     downloads = no_network
-    with pytest.raises(ConnectionError, match="--checkpoint FILE.*--model DIR"):
+    drop_in = re.escape(str(tmp_path / "cache" / "checkpoints" / "hiera_tiny_224.pth"))
+    with pytest.raises(ConnectionError, match=f"copy it to {drop_in} .*Or pass --checkpoint FILE") as error:
         convert_hiera(tmp_path / "out", "hiera_tiny_224", progress=False)
-    with pytest.raises(ConnectionError, match="--model DIR"):
+    assert "--model" not in str(error.value)  # convert has no --model
+    with pytest.raises(ConnectionError, match=f"copy it to {drop_in} .*Or pass --model DIR") as error:
         hub.resolve_model("hiera_tiny_224")
+    assert "--checkpoint" not in str(error.value)  # classify, segment, track have no --checkpoint
     assert downloads == ["https://dl.fbaipublicfiles.com/hiera/hiera_tiny_224.pth"] * 2
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "cache" / "checkpoints").exists()  # no partial download, nor the folder made for it

@@ -1,8 +1,9 @@
 """Every README snippet runs verbatim: each ```python block in a fresh interpreter and each line of the ```bash
-blocks of `hiera-hf` commands, in a folder where the paths they name exist, with random-weight stand-ins for the
-official checkpoints (Meta's layout, in `$HIERA_HF_CACHE/checkpoints/` as the README says) and the converted
-folders. Blocks that install packages or launch training (`pip install`, `accelerate launch`: network or GPU) are
-the only ones not run; ```text blocks are synopses, not snippets."""
+blocks of `hiera-hf` commands, from a repository root with `../shared/media` beside it (where the README runs them),
+with random-weight stand-ins for the official checkpoints (Meta's layout, in `$HIERA_HF_CACHE/checkpoints/` as the
+README says) and for the converted folders a `--model NAME` run leaves in `$HIERA_HF_CACHE/models/`. Blocks that
+install packages or launch training (`pip install`, `accelerate launch`: network or GPU) are the only ones not run;
+```text blocks are synopses, not snippets."""
 
 import os
 import re
@@ -15,9 +16,10 @@ from pathlib import Path
 import hiera
 import pytest
 import torch
-from sam2_helpers import media, meta_model
+from detector_helpers import grounding_dino_folder
+from sam2_helpers import media
 
-from hiera_hf import Sam2Config, Sam2ImageProcessor, Sam2VideoModel
+from hiera_hf import HIERA_PRESETS, Sam2Config, Sam2ImageProcessor, Sam2VideoModel
 from hiera_hf.hub import resolve_model
 from hiera_hf.onnx.export import export_onnx
 
@@ -41,32 +43,39 @@ def test_every_block_is_run_or_named():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> tuple[Path, dict]:
-    """A working folder with dog.jpg and the folders the Python snippets load (path/to/converted/hiera_base_224:
-    a random Meta hiera_tiny_224 converted as `--model` converts it; path/to/converted/sam2.1_hiera_tiny: a random
-    SAM 2.1 tiny at 256 px, so that the mask-generation pipeline takes seconds; sam2.1_tiny_onnx: its ONNX export;
-    truck.jpg, blocks.mp4), and an hiera-hf cache holding
-    random-weight checkpoints in Meta's layout for the commands; returns (folder, environment)."""
+    """The layout the README is run in: a repository root (`repo`, the working folder) with `../shared/media`
+    beside it (dog.jpg, truck.jpg, blocks.mp4); an hiera-hf cache holding a random-weight hiera_tiny_224 checkpoint
+    in Meta's layout (`checkpoints/`, for `--model hiera_tiny_224`) and, in `models/`, the converted folders that
+    `resolve_model("hiera_base_224")` and `--model sam2.1_hiera_tiny` find there once converted (stand-ins: a
+    converted random hiera_tiny_224; a random SAM 2.1 tiny at 256 px, so that the mask-generation pipeline takes
+    seconds); `repo/sam2.1_tiny_onnx`, its ONNX export; and a Hugging Face cache holding a tiny random Grounding
+    DINO as IDEA-Research/grounding-dino-tiny (the text prompts' detector). Returns (repo, environment)."""
     root = tmp_path_factory.mktemp("readme")
-    cache, work = root / "cache", root / "work"
+    cache, work, media_folder = root / "cache", root / "repo", root / "shared" / "media"
     (cache / "checkpoints").mkdir(parents=True)
     torch.manual_seed(0)
     torch.save({"model_state": hiera.hiera_tiny_224().state_dict()}, cache / "checkpoints" / "hiera_tiny_224.pth")
-    torch.save({"model": meta_model("sam2.1_hiera_tiny").state_dict()}, cache / "checkpoints" / "sam2.1_hiera_tiny.pt")
-    converted = work / "path" / "to" / "converted"
     previous = os.environ.get("HIERA_HF_CACHE")
     os.environ["HIERA_HF_CACHE"] = str(cache)
     try:
-        shutil.copytree(resolve_model("hiera_tiny_224", progress=False), converted / "hiera_base_224")
+        tiny = resolve_model("hiera_tiny_224", progress=False)
     finally:
         os.environ.pop("HIERA_HF_CACHE") if previous is None else os.environ.update(HIERA_HF_CACHE=previous)
-    config = Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=256)
-    Sam2VideoModel(config).save_pretrained(converted / "sam2.1_hiera_tiny")  # a converted folder holds both halves
-    Sam2ImageProcessor(size={"height": 256, "width": 256}).save_pretrained(converted / "sam2.1_hiera_tiny")
-    shutil.copy(media("dog.jpg"), work / "dog.jpg")
-    shutil.copy(media("truck.jpg"), work / "truck.jpg")
-    shutil.copy(media("blocks.mp4"), work / "blocks.mp4")
-    export_onnx(converted / "sam2.1_hiera_tiny", work / "sam2.1_tiny_onnx", progress=False)  # what the README exports
-    return work, {**os.environ, "HIERA_HF_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    shutil.copytree(tiny, cache / "models" / f"hiera_base_224.{HIERA_PRESETS['hiera_base_224'].default_checkpoint}")
+    sam2 = cache / "models" / "sam2.1_hiera_tiny"
+    Sam2VideoModel(Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=256)).save_pretrained(sam2)  # both halves
+    Sam2ImageProcessor(size={"height": 256, "width": 256}).save_pretrained(sam2)
+    media_folder.mkdir(parents=True)
+    for name in ("dog.jpg", "truck.jpg", "blocks.mp4"):
+        shutil.copy(media(name), media_folder / name)
+    work.mkdir()
+    export_onnx(sam2, work / "sam2.1_tiny_onnx", progress=False)  # what the README exports
+    commit = "0123456789abcdef0123456789abcdef01234567"  # huggingface_hub's cache layout
+    detector = root / "hf" / "hub" / "models--IDEA-Research--grounding-dino-tiny"
+    grounding_dino_folder(detector / "snapshots" / commit)
+    (detector / "refs").mkdir()
+    (detector / "refs" / "main").write_text(commit)
+    return work, {**os.environ, "HIERA_HF_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf")}
 
 
 @pytest.mark.parametrize("index", range(len(snippets("python"))))

@@ -202,7 +202,7 @@ def test_gradient_checkpointing_covers_every_layer_and_keeps_gradients():
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     plain = gradients()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     counts = count_checkpointed_calls(model, (Sam2HieraBlock, Sam2TwoWayAttentionBlock))
     checkpointed = gradients()
     assert all(counts[t] and all(c == 1 for c in counts[t]) for t in counts), counts
@@ -212,7 +212,7 @@ def test_gradient_checkpointing_covers_every_layer_and_keeps_gradients():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-6, msg=name)
 
     video = random_model(Sam2VideoModel).train()
-    video.gradient_checkpointing_enable()
+    video.activation_checkpointing_enable()
     counts = count_checkpointed_calls(video, (Sam2HieraBlock, Sam2TwoWayAttentionBlock, Sam2MemoryAttentionLayer))
     run_video(video)[1].pred_masks.sum().backward()
     assert all(counts[t] and all(c >= 1 for c in counts[t]) for t in counts), counts

@@ -208,7 +208,7 @@ def test_auto_classes_backbone_and_pixel_path(tiny):
     pixel_values = torch.randn(1, 3, SMALL_SIZE, SMALL_SIZE)
     with torch.no_grad():
         meta_stages = meta.image_encoder.trunk(pixel_values)
-    # transformers 5.23's AutoBackbone.from_pretrained asks the Hub about any name before looking for a local
+    # transformers 5.23-5.25's AutoBackbone.from_pretrained asks the Hub about any name before looking for a local
     # folder (HFValidationError on an absolute path), so check the Auto mapping and load through the class.
     assert MODEL_FOR_BACKBONE_MAPPING[Sam2Config] is Sam2HieraBackbone
     # transformers' own SAM 2 keeps its classes despite the shared config class name.

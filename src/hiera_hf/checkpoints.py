@@ -26,7 +26,7 @@ def download_checkpoint(variant: str, checkpoint_name: str | None = None, progre
     """Path of Meta's checkpoint for `variant`, downloaded on first use: a Hiera `.pth` (the default checkpoint
     unless `checkpoint_name`) or a SAM 2 `.pt` (one per variant, so no `checkpoint_name`).
 
-    Raises `ConnectionError` when the download fails (e.g. offline), naming the offline alternatives.
+    Raises `ConnectionError` when the download fails (e.g. offline), naming the path to copy the file to.
     """
     if variant in SAM2_PRESETS:
         if checkpoint_name is not None:
@@ -41,8 +41,8 @@ def download_checkpoint(variant: str, checkpoint_name: str | None = None, progre
         atomic_write(target, lambda partial: torch.hub.download_url_to_file(url, partial, progress=progress))
     except (urllib.error.URLError, OSError) as error:
         raise ConnectionError(
-            f"Could not download {url} ({error}). If you are offline, download {target.name} elsewhere and pass "
-            f"--checkpoint FILE (convert) or pass --model DIR with an already converted folder."
+            f"Could not download {url} ({error}). Offline, download {target.name} where there is a network and "
+            f"copy it to {target} (the cache, $HIERA_HF_CACHE/checkpoints/): the same command then uses it."
         ) from error
     return target
 

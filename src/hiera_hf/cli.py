@@ -389,7 +389,14 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
         "--label", action="append", type=_label, metavar="0|1", help="label per --point (1 foreground, 0 background)"
     )
     parser.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_prompt_type("--box", 0, 4), help="box in image pixels")
-    parser.add_argument("--out", required=True, metavar="MASK.png", help="mask PNG; the overlay goes to *_overlay.png")
+    add_text_arguments(parser)
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="MASK.png",
+        help="mask PNG; the overlay goes to *_overlay.png. With --text: a palette PNG (pixel value = object id, "
+        "1, 2, ... best detection first) and MASK.json, the objects' COCO records (name = phrase)",
+    )
     parser.add_argument("--mask-threshold", type=_finite, default=0.0, help="logit threshold (default 0)")
     parser.add_argument("--max-hole-area", type=_area, default=0.0, help="fill holes up to this low-res area")
     parser.add_argument("--max-sprinkle-area", type=_area, default=0.0, help="remove specks up to this low-res area")
@@ -397,7 +404,65 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
 
 
+def add_text_arguments(parser: argparse.ArgumentParser, video: bool = False) -> None:
+    """`--text`, `--detector`, `--threshold` (and for videos `--detect-every`): objects found by name
+    (`sam2.text_prompts`)."""
+    parser.add_argument(
+        "--text",
+        metavar='"A DOG. A CAT."',
+        help="find the objects by name instead of prompts: phrases separated by periods; each object found by "
+        "--detector is named by its phrase",
+    )
+    parser.add_argument(
+        "--detector",
+        metavar="ID_OR_DIR",
+        help="with --text: a transformers zero-shot-object-detection model (Grounding DINO, OWLv2, OWL-ViT, "
+        "OmDet-Turbo), a Hub id in the Hugging Face cache (e.g. IDEA-Research/grounding-dino-tiny) or a local folder",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_fraction,
+        metavar="SCORE",
+        help="with --text: the lowest detection score kept (default: the detector's own, 0.1 in transformers)",
+    )
+    if video:
+        parser.add_argument(
+            "--detect-every",
+            type=_positive,
+            metavar="N",
+            help="with --text: detect again every N frames and add the objects that match no tracked one (IoU of "
+            "the box with the object's mask box below 0.5); default: on the start frame only",
+        )
+
+
+def _check_text_arguments(args: argparse.Namespace, prompts: bool) -> list[str] | None:
+    """The phrases of `--text` (None without it), the flags that go with it checked: `--detector` needed, the
+    detection flags only with `--text`, and `--text` not mixed with other prompts (`prompts`)."""
+    from .sam2.text_prompts import parse_phrases
+
+    detection = [f for f in ("detector", "threshold", "detect_every") if getattr(args, f, None) is not None]
+    if args.text is None:
+        if detection:
+            raise ValueError(f"--{detection[0].replace('_', '-')} goes with --text")
+        return None
+    if args.detector is None:
+        raise ValueError("--text needs --detector ID_OR_DIR (a zero-shot-object-detection model)")
+    if prompts:
+        raise ValueError("Give --text or prompts (--point, --box, --mask, --box-file), not both")
+    return parse_phrases(args.text)
+
+
+def _text_detector(args: argparse.Namespace, device):
+    """The `TextDetector` of `--detector` and `--threshold` on `device`."""
+    from .sam2.text_prompts import TextDetector
+
+    return TextDetector(args.detector, args.threshold, device=device)
+
+
 def run_segment(args: argparse.Namespace) -> None:
+    phrases = _check_text_arguments(args, bool(args.point or args.box is not None or args.label))
+    if phrases is not None:
+        return _segment_text(args, phrases)
     if not args.point and args.box is None:
         raise ValueError("Give at least one --point X,Y or a --box X0,Y0,X1,Y1")
     labels = args.label if args.label is not None else [1] * len(args.point)
@@ -435,6 +500,46 @@ def run_segment(args: argparse.Namespace) -> None:
     _save_png(draw(image, mask, points=args.point or None, labels=labels, boxes=args.box and [args.box]), overlay)
     if not args.quiet:
         print(f"Wrote {out} and {overlay} (predicted IoU {outputs.iou_scores[0, 0, best].item():.3f})")
+
+
+def _segment_text(args: argparse.Namespace, phrases: list[str]) -> None:
+    """`segment --text`: the label map, its overlay (with the detections' boxes) and the COCO records."""
+    out = Path(args.out)
+    overlay, records_file = out.with_name(f"{out.stem}_overlay.png"), out.with_suffix(".json")
+    refuse_existing([out, overlay, records_file], args.overwrite)
+    from .image_utils import open_image
+
+    image = open_image(args.image)
+    device = start(args)
+    import numpy as np
+
+    from .io_utils import atomic_write
+    from .sam2.mask_generation import coco_encode_rle, mask_to_rle
+    from .sam2.text_prompts import MAX_OBJECT_ID, segment_text
+    from .sam2.video_output import write_palette_png
+    from .visualization import draw
+
+    detector = _text_detector(args, device)  # first: a detector missing offline is told before SAM 2 loads
+    model, processor = _load_sam2(args.model, device, args.quiet)
+    post_process = {k: getattr(args, k) for k in ("mask_threshold", "max_hole_area", "max_sprinkle_area")}
+    records = segment_text(model, processor, image, detector, phrases, **post_process)
+    if len(records) > MAX_OBJECT_ID:  # a palette PNG holds 255 objects
+        print(f"Kept the {MAX_OBJECT_ID} best of {len(records)} objects; raise --threshold for fewer", file=sys.stderr)
+        records = records[:MAX_OBJECT_ID]
+    labels = np.zeros((image.height, image.width), np.uint8)
+    for record in reversed(records):  # the best detection on top
+        labels[record["segmentation"]] = record["id"]
+    write_palette_png(labels, out)
+    masks = [r["segmentation"] for r in records]
+    _save_png(draw(image, masks or None, boxes=[r["box"] for r in records] or None), overlay)
+    coco = [{**r, "segmentation": coco_encode_rle(mask_to_rle(r["segmentation"]))} for r in records]
+    text = json.dumps(coco, indent=1) + "\n"
+    atomic_write(records_file, lambda partial: Path(partial).write_text(text))
+    if not args.quiet:
+        found = ", ".join(f"{r['id']} {r['name']} ({r['score']:.2f})" for r in records) or "nothing"
+        print(f"Found {found}; wrote {out}, {overlay} and {records_file}")
+    if not records:
+        print(f"No object scored --threshold or more for {'. '.join(phrases)}; lower it to keep more", file=sys.stderr)
 
 
 def add_generate_masks_arguments(parser: argparse.ArgumentParser) -> None:
@@ -561,13 +666,16 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         type=_formats,
-        default=("png", "mp4"),
         metavar="png,rle,objects,boxes,mp4",
-        help="what to write (default png,mp4): palette PNGs (pixel value = object id), per-frame COCO RLE JSON "
-        "(object id, frame, area, bbox), one 0/255 PNG per object and frame, per object one x,y,w,h line per frame "
-        "(line N = frame N; 0,0,0,0 where absent), the overlay video",
+        help="what to write (default png,mp4; with --text png,rle,mp4, so that the names are written): palette PNGs "
+        "(pixel value = object id), per-frame COCO RLE JSON (object id, name, frame, area, bbox), one 0/255 PNG per "
+        "object and frame, per object one x,y,w,h line per frame (line N = frame N; 0,0,0,0 where absent), the "
+        "overlay video",
     )
-    parser.add_argument("--start-frame", type=int, metavar="FRAME", help="frame to track from (default: first prompt)")
+    add_text_arguments(parser, video=True)
+    parser.add_argument(
+        "--start-frame", type=int, metavar="FRAME", help="frame to track from (default: first prompt; with --text 0)"
+    )
     parser.add_argument(
         "--direction",
         choices=("forward", "backward", "both"),
@@ -634,8 +742,8 @@ def _track_prompts(args: argparse.Namespace) -> dict:
         if (frame, obj) in prompts:
             raise ValueError(f"Object {obj} on frame {frame}: give a --mask or clicks and a box, not both")
         prompts[frame, obj] = VideoPrompt(mask=read_mask(path, obj))
-    if not prompts:
-        raise ValueError("Give at least one --point or --box (or --mask)")
+    if not prompts and args.text is None:
+        raise ValueError("Give at least one --point or --box (or --mask), or --text")
     if args.start_frame is not None and args.start_frame < 0:
         raise ValueError(f"--start-frame must be at least 0, got {args.start_frame}")
     return prompts
@@ -650,10 +758,13 @@ def run_track(args: argparse.Namespace) -> None:
 
     prompts = _track_prompts(args)
     strategy = _track_strategy(args)
+    phrases = _check_text_arguments(args, bool(prompts))
+    formats = args.format or (("png", "mp4") if phrases is None else ("png", "rle", "mp4"))
     out = Path(args.out)
     inputs = [args.video, *(path for _, _, path in args.mask)]
-    check_output(out, args.format, args.overwrite, inputs)
+    check_output(out, formats, args.overwrite, inputs)
     device = start(args)
+    detector = None if phrases is None else _text_detector(args, device)  # told before SAM 2 loads
     from .hub import load_pretrained, resolve_model
     from .sam2 import Sam2VideoModel, Sam2VideoSession
     from .sam2.video_output import label_map, write_tracking
@@ -662,14 +773,18 @@ def run_track(args: argparse.Namespace) -> None:
 
     folder = resolve_model(args.model, progress=not args.quiet)
     model = load_pretrained(Sam2VideoModel, folder, SAM2_TYPES, f"track needs {SAM2_NEEDED}").to(device)
-    failure = None
+    failure, tracker = None, None
     with Sam2VideoSession(model, args.video, progress=not args.quiet, strategy=strategy) as session:
         try:
-            apply_prompts(session, prompts)
+            if phrases is None:
+                apply_prompts(session, prompts)
+                first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
+                results = propagate(session, first, args.direction, args.max_frames)
+            else:
+                first = args.start_frame or 0
+                results, tracker = _track_text(args, phrases, session, first, detector)
         except VideoDecodeError as error:
             raise ValueError(f"{error}; nothing was written") from None
-        first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
-        results = propagate(session, first, args.direction, args.max_frames)
 
         def label_maps():
             nonlocal failure
@@ -679,16 +794,35 @@ def run_track(args: argparse.Namespace) -> None:
             except VideoDecodeError as error:
                 failure = error
 
+        names = None if tracker is None else tracker.names
         order = write_tracking(
-            out, args.format, label_maps(), session.object_ids, session.frame, session.fps, None, args.overwrite, inputs
-        )
+            out, formats, label_maps(), lambda: session.object_ids, session.frame, session.fps, names, args.overwrite,
+            inputs,
+        )  # fmt: skip
     span = f" (frames {order[0]}-{order[-1]})" if order else ""
-    names = {"png": "masks/", "rle": "rle/", "objects": "objects/", "boxes": "boxes/", "mp4": "overlay.mp4"}
-    written = f"{plural(len(order), 'frame')}{span}: {', '.join(names[f] for f in args.format)} in {out}"
+    folders = {"png": "masks/", "rle": "rle/", "objects": "objects/", "boxes": "boxes/", "mp4": "overlay.mp4"}
+    written = f"{plural(len(order), 'frame')}{span}: {', '.join(folders[f] for f in formats)} in {out}"
     if failure is not None:
         raise ValueError(f"{failure}; tracking stopped there and wrote {written}")
     if not args.quiet:
-        print(f"Tracked {written}")
+        objects = "" if tracker is None else f" of {', '.join(f'{i} {n}' for i, n in tracker.names.items())}"
+        print(f"Tracked {written}{objects}")
+
+
+def _track_text(args: argparse.Namespace, phrases: list[str], session, first: int, detector):
+    """`track --text`: the objects `detector` finds on frame `first` added to `session`; (results, `TextTracker`);
+    `ValueError` when nothing is found there."""
+    from .sam2.text_prompts import TextTracker
+
+    if first >= session.num_frames:
+        raise ValueError(f"--start-frame {first} is out of range for a video of {session.num_frames} frames")
+    tracker = TextTracker(session, detector, phrases, args.detect_every)
+    if tracker.detect(first) is None:
+        raise ValueError(
+            f"No object of --text {args.text!r} scored --threshold or more on frame {first}; lower --threshold or "
+            "choose another --start-frame; nothing was written"
+        )
+    return tracker.propagate(first, args.direction, args.max_frames), tracker
 
 
 def add_export_onnx_arguments(parser: argparse.ArgumentParser) -> None:
@@ -725,6 +859,14 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0: all)")
     parser.add_argument("--port", type=int, metavar="N", help="port (default: the first free one from 7860)")
+    parser.add_argument(
+        "--detector",
+        metavar="ID_OR_DIR",
+        help="a zero-shot-object-detection model for the \"Find\" boxes (objects by name; see segment --detector)",
+    )
+    parser.add_argument(
+        "--threshold", type=_fraction, metavar="SCORE", help="lowest detection score kept (default: the detector's)"
+    )
     add_run_arguments(parser)
 
 
@@ -732,6 +874,8 @@ def run_app(args: argparse.Namespace) -> None:
     """Start the app (blocks until interrupted)."""
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.threshold is not None and args.detector is None:
+        raise ValueError("--threshold goes with --detector")
     device = start(args)
     try:
         import gradio  # noqa: F401
@@ -739,13 +883,14 @@ def run_app(args: argparse.Namespace) -> None:
         raise ImportError(f'The app needs Gradio: pip install "hiera-hf[app]" ({error})') from error
     from .app import launch
 
-    launch(args.model, host=args.host, port=args.port, device=str(device))
+    detector = {"detector": args.detector, "threshold": args.threshold}
+    launch(args.model, host=args.host, port=args.port, device=str(device), **detector)
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "convert": ("convert a Meta or transformers Hiera or SAM 2 checkpoint", add_convert_arguments, run_convert),
     "classify": ("print the top labels of an image or a video", add_classify_arguments, run_classify),
-    "segment": ("segment an image with SAM 2 from clicks and/or a box", add_segment_arguments, run_segment),
+    "segment": ("segment an image with SAM 2 from clicks, a box or --text", add_segment_arguments, run_segment),
     "generate-masks": ("segment everything in an image with SAM 2", add_generate_masks_arguments, run_generate_masks),
     "track": ("track objects through a video with SAM 2", add_track_arguments, run_track),
     "export-onnx": ("export Hiera or SAM 2 to ONNX (torch-free runtime)", add_export_onnx_arguments, run_export_onnx),

@@ -56,7 +56,10 @@ def resolve_model(name_or_dir: str | Path, checkpoint_name: str | None = None, p
     try:
         checkpoint = download_checkpoint(name, checkpoint_name, progress=progress)
     except ConnectionError as error:
-        raise ConnectionError(f"{name} is not in the cache ({folder}) and could not be downloaded: {error}") from error
+        raise ConnectionError(
+            f"{name} is not in the cache ({folder}) and could not be downloaded: {error} Or pass --model DIR with an "
+            "already converted folder."
+        ) from error
     if name in SAM2_PRESETS:
         return convert_sam2(folder, name, checkpoint=checkpoint, overwrite=True, progress=progress)
     return convert_hiera(

@@ -10,18 +10,19 @@ from .state import AppSession, Sessions
 from .video import VideoState
 
 
-def build_app(model, device: str | None = None):
-    """The app's `gradio.Blocks` over `model` (a `Models`, or a SAM 2 folder / variant name); see `ui.build_app`."""
+def build_app(model, device: str | None = None, detector=None, threshold: float | None = None):
+    """The app's `gradio.Blocks` over `model` (a `Models`, or a SAM 2 folder / variant name) with the `detector` of
+    the "Find" boxes; see `ui.build_app`."""
     from .ui import build_app as build
 
-    return build(model, device=device)
+    return build(model, device=device, detector=detector, threshold=threshold)
 
 
-def launch(model: str, host: str = "127.0.0.1", port: int | None = None, device: str | None = None) -> None:
-    """Start the app on http://host:port (blocks until stopped); see `ui.launch`."""
+def launch(model: str, host: str = "127.0.0.1", port: int | None = None, device: str | None = None, **detector) -> None:
+    """Start the app on http://host:port (blocks until stopped); `detector=`, `threshold=`: see `ui.launch`."""
     from .ui import launch as run
 
-    run(model, host=host, port=port, device=device)
+    run(model, host=host, port=port, device=device, **detector)
 
 
 __all__ = ["AppSession", "ImageState", "Models", "Sessions", "VideoState", "build_app", "launch"]

@@ -26,6 +26,7 @@ class Models:
         size = self.video.config.image_size
         self.processor = processor or Sam2ImageProcessor(size={"height": size, "width": size})
         self.lock = threading.RLock()
+        self.detector = None  # the `sam2.text_prompts.TextDetector` of the "Find" boxes (`ui.build_app`'s detector)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike, device: str | None = None) -> Models:

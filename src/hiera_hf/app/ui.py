@@ -19,6 +19,7 @@ import gradio as gr
 from ..errors import USER_ERRORS, user_message
 from ..sam2.mask_generation import Sam2AutomaticMaskGenerator
 from ..sam2.video_prompts import DIRECTIONS
+from .find import find_in_image, find_in_video
 from .models import Models
 from .objects import BACKGROUND, FOREGROUND
 from .state import AppSession, Sessions
@@ -83,6 +84,11 @@ def _object_choices(objects) -> list[tuple[str, int]]:
     return [(f"{obj_id}: {name}", obj_id) for obj_id, name in objects.names.items()]
 
 
+def _found(objects, ids: list[int]) -> str:
+    """"object 3 (a dog), object 4 (a cat)"."""
+    return ", ".join(f"object {obj_id} ({objects.names[obj_id]})" for obj_id in ids)
+
+
 def _corners(box) -> str:
     return ", ".join(f"{v:.0f}" for v in box)
 
@@ -143,6 +149,7 @@ class _Tab:
             self.new = gr.Button("New object", elem_id=f"{tab}-new")
             self.remove = gr.Button("Remove object", elem_id=f"{tab}-remove")
         self.name = gr.Textbox(label="Rename the object (Enter)", elem_id=f"{tab}-name")
+        self.find = gr.Textbox(label="Find objects by name: a dog. a red mug. (Enter)", elem_id=f"{tab}-find")
 
 
 class ImageTab(_Tab):
@@ -184,6 +191,7 @@ class ImageTab(_Tab):
         self.remove.click(on(self.remove_object), self.object, outputs)
         self.object.input(on(self.select_object), self.object, outputs)
         self.name.submit(on(self.rename_object), [self.object, self.name], outputs)
+        self.find.submit(on(self.find_objects), self.find, outputs)
         self.candidate.input(on(self.select_candidate), self.candidate, outputs)
         self.everything.click(on(self.segment_everything), [self.grid, self.iou, self.stability], outputs)
         self.export.click(on(self.export_masks), None, outputs)
@@ -245,6 +253,11 @@ class ImageTab(_Tab):
         session.image.objects.rename(obj_id, name)
         return self.panel(session, f"Object {obj_id} is now {session.image.objects.names[obj_id]!r}")
 
+    def find_objects(self, text, request: gr.Request):
+        session = self.session(request)
+        found = find_in_image(session.image, session.models.detector, text)
+        return self.panel(session, f"Found {_found(session.image.objects, found)}")
+
     def select_candidate(self, index, request: gr.Request):
         session = self.session(request)
         if index is None or session.image.objects.active is None:
@@ -299,6 +312,7 @@ class VideoTab(_Tab):
         self.remove.click(on(self.remove_object), [frame, self.object], outputs)
         self.object.input(on(self.select_object), [frame, self.object], outputs)
         self.name.submit(on(self.rename_object), [frame, self.object, self.name], outputs)
+        self.find.submit(on(self.find_objects), [frame, self.find], outputs)
         # progress = the frames and the message as they come; no spinner for the page to repaint meanwhile
         tracking = self.track_button.click(
             on(self.track), [frame, self.direction, self.max_frames], outputs, show_progress="hidden"
@@ -369,6 +383,12 @@ class VideoTab(_Tab):
         objects.rename(obj_id, name)
         return self.panel(session, frame_idx, f"Object {obj_id} is now {objects.names[obj_id]!r}")
 
+    def find_objects(self, frame_idx, text, request: gr.Request):
+        session = self.session(request)
+        video = session.require_video()
+        found = find_in_video(video, frame_idx, session.models.detector, text)
+        return self.panel(session, frame_idx, f"Found {_found(video.objects, found)} on frame {frame_idx}")
+
     def track(self, frame_idx, direction, max_frames, request: gr.Request):
         session = self.session(request)
         limit = max_frames if max_frames else None  # empty or 0: all frames (the state checks the rest)
@@ -387,10 +407,15 @@ class VideoTab(_Tab):
         return {self.status: message, self.files: files}
 
 
-def build_app(model, device: str | None = None) -> gr.Blocks:
-    """The app: `model` is a `Models` or a SAM 2 folder / variant name (loaded once on `device`). Returns the
-    `gr.Blocks` (call `.launch()`); `blocks.sessions` is the `Sessions` of the open tabs."""
+def build_app(model, device: str | None = None, detector=None, threshold: float | None = None) -> gr.Blocks:
+    """The app: `model` is a `Models` or a SAM 2 folder / variant name (loaded once on `device`); `detector` (a
+    zero-shot-object-detection model id / folder or pipeline, scores kept from `threshold`) serves the "Find"
+    boxes. Returns the `gr.Blocks` (call `.launch()`); `blocks.sessions` is the `Sessions` of the open tabs."""
     models = model if isinstance(model, Models) else Models.from_pretrained(model, device=device)
+    if detector is not None:
+        from ..sam2.text_prompts import TextDetector
+
+        models.detector = TextDetector(detector, threshold, device=models.device)
     sessions = Sessions(models)
 
     def close_session(request: gr.Request) -> None:
@@ -409,11 +434,19 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
     return blocks.queue(default_concurrency_limit=1)
 
 
-def launch(model: str, host: str = "127.0.0.1", port: int | None = None, device: str | None = None) -> None:
-    """Load the model and serve the app at http://host:port (Gradio picks a free port from 7860 when `port` is
-    None); blocks until interrupted."""
+def launch(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    device: str | None = None,
+    detector=None,
+    threshold: float | None = None,
+) -> None:
+    """Load the model (and the `detector` of the "Find" boxes) and serve the app at http://host:port (Gradio picks
+    a free port from 7860 when `port` is None); blocks until interrupted."""
     port = port if port is not None else int(os.environ.get("GRADIO_SERVER_PORT", 0)) or None
-    build_app(model, device=device).launch(server_name=host, server_port=port, show_error=False)
+    app = build_app(model, device=device, detector=detector, threshold=threshold)
+    app.launch(server_name=host, server_port=port, show_error=False)
 
 
 __all__ = ["ImageTab", "VideoTab", "build_app", "launch"]

@@ -94,7 +94,7 @@ def convert_hiera(
     _check_output(output, overwrite, checkpoint, from_transformers)
     if preset is not None and checkpoint is None and from_transformers is None:
         checkpoint_name = checkpoint_name or preset.default_checkpoint
-        checkpoint = download_checkpoint(preset.name, checkpoint_name, progress=progress)
+        checkpoint = _download(preset.name, checkpoint_name, progress)
 
     steps = tqdm(total=3, desc="convert", disable=not progress)
     if from_transformers is not None:
@@ -112,6 +112,14 @@ def convert_hiera(
     steps.close()
     _push(output, push_to_hub, "Hiera")
     return output
+
+
+def _download(variant: str, checkpoint_name: str | None, progress: bool) -> Path:
+    """`download_checkpoint`, its offline message also naming `convert`'s own way: the file as `--checkpoint`."""
+    try:
+        return download_checkpoint(variant, checkpoint_name, progress=progress)
+    except ConnectionError as error:
+        raise ConnectionError(f"{error} Or pass --checkpoint FILE with the downloaded file.") from error
 
 
 def _check_sources(variant: str | None, checkpoint, from_transformers, example: str) -> None:
@@ -353,7 +361,7 @@ def convert_sam2(
     preset = get_sam2_preset(variant) if variant is not None else None
     _check_output(output, overwrite, checkpoint, from_transformers)
     if preset is not None and checkpoint is None and from_transformers is None:
-        checkpoint = download_checkpoint(preset.name, progress=progress)
+        checkpoint = _download(preset.name, None, progress)
 
     steps = tqdm(total=3, desc="convert", disable=not progress)
     steps.set_postfix_str("loading")

@@ -21,6 +21,9 @@ _EXPORTS = {
     "Sam2VideoSession": ".video_session",
     "Sam2VisionOutput": ".modeling_sam2",
     "SamuraiSettings": ".tracking_strategies",
+    "TextDetector": ".text_prompts",
+    "TextTracker": ".text_prompts",
+    "segment_text": ".text_prompts",
     "get_sam2_preset": ".presets",
 }
 __all__ = sorted(_EXPORTS)

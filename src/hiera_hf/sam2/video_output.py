@@ -175,7 +175,7 @@ def write_tracking(
     out: str | os.PathLike,
     formats: Sequence[str],
     frames: Iterable[tuple[int, np.ndarray]],
-    object_ids: Iterable[int],
+    object_ids: Iterable[int] | Callable[[], Iterable[int]],
     read_frame: Callable[[int], np.ndarray],
     fps: float | None = None,
     names: Mapping[int, str] | None = None,
@@ -183,15 +183,19 @@ def write_tracking(
     inputs: Iterable[str | os.PathLike] = (),
 ) -> list[int]:
     """Write the label maps `frames` (`(frame_idx, (H, W) uint8)` pairs, in any order) of the objects `object_ids`
-    into the folder `out` as `formats` ask (see the module docstring); `names` are the objects' names where known,
+    into the folder `out` as `formats` ask (see the module docstring); `object_ids` may be a function giving them,
+read again at each frame (objects added during tracking, e.g. `lambda: session.object_ids`, are written from the
+frame they appear on; the boxes files give `0,0,0,0` before it); `names` are the objects' names where known,
     `read_frame(t)` gives frame `t` `(H, W, 3)` uint8 for the overlay, played at `fps` (default 24). With
     `overwrite`, each folder replaces an earlier run's once every frame is written (`check_output(out, formats,
     overwrite, inputs)` tells beforehand whether it may). A failure (in `frames` too) leaves no folder it created.
     Returns the indices of the frames written, in order."""
     inputs = list(inputs)
     check_output(out, formats, overwrite, inputs)
-    out, object_ids, names = Path(out), sorted(set(object_ids)), names or {}
-    boxes: dict[int, list[list[int]]] = {}  # frame -> the objects' boxes
+    out, names = Path(out), names or {}
+    fixed_ids = None if callable(object_ids) else list(object_ids)
+    current = object_ids if fixed_ids is None else lambda: fixed_ids
+    boxes: dict[int, dict[int, list[int]]] = {}  # frame -> object -> its box
     with contextlib.ExitStack() as stack:
         stack.enter_context(created_folder(out))
         staging = {
@@ -204,9 +208,9 @@ def write_tracking(
         if "mp4" in formats and "png" not in formats:  # the overlay reads the label maps back
             staging["png"] = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out, prefix=".labels.")))
         for frame_idx, labels in frames:
-            name = f"{frame_idx:05d}"
+            name, object_ids = f"{frame_idx:05d}", sorted(set(current()))
             masks = [labels == obj_id for obj_id in object_ids]
-            boxes[frame_idx] = [mask_box(mask) for mask in masks]
+            boxes[frame_idx] = {obj_id: mask_box(mask) for obj_id, mask in zip(object_ids, masks)}
             if "png" in staging:
                 write_palette_png(labels, staging["png"] / f"{name}.png")
             if "rle" in staging:
@@ -216,8 +220,9 @@ def write_tracking(
                 write_mask_png(mask, staging["objects"] / str(obj_id) / f"{name}.png")
         order = sorted(boxes)
         span = range(order[-1] + 1) if order else range(0)
-        for index, obj_id in enumerate(object_ids if "boxes" in staging else ()):
-            lines = [",".join(map(str, boxes[t][index] if t in boxes else [0] * 4)) for t in span]
+        every_id = sorted({obj_id for frame_boxes in boxes.values() for obj_id in frame_boxes} | set(current()))
+        for obj_id in every_id if "boxes" in staging else ():
+            lines = [",".join(map(str, boxes.get(t, {}).get(obj_id, [0] * 4))) for t in span]
             text = "".join(f"{line}\n" for line in lines)
             atomic_write(staging["boxes"] / f"{obj_id}.txt", lambda partial, text=text: Path(partial).write_text(text))
         if "mp4" in formats:

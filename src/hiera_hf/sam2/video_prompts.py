@@ -82,15 +82,35 @@ def check_direction(direction: str) -> None:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
 
 
+def _direction(session: VideoSessionBase, start_frame: int, direction: str) -> str:
+    """`direction` (checked), but "both" from the first or the last frame: only the way that has frames."""
+    check_direction(direction)
+    if direction == "both" and start_frame in (0, session.num_frames - 1):
+        return "forward" if start_frame == 0 else "backward"
+    return direction
+
+
 def propagate(
     session: VideoSessionBase, start_frame: int, direction: str = "both", max_frames: int | None = None
 ) -> Iterator[Sam2VideoFrameResult]:
     """`session.propagate` from `start_frame` one of the `DIRECTIONS` (checked at the call); "both" from the first
     or the last frame goes only the way that has frames, so that no frame comes twice."""
-    check_direction(direction)
-    if direction == "both" and start_frame in (0, session.num_frames - 1):
-        direction = "forward" if start_frame == 0 else "backward"
-    return session.propagate(start_frame, DIRECTIONS[direction], max_frames)
+    return session.propagate(start_frame, DIRECTIONS[_direction(session, start_frame, direction)], max_frames)
 
 
-__all__ = ["DIRECTIONS", "VideoPrompt", "apply_prompt", "apply_prompts", "check_direction", "propagate", "read_mask"]
+def pass_directions(session: VideoSessionBase, start_frame: int, direction: str = "both") -> tuple[bool, ...]:
+    """The passes (`reverse` flags, in order) that `propagate` makes from `start_frame` one of the `DIRECTIONS`."""
+    direction = _direction(session, start_frame, direction)
+    return (False, True) if direction == "both" else (DIRECTIONS[direction],)
+
+
+__all__ = [
+    "DIRECTIONS",
+    "VideoPrompt",
+    "apply_prompt",
+    "apply_prompts",
+    "check_direction",
+    "pass_directions",
+    "propagate",
+    "read_mask",
+]
