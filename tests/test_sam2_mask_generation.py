@@ -190,6 +190,21 @@ def test_pipeline_is_transformers_pipeline_with_meta_masks(models, pipe):
     assert pipe(media("dog.jpg"), points_per_crop=1, pred_iou_thresh=0.99)["masks"] == []  # nothing passes
 
 
+def test_pipeline_shows_progress(pipe, capsys):
+    """transformers' pipeline shows no progress of its own: the processor's hooks show the clicks done (off with
+    transformers' progress bars)."""
+    from transformers.utils import logging as transformers_logging
+
+    pipe(media("dog.jpg"), points_per_crop=4, points_per_batch=4, pred_iou_thresh=0.99)
+    assert "Generating masks" in capsys.readouterr().err
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe(media("dog.jpg"), points_per_crop=4, points_per_batch=4, pred_iou_thresh=0.99)
+    finally:
+        transformers_logging.enable_progress_bar()
+    assert "Generating masks" not in capsys.readouterr().err
+
+
 def test_pipeline_crops_and_nms_match_meta(models, pipe):
     """Crop layer 1 (five crops, 16 clicks each), per-crop and cross-crop NMS at the default threshold; a high
     `mask_threshold` makes masks small enough for a smaller crop to keep some."""

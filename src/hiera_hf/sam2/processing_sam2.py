@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
+from tqdm.auto import tqdm
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -56,6 +57,11 @@ from .amg import (
 )
 from .frame_arithmetic import small_regions
 from .prompts import PADDING_LABEL, check_boxes, check_coordinates, check_labels
+
+# transformers' mask-generation pipeline has no progress bar: each processor's bar for the image it works on, opened
+# by `generate_crop_boxes`, moved by `filter_masks`, closed by `post_process_for_mask_generation` (kept out of the
+# processor's attributes, which `save_pretrained` writes).
+_GENERATION_BARS: dict[int, tqdm] = {}
 
 USER_LABELS = (0, 1, PADDING_LABEL)  # background click, foreground click, padding
 
@@ -428,7 +434,19 @@ class HieraHfSam2ImageProcessor(BaseImageProcessor):
         points = self.scale_coordinates(points, sizes).permute(1, 0, 2)[None]
         labels = torch.ones(points.shape[:-1], dtype=torch.long)
         boxes = torch.tensor(crops, dtype=torch.float)
+        self._close_generation_bar()
+        from transformers.utils.logging import is_progress_bar_enabled
+
+        _GENERATION_BARS[id(self)] = tqdm(
+            total=points.shape[1] * points.shape[2], desc="Generating masks", unit="click", leave=False,
+            disable=not is_progress_bar_enabled(),
+        )  # fmt: skip
         return boxes.to(device), points.to(device), cropped_images, labels.to(device)
+
+    def _close_generation_bar(self) -> None:
+        bar = _GENERATION_BARS.pop(id(self), None)
+        if bar is not None:
+            bar.close()
 
     def filter_masks(
         self,
@@ -458,6 +476,8 @@ class HieraHfSam2ImageProcessor(BaseImageProcessor):
         """
         crop = [int(v) for v in torch.as_tensor(cropped_box_image).tolist()]
         image_size = tuple(int(v) for v in original_size)
+        if id(self) in _GENERATION_BARS:
+            _GENERATION_BARS[id(self)].update(masks.shape[0])
         logits, scores = masks.flatten(0, 1), iou_scores.flatten().float().cpu()
         if logits.shape[0] != scores.shape[0]:
             raise ValueError(f"masks {tuple(masks.shape)} and iou_scores {tuple(iou_scores.shape)} do not match")
@@ -494,6 +514,7 @@ class HieraHfSam2ImageProcessor(BaseImageProcessor):
                 f"Expected N RLE masks, (N,) scores and (N, 8) boxes from filter_masks, got {len(all_masks)}, "
                 f"{tuple(all_scores.shape)} and {tuple(all_boxes.shape)}"
             )
+        self._close_generation_bar()
         boxes, crops = all_boxes[:, :4], all_boxes[:, 4:]
         across_crops = len({tuple(crop) for crop in crops.tolist()}) > 1
         keep = remove_duplicates(boxes, all_scores, crops, crops_nms_thresh, crops_nms_thresh, across_crops)
