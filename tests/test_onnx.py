@@ -190,18 +190,21 @@ def test_mask_decoder_object_pointers_per_object(graphs):
             input_labels=labels[:, None, :2],
             multimask_output=multimask,
         )
-        outputs = run(
-            folder, graph, image_embeddings=embeddings.numpy(), high_res_features_0=high_res[0].numpy(),
-            high_res_features_1=high_res[1].numpy(), point_coords=points.numpy(), point_labels=labels.numpy(),
-            mask_input=np.zeros((2, 1, 4 * grid, 4 * grid), np.float32), has_mask_input=np.zeros(2, np.float32),
-        )
-        close(outputs["masks"], expected.pred_masks[:, 0])
-        close(outputs["iou_scores"], expected.iou_scores[:, 0])
         scores = expected.object_score_logits[:, 0]
-        close(outputs["object_score_logits"], scores)
         tokens = expected.sam_output_tokens[:, 0]
-        pointers = torch.stack([video.object_pointer(tokens[:, i], scores) for i in range(tokens.shape[1])], dim=1)
-        close(outputs["object_pointers"], pointers)
+        # SAM 2's threshold (0), and one between the two objects' scores: the pointers follow it (SAMURAI's -1).
+        for threshold in (0.0, scores.mean().item()):
+            outputs = run(
+                folder, graph, image_embeddings=embeddings.numpy(), high_res_features_0=high_res[0].numpy(),
+                high_res_features_1=high_res[1].numpy(), point_coords=points.numpy(), point_labels=labels.numpy(),
+                mask_input=np.zeros((2, 1, 4 * grid, 4 * grid), np.float32), has_mask_input=np.zeros(2, np.float32),
+                object_score_threshold=np.asarray(threshold, np.float32),
+            )  # fmt: skip
+            close(outputs["masks"], expected.pred_masks[:, 0])
+            close(outputs["iou_scores"], expected.iou_scores[:, 0])
+            close(outputs["object_score_logits"], scores)
+            pointers = [video.object_pointer(tokens[:, i], scores, threshold) for i in range(tokens.shape[1])]
+            close(outputs["object_pointers"], torch.stack(pointers, dim=1))
 
 
 @pytest.mark.parametrize("graphs", variants("memory_attention"), indirect=True)

@@ -195,6 +195,7 @@ class Sam2OnnxImagePredictor:
                 "point_labels": labels,
                 "mask_input": mask,
                 "has_mask_input": has_mask,
+                "object_score_threshold": np.asarray(0.0, np.float32),  # a video export's pointers (unused here)
             },
         )
         logits, iou_scores = outputs[0][0], outputs[1][0]
