@@ -3,10 +3,18 @@
 `examples/finetune_semantic_segmentation.py` (UperNet on a converted Hiera) run directly and under `accelerate
 launch`."""
 
+import json
+
 import numpy as np
 import pytest
+import torch
+from example_helpers import ROOT, accelerate_two_cpu_processes, run_example
+from PIL import Image
 from skimage.metrics import contingency_table
+from torch.utils.data import default_collate
+from transformers import SegformerImageProcessor, UperNetForSemanticSegmentation
 
+from hiera_hf import HieraConfig, HieraForImageClassification
 from hiera_hf.metrics import load_semantic_mean_iou
 from hiera_hf.metrics.semantic_mean_iou import semantic_mean_iou
 
@@ -113,3 +121,107 @@ def test_bad_inputs_are_refused():
         semantic_mean_iou([], [], num_labels=2)
     with pytest.raises(ValueError, match="num_labels"):
         semantic_mean_iou([np.zeros((2, 2))], [np.zeros((2, 2))], num_labels=0)
+
+
+# -- the fine-tuning example ---------------------------------------------------------------------------------------
+
+COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])
+
+
+def _segmentation_folder(path, count: int, seed: int):
+    """`path/images/<i>.png` (40+ x 52 px) with `path/masks/<i>.png`: 8x8 blocks of classes 0..2 (the image's colour
+    there, plus noise), 5% of the pixels 255 (ignored)."""
+    generator = np.random.default_rng(seed)
+    (path / "images").mkdir(parents=True)
+    (path / "masks").mkdir()
+    for i in range(count):
+        height, width = 40 + 4 * i, 52
+        classes = generator.integers(0, 3, (height // 8 + 1, width // 8 + 1)).repeat(8, 0).repeat(8, 1)
+        classes = classes[:height, :width]
+        image = COLOURS[classes] + generator.integers(-30, 30, (height, width, 3))
+        classes[generator.random((height, width)) < 0.05] = 255
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(path / "images" / f"{i}.png")
+        Image.fromarray(classes.astype(np.uint8), mode="L").save(path / "masks" / f"{i}.png")
+    return path
+
+
+@pytest.fixture(scope="module")
+def hiera_folder(tmp_path_factory):
+    """A random tiny converted Hiera classifier at 64 px (its head is dropped by the example)."""
+    torch.manual_seed(0)
+    config = HieraConfig.from_preset(
+        "hiera_tiny_224", embed_dim=16, num_heads=(1, 1, 2, 2), depths=(1, 1, 1, 1), image_size=(64, 64), num_labels=5
+    )
+    folder = tmp_path_factory.mktemp("hiera") / "model"
+    HieraForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def _example_args(hiera_folder, tmp_path, **extra) -> dict:
+    return {
+        "model": hiera_folder,
+        "image_folder": _segmentation_folder(tmp_path / "train", 5, seed=0),  # 5: a last batch of one is dropped
+        "eval_folder": _segmentation_folder(tmp_path / "val", 3, seed=1),
+        "num_labels": 3,
+        "image_size": 64,
+        "head_hidden_size": 32,
+        "output_dir": tmp_path / "run",
+        "per_device_train_batch_size": 2,
+        "per_device_eval_batch_size": 2,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "dataloader_num_workers": 0,
+        **extra,
+    }
+
+
+def _check_saved_run(run, val, monkeypatch) -> dict:
+    """The run's evaluation against the packaged metric on the saved model's predictions (it reloads); returns its
+    eval metrics."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import finetune_semantic_segmentation as example
+
+    metrics = json.loads((run / "eval_results.json").read_text())
+    model = UperNetForSemanticSegmentation.from_pretrained(run).eval()
+    assert SegformerImageProcessor.from_pretrained(run).size == {"height": 64, "width": 64}
+    data = example.build_dataset(
+        example.SegmentationDataArguments(image_folder=str(val), eval_folder=str(val)),
+        example.SegmentationArguments(model_name_or_path="", num_labels=3, image_size=64),
+        seed=0,
+        train=False,
+    )
+    batch = default_collate([data[i] for i in range(len(data))])
+    with torch.no_grad():
+        logits = model(pixel_values=batch["pixel_values"]).logits  # (3, 3, 64, 64): the labels' size
+    expected = load_semantic_mean_iou().compute(
+        predictions=list(logits.argmax(dim=1).numpy()), references=list(batch["labels"].numpy()), num_labels=3
+    )
+    assert metrics["eval_mean_iou"] == pytest.approx(expected["mean_iou"], rel=1e-12, abs=0)
+    assert metrics["eval_overall_accuracy"] == pytest.approx(expected["overall_accuracy"], rel=1e-12, abs=0)
+    ious = [metrics[f"eval_iou_LABEL_{i}"] for i in range(3)]
+    np.testing.assert_allclose(ious, expected["per_category_iou"], rtol=1e-12, atol=0)
+    return metrics
+
+
+def test_finetune_example_trains_evaluates_and_saves(hiera_folder, tmp_path, monkeypatch):
+    run_example("finetune_semantic_segmentation.py", _example_args(hiera_folder, tmp_path, max_steps=3))
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 3 and np.isfinite(losses).all()
+    assert state["log_history"][0]["epoch"] == 0.5  # 4 of the 5 images, 2 per step
+    metrics = _check_saved_run(tmp_path / "run", tmp_path / "val", monkeypatch)
+    assert 0.0 < metrics["eval_mean_iou"] <= 1.0
+
+
+def test_finetune_example_under_accelerate_with_lora(hiera_folder, tmp_path, monkeypatch):
+    args = _example_args(hiera_folder, tmp_path, max_steps=2, lora_r=4, use_cpu=True)
+    run_example("finetune_semantic_segmentation.py", args, accelerate_two_cpu_processes())
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["log_history"][0]["epoch"] == 1.0  # 4 images, 2 per rank and step: two ranks took part
+    adapter = json.loads((tmp_path / "run" / "lora_adapter" / "adapter_config.json").read_text())
+    assert adapter["target_modules"] == ["qkv"]  # hiera_hf.lora's default for UperNet, its heads trained in full
+    assert sorted(adapter["modules_to_save"]) == ["auxiliary_head", "decode_head"]
+    _check_saved_run(tmp_path / "run", tmp_path / "val", monkeypatch)  # the merged model, evaluated on two ranks
