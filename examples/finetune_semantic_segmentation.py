@@ -196,8 +196,8 @@ class MeanIoU:
         self.areas = np.zeros((3, len(self.names)))
 
     def __call__(self, prediction: EvalPrediction, compute_result: bool) -> dict[str, float]:
-        predictions, labels = (torch.as_tensor(x).cpu().numpy() for x in (prediction.predictions, prediction.label_ids))
-        for predicted, label in zip(predictions, labels):
+        classes, labels = prediction.predictions, prediction.label_ids  # (B, H, W) tensors, on the device
+        for predicted, label in zip(classes.cpu().numpy(), labels.cpu().numpy()):
             self.areas += class_areas(predicted, label, len(self.names), self.ignore_index)
         if not compute_result:
             return {}
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> Trainer:
         eval_dataset=evaluation,
         data_collator=default_collate,
         processing_class=processor,
-        compute_metrics=MeanIoU(model.config.id2label, model.config.loss_ignore_index) if evaluation is not None else None,
+        compute_metrics=None if evaluation is None else MeanIoU(model.config.id2label, model.config.loss_ignore_index),
         preprocess_logits_for_metrics=predicted_classes,
         callbacks=[EpochCallback(*[d for d in (train, evaluation) if d is not None]), SameBuffersOnEveryRank()],
     )

@@ -2,6 +2,7 @@
 processes, offline."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def accelerate_two_cpu_processes() -> list[str]:
     """`accelerate launch` of two CPU ranks. accelerate 1.15's `launch --cpu --num_processes 2` silently starts ONE
     process (its CPU path only spreads over mpirun); its multi-process launcher (torchrun, gloo backend) with the
-    Trainer's `--use_cpu` runs two."""
+    Trainer's `--use_cpu` runs two. On a free port: not torchrun's default 29500, which a concurrent run may hold."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     accelerate = str(Path(sys.executable).parent / "accelerate")
     launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    return [*launcher, "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [*launcher, "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def run_example(script: str, args: dict, launcher: list[str] | None = None) -> subprocess.CompletedProcess:

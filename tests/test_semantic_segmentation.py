@@ -126,6 +126,7 @@ def test_bad_inputs_are_refused():
 # -- the fine-tuning example ---------------------------------------------------------------------------------------
 
 COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])
+SIZE = 32  # the example's --image_size
 
 
 def _segmentation_folder(path, count: int, seed: int):
@@ -163,7 +164,7 @@ def _example_args(hiera_folder, tmp_path, **extra) -> dict:
         "image_folder": _segmentation_folder(tmp_path / "train", 5, seed=0),  # 5: a last batch of one is dropped
         "eval_folder": _segmentation_folder(tmp_path / "val", 3, seed=1),
         "num_labels": 3,
-        "image_size": 64,
+        "image_size": SIZE,
         "head_hidden_size": 32,
         "output_dir": tmp_path / "run",
         "per_device_train_batch_size": 2,
@@ -178,24 +179,36 @@ def _example_args(hiera_folder, tmp_path, **extra) -> dict:
     }
 
 
-def _check_saved_run(run, val, monkeypatch) -> dict:
+@pytest.fixture
+def example(monkeypatch):
+    """The example script as a module."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import finetune_semantic_segmentation
+
+    return finetune_semantic_segmentation
+
+
+def _evaluation_set(example, data_args, reduce_labels: bool = False):
+    args = example.SegmentationArguments(
+        model_name_or_path="", num_labels=3, image_size=SIZE, reduce_labels=reduce_labels
+    )
+    return example.build_dataset(data_args, args, seed=0, train=False)
+
+
+def _check_saved_run(run, val, example) -> dict:
     """The run's evaluation against the packaged metric on the saved model's predictions (it reloads); returns its
     eval metrics."""
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
-    import finetune_semantic_segmentation as example
-
     metrics = json.loads((run / "eval_results.json").read_text())
     model = UperNetForSemanticSegmentation.from_pretrained(run).eval()
-    assert SegformerImageProcessor.from_pretrained(run).size == {"height": 64, "width": 64}
-    data = example.build_dataset(
-        example.SegmentationDataArguments(image_folder=str(val), eval_folder=str(val)),
-        example.SegmentationArguments(model_name_or_path="", num_labels=3, image_size=64),
-        seed=0,
-        train=False,
-    )
+    assert SegformerImageProcessor.from_pretrained(run).size == {"height": SIZE, "width": SIZE}
+    data = _evaluation_set(example, example.SegmentationDataArguments(image_folder=str(val), eval_folder=str(val)))
     batch = default_collate([data[i] for i in range(len(data))])
     with torch.no_grad():
-        logits = model(pixel_values=batch["pixel_values"]).logits  # (3, 3, 64, 64): the labels' size
+        logits = model(pixel_values=batch["pixel_values"]).logits  # (3, 3, SIZE, SIZE): the labels' size
+    # The run batched the images otherwise, maybe with other threads: the logits differ by ~5e-9 (measured), which
+    # flips the argmax of near ties only. At 32 px (64 px has some) no pixel's two best classes are that close:
+    best = logits.topk(2, dim=1).values
+    assert (best[:, 0] - best[:, 1]).min() > 1e-6
     expected = load_semantic_mean_iou().compute(
         predictions=list(logits.argmax(dim=1).numpy()), references=list(batch["labels"].numpy()), num_labels=3
     )
@@ -206,17 +219,17 @@ def _check_saved_run(run, val, monkeypatch) -> dict:
     return metrics
 
 
-def test_finetune_example_trains_evaluates_and_saves(hiera_folder, tmp_path, monkeypatch):
+def test_finetune_example_trains_evaluates_and_saves(hiera_folder, tmp_path, example):
     run_example("finetune_semantic_segmentation.py", _example_args(hiera_folder, tmp_path, max_steps=3))
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert len(losses) == 3 and np.isfinite(losses).all()
     assert state["log_history"][0]["epoch"] == 0.5  # 4 of the 5 images, 2 per step
-    metrics = _check_saved_run(tmp_path / "run", tmp_path / "val", monkeypatch)
+    metrics = _check_saved_run(tmp_path / "run", tmp_path / "val", example)
     assert 0.0 < metrics["eval_mean_iou"] <= 1.0
 
 
-def test_finetune_example_under_accelerate_with_lora(hiera_folder, tmp_path, monkeypatch):
+def test_finetune_example_under_accelerate_with_lora(hiera_folder, tmp_path, example):
     args = _example_args(hiera_folder, tmp_path, max_steps=2, lora_r=4, use_cpu=True)
     run_example("finetune_semantic_segmentation.py", args, accelerate_two_cpu_processes())
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
@@ -224,4 +237,42 @@ def test_finetune_example_under_accelerate_with_lora(hiera_folder, tmp_path, mon
     adapter = json.loads((tmp_path / "run" / "lora_adapter" / "adapter_config.json").read_text())
     assert adapter["target_modules"] == ["qkv"]  # hiera_hf.lora's default for UperNet, its heads trained in full
     assert sorted(adapter["modules_to_save"]) == ["auxiliary_head", "decode_head"]
-    _check_saved_run(tmp_path / "run", tmp_path / "val", monkeypatch)  # the merged model, evaluated on two ranks
+    _check_saved_run(tmp_path / "run", tmp_path / "val", example)  # the merged model, evaluated on two ranks
+
+
+def test_example_reads_a_datasets_dataset_as_the_folder(tmp_path, example):
+    """Parquet files of image and annotation columns (`load_dataset` of a local folder) give the folder's examples;
+    `--reduce_labels` maps the classes 0, 1, 2 to 255, 0, 1."""
+    import datasets
+
+    folder = _segmentation_folder(tmp_path / "val", 2, seed=1)
+    rows = {
+        "image": [str(p) for p in sorted((folder / "images").glob("*.png"))],
+        "annotation": [str(p) for p in sorted((folder / "masks").glob("*.png"))],
+    }
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    (tmp_path / "parquet").mkdir()
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "parquet" / "validation.parquet")
+    folder_args = example.SegmentationDataArguments(image_folder=str(folder), eval_folder=str(folder))
+    from_folder = _evaluation_set(example, folder_args)
+    from_dataset = _evaluation_set(
+        example, example.SegmentationDataArguments(dataset_name=str(tmp_path / "parquet"), eval_split="validation")
+    )
+    assert len(from_folder) == len(from_dataset) == 2
+    for i in range(2):
+        assert torch.equal(from_folder[i]["pixel_values"], from_dataset[i]["pixel_values"])
+        assert torch.equal(from_folder[i]["labels"], from_dataset[i]["labels"])
+    reduced = _evaluation_set(example, folder_args, reduce_labels=True)[0]["labels"]
+    labels = from_folder[0]["labels"]
+    assert set(labels.unique().tolist()) == {0, 1, 2, 255}
+    assert torch.equal(reduced, torch.where(labels == 0, 255, torch.where(labels == 255, 255, labels - 1)))
+
+
+def test_predicted_classes_upsample_the_logits_to_the_labels(example):
+    """Logits of a 2x2 map, class k leading in quadrant k, upsampled to 8x8 labels: each quadrant keeps its class."""
+    logits = torch.zeros(1, 4, 2, 2)
+    for k, (row, column) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        logits[0, k, row, column] = 1.0
+    classes = example.predicted_classes((logits,), torch.zeros(1, 8, 8, dtype=torch.long))
+    expected = torch.tensor([[0, 1], [2, 3]]).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    assert torch.equal(classes, expected[None])
