@@ -19,8 +19,8 @@ Training crops a random part (half to all of the area, any aspect) of each image
 `--image_size` squared, and flips it; evaluation resizes both to `--image_size` squared (masks nearest-neighbour). The
 mean IoU is accumulated batch by batch over the evaluation set (the Trainer's `batch_eval_metrics`: predictions are
 never all held in memory); the logits are upsampled to the labels' size and the class is their argmax. UperNet's
-pyramid pooling normalises 1x1 maps with batch norm: training batches hold at least 2 images (a last batch of one
-is dropped). `--lora_r 8` trains LoRA adapters on the backbone's `qkv` (`--lora_target_modules`) and the heads in
+pyramid pooling normalises 1x1 maps with batch norm: training batches hold at least 2 images (one training image
+is left out when it would be alone in the last batch). `--lora_r 8` trains LoRA adapters on the backbone's `qkv` (`--lora_target_modules`) and the heads in
 full: the adapters are saved to `OUTPUT_DIR/lora_adapter`, the merged model to `OUTPUT_DIR`, which loads with
 `UperNetForSemanticSegmentation.from_pretrained` after `import hiera_hf` (with its image processor). Any other
 `TrainingArguments` apply (`--bf16`, `--per_device_train_batch_size`, `--save_steps`, ...).
