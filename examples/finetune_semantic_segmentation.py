@@ -15,15 +15,16 @@ single-channel PNGs (grey or palette) whose values are class indices `0..num_lab
 a `datasets` dataset has an image column and an annotation column of such maps. `--reduce_labels` maps 0 to 255 and
 every other class `c` to `c - 1` (ADE20k's 0 is "other", no class).
 
-Training crops a random part (half to all of the area, any aspect) of each image and its mask, resized to
+Training crops a random part (half to all of the area, aspect ratio 3:4 to 4:3) of each image and its mask, resized to
 `--image_size` squared, and flips it; evaluation resizes both to `--image_size` squared (masks nearest-neighbour). The
 mean IoU is accumulated batch by batch over the evaluation set (the Trainer's `batch_eval_metrics`: predictions are
 never all held in memory); the logits are upsampled to the labels' size and the class is their argmax. UperNet's
 pyramid pooling normalises 1x1 maps with batch norm: training batches hold at least 2 images (one training image
-is left out when it would be alone in the last batch). `--lora_r 8` trains LoRA adapters on the backbone's `qkv` (`--lora_target_modules`) and the heads in
-full: the adapters are saved to `OUTPUT_DIR/lora_adapter`, the merged model to `OUTPUT_DIR`, which loads with
-`UperNetForSemanticSegmentation.from_pretrained` after `import hiera_hf` (with its image processor). Any other
-`TrainingArguments` apply (`--bf16`, `--per_device_train_batch_size`, `--save_steps`, ...).
+is left out when it would be alone in the last batch). `--lora_r 8` trains LoRA adapters on the backbone's `qkv`
+(`--lora_target_modules`) and the heads in full: the adapters are saved to `OUTPUT_DIR/lora_adapter`, the merged
+model to `OUTPUT_DIR`, which loads with `UperNetForSemanticSegmentation.from_pretrained` after `import hiera_hf`
+(with its image processor). Any other `TrainingArguments` apply (`--bf16`, `--per_device_train_batch_size`,
+`--save_steps`, ...).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import PartialState
 from PIL import Image
-from pretrain_mae import Augmented, EpochCallback, load_image
+from pretrain_mae import Augmented, EpochCallback
 from torch.utils.data import default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -54,10 +55,11 @@ from transformers import (
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from hiera_hf import HieraBackbone, HieraConfig
-from hiera_hf.file_types import IMAGE_EXTENSIONS
 from hiera_hf.hub import resolve_model
+from hiera_hf.image_utils import open_image
 from hiera_hf.lora import LoraArguments, merge_for_saving
 from hiera_hf.metrics.semantic_mean_iou import class_areas, reduce_reference_labels, scores
+from hiera_hf.sam2.data import image_mask_pairs
 
 FOLDER_HELP = (
     "Training folder: images/<name>.<ext> with masks/<name>.png, single-channel PNGs whose values are class "
@@ -129,16 +131,9 @@ class PairTransform:
         return {"pixel_values": pixels.as_subclass(torch.Tensor), "labels": labels.as_subclass(torch.Tensor)}
 
 
-def folder_pairs(root: str) -> list[tuple[Path, Path]]:
-    """`(root/images/<name>.<ext>, root/masks/<name>.png)` for every image."""
-    images = sorted(p for p in (Path(root) / "images").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not images:
-        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {Path(root) / 'images'}")
-    pairs = [(image, Path(root) / "masks" / f"{image.stem}.png") for image in images]
-    missing = [str(mask) for _, mask in pairs if not mask.is_file()]
-    if missing:
-        raise ValueError(f"{len(missing)} image(s) have no mask PNG, e.g. {missing[0]}")
-    return pairs
+def open_pair(pair: tuple[Path, Path]) -> tuple[Image.Image, Image.Image]:
+    """An image (RGB) and its mask, read from their files (upright, as `hiera_hf.image_utils.open_image`)."""
+    return open_image(pair[0]).convert("RGB"), open_image(pair[1])
 
 
 def build_dataset(
@@ -147,8 +142,8 @@ def build_dataset(
     """The training (or, `train=False`, evaluation) folder or split as `{"pixel_values", "labels"}` examples."""
     transform = PairTransform(args.image_size, train, args.reduce_labels)
     if data.image_folder:
-        pairs = folder_pairs(data.image_folder if train else data.eval_folder)
-        return Augmented(pairs, lambda pair: (load_image(pair[0]), Image.open(pair[1])), transform, seed)
+        pairs = image_mask_pairs(data.image_folder if train else data.eval_folder)
+        return Augmented(pairs, open_pair, transform, seed)
     import datasets
 
     rows = datasets.load_dataset(
