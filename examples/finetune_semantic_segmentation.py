@@ -96,6 +96,8 @@ class SegmentationDataArguments:
     def __post_init__(self):
         if bool(self.image_folder) == bool(self.dataset_name):
             raise ValueError("Give exactly one of --image_folder and --dataset_name")
+        if (self.eval_folder and not self.image_folder) or (self.eval_split and not self.dataset_name):
+            raise ValueError("--eval_folder goes with --image_folder, --eval_split with --dataset_name")
 
 
 # -- data ----------------------------------------------------------------------------------------------------------

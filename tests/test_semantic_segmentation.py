@@ -262,6 +262,8 @@ def test_example_reads_a_datasets_dataset_as_the_folder(tmp_path, example):
     for i in range(2):
         assert torch.equal(from_folder[i]["pixel_values"], from_dataset[i]["pixel_values"])
         assert torch.equal(from_folder[i]["labels"], from_dataset[i]["labels"])
+    with pytest.raises(ValueError, match="--eval_split with --dataset_name"):
+        example.SegmentationDataArguments(image_folder=str(folder), eval_split="validation")
     reduced = _evaluation_set(example, folder_args, reduce_labels=True)[0]["labels"]
     labels = from_folder[0]["labels"]
     assert set(labels.unique().tolist()) == {0, 1, 2, 255}
