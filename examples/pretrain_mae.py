@@ -137,7 +137,8 @@ def load_video(path: Path) -> torch.Tensor:
 
 
 class Augmented(Dataset):
-    """`{"pixel_values": transform(load(i))[, "labels": labels[i]]}`.
+    """`{"pixel_values": transform(load(i))[, "labels": labels[i]]}`, or `transform(load(i))` itself when it is a
+    dict (e.g. `{"pixel_values": ..., "labels": ...}` of an image and its mask, transformed together).
 
     The random augmentation of sample `i` is seeded by `(seed, epoch, i)`: a run resumed from a checkpoint sees the
     same crops as the original run, and the global random state, which draws the MAE masks, is left untouched (the
@@ -155,7 +156,8 @@ class Augmented(Dataset):
         item = self.load(self.items[index])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index) % 2**63)
-            example = {"pixel_values": self.transform(item)}
+            output = self.transform(item)
+        example = output if isinstance(output, dict) else {"pixel_values": output}
         if self.labels is not None:
             example["labels"] = self.labels[index]
         return example

@@ -3,9 +3,6 @@
 import gc
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import hiera
@@ -13,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers.models.hiera.modeling_hiera as transformers_hiera
+from example_helpers import accelerate_two_cpu_processes, run_example
 from hiera_helpers import TINY_MAE, meta_model, pixels, tiny_mae_config
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from suite_helpers import variants
@@ -23,7 +21,6 @@ from hiera_hf import HIERA_PRESETS, HieraConfig, HieraForImageClassification, Hi
 from hiera_hf.conversion import convert_meta_hiera_state_dict
 from hiera_hf.metrics import load_accuracy
 
-ROOT = Path(__file__).resolve().parents[1]
 MAE_PRESETS = sorted(name for name, preset in HIERA_PRESETS.items() if preset.is_mae)
 
 
@@ -240,16 +237,6 @@ def test_trainer_overfits_a_fixed_batch(tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def _run_example(
-    args: list[str], launcher: list[str] | None = None, script: str = "pretrain_mae.py"
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [*(launcher or [sys.executable]), str(ROOT / "examples" / script), *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def _image_folder(path: Path, count: int) -> Path:
     from PIL import Image
 
@@ -261,7 +248,7 @@ def _image_folder(path: Path, count: int) -> Path:
     return path
 
 
-def _example_args(tmp_path: Path, data: Path, steps: int, **extra) -> list[str]:
+def _example_args(tmp_path: Path, data: Path, steps: int, **extra) -> dict:
     args = {
         "image_folder": str(data),
         "config_overrides": json.dumps({k: v for k, v in TINY_MAE.items()}),
@@ -276,18 +263,13 @@ def _example_args(tmp_path: Path, data: Path, steps: int, **extra) -> list[str]:
         "dataloader_num_workers": 0,
         **extra,
     }
-    return [item for key, value in args.items() for item in (f"--{key}", str(value))]
+    return args
 
 
 def test_accelerate_two_processes_keep_parameters_identical(tmp_path):
     data = _image_folder(tmp_path / "images", 8)
-    # accelerate 1.15's `launch --cpu --num_processes 2` silently starts ONE process (its CPU path only spreads over
-    # mpirun); the multi-process launcher (torchrun, gloo backend) with the Trainer's `--use_cpu` runs two CPU ranks.
-    accelerate = str(Path(sys.executable).parent / "accelerate")
-    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     args = _example_args(tmp_path, data, 3, save_strategy="no", parameter_checksums=True, use_cpu=True)
-    _run_example(args, launcher)
+    run_example("pretrain_mae.py", args, accelerate_two_cpu_processes())  # two CPU ranks (see example_helpers)
     run = tmp_path / "run"
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["log_history"][0]["epoch"] == 0.5  # 8 images, 2 per rank and step: two ranks took part
@@ -301,7 +283,7 @@ def test_accelerate_two_processes_keep_parameters_identical(tmp_path):
 def test_resume_from_checkpoint_continues_the_loss_curve(tmp_path):
     data = _image_folder(tmp_path / "images", 8)
     args = _example_args(tmp_path, data, 6, save_steps=3, reconstruction_steps=100)
-    _run_example(args)
+    run_example("pretrain_mae.py", args)
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     full = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     # Resume from step 3 in a fresh output folder holding only that checkpoint.
@@ -309,7 +291,7 @@ def test_resume_from_checkpoint_continues_the_loss_curve(tmp_path):
     resumed_dir.mkdir()
     (tmp_path / "run" / "checkpoint-3").rename(resumed_dir / "checkpoint-3")
     args = _example_args(tmp_path, data, 6, save_steps=3, reconstruction_steps=100, output_dir=resumed_dir)
-    _run_example([*args, "--resume_from_checkpoint", str(resumed_dir / "checkpoint-3")])
+    run_example("pretrain_mae.py", {**args, "resume_from_checkpoint": resumed_dir / "checkpoint-3"})
     state = json.loads((resumed_dir / "trainer_state.json").read_text())
     resumed = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert len(full) == 6 and len(resumed) == 6
@@ -339,9 +321,7 @@ def test_finetune_example_from_an_mae_checkpoint(tmp_path):
         "report_to": "none",
         "save_strategy": "no",
     }
-    result = _run_example(
-        [x for k, v in args.items() for x in (f"--{k}", str(v))], script="finetune_classification.py"
-    )
+    result = run_example("finetune_classification.py", args)
     metrics = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
     config = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -3,14 +3,12 @@ the adapters round-trip through `save_pretrained` / `PeftModel.from_pretrained` 
 same folder (same outputs), an adapted video model tracks in `Sam2VideoSession` as its merged model does, the merged
 model exports with `export-onnx`, and the fine-tuning examples take `--lora_r`."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from example_helpers import run_example
 from hiera_helpers import TINY_MAE
 from peft import PeftModel
 from sam2_helpers import TINY, tiny_config
@@ -20,7 +18,6 @@ from hiera_hf.cli import main
 from hiera_hf.lora import ADAPTER_FOLDER, add_lora
 from hiera_hf.sam2.training import Sam2VideoModelForTraining
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # training steps, an ONNX export and a fine-tuning example
 
 
@@ -154,16 +151,12 @@ def test_image_example_trains_adapters(tmp_path):
         mask = np.zeros((64, 64), np.uint8)
         mask[10:40, 12:50] = 1
         Image.fromarray(mask).save(data / "masks" / f"{index}.png")
-    args = [
-        "--model_name_or_path", tmp_path / "base", "--image_folder", data, "--output_dir", tmp_path / "run",
-        "--lora_r", 4, "--max_steps", 2, "--per_device_train_batch_size", 2, "--learning_rate", 1e-2,
-        "--mask_size", "low", "--report_to", "none", "--save_strategy", "no", "--dataloader_num_workers", 0,
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "examples"), env.get("PYTHONPATH", "")])
-    command = [sys.executable, str(ROOT / "examples" / "finetune_sam2.py"), *map(str, args)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    args = {
+        "model_name_or_path": tmp_path / "base", "image_folder": data, "output_dir": tmp_path / "run", "lora_r": 4,
+        "max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-2, "mask_size": "low",
+        "report_to": "none", "save_strategy": "no", "dataloader_num_workers": 0,
+    }  # fmt: skip
+    run_example("finetune_sam2.py", args)
     assert (tmp_path / "run" / ADAPTER_FOLDER / "adapter_config.json").is_file()
     base, tuned = Sam2Model.from_pretrained(tmp_path / "base"), Sam2Model.from_pretrained(tmp_path / "run")
     tuned_weights = dict(tuned.named_parameters())

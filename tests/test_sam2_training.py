@@ -2,8 +2,6 @@
 corrective clicks, metrics (mIoU, DAVIS J&F), data collators and the fine-tuning examples."""
 
 import json
-import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -21,6 +19,7 @@ if "training.trainer" not in sys.modules:
     _trainer_stub = types.ModuleType("training.trainer")
     _trainer_stub.CORE_LOSS_KEY = "core_loss"
     sys.modules["training.trainer"] = _trainer_stub
+from example_helpers import accelerate_two_cpu_processes, run_example  # noqa: E402
 from sam2_helpers import TINY, load_converted, meta_video_predictor, tiny_config  # noqa: E402
 from training.loss_fns import MultiStepMultiMasksAndIous  # noqa: E402
 
@@ -35,7 +34,6 @@ from hiera_hf.sam2.training import Sam2VideoModelForTraining, track_clips  # noq
 
 pytestmark = pytest.mark.slow  # training steps, clips and the fine-tuning examples: the suite's slow part
 
-ROOT = Path(__file__).resolve().parents[1]
 
 def meta_loss():
     """Meta's loss with the weights of its SAM 2.1 fine-tuning config (`sam2.1_hiera_b+_MOSE_finetune.yaml`)."""
@@ -582,16 +580,6 @@ def test_datasets_and_collators(tmp_path):
     assert torch.equal(nested[0]["labels"], clip["labels"])
 
 
-def _run_example(script: str, args: dict, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "examples"), env.get("PYTHONPATH", "")])
-    argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
-    command = [*(launcher or [sys.executable]), str(ROOT / "examples" / script), *argv]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 EXAMPLE_ARGS = {
     "config_overrides": json.dumps(TINY),
     "max_steps": 3,
@@ -615,7 +603,7 @@ def test_image_finetune_example(tmp_path):
         "mask_size": "low",
         "freeze_image_encoder": True,
     }
-    _run_example("finetune_sam2.py", args)
+    run_example("finetune_sam2.py", args)
     metrics = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert 0.0 <= metrics["eval_mean_iou"] <= 1.0 and np.isfinite(metrics["eval_loss"])
     saved = Sam2Model.from_pretrained(tmp_path / "run")
@@ -625,11 +613,6 @@ def test_image_finetune_example(tmp_path):
 def test_video_example_under_accelerate_keeps_ranks_identical(tmp_path):
     davis = write_davis(tmp_path / "davis", 4, 5)
     (tmp_path / "val.txt").write_text("video0\nvideo1\n")
-    # accelerate's `launch --cpu --num_processes 2` starts one process (see tests/test_hiera_mae.py); its multi-GPU
-    # launcher (torchrun, gloo) with the Trainer's `--use_cpu` runs two CPU ranks.
-    accelerate = str(Path(sys.executable).parent / "accelerate")
-    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     args = {
         **EXAMPLE_ARGS,
         "davis_folder": davis,
@@ -644,7 +627,7 @@ def test_video_example_under_accelerate_keeps_ranks_identical(tmp_path):
         "parameter_checksums": True,
         "use_cpu": True,
     }
-    _run_example("finetune_sam2_video.py", args, launcher)
+    run_example("finetune_sam2_video.py", args, accelerate_two_cpu_processes())
     run = tmp_path / "run"
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["log_history"][0]["epoch"] == 0.5  # 4 clips, 1 per rank and step: both ranks took part

@@ -508,8 +508,8 @@ def test_track_many_gives_the_same_masks_on_two_processes(small_model, tmp_path)
     the masks of a single process (identical except at pixels whose label is a float tie, checked)."""
     import copy
     import json
-    import subprocess
-    import sys
+
+    from example_helpers import accelerate_two_cpu_processes, run_example
 
     model = copy.deepcopy(small_model)
     with torch.no_grad():  # objects present, so that there are masks to compare
@@ -523,18 +523,10 @@ def test_track_many_gives_the_same_masks_on_two_processes(small_model, tmp_path)
             Image.fromarray(frame).save(folder / f"{t:05d}.png")
         prompts[str(folder)] = {"points": ["0,1,30,60"], "boxes": ["1,2,92,8,128,32"]}
     (tmp_path / "prompts.json").write_text(json.dumps(prompts))
-    script = Path(__file__).resolve().parents[1] / "examples" / "track_many.py"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    # accelerate's `--cpu` launcher starts one process; the multi-process launcher (gloo) runs two CPU ranks.
-    accelerate = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
-    accelerate += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     logs = {}
-    for name, launcher in (("single", [sys.executable]), ("two", accelerate)):
-        command = [*launcher, str(script), "--model", str(tmp_path / "model"), "--prompts"]
-        command += [str(tmp_path / "prompts.json"), "--out", str(tmp_path / name)]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        logs[name] = result.stdout
+    for name, launcher in (("single", None), ("two", accelerate_two_cpu_processes())):  # two CPU ranks
+        args = {"model": tmp_path / "model", "prompts": tmp_path / "prompts.json", "out": tmp_path / name}
+        logs[name] = run_example("track_many.py", args, launcher).stdout
     assert "process 1: tracked" in logs["two"] and "process 1" not in logs["single"]
     values = set()
     for index in range(3):

@@ -5,6 +5,8 @@ Default targets (`target_modules` of `peft.LoraConfig`, matched against module n
 
 - Hiera (classifiers, backbone, MAE): `qkv`, the fused query/key/value projection of every block (add `proj`,
   `fc1`, `fc2` for more capacity). A classifier's `classifier` head is trained in full beside the adapters.
+- UperNet on a `HieraBackbone` (`examples/finetune_semantic_segmentation.py`): the backbone's `qkv`; its
+  `decode_head` and `auxiliary_head` train in full.
 - SAM 2 (image and video models): the trunk's `qkv`, and `q_proj` / `v_proj` of every attention of the mask
   decoder and, in the video model, of memory attention.
 
@@ -18,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_TARGETS = {"hiera_hf": ("qkv",), "hiera_hf_sam2": ("qkv", "q_proj", "v_proj")}
+DEFAULT_TARGETS = {"hiera_hf": ("qkv",), "upernet": ("qkv",), "hiera_hf_sam2": ("qkv", "q_proj", "v_proj")}
+HEADS = ("classifier", "decode_head", "auxiliary_head")  # trained in full beside the adapters, where a model has them
 ADAPTER_FOLDER = "lora_adapter"  # where the examples save the adapters, inside their output folder
 
 
@@ -30,7 +33,7 @@ def add_lora(
     dropout: float = 0.0,
 ):
     """`model` (a hiera-hf model) with LoRA adapters of rank `r` on `target_modules` (default: `DEFAULT_TARGETS` of
-    its model type) scaled by `alpha / r` (default `alpha = 2 * r`); only the adapters (and a classifier's head)
+    its model type) scaled by `alpha / r` (default `alpha = 2 * r`); only the adapters (and the model's `HEADS`)
     train. Returns a `peft.PeftModel`."""
     try:
         from peft import LoraConfig, get_peft_model
@@ -47,7 +50,7 @@ def add_lora(
     unknown = sorted(set(target_modules) - names)
     if unknown:
         raise ValueError(f"{type(model).__name__} has no modules named {unknown} to adapt")
-    heads = ["classifier"] if hasattr(model, "classifier") and "classifier" not in target_modules else []
+    heads = [name for name in HEADS if getattr(model, name, None) is not None and name not in target_modules]
     config = LoraConfig(
         r=r,
         lora_alpha=2 * r if alpha is None else alpha,
@@ -95,4 +98,4 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-__all__ = ["ADAPTER_FOLDER", "DEFAULT_TARGETS", "LoraArguments", "add_lora", "base_model", "merge_for_saving"]
+__all__ = ["ADAPTER_FOLDER", "DEFAULT_TARGETS", "HEADS", "LoraArguments", "add_lora", "base_model", "merge_for_saving"]

@@ -23,6 +23,13 @@ def load_mean_iou(**kwargs):
     return _load("mean_iou.py", **kwargs)
 
 
+def load_semantic_mean_iou(**kwargs):
+    """`evaluate.load` of the packaged class-wise mean IoU of semantic segmentation (`semantic_mean_iou.py`, no Hub
+    access): `.compute(predictions=, references=, num_labels=[, ignore_index=255, reduce_labels=False])`, the keys of
+    `evaluate`'s `mean_iou`."""
+    return _load("semantic_mean_iou.py", **kwargs)
+
+
 def load_j_and_f(**kwargs):
     """`evaluate.load` of the packaged DAVIS J&F of masklets (`j_and_f.py`, no Hub access)."""
     return _load("j_and_f.py", **kwargs)
@@ -34,4 +41,4 @@ def load_box_tracking(**kwargs):
     return _load("box_tracking.py", **kwargs)
 
 
-__all__ = ["load_accuracy", "load_box_tracking", "load_j_and_f", "load_mean_iou"]
+__all__ = ["load_accuracy", "load_box_tracking", "load_j_and_f", "load_mean_iou", "load_semantic_mean_iou"]

@@ -2,7 +2,8 @@
 shipped with hiera-hf (no Hub access).
 
 Load it with `hiera_hf.metrics.load_mean_iou()`. Each pair's IoU counts 1 when both masks are empty (as DAVIS's J);
-the result is the mean over pairs. For class-wise semantic-segmentation mIoU use `evaluate`'s `mean_iou`.
+the result is the mean over pairs. For class-wise semantic-segmentation mIoU use
+`load_semantic_mean_iou()`.
 """
 
 import datasets

@@ -41,6 +41,20 @@ from .video_tracking import resize_video_frame
 VOID_ID = 255
 
 
+def image_mask_pairs(root: str | Path) -> list[tuple[Path, Path]]:
+    """`(root/images/<name>.<ext>, root/masks/<name>.png)` for every image of `root/images` (sorted by name); a
+    `ValueError` when there is no image or an image has no mask."""
+    root = Path(root)
+    images = sorted(p for p in (root / "images").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {root / 'images'}")
+    pairs = [(image, root / "masks" / f"{image.stem}.png") for image in images]
+    missing = [str(mask) for _, mask in pairs if not mask.is_file()]
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) have no mask PNG, e.g. {missing[0]}")
+    return pairs
+
+
 def image_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     """An image as normalised `(3, image_size, image_size)` float32, preprocessed as `Sam2ImageProcessor` (Meta's
     image predictor) does."""
@@ -118,15 +132,8 @@ class Sam2ImageDataset(Dataset):
     @classmethod
     def from_folder(cls, root: str | Path, **kwargs) -> Sam2ImageDataset:
         """`root/images/<name>.<jpg|png|...>` with `root/masks/<name>.png`."""
-        root = Path(root)
-        images = sorted(p for p in (root / "images").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not images:
-            raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {root / 'images'}")
-        masks = [root / "masks" / f"{p.stem}.png" for p in images]
-        missing = [str(p) for p in masks if not p.is_file()]
-        if missing:
-            raise ValueError(f"{len(missing)} image(s) have no instance mask PNG, e.g. {missing[0]}")
-        return cls(images, masks, **kwargs)
+        images, masks = zip(*image_mask_pairs(root))
+        return cls(list(images), list(masks), **kwargs)
 
     @classmethod
     def from_dataset(cls, dataset, image_column: str = "image", mask_column: str = "mask", **kwargs):
@@ -306,6 +313,7 @@ __all__ = [
     "Sam2ImageDataset",
     "Sam2VideoCollator",
     "frame_tensor",
+    "image_mask_pairs",
     "image_tensor",
     "instance_ids",
     "object_masks",
