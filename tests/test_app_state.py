@@ -148,30 +148,47 @@ def files_under(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def unzip_export(files: list[Path], folder: Path) -> Path:
+    """The app's video export (`tracking.zip`, `overlay.mp4`, `prompts.json`) as `hiera-hf track` writes it."""
+    archive, overlay, prompts = files
+    assert (archive.name, overlay.name, prompts.name) == ("tracking.zip", "overlay.mp4", "prompts.json")
+    with zipfile.ZipFile(archive) as opened:
+        opened.extractall(folder)
+    shutil.copy(overlay, folder / "overlay.mp4")
+    return folder
+
+
+def assert_same_files(shown: dict[str, bytes], expected: dict[str, bytes]) -> None:
+    assert sorted(shown) == sorted(expected)
+    for name, content in expected.items():
+        assert shown[name] == content, name
+
+
+EVERY_FORMAT = ["--format", "png,rle,objects,boxes,mp4"]
+
+
 def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     session, app_clip, app_models, app_model_folder, tmp_path
 ):
     video = session.open_video(str(app_clip))
     assert video.num_frames == NUM_FRAMES
     one, two = video.add_object(), video.add_object()
-    # in the order `hiera-hf track` applies its flags (boxes first): the session batches objects in that order
-    video.set_box(0, BOX_2, obj_id=two)
-    video.click(0, *CLICK_2, obj_id=two)
+    # object 1 by clicks, then object 2 by a box and a click: `hiera-hf track` takes its flags in the same order
     for x, y, label in CLICKS_1:
         video.click(0, x, y, label, obj_id=one)
+    video.set_box(0, BOX_2, obj_id=two)
+    video.click(0, *CLICK_2, obj_id=two)
     assert list(video.track(0, "both")) == list(range(NUM_FRAMES))  # backward from frame 0 tracks nothing
-    archive, overlay = session.export_video()
-    assert (archive.name, overlay.name) == ("tracking.zip", "overlay.mp4")
-    with zipfile.ZipFile(archive) as opened:
-        opened.extractall(tmp_path / "app")
-    shutil.copy(overlay, tmp_path / "app" / "overlay.mp4")
+    shown = files_under(unzip_export(session.export_video(), tmp_path / "app"))
+    archive = session.folder / "exports" / "tracking.zip"
 
     # the same prompts through `hiera-hf track`, every format: the same files, byte for byte
-    points = [f"0,1,{x},{y},{label}" for x, y, label in CLICKS_1] + ["0,2,{},{},{}".format(*CLICK_2)]
+    points = [f"0,1,{x},{y},{label}" for x, y, label in CLICKS_1]
     flags = [arg for p in points for arg in ("--point", p)] + ["--box", "0,2,{},{},{},{}".format(*BOX_2)]
+    flags += ["--point", "0,2,{},{},{}".format(*CLICK_2)]
     cli = tmp_path / "cli"
-    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--out", str(cli), "--quiet", *flags]
-    assert cli_main([*argv, "--format", "png,rle,objects,boxes,mp4"]) == 0
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--quiet"]
+    assert cli_main([*argv, "--out", str(cli), *flags, *EVERY_FORMAT]) == 0
     expected = files_under(cli)
     names = [f"{t:05d}" for t in range(NUM_FRAMES)]
     assert sorted(expected) == sorted(
@@ -179,11 +196,14 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
         + [f"{folder}/{name}.{ext}" for folder, ext in (("masks", "png"), ("rle", "json")) for name in names]
         + [f"objects/{obj}/{name}.png" for obj in (1, 2) for name in names]
     )
-    shown = files_under(tmp_path / "app")
-    assert sorted(shown) == sorted(expected)
-    for name, content in expected.items():
-        assert shown[name] == content, name
+    assert_same_files(shown, expected)
     assert {1, 2} <= set(np.unique(np.asarray(Image.open(cli / "masks" / f"{names[-1]}.png"))))  # both tracked
+    # the order matters (the session batches objects in the order first prompted): object 2's flags first differ
+    swapped = flags[len(points) * 2 :] + flags[: len(points) * 2]
+    assert cli_main([*argv, "--out", str(tmp_path / "swapped"), *swapped, "--format", "png"]) == 0
+    assert any(
+        (tmp_path / "swapped" / "masks" / f"{n}.png").read_bytes() != expected[f"masks/{n}.png"] for n in names
+    )
 
     # what the files say: each format is the label map's pixels of the object
     for t, name in enumerate(names):
@@ -215,8 +235,8 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     reference.mkdir()
     clip = str(app_clip)
     with Sam2VideoSession(app_models.video, clip, progress=False, add_all_frames_to_correct_as_cond=True) as direct:
-        direct.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
         direct.add_points(0, 1, [c[:2] for c in CLICKS_1], [c[2] for c in CLICKS_1])
+        direct.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
         list(direct.propagate(reverse="both"))
         direct.add_points(1, 1, [CORRECTION[:2]], [CORRECTION[2]])
         for result in direct.propagate(1, reverse=False):
@@ -228,6 +248,42 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     video.remove_object(two)
     assert all(two not in np.unique(video.labels(t)) for t in range(NUM_FRAMES))
     assert video.session.object_ids == [one]
+
+
+def test_track_prompts_replays_an_app_session_byte_for_byte(session, app_clip, app_model_folder, tmp_path):
+    """Everything done in the app (clicks, a box, tracking, corrections on a tracked frame, tracking again, a stopped
+    tracking, a removed object, a name) is in its `prompts.json`; `hiera-hf track --prompts` replays it into the
+    files the app exported, byte for byte, in every format."""
+    video = session.open_video(str(app_clip))
+    one, two = video.add_object(), video.add_object()
+    video.click(0, *CLICKS_1[0], obj_id=one)
+    video.set_box(0, BOX_2, obj_id=two)
+    assert list(video.track(0, "forward")) == list(range(NUM_FRAMES))
+    before = [video.labels(t) for t in range(NUM_FRAMES)]
+    video.click(1, *CORRECTION, obj_id=one)  # two corrections on a tracked frame (the second sees the first)
+    video.click(1, *CLICKS_1[1], obj_id=one)
+    assert list(video.track(1, "forward", max_frames=2)) == [1, 2]
+    three = video.add_object()
+    video.click(2, *CLICK_2, obj_id=three)
+    stopped = video.track(2, "backward")
+    assert next(stopped) == 2  # as the page's Stop leaves it: one frame tracked, the rest never asked for
+    del stopped
+    video.remove_object(two)
+    video.objects.rename(one, "left block")
+    exported = session.export_video()
+    shown = files_under(unzip_export(exported, tmp_path / "app"))
+    assert any(not np.array_equal(video.labels(t), before[t]) for t in range(NUM_FRAMES))  # the corrections count
+    recorded = json.loads(exported[2].read_text())
+    kinds = [next(k for k in ("click", "box", "track", "remove") if k in step) for step in recorded["steps"]]
+    assert kinds == ["click", "box", "track", "click", "click", "track", "click", "track", "remove"]
+    assert recorded["steps"][7]["frames"] == 1 and recorded["names"] == {"1": "left block"}
+
+    out = tmp_path / "cli"
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--quiet", "--out", str(out)]
+    assert cli_main([*argv, "--prompts", str(exported[2]), *EVERY_FORMAT]) == 0
+    expected = files_under(out)
+    assert "boxes/3.txt" in expected and "boxes/2.txt" not in expected
+    assert_same_files(shown, expected)
 
 
 def test_bad_input_gets_a_short_message(session, app_models, app_clip, tmp_path):

@@ -383,7 +383,10 @@ class VideoTab(_Tab):
 
     def export_masks(self, request: gr.Request):
         files = [str(path) for path in self.session(request).export_video()]
-        message = "Exported the masks as hiera-hf track writes them (zip) and the overlay video"
+        message = (
+            "Exported the masks as hiera-hf track writes them (zip), the overlay video and prompts.json "
+            "(hiera-hf track VIDEO --prompts prompts.json writes the same files)"
+        )
         return {self.status: message, self.files: files}
 
 

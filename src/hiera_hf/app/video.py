@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sam2 import Sam2VideoFrameResult, Sam2VideoSession
+from ..sam2 import Sam2VideoSession
 from ..sam2.prompts import check_index
-from ..sam2.video_output import label_map, read_label_map, write_palette_png
-from ..sam2.video_prompts import VideoPrompt, apply_prompt, check_direction, propagate
+from ..sam2.video_output import LabelMapFolder
+from ..sam2.video_prompts import PromptLog, VideoPrompt, check_direction
 from .models import Models
 from .objects import FOREGROUND, Objects, check_click, check_corners
 from .views import ViewGrid
@@ -22,8 +22,9 @@ from .views import ViewGrid
 class VideoState:
     """One video being tracked through a `Sam2VideoSession` (with `add_all_frames_to_correct_as_cond`, so that
     a correction click survives tracking again; prompts on frames not tracked yet behave the same either way).
-    Masks go to `folder/masks/00000.png ...` as `hiera-hf track` writes them; prompts are kept and applied as
-    `hiera-hf track` applies its flags (`sam2.video_prompts`)."""
+    Every click, box, tracking and removal goes through a `video_prompts.PromptLog`, whose steps `hiera-hf track
+    --prompts` replays into the same masks; the masks go to `folder/masks/00000.png ...` as `hiera-hf track` writes
+    them."""
 
     def __init__(self, models: Models, source, folder: str | os.PathLike):
         try:
@@ -35,14 +36,18 @@ class VideoState:
         self.models = models
         self.folder = Path(folder)
         self.masks = self.folder / "masks"
-        self.masks.mkdir(parents=True, exist_ok=True)
+        self.log = PromptLog(self.session, LabelMapFolder(self.masks), models.lock)
         self.grid = ViewGrid(self.session.video_height, self.session.video_width)  # the frames' views
         self.objects = Objects()
-        self.prompts: dict[tuple[int, int], VideoPrompt] = {}  # (frame, object) -> its prompts there
 
     @property
     def num_frames(self) -> int:
         return self.session.num_frames
+
+    @property
+    def prompts(self) -> dict[tuple[int, int], VideoPrompt]:
+        """(frame, object) -> its prompts there."""
+        return self.log.prompts
 
     def frame_index(self, frame_idx) -> int:
         """`frame_idx` checked against the video: an integer, or an integral float as the page's slider sends it;
@@ -55,8 +60,7 @@ class VideoState:
 
     def labels(self, frame_idx: int) -> np.ndarray | None:
         """The frame's label map `(H, W)` uint8 (`None` before any mask was computed on it)."""
-        path = self.masks / f"{self.frame_index(frame_idx):05d}.png"
-        return read_label_map(path) if path.is_file() else None
+        return self.log.labels.read(self.frame_index(frame_idx))
 
     def view(self, frame_idx: int) -> np.ndarray:
         """The frame with its masks and the active object's clicks on it drawn in, `grid.size` pixels."""
@@ -74,8 +78,7 @@ class VideoState:
         frame_idx = self.frame_index(frame_idx)
         click = check_click(x, y, label, self.session.video_width, self.session.video_height)
         obj_id = self.objects.check(obj_id)
-        self.prompts.setdefault((frame_idx, obj_id), VideoPrompt()).clicks.append(click)
-        self._apply(frame_idx, obj_id)
+        self.log.click(frame_idx, obj_id, click)
         return obj_id
 
     def set_box(self, frame_idx: int, box, obj_id: int | None = None) -> int:
@@ -83,29 +86,14 @@ class VideoState:
         frame_idx = self.frame_index(frame_idx)
         corners = check_corners(box, self.session.video_width, self.session.video_height)
         obj_id = self.objects.check(obj_id)
-        self.prompts.setdefault((frame_idx, obj_id), VideoPrompt()).box = corners
-        self._apply(frame_idx, obj_id)
+        self.log.box(frame_idx, obj_id, corners)
         return obj_id
-
-    def _apply(self, frame_idx: int, obj_id: int) -> None:
-        with self.models.lock:
-            result = apply_prompt(self.session, frame_idx, obj_id, self.prompts[frame_idx, obj_id])
-        self._write(result)
-
-    def _write(self, result: Sam2VideoFrameResult) -> None:
-        write_palette_png(label_map(result), self.masks / f"{result.frame_idx:05d}.png")
 
     def remove_object(self, obj_id: int) -> None:
         """Forget an object (prompts and memory); its pixels are cleared from the masks computed so far."""
         self.objects.check(obj_id)
-        if obj_id in self.session.object_ids:
-            self.session.remove_object(obj_id)
+        self.log.remove(obj_id)
         self.objects.remove(obj_id)
-        self.prompts = {key: value for key, value in self.prompts.items() if key[1] != obj_id}
-        for path in self.masks.glob("*.png"):
-            labels = read_label_map(path)
-            if (labels == obj_id).any():
-                write_palette_png(np.where(labels == obj_id, 0, labels).astype(np.uint8), path)
 
     def track(
         self, start_frame: int | None = None, direction: str = "both", max_frames: int | None = None
@@ -121,21 +109,10 @@ class VideoState:
         start_frame = self.frame_index(start_frame)
         if max_frames is not None:
             max_frames = check_index(max_frames, "max_frames", 1)
-        with self.models.lock:
-            results = propagate(self.session, start_frame, direction, max_frames)
-        return self._track(results)
-
-    def _track(self, results: Iterator[Sam2VideoFrameResult]) -> Iterator[int]:
-        while True:
-            with self.models.lock:
-                result = next(results, None)
-            if result is None:
-                return
-            self._write(result)
-            yield result.frame_idx
+        return self.log.track(start_frame, direction, max_frames)
 
     def tracked_frames(self) -> list[int]:
-        return sorted(int(p.stem) for p in self.masks.glob("*.png"))
+        return self.log.labels.frames()
 
     def close(self) -> None:
         self.session.close()
