@@ -66,13 +66,19 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):
+def page(browser, server, request, tmp_path_factory):
+    """A tab on the app; when the test fails, its screenshot is saved (the path is printed)."""
     _, url = server
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
     page.wait_for_selector("#status textarea")
     yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        path = tmp_path_factory.mktemp("failed") / f"{request.node.name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot of the failed page: {path}")
     page.close()
 
 
@@ -147,6 +153,14 @@ def _open_clip_and_click(page, clip: Path, frames: int) -> None:
 
 def _mode(page, tab: str, mode: str) -> None:
     page.locator(f"#{tab}-mode label", has_text=mode).click()
+
+
+def _error_badges(page) -> int:
+    """How many components show Gradio's red "Error" badge (an event that failed before our handler ran)."""
+    return page.evaluate(
+        "() => Array.from(document.querySelectorAll('[data-testid=status-tracker]'))"
+        ".filter(tracker => tracker.innerText.trim().startsWith('Error')).length"
+    )
 
 
 def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, app_models, tmp_path):
@@ -420,6 +434,51 @@ def test_user_errors_are_one_line_messages_and_the_page_keeps_working(page, tmp_
     _wait_status(page, "Foreground click")
     assert all("\n" not in message and "Internal error" not in message for message in messages), messages
     assert "Traceback" not in page.content()
+
+
+def test_a_frame_past_the_end_shows_the_last_and_the_page_keeps_working(page, server, app_clip):
+    blocks, _ = server
+    _open_clip_and_click(page, app_clip, NUM_FRAMES)
+    number = page.locator("#video-frame input[type=number]")
+    number.fill("999")
+    number.press("Tab")  # the page sends a typed frame when the box loses the focus
+    _wait_status(page, f"There is no frame 999: showing frame {NUM_FRAMES - 1}")
+    assert number.input_value() == str(NUM_FRAMES - 1)
+    _click_pixel(page, "video-view", 120, 95, VIDEO_SIZE)
+    _wait_status(page, f"Foreground click (120, 95) on object 1, frame {NUM_FRAMES - 1}")
+    assert _error_badges(page) == 0 and "Traceback" not in page.content()
+    assert (NUM_FRAMES - 1, 1) in _session(blocks).require_video().prompts
+
+
+def test_the_most_recent_of_upload_and_typed_path_opens(page):
+    _open_dog(page)  # an upload, then a path typed: the path opens, the upload box is cleared
+    page.locator("#image-path textarea").fill(media("truck.jpg"))
+    page.locator("#image-path textarea").press("Enter")
+    _wait_status(page, f"Opened a 1800x1200 image ({media('truck.jpg')})")
+    page.wait_for_selector("#image-file input[type=file]", state="attached")
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))  # then an upload again
+    _wait_status(page, "Opened a 500x331 image (dog.jpg)")
+    assert page.locator("#image-path textarea").input_value() == ""
+
+
+def test_opening_another_video_clears_what_belonged_to_the_last(page, app_clip, long_clip, tmp_path):
+    _open_clip_and_click(page, app_clip, NUM_FRAMES)
+    page.locator("#video-track").click()
+    _wait_status(page, f"Tracked {NUM_FRAMES} frames")
+    page.locator("#video-export").click()
+    _wait_status(page, "Exported")
+    page.wait_for_selector("#video-files a")
+    page.locator("#video-name textarea").fill("cup")  # typed, not given
+    page.locator("#video-path textarea").fill(str(long_clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, f"Opened a video of {LONG_CLIP} frames")
+    assert page.locator("#video-files a").count() == 0
+    assert page.locator("#video-name textarea").input_value() == ""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 512)
+    page.locator("#video-file input[type=file]").set_input_files(str(broken))
+    message = _wait_status(page, "Cannot open the video")
+    assert "broken.mp4" in message and str(broken.parent) not in message and "gradio" not in message, message
 
 
 def test_closing_the_tab_frees_its_session(browser, server):

@@ -87,14 +87,6 @@ def _corners(box) -> str:
     return ", ".join(f"{v:.0f}" for v in box)
 
 
-def _source(file: str | None, path: str | None, what: str) -> str:
-    """The uploaded file, else the path typed in."""
-    source = file or (path or "").strip()
-    if not source:
-        raise ValueError(f"Choose {what} or give a path")
-    return source
-
-
 class _Tab:
     """A tab of the page: its layout (the view, `_below_view`, then `_controls` beside it; ids `<name>-...`) and what
     its handlers share: the sessions of the open tabs and the page's "Messages" box. `_wire` connects the events."""
@@ -129,6 +121,34 @@ class _Tab:
     def guarded(self, handler):
         """`handler` with its errors reported in the page (`_guarded`)."""
         return _guarded(self.status)(handler)
+
+    def open(self, source: str, shown: str, request: gr.Request) -> dict:
+        """Open `source` (named `shown` in messages, as the person gave it); returns the tab's outputs."""
+        raise NotImplementedError
+
+    def _wire_open(self, outputs: set) -> None:
+        """An upload opens the file uploaded, Enter in the path box the path typed: the most recent wins, and the
+        other box is cleared. What belonged to the previous file (exports, the name being typed) is cleared too."""
+        self.file.upload(self.guarded(self.open_upload), self.file, outputs)
+        self.path.submit(self.guarded(self.open_path), self.path, outputs)
+
+    def open_upload(self, file, request: gr.Request) -> dict:
+        if not file:
+            return {}
+        return {**self._open(file, Path(file).name, request), self.path: ""}
+
+    def open_path(self, path, request: gr.Request) -> dict:
+        path = (path or "").strip()
+        if not path:
+            raise ValueError("Type the path of a file on the server, then Enter")
+        return {**self._open(path, path, request), self.file: None}
+
+    def _open(self, source: str, shown: str, request: gr.Request) -> dict:
+        try:
+            opened = self.open(source, shown, request)
+        except USER_ERRORS as error:  # the file named as the person gave it, not by the server's path
+            raise ValueError(user_message(error).replace(source, shown)) from None
+        return {**opened, self.files: None, self.name: ""}
 
     def _common_controls(self, tab: str, what: str, path_label: str) -> None:
         """The controls both tabs have (ids `<tab>-file` ...): the upload of `what` and the path box, the click
@@ -173,9 +193,9 @@ class ImageTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="image-files")
 
     def _wire(self) -> None:
-        self.outputs = {self.status, self.view, self.object, self.candidate, self.files}
+        self.outputs = {self.status, self.view, self.object, self.candidate, self.files, self.file, self.path, self.name}
         on, outputs = self.guarded, self.outputs
-        gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
+        self._wire_open(outputs)
         self.view.select(on(self.click), self.mode, outputs, show_progress=CLICK_PROGRESS)
         self.box.click(
             on(self.set_box), self.box_value, outputs, js="() => [window.hierahfBox]", show_progress=CLICK_PROGRESS
@@ -200,11 +220,11 @@ class ImageTab(_Tab):
             self.candidate: gr.update(choices=choices, value=choices[state.selected()] if choices else None),
         }
 
-    def open(self, file, path, request: gr.Request):
+    def open(self, source: str, shown: str, request: gr.Request) -> dict:
         session = self.session(request)
-        session.image.open(_source(file, path, "an image file"))
+        session.image.open(source)
         height, width = session.image.size
-        return self.panel(session, f"Opened a {width}x{height} image: click on an object")
+        return self.panel(session, f"Opened a {width}x{height} image ({shown}): click on an object")
 
     def click(self, mode, evt: gr.SelectData, request: gr.Request):
         session = self.session(request)
@@ -286,10 +306,12 @@ class VideoTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="video-files")
 
     def _wire(self) -> None:
-        self.outputs = {self.status, self.view, self.frame, self.object, self.files}
+        self.outputs = {self.status, self.view, self.frame, self.object, self.files, self.file, self.path, self.name}
         on, outputs, frame = self.guarded, self.outputs, self.frame
-        gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
-        frame.release(on(self.show_frame), frame, outputs)
+        self._wire_open(outputs)
+        # unchecked by Gradio: a frame typed past the end is shown clamped (`show_frame`); Gradio's own check would
+        # fail the event, and every later one reading the slider
+        frame.release(on(self.show_frame), frame, outputs, preprocess=False)
         self.view.select(on(self.click), [frame, self.mode], outputs, show_progress=CLICK_PROGRESS)
         self.box.click(
             on(self.set_box), [frame, self.box_value], outputs, js="(frame) => [frame, window.hierahfBox]",
@@ -317,14 +339,18 @@ class VideoTab(_Tab):
             self.object: gr.update(choices=_object_choices(video.objects), value=video.objects.active),
         }
 
-    def open(self, file, path, request: gr.Request):
+    def open(self, source: str, shown: str, request: gr.Request) -> dict:
         session = self.session(request)
-        video = session.open_video(_source(file, path, "a video file"))
-        return self.panel(session, 0, f"Opened a video of {video.num_frames} frames: click on an object")
+        video = session.open_video(source)
+        return self.panel(session, 0, f"Opened a video of {video.num_frames} frames ({shown}): click on an object")
 
     def show_frame(self, frame_idx, request: gr.Request):
         session = self.session(request)
-        return {} if session.video is None else self.panel(session, session.video.frame_index(frame_idx), "")
+        if session.video is None:
+            return {}
+        shown = session.video.nearest_frame(frame_idx)
+        message = "" if shown == frame_idx else f"There is no frame {frame_idx:.0f}: showing frame {shown}"
+        return self.panel(session, shown, message)
 
     def click(self, frame_idx, mode, evt: gr.SelectData, request: gr.Request):
         session = self.session(request)

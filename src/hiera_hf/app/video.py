@@ -4,6 +4,7 @@ shown. Nothing grows with the length of the video in memory but the session's bo
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,11 @@ class VideoState:
         """`frame_idx` checked against the video: an integer, or an integral float as the page's slider sends it;
         `ValueError` for a fraction, NaN, infinity or a frame out of range."""
         return self.session._check_frame(check_index(frame_idx, "Frame index"))
+
+    def nearest_frame(self, frame_idx) -> int:
+        """An integral frame number (as `frame_index` takes it) brought within the video: the last frame past the end,
+        the first below 0."""
+        return min(max(check_index(frame_idx, "Frame index", -math.inf), 0), self.num_frames - 1)
 
     def frame(self, frame_idx: int) -> np.ndarray:
         """The RGB frame `(H, W, 3)` uint8."""
