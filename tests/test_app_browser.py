@@ -296,7 +296,9 @@ def test_segment_everything_shows_progress_and_exports_the_masks(page, server, a
         "() => Array.from(document.querySelectorAll('[data-testid=status-tracker]'))"
         ".some(tracker => tracker.innerText.includes('Generating masks'))"
     )
-    count = int(_wait_status(page, "Found").split()[1])
+    message = _wait_status(page, "Found")
+    count = int(message.split()[1])
+    assert message == f"Found {count} mask{'' if count == 1 else 's'}, added as new objects"
     state = _session(blocks).image
     reference = AppSession(app_models)  # the generator through the state logic directly, with the same settings
     reference.image.open(media("dog.jpg"))

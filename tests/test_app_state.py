@@ -136,12 +136,21 @@ def test_objects_labels_and_image_exports(session, tmp_path):
     assert one not in set(np.unique(state.labels())) and state.objects.active == two
 
 
-def test_segment_everything(session):
+def test_segment_everything_adds_or_replaces_and_keeps_the_objects_when_it_finds_none(session):
     state = session.image
     state.open(media("dog.jpg"))
-    count = state.segment_everything(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, progress=False)
-    assert 0 < count == len(state.objects.names)
+    state.click(250, 160)
+    mine = state.mask(1)
+    settings = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "progress": False}
+    count = state.segment_everything(**settings)  # added as new objects: the clicked one stays
+    assert 0 < count == len(state.objects.names) - 1 and state.objects.names[2] == "mask 1"
+    np.testing.assert_array_equal(state.mask(1), mine)
     assert set(np.unique(state.labels())) - {0} <= set(state.objects.names)
+    assert state.segment_everything(replace=True, **settings) == count == len(state.objects.names)
+    assert state.objects.names[1] == "mask 1"
+    names = dict(state.objects.names)
+    assert state.segment_everything(**{**settings, "pred_iou_thresh": 1.0, "stability_score_thresh": 1.0}) == 0
+    assert state.objects.names == names  # found nothing: nothing replaced
 
 
 def files_under(folder: Path) -> dict[str, bytes]:

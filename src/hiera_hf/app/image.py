@@ -3,6 +3,7 @@ the mask decoder on the cached embedding."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,22 +245,28 @@ class ImageState:
         active = self._prompts.get(self.objects.active)
         return self.grid.draw(self._view_frame, self.labels(), *((active.clicks, active.box) if active else ()))
 
-    def segment_everything(self, **settings) -> int:
-        """Replace the objects by the automatic mask generator's masks (largest first, at most 255); `settings` go
-        to `Sam2AutomaticMaskGenerator`, within the app's bounds (`check_everything_settings`). Shows a tqdm
-        progress bar. Returns the number of masks."""
+    def segment_everything(self, replace: bool = False, **settings) -> int:
+        """Add the automatic mask generator's masks as new objects (largest first, as many as there are free ids),
+        or with `replace` let them replace the objects; when it finds none, the objects are left as they are.
+        `settings` go to `Sam2AutomaticMaskGenerator`, within the app's bounds (`check_everything_settings`). Shows a
+        tqdm progress bar. Returns the number of masks added."""
         image = self._require_image()
         settings = check_everything_settings(settings)
+        side = settings.get("points_per_side", 32)  # batches small enough for the bar to move: 8 or more
+        settings.setdefault("points_per_batch", max(1, min(64, math.ceil(side * side / 8))))
         generator = Sam2AutomaticMaskGenerator(self.models.image, self.models.processor, **settings)
         with self.models.lock:
             records = generator.generate(image)
-        records = sorted(records, key=lambda r: -r["area"])[:MAX_OBJECT_ID]
-        self.objects, self._prompts = Objects(), {}
-        for index, record in enumerate(records):
+        if not records:
+            return 0
+        if replace:
+            self.objects, self._prompts = Objects(), {}
+        free = MAX_OBJECT_ID - len(self.objects.names)
+        for index, record in enumerate(sorted(records, key=lambda r: -r["area"])[:free]):
             obj_id = self.objects.add(f"mask {index + 1}")
             score = torch.tensor([record["predicted_iou"]])
             self._prompts[obj_id] = _ImageObject(scores=score, mask=np.asarray(record["segmentation"], dtype=bool))
-        return len(records)
+        return min(len(records), free)
 
 
 __all__ = [

@@ -83,6 +83,10 @@ def _object_choices(objects) -> list[tuple[str, int]]:
     return [(f"{obj_id}: {name}", obj_id) for obj_id, name in objects.names.items()]
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _corners(box) -> str:
     return ", ".join(f"{v:.0f}" for v in box)
 
@@ -176,6 +180,10 @@ class ImageTab(_Tab):
         self._common_controls("image", "an image", "...or a path on the server (Enter)")
         self.candidate = gr.Radio([], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate")
         self.everything = gr.Button("Segment everything", elem_id="image-everything")
+        self.found = gr.Radio(
+            [("become new objects", "add"), ("replace the objects", "replace")], value="add",
+            label="The masks segment everything finds", elem_id="image-found",
+        )  # fmt: skip
         with gr.Accordion("Segment everything: settings", open=False):
             self.grid = gr.Number(
                 AMG_DEFAULTS["points_per_side"], label="Clicks per side of the grid", precision=0, minimum=1,
@@ -205,7 +213,8 @@ class ImageTab(_Tab):
         self.object.input(on(self.select_object), self.object, outputs)
         self.name.submit(on(self.rename_object), [self.object, self.name], outputs)
         self.candidate.input(on(self.select_candidate), self.candidate, outputs)
-        self.everything.click(on(self.segment_everything), [self.grid, self.iou, self.stability], outputs)
+        everything = [self.found, self.grid, self.iou, self.stability]
+        self.everything.click(on(self.segment_everything), everything, outputs)
         self.export.click(on(self.export_masks), None, outputs)
 
     def panel(self, session: AppSession, message: str) -> dict:
@@ -272,13 +281,16 @@ class ImageTab(_Tab):
         session.image.select_candidate(index)
         return self.panel(session, f"Showing candidate {index + 1}")
 
-    def segment_everything(self, grid, iou, stability, request: gr.Request, progress=TQDM_PROGRESS):
+    def segment_everything(self, found, grid, iou, stability, request: gr.Request, progress=TQDM_PROGRESS):
         session = self.session(request)
         if grid is None:
             raise ValueError("Give the number of clicks per side of the grid")
         settings = {"points_per_side": grid, "pred_iou_thresh": iou, "stability_score_thresh": stability}
-        count = session.image.segment_everything(**settings)
-        return self.panel(session, f"Found {count} masks")
+        count = session.image.segment_everything(replace=found == "replace", **settings)
+        if not count:
+            return self.panel(session, "Found no mask (the objects are unchanged): lower the scores to keep more")
+        added = "replacing the objects" if found == "replace" else "added as new objects"
+        return self.panel(session, f"Found {_plural(count, 'mask')}, {added}")
 
     def export_masks(self, request: gr.Request):
         files = [str(path) for path in self.session(request).export_image()]
