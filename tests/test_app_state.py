@@ -269,8 +269,11 @@ def test_track_prompts_replays_an_app_session_byte_for_byte(session, app_clip, a
     video.set_box(0, BOX_2, obj_id=two)
     assert list(video.track(0, "forward")) == list(range(NUM_FRAMES))
     before = [video.labels(t) for t in range(NUM_FRAMES)]
-    video.click(1, *CORRECTION, obj_id=one)  # two corrections on a tracked frame (the second sees the first)
+    video.click(1, *CORRECTION, obj_id=one)  # corrections on a tracked frame (each sees the one before)
     video.click(1, *CLICKS_1[1], obj_id=one)
+    video.click(1, *CLICKS_1[2], obj_id=one)
+    video.undo(1, one)  # the last taken back
+    assert video.prompts[1, one].clicks == [CORRECTION, CLICKS_1[1]]
     assert list(video.track(1, "forward", max_frames=2)) == [1, 2]
     three = video.add_object()
     video.click(2, *CLICK_2, obj_id=three)
@@ -283,9 +286,10 @@ def test_track_prompts_replays_an_app_session_byte_for_byte(session, app_clip, a
     shown = files_under(unzip_export(exported, tmp_path / "app"))
     assert any(not np.array_equal(video.labels(t), before[t]) for t in range(NUM_FRAMES))  # the corrections count
     recorded = json.loads(exported[2].read_text())
-    kinds = [next(k for k in ("click", "box", "track", "remove") if k in step) for step in recorded["steps"]]
-    assert kinds == ["click", "box", "track", "click", "click", "track", "click", "track", "remove"]
-    assert recorded["steps"][7]["frames"] == 1 and recorded["names"] == {"1": "left block"}
+    kinds = [next(k for k in ("undo", "click", "box", "track", "remove") if k in step) for step in recorded["steps"]]
+    expected_kinds = ["click", "box", "track", "click", "click", "click", "undo", "track", "click", "track", "remove"]
+    assert kinds == expected_kinds
+    assert recorded["steps"][9]["frames"] == 1 and recorded["names"] == {"1": "left block"}
 
     out = tmp_path / "cli"
     argv = ["track", str(app_clip), "--model", str(app_model_folder), "--quiet", "--out", str(out)]
@@ -293,6 +297,43 @@ def test_track_prompts_replays_an_app_session_byte_for_byte(session, app_clip, a
     expected = files_under(out)
     assert "boxes/3.txt" in expected and "boxes/2.txt" not in expected
     assert_same_files(shown, expected)
+
+
+def test_undo_and_clear_take_back_prompts(session, app_clip):
+    state = session.image
+    state.open(media("dog.jpg"))
+    obj_id = state.click(250, 160)
+    one_click = state.mask()
+    state.set_box((100, 50, 400, 300))
+    state.click(100, 60, 0)
+    state.undo()
+    assert state._prompts[obj_id].clicks == [(250.0, 160.0, 1)] and state._prompts[obj_id].box is not None
+    state.undo()
+    np.testing.assert_array_equal(state.mask(), one_click)  # as it was after the first click
+    state.undo()
+    assert state.mask() is None and state.scores() == []
+    with pytest.raises(ValueError, match="has no click or box to take back"):
+        state.undo()
+    state.click(250, 160)
+    assert state.clear_prompts() == obj_id and state.mask() is None and obj_id in state.objects.names
+
+    video = session.open_video(str(app_clip))
+    one = video.add_object()
+    video.click(0, *CLICKS_1[0], obj_id=one)
+    first = video.labels(0)
+    video.click(0, *CLICKS_1[2], obj_id=one)
+    video.undo(0, one)
+    np.testing.assert_array_equal(video.labels(0), first)
+    video.undo(0, one)  # its last prompt: the object leaves the session, its masks are cleared, it stays listed
+    assert video.session.object_ids == [] and not video.labels(0).any() and one in video.objects.names
+    with pytest.raises(ValueError, match="no click or box on frame 0 to take back"):
+        video.undo(0, one)
+    with pytest.raises(ValueError, match="Nothing to track"):
+        video.track()
+    video.click(0, *CLICKS_1[0], obj_id=one)
+    video.click(1, *CLICKS_1[1], obj_id=one)
+    assert video.clear_prompts(one) == one and video.prompts == {} and one in video.objects.names
+    assert not any(video.labels(t).any() for t in video.tracked_frames())
 
 
 def test_bad_input_gets_a_short_message(session, app_models, app_clip, tmp_path):

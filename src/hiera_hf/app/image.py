@@ -78,6 +78,7 @@ class _ImageObject:
 
     clicks: list[tuple[float, float, int]] = field(default_factory=list)
     box: list[float] | None = None
+    earlier: list[tuple[list, list[float] | None]] = field(default_factory=list)  # (clicks, box) before each change
     low_res: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     selected: int = 0
@@ -156,7 +157,9 @@ class ImageState:
         height, width = self.size
         click = check_click(x, y, label, width, height)
         obj_id = self._object(obj_id)
-        self._prompts[obj_id].clicks.append(click)
+        prompt = self._prompts[obj_id]
+        prompt.earlier.append((list(prompt.clicks), prompt.box))
+        prompt.clicks = [*prompt.clicks, click]
         self._decode(obj_id)
         return obj_id
 
@@ -165,12 +168,30 @@ class ImageState:
         height, width = self.size
         corners = check_corners(box, width, height)
         obj_id = self._object(obj_id)
-        self._prompts[obj_id].box = corners
+        prompt = self._prompts[obj_id]
+        prompt.earlier.append((list(prompt.clicks), prompt.box))
+        prompt.box = corners
         self._decode(obj_id)
         return obj_id
 
-    def clear_prompts(self, obj_id: int | None = None) -> None:
-        self._prompts[self._object(obj_id)] = _ImageObject()
+    def undo(self, obj_id: int | None = None) -> int:
+        """Take back the last click or box of an object (default: the active one); returns the object id."""
+        obj_id = self._object(obj_id)
+        prompt = self._prompts[obj_id]
+        if not prompt.earlier:
+            raise ValueError(f"Object {obj_id} has no click or box to take back")
+        prompt.clicks, prompt.box = prompt.earlier.pop()
+        if prompt.clicks or prompt.box is not None:
+            self._decode(obj_id)
+        else:
+            self._prompts[obj_id] = _ImageObject()
+        return obj_id
+
+    def clear_prompts(self, obj_id: int | None = None) -> int:
+        """Forget an object's clicks, box and mask (the object stays); returns the object id."""
+        obj_id = self._object(obj_id)
+        self._prompts[obj_id] = _ImageObject()
+        return obj_id
 
     def _object(self, obj_id: int | None) -> int:
         self._require_image()

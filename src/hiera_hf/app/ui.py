@@ -40,6 +40,12 @@ starts another one."""
 # whose event's `js` hands the box to the server as its last input. The click that ends a drag is swallowed; a
 # press that moves less than MIN_DRAG CSS pixels stays a click.
 DRAG_BOX_JS = (Path(__file__).parent / "drag_box.js").read_text()
+# Keyboard shortcuts (not while typing in a box): each presses the button (or picks the click mode) of the tab shown.
+SHORTCUTS_JS = (Path(__file__).parent / "shortcuts.js").read_text()
+KEYS_HELP = (
+    "Keys: **F** foreground, **B** background, **N** new object, **Z** undo the object's last click or box, **C** "
+    "clear the object's clicks and box, **T** track, **S** stop."
+)
 
 
 def _guarded(outputs_status):
@@ -83,6 +89,13 @@ def _object_choices(objects) -> list[tuple[str, int]]:
     return [(f"{obj_id}: {name}", obj_id) for obj_id, name in objects.names.items()]
 
 
+def _selected(objects) -> int:
+    """The object selected in the page; `ValueError` when there is none."""
+    if objects.active is None:
+        raise ValueError("No object selected: click on an object first")
+    return objects.active
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -99,7 +112,7 @@ class _Tab:
         self.sessions, self.status = sessions, status
         label, view_label = labels  # of the tab and of its view
         with gr.Tab(label, elem_id=f"{name}-tab"):
-            gr.Markdown(help_text)
+            gr.Markdown(f"{help_text}\n\n{KEYS_HELP}")
             with gr.Row():
                 with gr.Column(scale=3):
                     self.view = gr.Image(
@@ -164,8 +177,11 @@ class _Tab:
         self.box, self.box_value = gr.Button(visible="hidden", elem_id=f"{tab}-box"), gr.Textbox(visible=False)
         self.object = gr.Dropdown(label="Object", choices=[], elem_id=f"{tab}-object")
         with gr.Row():
-            self.new = gr.Button("New object", elem_id=f"{tab}-new")
+            self.new = gr.Button("New object (N)", elem_id=f"{tab}-new")
             self.remove = gr.Button("Remove object", elem_id=f"{tab}-remove")
+        with gr.Row():
+            self.undo = gr.Button("Undo (Z)", elem_id=f"{tab}-undo")
+            self.clear = gr.Button("Clear object (C)", elem_id=f"{tab}-clear")
         self.name = gr.Textbox(label="Rename the object (Enter)", elem_id=f"{tab}-name")
 
 
@@ -210,6 +226,8 @@ class ImageTab(_Tab):
         )
         self.new.click(on(self.new_object), None, outputs)
         self.remove.click(on(self.remove_object), self.object, outputs)
+        self.undo.click(on(self.undo_prompt), None, outputs, show_progress=CLICK_PROGRESS)
+        self.clear.click(on(self.clear_object), None, outputs)
         self.object.input(on(self.select_object), self.object, outputs)
         self.name.submit(on(self.rename_object), [self.object, self.name], outputs)
         self.candidate.input(on(self.select_candidate), self.candidate, outputs)
@@ -258,6 +276,16 @@ class ImageTab(_Tab):
             raise ValueError("No object to remove")
         session.image.remove_object(obj_id)
         return self.panel(session, f"Removed object {obj_id}")
+
+    def undo_prompt(self, request: gr.Request):
+        session = self.session(request)
+        obj_id = session.image.undo(_selected(session.image.objects))
+        return self.panel(session, f"Took back the last click or box of object {obj_id}")
+
+    def clear_object(self, request: gr.Request):
+        session = self.session(request)
+        obj_id = session.image.clear_prompts(_selected(session.image.objects))
+        return self.panel(session, f"Cleared the clicks and box of object {obj_id}")
 
     def select_object(self, obj_id, request: gr.Request):
         session = self.session(request)
@@ -331,6 +359,8 @@ class VideoTab(_Tab):
         )  # fmt: skip
         self.new.click(on(self.new_object), frame, outputs)
         self.remove.click(on(self.remove_object), [frame, self.object], outputs)
+        self.undo.click(on(self.undo_prompt), frame, outputs, show_progress=CLICK_PROGRESS)
+        self.clear.click(on(self.clear_object), frame, outputs)
         self.object.input(on(self.select_object), [frame, self.object], outputs)
         self.name.submit(on(self.rename_object), [frame, self.object, self.name], outputs)
         # progress = the frames and the message as they come; no spinner for the page to repaint meanwhile
@@ -392,6 +422,19 @@ class VideoTab(_Tab):
         session.require_video().remove_object(obj_id)
         return self.panel(session, frame_idx, f"Removed object {obj_id}")
 
+    def undo_prompt(self, frame_idx, request: gr.Request):
+        session = self.session(request)
+        video = session.require_video()
+        frame_idx = video.frame_index(frame_idx)
+        obj_id = video.undo(frame_idx, _selected(video.objects))
+        return self.panel(session, frame_idx, f"Took back the last click or box of object {obj_id} on frame {frame_idx}")
+
+    def clear_object(self, frame_idx, request: gr.Request):
+        session = self.session(request)
+        video = session.require_video()
+        obj_id = video.clear_prompts(_selected(video.objects))
+        return self.panel(session, frame_idx, f"Cleared the clicks and boxes of object {obj_id} on every frame")
+
     def select_object(self, frame_idx, obj_id, request: gr.Request):
         session = self.session(request)
         if obj_id is None or session.video is None:
@@ -444,6 +487,7 @@ def build_app(model, device: str | None = None) -> gr.Blocks:
         VideoTab(sessions, status)
         blocks.unload(close_session)
         blocks.load(None, js=DRAG_BOX_JS)
+        blocks.load(None, js=SHORTCUTS_JS)
 
     blocks.sessions = sessions
     blocks.models = models

@@ -95,6 +95,22 @@ class VideoState:
         self.log.box(frame_idx, obj_id, corners)
         return obj_id
 
+    def undo(self, frame_idx: int, obj_id: int | None = None) -> int:
+        """Take back the last click or box of an object (default: the active one) on a frame; returns the object id."""
+        frame_idx = self.frame_index(frame_idx)
+        obj_id = self.objects.check(obj_id)
+        self.log.undo(frame_idx, obj_id)
+        return obj_id
+
+    def clear_prompts(self, obj_id: int | None = None) -> int:
+        """Forget an object's prompts on every frame, and its masks, keeping the object (its id and name); returns the
+        object id."""
+        obj_id = self.objects.check(obj_id)
+        if not any(o == obj_id for _, o in self.prompts):
+            raise ValueError(f"Object {obj_id} has no clicks or box to clear")
+        self.log.remove(obj_id)
+        return obj_id
+
     def remove_object(self, obj_id: int) -> None:
         """Forget an object (prompts and memory); its pixels are cleared from the masks computed so far."""
         self.objects.check(obj_id)
@@ -108,7 +124,7 @@ class VideoState:
         `start_frame` (default: the earliest prompted frame) over at most `max_frames` frames each way; yields each
         frame index once its masks are written. The arguments are checked before the first frame."""
         check_direction(direction)
-        if not self.session.object_ids:
+        if not self.prompts:
             raise ValueError("Nothing to track: click on an object first")
         if start_frame is None:
             start_frame = min(frame_idx for frame_idx, _ in self.prompts)

@@ -16,10 +16,11 @@ A prompts file is a JSON object::
                {"frame": 0, "object": 2, "box": [200.0, 60.0, 300.0, 160.0]},
                {"track": "both", "frame": 0, "max_frames": null, "frames": 3},
                {"frame": 1, "object": 1, "click": [120.0, 95.0, 0]},
+               {"frame": 1, "object": 1, "undo": 1},
                {"remove": 2}]}
 
 in video pixels; a click's label is 1 (foreground) or 0 (background); a box replaces the object's box on that frame
-and keeps its clicks there; a track step goes `track` ("forward", "backward" or "both") from `frame` over at most
+and keeps its clicks there; an undo step takes back the object's last click or box on the frame; a track step goes `track` ("forward", "backward" or "both") from `frame` over at most
 `max_frames` frames each way (null: all) and stops after `frames` frames, as the app's Stop did.
 """
 
@@ -124,6 +125,7 @@ STEP_KEYS = {
     "click": ("frame", "object", "click"),
     "box": ("frame", "object", "box"),
     "track": ("track", "frame", "max_frames", "frames"),
+    "undo": ("frame", "object", "undo"),
     "remove": ("remove",),
 }
 
@@ -150,6 +152,7 @@ class PromptLog:
         self.session, self.labels = session, labels
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.prompts: dict[tuple[int, int], VideoPrompt] = {}  # (frame, object) -> its prompts there, accumulated
+        self._earlier: dict[tuple[int, int], list[VideoPrompt]] = {}  # ... and what they were before each change
         self.steps: list[dict] = []
 
     def click(self, frame_idx: int, obj_id: int, click: tuple[float, float, int]) -> int:
@@ -167,8 +170,34 @@ class PromptLog:
     def _prompt(self, frame_idx: int, obj_id: int, prompt: VideoPrompt, step: dict) -> int:
         with self.lock:
             result = apply_prompt(self.session, frame_idx, obj_id, prompt)
+        self._earlier.setdefault((frame_idx, obj_id), []).append(self.prompts.get((frame_idx, obj_id), VideoPrompt()))
         self.prompts[frame_idx, obj_id] = prompt
         self.steps.append({"frame": frame_idx, "object": obj_id, **step})
+        return self.labels.write(result)
+
+    def undo(self, frame_idx: int, obj_id: int) -> int:
+        """Take back an object's last click or box on a frame: its earlier prompts there go to the session again
+        (none left: they are cleared there, and an object left without prompts is removed, `remove`); returns the
+        frame index. `ValueError` when it has none there."""
+        earlier = self._earlier.get((frame_idx, obj_id))
+        if not earlier:
+            raise ValueError(f"Object {obj_id} has no click or box on frame {frame_idx} to take back")
+        prompt = earlier[-1]
+        if not prompt.clicks and prompt.box is None and not any(o == obj_id for f, o in self.prompts if f != frame_idx):
+            self.remove(obj_id)
+            self.steps[-1] = {"frame": frame_idx, "object": obj_id, "undo": 1}
+            return frame_idx
+        with self.lock:
+            if prompt.clicks or prompt.box is not None:
+                result = apply_prompt(self.session, frame_idx, obj_id, prompt)
+            else:
+                result = self.session.clear_frame_prompts(frame_idx, obj_id)
+        earlier.pop()
+        if prompt.clicks or prompt.box is not None:
+            self.prompts[frame_idx, obj_id] = prompt
+        else:
+            del self.prompts[frame_idx, obj_id]
+        self.steps.append({"frame": frame_idx, "object": obj_id, "undo": 1})
         return self.labels.write(result)
 
     def track(self, start_frame: int, direction: str = "both", max_frames: int | None = None) -> Iterator[int]:
@@ -196,6 +225,7 @@ class PromptLog:
             self.session.remove_object(obj_id)
         self.labels.clear_object(obj_id)
         self.prompts = {key: value for key, value in self.prompts.items() if key[1] != obj_id}
+        self._earlier = {key: value for key, value in self._earlier.items() if key[1] != obj_id}
         self.steps.append({"remove": obj_id})
 
     def replay(self, steps: list[dict], where: str = "prompts") -> None:
@@ -208,6 +238,8 @@ class PromptLog:
                         pass
                 elif "remove" in step:
                     self.remove(step["remove"])
+                elif "undo" in step:
+                    self.undo(step["frame"], step["object"])
                 elif "click" in step:
                     self.click(step["frame"], step["object"], tuple(step["click"]))
                 else:
@@ -250,6 +282,8 @@ def _check_step(step) -> dict:
         checked["box"] = check_boxes(step["box"], None, None, "box").tolist()
         if len(checked["box"]) != 4:
             raise ValueError(f"box must be [x0, y0, x1, y1], got {step['box']!r}")
+    elif kind == "undo" and step["undo"] != 1:
+        raise ValueError(f"undo must be 1 (one click or box taken back), got {step['undo']!r}")
     elif kind == "track":
         check_direction(step["track"])
         limit = step["max_frames"]
