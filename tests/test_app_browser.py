@@ -483,6 +483,34 @@ def test_opening_another_video_clears_what_belonged_to_the_last(page, app_clip, 
     assert "broken.mp4" in message and str(broken.parent) not in message and "gradio" not in message, message
 
 
+def test_keyboard_shortcuts_undo_and_clear(page, server):
+    """The keys listed in the page pick the click mode, undo, clear and start a new object (not while typing)."""
+    blocks, _ = server
+    assert "Keys: F foreground, B background, N new object, Z undo" in page.locator("#image-tab").inner_text()
+    _open_dog(page)
+    _click_pixel(page, "image-view", 250, 160, (500, 331))
+    _wait_status(page, "Foreground click")
+    page.keyboard.press("b")
+    _click_pixel(page, "image-view", 100, 60, (500, 331))
+    _wait_status(page, "Background click")
+    state = _session(blocks).image
+    page.keyboard.press("z")
+    _wait_status(page, "Took back the last click or box of object 1")
+    assert [label for _, _, label in state._prompts[1].clicks] == [1]
+    page.locator("#image-name textarea").press("z")  # typed in a box: not a shortcut
+    time.sleep(1)
+    assert len(state._prompts[1].clicks) == 1 and page.locator("#image-name textarea").input_value() == "z"
+    page.locator("#image-clear").click()
+    _wait_status(page, "Cleared the clicks and box of object 1")
+    assert state.mask(1) is None
+    page.keyboard.press("n")
+    _wait_status(page, "Object 2")
+    page.keyboard.press("f")
+    _click_pixel(page, "image-view", 250, 160, (500, 331))
+    _wait_status(page, "Foreground click (250, 160) on object 2")
+    assert _error_badges(page) == 0
+
+
 def test_closing_the_tab_frees_its_session(browser, server):
     blocks, url = server
     page = browser.new_page()
