@@ -18,7 +18,7 @@ from sam2_helpers import media
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
 from hiera_hf.app import AppSession, Models, Sessions
-from hiera_hf.app.views import BOX_COLOUR, VIEW_MAX_SIDE, blend
+from hiera_hf.app.views import BOX_COLOUR, CLICK_COLOURS, VIEW_MAX_SIDE, blend, object_colour
 from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -92,8 +92,8 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     plain = np.asarray(Image.open(media("truck.jpg")).convert("RGB").resize((1024, 683), Image.Resampling.BILINEAR))
     sampled = labels[(np.arange(683) * 1200 + 600) // 683][:, (np.arange(1024) * 1800 + 900) // 1024]
     tinted = np.any(view != plain, axis=2)
-    tinted[336:347, 507:518] = False  # the click's square
-    sampled[336:347, 507:518] = 0
+    tinted[334:349, 505:520] = False  # the click's disc
+    sampled[334:349, 505:520] = 0
     np.testing.assert_array_equal(tinted, sampled > 0)  # the mask, sampled at the view's pixel centres
     with pytest.raises(ValueError, match="A box is 4 numbers"):
         grid.box_from_view(["1", "2", "3"])
@@ -101,6 +101,21 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     view = state.view()
     for y, x in ((80, 250), (81, 250), (300, 250), (200, 100), (200, 400)):
         assert tuple(view[y, x]) == BOX_COLOUR, (y, x)
+
+    # masks filled half with their colour and outlined in it; clicks as discs ringed in white, of every object
+    labels = np.zeros((40, 40), dtype=np.uint8)
+    labels[10:30, 10:30] = 3
+    drawn = blend(np.zeros((40, 40, 3), dtype=np.uint8), labels, [(20, 20, 0), (12, 25, 1)])
+    assert tuple(drawn[10, 15]) == object_colour(3) and tuple(drawn[29, 15]) == object_colour(3)
+    assert tuple(drawn[15, 15]) == tuple(c // 2 for c in object_colour(3)) and not drawn[5, 5].any()
+    assert tuple(drawn[20, 20]) == CLICK_COLOURS[0] and tuple(drawn[20, 24]) == (255, 255, 255)
+    assert tuple(drawn[25, 12]) == CLICK_COLOURS[1]
+    state.open(media("dog.jpg"))
+    state.click(100, 100)
+    state.add_object()
+    state.click(300, 200)
+    view = state.view()
+    assert tuple(view[100, 100]) == CLICK_COLOURS[1] and tuple(view[200, 300]) == CLICK_COLOURS[1]
 
 
 def test_objects_labels_and_image_exports(session, tmp_path):

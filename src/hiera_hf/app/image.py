@@ -261,10 +261,12 @@ class ImageState:
         return labels
 
     def view(self) -> np.ndarray:
-        """The image with the masks and the active object's clicks drawn in, `grid.size` pixels (see `ViewGrid`)."""
+        """The image with the masks, every object's clicks and the active object's box drawn in, `grid.size` pixels
+        (see `ViewGrid`)."""
         self._require_image()
         active = self._prompts.get(self.objects.active)
-        return self.grid.draw(self._view_frame, self.labels(), *((active.clicks, active.box) if active else ()))
+        clicks = [click for prompt in self._prompts.values() for click in prompt.clicks]
+        return self.grid.draw(self._view_frame, self.labels(), clicks, active.box if active else None)
 
     def segment_everything(self, replace: bool = False, **settings) -> int:
         """Add the automatic mask generator's masks as new objects (largest first, as many as there are free ids),

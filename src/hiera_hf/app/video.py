@@ -69,11 +69,12 @@ class VideoState:
         return self.log.labels.read(self.frame_index(frame_idx))
 
     def view(self, frame_idx: int) -> np.ndarray:
-        """The frame with its masks and the active object's clicks on it drawn in, `grid.size` pixels."""
+        """The frame with its masks, every object's clicks on it and the active object's box drawn in, `grid.size`
+        pixels."""
         frame_idx = self.frame_index(frame_idx)
-        prompt = self.prompts.get((frame_idx, self.objects.active), VideoPrompt())
-        view_frame = self.grid.frame(self.frame(frame_idx))
-        return self.grid.draw(view_frame, self.labels(frame_idx), prompt.clicks, prompt.box)
+        box = self.prompts.get((frame_idx, self.objects.active), VideoPrompt()).box
+        clicks = [click for (t, _), prompt in self.prompts.items() if t == frame_idx for click in prompt.clicks]
+        return self.grid.draw(self.grid.frame(self.frame(frame_idx)), self.labels(frame_idx), clicks, box)
 
     def add_object(self, name: str | None = None) -> int:
         return self.objects.add(name)
