@@ -511,6 +511,22 @@ def test_keyboard_shortcuts_undo_and_clear(page, server):
     assert _error_badges(page) == 0
 
 
+def test_the_corners_of_the_view_are_clickable(page, server):
+    """Nothing covers the view (Gradio's corner label and buttons are off): clicks at the corners of an image as wide
+    as the view reach it."""
+    blocks, _ = server
+    page.locator("#image-file input[type=file]").set_input_files(media("truck.jpg"))
+    _wait_status(page, "Opened a 1800x1200 image")
+    corners = ((4, 4), (1795, 4), (4, 1195), (1795, 1195))
+    for x, y in corners:
+        _click_pixel(page, "image-view", x, y, (1800, 1200))
+        _wait_status(page, "Foreground click")
+        page.evaluate("document.querySelector('#status textarea').value = ''")  # the next click's message is new
+    clicks = _session(blocks).image._prompts[1].clicks
+    step = 1800 / VIEW_MAX_SIDE  # frame pixels per view pixel
+    assert np.abs(np.subtract([c[:2] for c in clicks], corners)).max() <= step, clicks
+
+
 def test_closing_the_tab_frees_its_session(browser, server):
     blocks, url = server
     page = browser.new_page()

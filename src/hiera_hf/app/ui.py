@@ -115,9 +115,10 @@ class _Tab:
             gr.Markdown(f"{help_text}\n\n{KEYS_HELP}")
             with gr.Row():
                 with gr.Column(scale=3):
-                    self.view = gr.Image(
-                        label=view_label, type="numpy", format=VIEW_FORMAT, interactive=False, elem_id=f"{name}-view"
-                    )
+                    self.view = gr.Image(  # no corner label nor buttons: they would cover clickable pixels
+                        label=view_label, show_label=False, buttons=[], type="numpy", format=VIEW_FORMAT,
+                        interactive=False, elem_id=f"{name}-view",
+                    )  # fmt: skip
                     self._below_view()
                 with gr.Column(scale=1):
                     self._controls()
