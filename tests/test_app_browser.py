@@ -21,6 +21,7 @@ from sam2_helpers import media
 
 from hiera_hf.app import AppSession
 from hiera_hf.app.views import VIEW_MAX_SIDE
+from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2 import Sam2VideoSession
 from hiera_hf.sam2.video_output import label_map, write_palette_png
 from hiera_hf.sam2.video_prompts import apply_prompts
@@ -235,7 +236,7 @@ def test_a_large_image_is_shown_scaled_down_and_clicks_land_on_its_pixels(page, 
     assert np.abs(np.subtract(prompt.box, (300, 200, 1500, 1000))).max() <= step, prompt.box
 
 
-def test_video_two_objects_track_correct_and_export(page, server, app_models, app_clip, tmp_path):
+def test_video_two_objects_track_correct_and_export(page, server, app_models, app_model_folder, app_clip, tmp_path):
     blocks, _ = server
     _open_clip_and_click(page, app_clip, NUM_FRAMES)
     _mode(page, "video", "background")
@@ -280,6 +281,19 @@ def test_video_two_objects_track_correct_and_export(page, server, app_models, ap
         (result,) = session.propagate(last, reverse=False)
     np.testing.assert_array_equal(video.labels(last), label_map(result))
     assert {1, 2} <= set(np.unique(video.labels(0)))
+
+    # the session as the page exports it (prompts.json), replayed by `hiera-hf track --prompts`: the same files
+    page.locator("#video-export").click()
+    _wait_status(page, "Exported")
+    exports = _session(blocks).folder / "exports"
+    with zipfile.ZipFile(exports / "tracking.zip") as archive:
+        shown = {name: archive.read(name) for name in archive.namelist()}
+    shown["overlay.mp4"] = (exports / "overlay.mp4").read_bytes()
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--out", str(tmp_path / "cli"), "--quiet"]
+    assert cli_main([*argv, "--prompts", str(exports / "prompts.json"), "--format", "png,rle,objects,boxes,mp4"]) == 0
+    written = {p.relative_to(tmp_path / "cli").as_posix(): p.read_bytes() for p in (tmp_path / "cli").rglob("*") if p.is_file()}
+    assert sorted(written) == sorted(shown)
+    assert all(written[name] == shown[name] for name in shown), [n for n in shown if written[n] != shown[n]]
 
 
 def test_segment_everything_shows_progress_and_exports_the_masks(page, server, app_models):
