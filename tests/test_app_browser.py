@@ -291,7 +291,8 @@ def test_video_two_objects_track_correct_and_export(page, server, app_models, ap
     shown["overlay.mp4"] = (exports / "overlay.mp4").read_bytes()
     argv = ["track", str(app_clip), "--model", str(app_model_folder), "--out", str(tmp_path / "cli"), "--quiet"]
     assert cli_main([*argv, "--prompts", str(exports / "prompts.json"), "--format", "png,rle,objects,boxes,mp4"]) == 0
-    written = {p.relative_to(tmp_path / "cli").as_posix(): p.read_bytes() for p in (tmp_path / "cli").rglob("*") if p.is_file()}
+    cli = tmp_path / "cli"
+    written = {p.relative_to(cli).as_posix(): p.read_bytes() for p in cli.rglob("*") if p.is_file()}
     assert sorted(written) == sorted(shown)
     assert all(written[name] == shown[name] for name in shown), [n for n in shown if written[n] != shown[n]]
 
