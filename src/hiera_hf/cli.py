@@ -521,7 +521,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `track`."""
     parser.add_argument("video", metavar="VIDEO", help="a video file or a folder of JPEG/PNG frames")
     add_model_argument(parser, "sam2.1_hiera_tiny")
-    order = " Prompts are given to the model in the order of the command line (objects batched in the order first prompted)"
+    order = " Prompts go to the model in the order of the command line (objects batched in the order first prompted)"
     parser.add_argument(
         "--point",
         action="append",
@@ -638,7 +638,8 @@ def _track_inputs(args: argparse.Namespace):
     if args.prompts_file is None:
         return _track_prompts(args)
     if args.prompts or args.start_frame is not None or args.direction is not None or args.max_frames is not None:
-        raise ValueError(f"--prompts replays a session of the app, its tracking included: give no {TRACK_FLAGS} with it")
+        given = f"give no {TRACK_FLAGS} with it"
+        raise ValueError(f"--prompts replays a session of the app, its tracking included: {given}")
     from .sam2.video_prompts import read_prompts
 
     return read_prompts(args.prompts_file)
@@ -656,8 +657,8 @@ def _replay(session, recorded, args: argparse.Namespace, inputs: list) -> list[i
     found = (session.video_width, session.video_height, session.num_frames)
     if made != found:
         raise ValueError(
-            f"{args.prompts_file} was made on a video of {made[0]}x{made[1]} pixels and {made[2]} frames; {args.video} "
-            f"has {found[0]}x{found[1]} pixels and {found[2]} frames"
+            f"{args.prompts_file} was made on a video of {made[0]}x{made[1]} pixels and {made[2]} frames; "
+            f"{args.video} has {found[0]}x{found[1]} pixels and {found[2]} frames"
         )
     with tempfile.TemporaryDirectory(prefix="hiera-hf-replay-") as scratch:
         log = PromptLog(session, LabelMapFolder(scratch))

@@ -8,7 +8,8 @@
     .find((element) => element.offsetParent !== null);
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
-    const typing = "input:not([type=radio]):not([type=checkbox]):not([type=button]), textarea, select, [contenteditable]";
+    const typing = "input:not([type=radio]):not([type=checkbox]):not([type=button]), textarea, select,"
+      + " [contenteditable]";
     if (event.target instanceof Element && event.target.closest(typing)) return;
     const action = KEYS[event.key.toLowerCase()];
     if (!action) return;

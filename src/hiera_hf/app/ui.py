@@ -218,7 +218,8 @@ class ImageTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="image-files")
 
     def _wire(self) -> None:
-        self.outputs = {self.status, self.view, self.object, self.candidate, self.files, self.file, self.path, self.name}
+        opened = {self.files, self.file, self.path, self.name}  # what opening a file clears
+        self.outputs = {self.status, self.view, self.object, self.candidate, *opened}
         on, outputs = self.guarded, self.outputs
         self._wire_open(outputs)
         self.view.select(on(self.click), self.mode, outputs, show_progress=CLICK_PROGRESS)
@@ -347,7 +348,8 @@ class VideoTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="video-files")
 
     def _wire(self) -> None:
-        self.outputs = {self.status, self.view, self.frame, self.object, self.files, self.file, self.path, self.name}
+        opened = {self.files, self.file, self.path, self.name}  # what opening a file clears
+        self.outputs = {self.status, self.view, self.frame, self.object, *opened}
         on, outputs, frame = self.guarded, self.outputs, self.frame
         self._wire_open(outputs)
         # unchecked by Gradio: a frame typed past the end is shown clamped (`show_frame`); Gradio's own check would
@@ -428,7 +430,8 @@ class VideoTab(_Tab):
         video = session.require_video()
         frame_idx = video.frame_index(frame_idx)
         obj_id = video.undo(frame_idx, _selected(video.objects))
-        return self.panel(session, frame_idx, f"Took back the last click or box of object {obj_id} on frame {frame_idx}")
+        message = f"Took back the last click or box of object {obj_id} on frame {frame_idx}"
+        return self.panel(session, frame_idx, message)
 
     def clear_object(self, frame_idx, request: gr.Request):
         session = self.session(request)

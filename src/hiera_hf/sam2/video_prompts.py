@@ -20,8 +20,9 @@ A prompts file is a JSON object::
                {"remove": 2}]}
 
 in video pixels; a click's label is 1 (foreground) or 0 (background); a box replaces the object's box on that frame
-and keeps its clicks there; an undo step takes back the object's last click or box on the frame; a track step goes `track` ("forward", "backward" or "both") from `frame` over at most
-`max_frames` frames each way (null: all) and stops after `frames` frames, as the app's Stop did.
+and keeps its clicks there; an undo step takes back the object's last click or box on the frame; a track step goes
+`track` ("forward", "backward" or "both") from `frame` over at most `max_frames` frames each way (null: all) and
+stops after `frames` frames, as the app's Stop did; a remove step forgets an object (prompts, memory, masks).
 """
 
 from __future__ import annotations
@@ -183,17 +184,18 @@ class PromptLog:
         if not earlier:
             raise ValueError(f"Object {obj_id} has no click or box on frame {frame_idx} to take back")
         prompt = earlier[-1]
-        if not prompt.clicks and prompt.box is None and not any(o == obj_id for f, o in self.prompts if f != frame_idx):
+        given = bool(prompt.clicks) or prompt.box is not None
+        if not given and not any(o == obj_id for f, o in self.prompts if f != frame_idx):
             self.remove(obj_id)
             self.steps[-1] = {"frame": frame_idx, "object": obj_id, "undo": 1}
             return frame_idx
         with self.lock:
-            if prompt.clicks or prompt.box is not None:
+            if given:
                 result = apply_prompt(self.session, frame_idx, obj_id, prompt)
             else:
                 result = self.session.clear_frame_prompts(frame_idx, obj_id)
         earlier.pop()
-        if prompt.clicks or prompt.box is not None:
+        if given:
             self.prompts[frame_idx, obj_id] = prompt
         else:
             del self.prompts[frame_idx, obj_id]
