@@ -347,6 +347,9 @@ def test_undo_and_clear_take_back_prompts(session, app_clip):
         video.track()
     video.click(0, *CLICKS_1[0], obj_id=one)
     video.click(1, *CLICKS_1[1], obj_id=one)
+    video.undo(1, one)  # its only prompt on frame 1: cleared there, the object keeps frame 0's
+    assert list(video.prompts) == [(0, one)] and video.session.object_ids == [one] and not video.labels(1).any()
+    video.click(1, *CLICKS_1[1], obj_id=one)
     assert video.clear_prompts(one) == one and video.prompts == {} and one in video.objects.names
     assert not any(video.labels(t).any() for t in video.tracked_frames())
 
