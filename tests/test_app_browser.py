@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_helpers import BOX_2, NUM_FRAMES, VIDEO_SIZE, first_frames
+from app_helpers import BOX_2, NUM_FRAMES, VIDEO_SIZE, assert_same_tracking, first_frames
 from PIL import Image
 from sam2_helpers import media
 
@@ -293,8 +293,7 @@ def test_video_two_objects_track_correct_and_export(page, server, app_models, ap
     assert cli_main([*argv, "--prompts", str(exports / "prompts.json"), "--format", "png,rle,objects,boxes,mp4"]) == 0
     cli = tmp_path / "cli"
     written = {p.relative_to(cli).as_posix(): p.read_bytes() for p in cli.rglob("*") if p.is_file()}
-    assert sorted(written) == sorted(shown)
-    assert all(written[name] == shown[name] for name in shown), [n for n in shown if written[n] != shown[n]]
+    assert_same_tracking(written, shown)
 
 
 def test_segment_everything_shows_progress_and_exports_the_masks(page, server, app_models):

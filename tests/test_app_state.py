@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_helpers import BOX_2, CLICK_2, CLICKS_1, CORRECTION, NUM_FRAMES, SIZE
+from app_helpers import BOX_2, CLICK_2, CLICKS_1, CORRECTION, NUM_FRAMES, SIZE, assert_same_tracking
 from PIL import Image
 from pycocotools import mask as coco_mask
 from sam2_helpers import media
@@ -182,12 +182,6 @@ def unzip_export(files: list[Path], folder: Path) -> Path:
     return folder
 
 
-def assert_same_files(shown: dict[str, bytes], expected: dict[str, bytes]) -> None:
-    assert sorted(shown) == sorted(expected)
-    for name, content in expected.items():
-        assert shown[name] == content, name
-
-
 EVERY_FORMAT = ["--format", "png,rle,objects,boxes,mp4"]
 
 
@@ -220,7 +214,7 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
         + [f"{folder}/{name}.{ext}" for folder, ext in (("masks", "png"), ("rle", "json")) for name in names]
         + [f"objects/{obj}/{name}.png" for obj in (1, 2) for name in names]
     )
-    assert_same_files(shown, expected)
+    assert_same_tracking(shown, expected)
     assert {1, 2} <= set(np.unique(np.asarray(Image.open(cli / "masks" / f"{names[-1]}.png"))))  # both tracked
     # the order matters (the session batches objects in the order first prompted): object 2's flags first differ
     swapped = flags[len(points) * 2 :] + flags[: len(points) * 2]
@@ -311,7 +305,7 @@ def test_track_prompts_replays_an_app_session_byte_for_byte(session, app_clip, a
     assert cli_main([*argv, "--prompts", str(exported[2]), *EVERY_FORMAT]) == 0
     expected = files_under(out)
     assert "boxes/3.txt" in expected and "boxes/2.txt" not in expected
-    assert_same_files(shown, expected)
+    assert_same_tracking(shown, expected)
 
 
 def test_undo_and_clear_take_back_prompts(session, app_clip):
