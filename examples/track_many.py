@@ -8,6 +8,9 @@
 
     {"clips/a.mp4": {"points": ["0,1,320,180", "0,1,300,200,0"], "boxes": ["0,2,40,50,200,220"]}, ...}
 
+The points go to `hiera-hf track` before the boxes, each in the order given (track applies its prompts in
+command-line order, objects batched in the order first prompted).
+
 Each process tracks its share of the videos on its own device and writes, per video, what `hiera-hf track` writes:
 `OUT/<video name>/masks/00000.png ...` (palette PNGs, pixel value = object id) and `OUT/<video name>/overlay.mp4`.
 The masks do not depend on the number of processes.

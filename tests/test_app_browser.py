@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_helpers import BOX_2, NUM_FRAMES, VIDEO_SIZE, first_frames
+from app_helpers import BOX_2, NUM_FRAMES, VIDEO_SIZE, assert_same_tracking, first_frames
 from PIL import Image
 from sam2_helpers import media
 
 from hiera_hf.app import AppSession
 from hiera_hf.app.views import VIEW_MAX_SIDE
+from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2 import Sam2VideoSession
 from hiera_hf.sam2.video_output import label_map, write_palette_png
 from hiera_hf.sam2.video_prompts import apply_prompts
@@ -66,13 +67,19 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):
+def page(browser, server, request, tmp_path_factory):
+    """A tab on the app; when the test fails, its screenshot is saved (the path is printed)."""
     _, url = server
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
     page.wait_for_selector("#status textarea")
     yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        path = tmp_path_factory.mktemp("failed") / f"{request.node.name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot of the failed page: {path}")
     page.close()
 
 
@@ -149,6 +156,14 @@ def _mode(page, tab: str, mode: str) -> None:
     page.locator(f"#{tab}-mode label", has_text=mode).click()
 
 
+def _error_badges(page) -> int:
+    """How many components show Gradio's red "Error" badge (an event that failed before our handler ran)."""
+    return page.evaluate(
+        "() => Array.from(document.querySelectorAll('[data-testid=status-tracker]'))"
+        ".filter(tracker => tracker.innerText.trim().startsWith('Error')).length"
+    )
+
+
 def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, app_models, tmp_path):
     blocks, _ = server
     _open_dog(page)
@@ -221,7 +236,7 @@ def test_a_large_image_is_shown_scaled_down_and_clicks_land_on_its_pixels(page, 
     assert np.abs(np.subtract(prompt.box, (300, 200, 1500, 1000))).max() <= step, prompt.box
 
 
-def test_video_two_objects_track_correct_and_export(page, server, app_models, app_clip, tmp_path):
+def test_video_two_objects_track_correct_and_export(page, server, app_models, app_model_folder, app_clip, tmp_path):
     blocks, _ = server
     _open_clip_and_click(page, app_clip, NUM_FRAMES)
     _mode(page, "video", "background")
@@ -267,6 +282,19 @@ def test_video_two_objects_track_correct_and_export(page, server, app_models, ap
     np.testing.assert_array_equal(video.labels(last), label_map(result))
     assert {1, 2} <= set(np.unique(video.labels(0)))
 
+    # the session as the page exports it (prompts.json), replayed by `hiera-hf track --prompts`: the same files
+    page.locator("#video-export").click()
+    _wait_status(page, "Exported")
+    exports = _session(blocks).folder / "exports"
+    with zipfile.ZipFile(exports / "tracking.zip") as archive:
+        shown = {name: archive.read(name) for name in archive.namelist()}
+    shown["overlay.mp4"] = (exports / "overlay.mp4").read_bytes()
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--out", str(tmp_path / "cli"), "--quiet"]
+    assert cli_main([*argv, "--prompts", str(exports / "prompts.json"), "--format", "png,rle,objects,boxes,mp4"]) == 0
+    cli = tmp_path / "cli"
+    written = {p.relative_to(cli).as_posix(): p.read_bytes() for p in cli.rglob("*") if p.is_file()}
+    assert_same_tracking(written, shown)
+
 
 def test_segment_everything_shows_progress_and_exports_the_masks(page, server, app_models):
     blocks, _ = server
@@ -282,7 +310,9 @@ def test_segment_everything_shows_progress_and_exports_the_masks(page, server, a
         "() => Array.from(document.querySelectorAll('[data-testid=status-tracker]'))"
         ".some(tracker => tracker.innerText.includes('Generating masks'))"
     )
-    count = int(_wait_status(page, "Found").split()[1])
+    message = _wait_status(page, "Found")
+    count = int(message.split()[1])
+    assert message == f"Found {count} mask{'' if count == 1 else 's'}, added as new objects"
     state = _session(blocks).image
     reference = AppSession(app_models)  # the generator through the state logic directly, with the same settings
     reference.image.open(media("dog.jpg"))
@@ -420,6 +450,95 @@ def test_user_errors_are_one_line_messages_and_the_page_keeps_working(page, tmp_
     _wait_status(page, "Foreground click")
     assert all("\n" not in message and "Internal error" not in message for message in messages), messages
     assert "Traceback" not in page.content()
+
+
+def test_a_frame_past_the_end_shows_the_last_and_the_page_keeps_working(page, server, app_clip):
+    blocks, _ = server
+    _open_clip_and_click(page, app_clip, NUM_FRAMES)
+    number = page.locator("#video-frame input[type=number]")
+    number.fill("999")
+    number.press("Tab")  # the page sends a typed frame when the box loses the focus
+    _wait_status(page, f"There is no frame 999: showing frame {NUM_FRAMES - 1}")
+    assert number.input_value() == str(NUM_FRAMES - 1)
+    _click_pixel(page, "video-view", 120, 95, VIDEO_SIZE)
+    _wait_status(page, f"Foreground click (120, 95) on object 1, frame {NUM_FRAMES - 1}")
+    assert _error_badges(page) == 0 and "Traceback" not in page.content()
+    assert (NUM_FRAMES - 1, 1) in _session(blocks).require_video().prompts
+
+
+def test_the_most_recent_of_upload_and_typed_path_opens(page):
+    _open_dog(page)  # an upload, then a path typed: the path opens, the upload box is cleared
+    page.locator("#image-path textarea").fill(media("truck.jpg"))
+    page.locator("#image-path textarea").press("Enter")
+    _wait_status(page, f"Opened a 1800x1200 image ({media('truck.jpg')})")
+    page.wait_for_selector("#image-file input[type=file]", state="attached")
+    page.locator("#image-file input[type=file]").set_input_files(media("dog.jpg"))  # then an upload again
+    _wait_status(page, "Opened a 500x331 image (dog.jpg)")
+    assert page.locator("#image-path textarea").input_value() == ""
+
+
+def test_opening_another_video_clears_what_belonged_to_the_last(page, app_clip, long_clip, tmp_path):
+    _open_clip_and_click(page, app_clip, NUM_FRAMES)
+    page.locator("#video-track").click()
+    _wait_status(page, f"Tracked {NUM_FRAMES} frames")
+    page.locator("#video-export").click()
+    _wait_status(page, "Exported")
+    page.wait_for_selector("#video-files a")
+    page.locator("#video-name textarea").fill("cup")  # typed, not given
+    page.locator("#video-path textarea").fill(str(long_clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, f"Opened a video of {LONG_CLIP} frames")
+    assert page.locator("#video-files a").count() == 0
+    assert page.locator("#video-name textarea").input_value() == ""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 512)
+    page.locator("#video-file input[type=file]").set_input_files(str(broken))
+    message = _wait_status(page, "Cannot open the video")
+    assert "broken.mp4" in message and str(broken.parent) not in message and "gradio" not in message, message
+
+
+def test_keyboard_shortcuts_undo_and_clear(page, server):
+    """The keys listed in the page pick the click mode, undo, clear and start a new object (not while typing)."""
+    blocks, _ = server
+    assert "Keys: F foreground, B background, N new object, Z undo" in page.locator("#image-tab").inner_text()
+    _open_dog(page)
+    _click_pixel(page, "image-view", 250, 160, (500, 331))
+    _wait_status(page, "Foreground click")
+    page.keyboard.press("b")
+    _click_pixel(page, "image-view", 100, 60, (500, 331))
+    _wait_status(page, "Background click")
+    state = _session(blocks).image
+    page.keyboard.press("z")
+    _wait_status(page, "Took back the last click or box of object 1")
+    assert [label for _, _, label in state._prompts[1].clicks] == [1]
+    page.locator("#image-name textarea").press("z")  # typed in a box: not a shortcut
+    time.sleep(1)
+    assert len(state._prompts[1].clicks) == 1 and page.locator("#image-name textarea").input_value() == "z"
+    page.locator("#image-clear").click()
+    _wait_status(page, "Cleared the clicks and box of object 1")
+    assert state.mask(1) is None
+    page.keyboard.press("n")
+    _wait_status(page, "Object 2")
+    page.keyboard.press("f")
+    _click_pixel(page, "image-view", 250, 160, (500, 331))
+    _wait_status(page, "Foreground click (250, 160) on object 2")
+    assert _error_badges(page) == 0
+
+
+def test_the_corners_of_the_view_are_clickable(page, server):
+    """Nothing covers the view (Gradio's corner label and buttons are off): clicks at the corners of an image as wide
+    as the view reach it."""
+    blocks, _ = server
+    page.locator("#image-file input[type=file]").set_input_files(media("truck.jpg"))
+    _wait_status(page, "Opened a 1800x1200 image")
+    corners = ((4, 4), (1795, 4), (4, 1195), (1795, 1195))
+    for x, y in corners:
+        _click_pixel(page, "image-view", x, y, (1800, 1200))
+        _wait_status(page, "Foreground click")
+        page.evaluate("document.querySelector('#status textarea').value = ''")  # the next click's message is new
+    clicks = _session(blocks).image._prompts[1].clicks
+    step = 1800 / VIEW_MAX_SIDE  # frame pixels per view pixel
+    assert np.abs(np.subtract([c[:2] for c in clicks], corners)).max() <= step, clicks
 
 
 def test_closing_the_tab_frees_its_session(browser, server):

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_helpers import BOX_2, CLICK_2, CLICKS_1, CORRECTION, NUM_FRAMES, SIZE
+from app_helpers import BOX_2, CLICK_2, CLICKS_1, CORRECTION, NUM_FRAMES, SIZE, assert_same_tracking
 from PIL import Image
 from pycocotools import mask as coco_mask
 from sam2_helpers import media
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
 from hiera_hf.app import AppSession, Models, Sessions
-from hiera_hf.app.views import BOX_COLOUR, VIEW_MAX_SIDE, blend
+from hiera_hf.app.views import BOX_COLOUR, CLICK_COLOURS, VIEW_MAX_SIDE, blend, object_colour
 from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -92,8 +92,8 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     plain = np.asarray(Image.open(media("truck.jpg")).convert("RGB").resize((1024, 683), Image.Resampling.BILINEAR))
     sampled = labels[(np.arange(683) * 1200 + 600) // 683][:, (np.arange(1024) * 1800 + 900) // 1024]
     tinted = np.any(view != plain, axis=2)
-    tinted[336:347, 507:518] = False  # the click's square
-    sampled[336:347, 507:518] = 0
+    tinted[334:349, 505:520] = False  # the click's disc
+    sampled[334:349, 505:520] = 0
     np.testing.assert_array_equal(tinted, sampled > 0)  # the mask, sampled at the view's pixel centres
     with pytest.raises(ValueError, match="A box is 4 numbers"):
         grid.box_from_view(["1", "2", "3"])
@@ -101,6 +101,21 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     view = state.view()
     for y, x in ((80, 250), (81, 250), (300, 250), (200, 100), (200, 400)):
         assert tuple(view[y, x]) == BOX_COLOUR, (y, x)
+
+    # masks filled half with their colour and outlined in it; clicks as discs ringed in white, of every object
+    labels = np.zeros((40, 40), dtype=np.uint8)
+    labels[10:30, 10:30] = 3
+    drawn = blend(np.zeros((40, 40, 3), dtype=np.uint8), labels, [(20, 20, 0), (12, 25, 1)])
+    assert tuple(drawn[10, 15]) == object_colour(3) and tuple(drawn[29, 15]) == object_colour(3)
+    assert tuple(drawn[15, 15]) == tuple(c // 2 for c in object_colour(3)) and not drawn[5, 5].any()
+    assert tuple(drawn[20, 20]) == CLICK_COLOURS[0] and tuple(drawn[20, 24]) == (255, 255, 255)
+    assert tuple(drawn[25, 12]) == CLICK_COLOURS[1]
+    state.open(media("dog.jpg"))
+    state.click(100, 100)
+    state.add_object()
+    state.click(300, 200)
+    view = state.view()
+    assert tuple(view[100, 100]) == CLICK_COLOURS[1] and tuple(view[200, 300]) == CLICK_COLOURS[1]
 
 
 def test_objects_labels_and_image_exports(session, tmp_path):
@@ -136,16 +151,38 @@ def test_objects_labels_and_image_exports(session, tmp_path):
     assert one not in set(np.unique(state.labels())) and state.objects.active == two
 
 
-def test_segment_everything(session):
+def test_segment_everything_adds_or_replaces_and_keeps_the_objects_when_it_finds_none(session):
     state = session.image
     state.open(media("dog.jpg"))
-    count = state.segment_everything(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, progress=False)
-    assert 0 < count == len(state.objects.names)
+    state.click(250, 160)
+    mine = state.mask(1)
+    settings = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "progress": False}
+    count = state.segment_everything(**settings)  # added as new objects: the clicked one stays
+    assert 0 < count == len(state.objects.names) - 1 and state.objects.names[2] == "mask 1"
+    np.testing.assert_array_equal(state.mask(1), mine)
     assert set(np.unique(state.labels())) - {0} <= set(state.objects.names)
+    assert state.segment_everything(replace=True, **settings) == count == len(state.objects.names)
+    assert state.objects.names[1] == "mask 1"
+    names = dict(state.objects.names)
+    assert state.segment_everything(**{**settings, "pred_iou_thresh": 1.0, "stability_score_thresh": 1.0}) == 0
+    assert state.objects.names == names  # found nothing: nothing replaced
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def unzip_export(files: list[Path], folder: Path) -> Path:
+    """The app's video export (`tracking.zip`, `overlay.mp4`, `prompts.json`) as `hiera-hf track` writes it."""
+    archive, overlay, prompts = files
+    assert (archive.name, overlay.name, prompts.name) == ("tracking.zip", "overlay.mp4", "prompts.json")
+    with zipfile.ZipFile(archive) as opened:
+        opened.extractall(folder)
+    shutil.copy(overlay, folder / "overlay.mp4")
+    return folder
+
+
+EVERY_FORMAT = ["--format", "png,rle,objects,boxes,mp4"]
 
 
 def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
@@ -154,24 +191,22 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     video = session.open_video(str(app_clip))
     assert video.num_frames == NUM_FRAMES
     one, two = video.add_object(), video.add_object()
-    # in the order `hiera-hf track` applies its flags (boxes first): the session batches objects in that order
-    video.set_box(0, BOX_2, obj_id=two)
-    video.click(0, *CLICK_2, obj_id=two)
+    # object 1 by clicks, then object 2 by a box and a click: `hiera-hf track` takes its flags in the same order
     for x, y, label in CLICKS_1:
         video.click(0, x, y, label, obj_id=one)
+    video.set_box(0, BOX_2, obj_id=two)
+    video.click(0, *CLICK_2, obj_id=two)
     assert list(video.track(0, "both")) == list(range(NUM_FRAMES))  # backward from frame 0 tracks nothing
-    archive, overlay = session.export_video()
-    assert (archive.name, overlay.name) == ("tracking.zip", "overlay.mp4")
-    with zipfile.ZipFile(archive) as opened:
-        opened.extractall(tmp_path / "app")
-    shutil.copy(overlay, tmp_path / "app" / "overlay.mp4")
+    shown = files_under(unzip_export(session.export_video(), tmp_path / "app"))
+    archive = session.folder / "exports" / "tracking.zip"
 
     # the same prompts through `hiera-hf track`, every format: the same files, byte for byte
-    points = [f"0,1,{x},{y},{label}" for x, y, label in CLICKS_1] + ["0,2,{},{},{}".format(*CLICK_2)]
+    points = [f"0,1,{x},{y},{label}" for x, y, label in CLICKS_1]
     flags = [arg for p in points for arg in ("--point", p)] + ["--box", "0,2,{},{},{},{}".format(*BOX_2)]
+    flags += ["--point", "0,2,{},{},{}".format(*CLICK_2)]
     cli = tmp_path / "cli"
-    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--out", str(cli), "--quiet", *flags]
-    assert cli_main([*argv, "--format", "png,rle,objects,boxes,mp4"]) == 0
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--quiet"]
+    assert cli_main([*argv, "--out", str(cli), *flags, *EVERY_FORMAT]) == 0
     expected = files_under(cli)
     names = [f"{t:05d}" for t in range(NUM_FRAMES)]
     assert sorted(expected) == sorted(
@@ -179,11 +214,14 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
         + [f"{folder}/{name}.{ext}" for folder, ext in (("masks", "png"), ("rle", "json")) for name in names]
         + [f"objects/{obj}/{name}.png" for obj in (1, 2) for name in names]
     )
-    shown = files_under(tmp_path / "app")
-    assert sorted(shown) == sorted(expected)
-    for name, content in expected.items():
-        assert shown[name] == content, name
+    assert_same_tracking(shown, expected)
     assert {1, 2} <= set(np.unique(np.asarray(Image.open(cli / "masks" / f"{names[-1]}.png"))))  # both tracked
+    # the order matters (the session batches objects in the order first prompted): object 2's flags first differ
+    swapped = flags[len(points) * 2 :] + flags[: len(points) * 2]
+    assert cli_main([*argv, "--out", str(tmp_path / "swapped"), *swapped, "--format", "png"]) == 0
+    assert any(
+        (tmp_path / "swapped" / "masks" / f"{n}.png").read_bytes() != expected[f"masks/{n}.png"] for n in names
+    )
 
     # what the files say: each format is the label map's pixels of the object
     for t, name in enumerate(names):
@@ -215,8 +253,8 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     reference.mkdir()
     clip = str(app_clip)
     with Sam2VideoSession(app_models.video, clip, progress=False, add_all_frames_to_correct_as_cond=True) as direct:
-        direct.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
         direct.add_points(0, 1, [c[:2] for c in CLICKS_1], [c[2] for c in CLICKS_1])
+        direct.add_points(0, 2, [CLICK_2[:2]], [CLICK_2[2]], box=BOX_2)
         list(direct.propagate(reverse="both"))
         direct.add_points(1, 1, [CORRECTION[:2]], [CORRECTION[2]])
         for result in direct.propagate(1, reverse=False):
@@ -228,6 +266,86 @@ def test_tracking_exports_the_files_of_hiera_hf_track_and_corrections_retrack(
     video.remove_object(two)
     assert all(two not in np.unique(video.labels(t)) for t in range(NUM_FRAMES))
     assert video.session.object_ids == [one]
+
+
+def test_track_prompts_replays_an_app_session_byte_for_byte(session, app_clip, app_model_folder, tmp_path):
+    """Everything done in the app (clicks, a box, tracking, corrections on a tracked frame, tracking again, a stopped
+    tracking, a removed object, a name) is in its `prompts.json`; `hiera-hf track --prompts` replays it into the
+    files the app exported, byte for byte, in every format."""
+    video = session.open_video(str(app_clip))
+    one, two = video.add_object(), video.add_object()
+    video.click(0, *CLICKS_1[0], obj_id=one)
+    video.set_box(0, BOX_2, obj_id=two)
+    assert list(video.track(0, "forward")) == list(range(NUM_FRAMES))
+    before = [video.labels(t) for t in range(NUM_FRAMES)]
+    video.click(1, *CORRECTION, obj_id=one)  # corrections on a tracked frame (each sees the one before)
+    video.click(1, *CLICKS_1[1], obj_id=one)
+    video.click(1, *CLICKS_1[2], obj_id=one)
+    video.undo(1, one)  # the last taken back
+    assert video.prompts[1, one].clicks == [CORRECTION, CLICKS_1[1]]
+    assert list(video.track(1, "forward", max_frames=2)) == [1, 2]
+    three = video.add_object()
+    video.click(2, *CLICK_2, obj_id=three)
+    stopped = video.track(2, "backward")
+    assert next(stopped) == 2  # as the page's Stop leaves it: one frame tracked, the rest never asked for
+    del stopped
+    video.remove_object(two)
+    video.objects.rename(one, "left block")
+    exported = session.export_video()
+    shown = files_under(unzip_export(exported, tmp_path / "app"))
+    assert any(not np.array_equal(video.labels(t), before[t]) for t in range(NUM_FRAMES))  # the corrections count
+    recorded = json.loads(exported[2].read_text())
+    kinds = [next(k for k in ("undo", "click", "box", "track", "remove") if k in step) for step in recorded["steps"]]
+    expected_kinds = ["click", "box", "track", "click", "click", "click", "undo", "track", "click", "track", "remove"]
+    assert kinds == expected_kinds
+    assert recorded["steps"][9]["frames"] == 1 and recorded["names"] == {"1": "left block"}
+
+    out = tmp_path / "cli"
+    argv = ["track", str(app_clip), "--model", str(app_model_folder), "--quiet", "--out", str(out)]
+    assert cli_main([*argv, "--prompts", str(exported[2]), *EVERY_FORMAT]) == 0
+    expected = files_under(out)
+    assert "boxes/3.txt" in expected and "boxes/2.txt" not in expected
+    assert_same_tracking(shown, expected)
+
+
+def test_undo_and_clear_take_back_prompts(session, app_clip):
+    state = session.image
+    state.open(media("dog.jpg"))
+    obj_id = state.click(250, 160)
+    one_click = state.mask()
+    state.set_box((100, 50, 400, 300))
+    state.click(100, 60, 0)
+    state.undo()
+    assert state._prompts[obj_id].clicks == [(250.0, 160.0, 1)] and state._prompts[obj_id].box is not None
+    state.undo()
+    np.testing.assert_array_equal(state.mask(), one_click)  # as it was after the first click
+    state.undo()
+    assert state.mask() is None and state.scores() == []
+    with pytest.raises(ValueError, match="has no click or box to take back"):
+        state.undo()
+    state.click(250, 160)
+    assert state.clear_prompts() == obj_id and state.mask() is None and obj_id in state.objects.names
+
+    video = session.open_video(str(app_clip))
+    one = video.add_object()
+    video.click(0, *CLICKS_1[0], obj_id=one)
+    first = video.labels(0)
+    video.click(0, *CLICKS_1[2], obj_id=one)
+    video.undo(0, one)
+    np.testing.assert_array_equal(video.labels(0), first)
+    video.undo(0, one)  # its last prompt: the object leaves the session, its masks are cleared, it stays listed
+    assert video.session.object_ids == [] and not video.labels(0).any() and one in video.objects.names
+    with pytest.raises(ValueError, match="no click or box on frame 0 to take back"):
+        video.undo(0, one)
+    with pytest.raises(ValueError, match="Nothing to track"):
+        video.track()
+    video.click(0, *CLICKS_1[0], obj_id=one)
+    video.click(1, *CLICKS_1[1], obj_id=one)
+    video.undo(1, one)  # its only prompt on frame 1: cleared there, the object keeps frame 0's
+    assert list(video.prompts) == [(0, one)] and video.session.object_ids == [one] and not video.labels(1).any()
+    video.click(1, *CLICKS_1[1], obj_id=one)
+    assert video.clear_prompts(one) == one and video.prompts == {} and one in video.objects.names
+    assert not any(video.labels(t).any() for t in video.tracked_frames())
 
 
 def test_bad_input_gets_a_short_message(session, app_models, app_clip, tmp_path):

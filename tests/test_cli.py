@@ -418,3 +418,60 @@ def test_draw_masks_points_and_boxes():
         draw(image, points=[[1, 1]], labels=[1, 0])
     with pytest.raises(ValueError, match="must match the image"):
         blend_labels(image, labels[:10])
+
+
+def prompts_file(path: Path, steps, **fields) -> Path:
+    """A prompts file (the app's prompts.json) of `steps` for the frames folder, `fields` replacing the others."""
+    data = {"hiera_hf_prompts": 1, "video": {"width": WIDTH, "height": HEIGHT, "frames": FRAMES}, "steps": steps}
+    path.write_text(json.dumps({**data, **fields}))
+    return path
+
+
+CLICK_STEP = {"frame": 0, "object": 1, "click": [20.0, 20.0, 1]}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "is not valid JSON: Expecting property name"),
+        ("[1, 2]", 'is not a hiera-hf prompts file (a JSON object with "hiera_hf_prompts": 1)'),
+        ({"video": {"width": 64}}, '"video" must be {"width": W, "height": H, "frames": N}'),
+        ({"steps": []}, '"steps" must be a list of one or more steps'),
+        ({"names": {"x": "cup"}}, "an object id of names must be an integer, got 'x'"),
+        ({"steps": [{"frame": 0, "object": 1, "tap": [1, 2]}]}, "step 1 ({\"frame\": 0, \"object\": 1, \"tap\""),
+        ({"steps": [CLICK_STEP, {"frame": 0, "object": 300, "box": [1, 2, 3, 4]}]}, "step 2 ("),
+        ({"steps": [{**CLICK_STEP, "click": [1, 2, 7]}]}, "click label"),
+        ({"steps": [{"frame": 0, "object": 1, "box": [5, 5, 5, 9]}]}, "x0 < x1"),
+        ({"steps": [{"track": "sideways", "frame": 0, "max_frames": None, "frames": 1}]}, "direction must be one of"),
+    ],
+)
+def test_track_refuses_a_bad_prompts_file_in_one_line(content, message, frames_folder, tmp_path, capsys):
+    path = tmp_path / "prompts.json"
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        fields = dict(content)
+        prompts_file(path, fields.pop("steps", [CLICK_STEP]), **fields)
+    argv = ["track", str(frames_folder), "--model", "unused", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--prompts", str(path)]) == 1  # checked before the model is looked for
+    error = capsys.readouterr().err
+    assert message in error and "prompts.json" in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_track_prompts_goes_alone_and_fits_its_video(sam2_folder, frames_folder, tmp_path, capsys):
+    argv = ["track", str(frames_folder), "--model", str(sam2_folder), "--quiet", "--out", str(tmp_path / "out")]
+    path = prompts_file(tmp_path / "prompts.json", [CLICK_STEP])
+    assert main([*argv, "--prompts", str(path), "--point", "0,1,5,5"]) == 1
+    assert "--prompts replays a session of the app, its tracking included: give no --point" in capsys.readouterr().err
+    other = prompts_file(tmp_path / "other.json", [CLICK_STEP], video={"width": 320, "height": 180, "frames": 3})
+    assert main([*argv, "--prompts", str(other)]) == 1
+    assert "other.json was made on a video of 320x180 pixels and 3 frames" in capsys.readouterr().err
+    outside = prompts_file(tmp_path / "outside.json", [{**CLICK_STEP, "click": [99.0, 5.0, 1]}])
+    assert main([*argv, "--prompts", str(outside)]) == 1
+    error = capsys.readouterr().err
+    assert "outside.json: step 1 (" in error and "outside" in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+    # a click only: the frame it is on, no tracking
+    assert main([*argv, "--prompts", str(path), "--format", "png"]) == 0
+    assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["00000.png"]

@@ -626,35 +626,49 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `track`."""
     parser.add_argument("video", metavar="VIDEO", help="a video file or a folder of JPEG/PNG frames")
     add_model_argument(parser, "sam2.1_hiera_tiny")
+    order = " Prompts go to the model in the order of the command line (objects batched in the order first prompted)"
     parser.add_argument(
         "--point",
         action="append",
+        dest="prompts",
         default=[],
         metavar="FRAME,OBJ,X,Y[,LABEL]",
-        type=_prompt_type("--point", 2, 2, label=True),
-        help="a click on object OBJ (1-255) at pixel (X, Y) of FRAME; LABEL 1 foreground (default) or 0 background",
+        type=_tagged("point", _prompt_type("--point", 2, 2, label=True)),
+        help="a click on object OBJ (1-255) at pixel (X, Y) of FRAME; LABEL 1 foreground (default) or 0 background."
+        + order,
     )
     parser.add_argument(
         "--box",
         action="append",
-        default=[],
+        dest="prompts",
         metavar="FRAME,OBJ,X0,Y0,X1,Y1",
-        type=_prompt_type("--box", 2, 4),
+        type=_tagged("box", _prompt_type("--box", 2, 4)),
         help="a box around object OBJ on FRAME, in pixels",
     )
     parser.add_argument(
         "--box-file",
+        action="append",
+        dest="prompts",
         metavar="GROUNDTRUTH.txt",
+        type=_tagged("box-file", str),
         help="object 1's box on frame 0 from the first line of a LaSOT / GOT-10k / OTB groundtruth.txt (x,y,w,h)",
     )
     parser.add_argument(
         "--mask",
         action="append",
-        default=[],
+        dest="prompts",
         metavar="FRAME,OBJ,FILE.png",
-        type=_mask_prompt,
+        type=_tagged("mask", _mask_prompt),
         help="a mask of object OBJ on FRAME: the nonzero pixels of a PNG the size of the video (of a palette PNG "
         "such as track writes: the pixels equal to OBJ)",
+    )
+    parser.add_argument(
+        "--prompts",
+        dest="prompts_file",
+        metavar="FILE.json",
+        help="replay a session of the app (its exported prompts.json: clicks, boxes, tracking and corrections in "
+        "the order they were done), writing the files the app exports, byte for byte; instead of the prompt and "
+        "tracking flags",
     )
     parser.add_argument(
         "--out",
@@ -679,7 +693,6 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--direction",
         choices=("forward", "backward", "both"),
-        default="both",
         help="which way to track from the start frame (default both)",
     )
     parser.add_argument("--max-frames", type=_positive, metavar="N", help="track at most N frames each way")
@@ -726,42 +739,102 @@ def _track_strategy(args: argparse.Namespace):
     return strategy_settings(args.strategy, dict(args.strategy_setting))
 
 
+def _tagged(kind: str, parse: Callable[[str], object]) -> Callable[[str], tuple[str, object]]:
+    """An argparse `type` giving `(kind, parse(text))`: the prompt flags share one list, in command-line order."""
+
+    def tag(text: str) -> tuple[str, object]:
+        return kind, parse(text)
+
+    return tag
+
+
+TRACK_FLAGS = "--point, --box, --box-file, --mask, --start-frame, --direction or --max-frames"
+
+
 def _track_prompts(args: argparse.Namespace) -> dict:
-    """`(frame, object) -> VideoPrompt` from the flags, checked (masks read)."""
+    """`(frame, object) -> VideoPrompt` from the prompt flags in command-line order (objects are batched in the
+    order they are first prompted), checked (masks read)."""
     from .sam2.video_prompts import VideoPrompt, read_first_box, read_mask
 
     prompts: dict[tuple[int, int], VideoPrompt] = {}
-    boxes = list(args.box) + ([[0, 1, *read_first_box(args.box_file)]] if args.box_file else [])
-    for frame, obj, *box in boxes:  # ids checked when parsed
-        if prompts.setdefault((frame, obj), VideoPrompt()).box is not None:
-            raise ValueError(f"More than one --box (or --box-file) for object {obj} on frame {frame}")
-        prompts[frame, obj].box = box
-    for frame, obj, x, y, *label in args.point:
-        prompts.setdefault((frame, obj), VideoPrompt()).clicks.append((x, y, label[0] if label else 1))
-    for frame, obj, path in args.mask:
-        if (frame, obj) in prompts:
+    for kind, value in args.prompts:
+        frame, obj = (0, 1) if kind == "box-file" else value[:2]  # ids checked when parsed
+        prompt = prompts.setdefault((frame, obj), VideoPrompt())
+        given = prompt.mask is not None or prompt.clicks or prompt.box is not None
+        if (kind == "mask" and given) or (kind != "mask" and prompt.mask is not None):
             raise ValueError(f"Object {obj} on frame {frame}: give a --mask or clicks and a box, not both")
-        prompts[frame, obj] = VideoPrompt(mask=read_mask(path, obj))
+        if kind == "mask":
+            prompt.mask = read_mask(value[2], obj)
+        elif kind == "point":
+            x, y, *label = value[2:]
+            prompt.clicks.append((x, y, label[0] if label else 1))
+        elif prompt.box is not None:
+            raise ValueError(f"More than one --box (or --box-file) for object {obj} on frame {frame}")
+        else:
+            prompt.box = read_first_box(value) if kind == "box-file" else value[2:]
     if not prompts and args.text is None:
-        raise ValueError("Give at least one --point or --box (or --mask), or --text")
+        raise ValueError("Give at least one --point or --box (or --mask), --prompts or --text")
     if args.start_frame is not None and args.start_frame < 0:
         raise ValueError(f"--start-frame must be at least 0, got {args.start_frame}")
     return prompts
+
+
+def _track_inputs(args: argparse.Namespace):
+    """What `track` is asked to do, checked before any model loads: the prompts of the flags (`_track_prompts`), or
+    the steps of a prompts file (`video_prompts.read_prompts`)."""
+    if args.prompts_file is None:
+        return _track_prompts(args)
+    if args.prompts or args.start_frame is not None or args.direction is not None or args.max_frames is not None:
+        given = f"give no {TRACK_FLAGS} with it"
+        raise ValueError(f"--prompts replays a session of the app, its tracking included: {given}")
+    from .sam2.video_prompts import read_prompts
+
+    return read_prompts(args.prompts_file)
+
+
+def _replay(session, recorded, args: argparse.Namespace, formats: Sequence[str], inputs: list) -> list[int]:
+    """Replay a prompts file (`video_prompts.PromptLog`) into label maps in a scratch folder, then write them as the
+    app exports them; returns the indices of the frames written."""
+    import tempfile
+
+    from .sam2.video_output import LabelMapFolder, write_tracking
+    from .sam2.video_prompts import PromptLog
+
+    made = (recorded.width, recorded.height, recorded.num_frames)
+    found = (session.video_width, session.video_height, session.num_frames)
+    if made != found:
+        raise ValueError(
+            f"{args.prompts_file} was made on a video of {made[0]}x{made[1]} pixels and {made[2]} frames; "
+            f"{args.video} has {found[0]}x{found[1]} pixels and {found[2]} frames"
+        )
+    with tempfile.TemporaryDirectory(prefix="hiera-hf-replay-") as scratch:
+        log = PromptLog(session, LabelMapFolder(scratch))
+        log.replay(recorded.steps, str(args.prompts_file))
+        if not log.labels.frames():
+            raise ValueError(f"{args.prompts_file} gives no masks: it has no click or box")
+        frames = log.labels.items()
+        return write_tracking(
+            args.out, formats, frames, session.object_ids, session.frame, session.fps, recorded.names,
+            args.overwrite, inputs,
+        )  # fmt: skip
 
 
 def run_track(args: argparse.Namespace) -> None:
     """Everything is checked (prompts, output, model, video, prompts against the frames) before anything is
     written; the outputs are written by `sam2.video_output.write_tracking` (each folder staged; with --overwrite,
     replacing an earlier run's as a whole; a failed run leaves no folder it created). A video that stops decoding
-    part-way keeps the frames tracked so far, and the error says which."""
+    part-way keeps the frames tracked so far, and the error says which (with --prompts, nothing is written)."""
     from .sam2.video_output import check_output
 
-    prompts = _track_prompts(args)
+    prompts = _track_inputs(args)
+    replaying = args.prompts_file is not None
     strategy = _track_strategy(args)
-    phrases = _check_text_arguments(args, bool(prompts))
+    phrases = _check_text_arguments(args, bool(args.prompts) or replaying)
     formats = args.format or (("png", "mp4") if phrases is None else ("png", "rle", "mp4"))
+    direction = args.direction or "both"
     out = Path(args.out)
-    inputs = [args.video, *(path for _, _, path in args.mask)]
+    masks = [value[2] for kind, value in args.prompts if kind == "mask"]
+    inputs = [args.video, *masks, *([args.prompts_file] if replaying else [])]
     check_output(out, formats, args.overwrite, inputs)
     device = start(args)
     detector = None if phrases is None else _text_detector(args, device)  # told before SAM 2 loads
@@ -774,31 +847,35 @@ def run_track(args: argparse.Namespace) -> None:
     folder = resolve_model(args.model, progress=not args.quiet)
     model = load_pretrained(Sam2VideoModel, folder, SAM2_TYPES, f"track needs {SAM2_NEEDED}").to(device)
     failure, tracker = None, None
-    with Sam2VideoSession(model, args.video, progress=not args.quiet, strategy=strategy) as session:
-        try:
-            if phrases is None:
-                apply_prompts(session, prompts)
-                first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
-                results = propagate(session, first, args.direction, args.max_frames)
-            else:
-                first = args.start_frame or 0
-                results, tracker = _track_text(args, phrases, session, first, detector)
-        except VideoDecodeError as error:
-            raise ValueError(f"{error}; nothing was written") from None
-
-        def label_maps():
-            nonlocal failure
+    options = {"add_all_frames_to_correct_as_cond": prompts.add_all_frames_to_correct_as_cond} if replaying else {}
+    with Sam2VideoSession(model, args.video, progress=not args.quiet, strategy=strategy, **options) as session:
+        if replaying:
+            order = _replay(session, prompts, args, formats, inputs)
+        else:
             try:
-                for result in results:
-                    yield result.frame_idx, label_map(result)
+                if phrases is None:
+                    apply_prompts(session, prompts)
+                    first = min(frame for frame, _ in prompts) if args.start_frame is None else args.start_frame
+                    results = propagate(session, first, direction, args.max_frames)
+                else:
+                    first = args.start_frame or 0
+                    results, tracker = _track_text(args, phrases, session, first, detector, direction)
             except VideoDecodeError as error:
-                failure = error
+                raise ValueError(f"{error}; nothing was written") from None
 
-        names = None if tracker is None else tracker.names
-        order = write_tracking(
-            out, formats, label_maps(), lambda: session.object_ids, session.frame, session.fps, names, args.overwrite,
-            inputs,
-        )  # fmt: skip
+            def label_maps():
+                nonlocal failure
+                try:
+                    for result in results:
+                        yield result.frame_idx, label_map(result)
+                except VideoDecodeError as error:
+                    failure = error
+
+            names = None if tracker is None else tracker.names
+            order = write_tracking(
+                out, formats, label_maps(), lambda: session.object_ids, session.frame, session.fps, names,
+                args.overwrite, inputs,
+            )  # fmt: skip
     span = f" (frames {order[0]}-{order[-1]})" if order else ""
     folders = {"png": "masks/", "rle": "rle/", "objects": "objects/", "boxes": "boxes/", "mp4": "overlay.mp4"}
     written = f"{plural(len(order), 'frame')}{span}: {', '.join(folders[f] for f in formats)} in {out}"
@@ -809,7 +886,7 @@ def run_track(args: argparse.Namespace) -> None:
         print(f"Tracked {written}{objects}")
 
 
-def _track_text(args: argparse.Namespace, phrases: list[str], session, first: int, detector):
+def _track_text(args: argparse.Namespace, phrases: list[str], session, first: int, detector, direction: str):
     """`track --text`: the objects `detector` finds on frame `first` added to `session`; (results, `TextTracker`);
     `ValueError` when nothing is found there."""
     from .sam2.text_prompts import TextTracker
@@ -822,7 +899,7 @@ def _track_text(args: argparse.Namespace, phrases: list[str], session, first: in
             f"No object of --text {args.text!r} scored --threshold or more on frame {first}; lower --threshold or "
             "choose another --start-frame; nothing was written"
         )
-    return tracker.propagate(first, args.direction, args.max_frames), tracker
+    return tracker.propagate(first, direction, args.max_frames), tracker
 
 
 def add_export_onnx_arguments(parser: argparse.ArgumentParser) -> None:

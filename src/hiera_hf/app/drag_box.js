@@ -3,7 +3,9 @@
   window.hierahfDragBox = true;
   const MIN_DRAG = 5;
   const style = document.createElement("style");
+  // (the views' empty corner-button bar of Gradio is hidden too: it would take the clicks on the image's top corners)
   style.textContent = "#image-view img, #video-view img { touch-action: none; -webkit-user-drag: none; }"
+    + " #image-view .icon-button-wrapper, #video-view .icon-button-wrapper { display: none; }"
     + " .hierahf-rubber { position: fixed; z-index: 1000; pointer-events: none;"
     + " border: 2px dashed #ffd400; background: rgba(255, 212, 0, 0.15); }";
   document.head.appendChild(style);

@@ -16,7 +16,7 @@ from .image import ImageState
 from .video import VideoState
 
 IMAGE_FILES = ("masks.png", "objects.zip", "masks_coco.json")
-VIDEO_FILES = ("tracking.zip", OVERLAY)
+VIDEO_FILES = ("tracking.zip", OVERLAY, "prompts.json")
 
 
 def _zip(path: Path, members: dict[str, bytes | Path]) -> Path:
@@ -58,20 +58,20 @@ def export_image(state: ImageState, folder: Path) -> list[Path]:
 
 def export_video(video: VideoState, folder: Path) -> list[Path]:
     """The video's tracked frames as `hiera-hf track --format png,rle,objects,boxes,mp4` writes them: the folders
-    in `tracking.zip` (`masks/00000.png`, ...), and `overlay.mp4`, in `folder`."""
-    order = video.tracked_frames()
-    if not order:
+    in `tracking.zip` (`masks/00000.png`, ...), and `overlay.mp4`, in `folder`; with `prompts.json`, the prompts
+    file from which `hiera-hf track --prompts` writes the same files (`video_prompts.PromptLog`)."""
+    if not video.tracked_frames():
         raise ValueError("No masks yet: click on an object and track first")
-    out = folder / "tracking"
-    frames = ((t, video.labels(t)) for t in order)  # into the tab's own folder: an earlier export is replaced
-    write_tracking(out, FORMATS, frames, video.session.object_ids, video.frame, video.session.fps,
-                   video.objects.known_names(), overwrite=True)  # fmt: skip
+    out, names = folder / "tracking", video.objects.known_names()
+    # into the tab's own folder: an earlier export is replaced
+    write_tracking(out, FORMATS, video.log.labels.items(), video.session.object_ids, video.frame,
+                   video.session.fps, names, overwrite=True)  # fmt: skip
     folders = [out / FOLDERS[kind][0] for kind in FORMATS if kind in FOLDERS]
     members = {p.relative_to(out).as_posix(): p for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
     archive = _zip(folder / VIDEO_FILES[0], members)
     overlay = folder / OVERLAY
     (out / OVERLAY).replace(overlay)
-    return [archive, overlay]
+    return [archive, overlay, write_json(video.log.to_json(names), folder / VIDEO_FILES[2])]
 
 
 __all__ = ["IMAGE_FILES", "VIDEO_FILES", "export_image", "export_video"]

@@ -3,6 +3,7 @@ the mask decoder on the cached embedding."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class _ImageObject:
 
     clicks: list[tuple[float, float, int]] = field(default_factory=list)
     box: list[float] | None = None
+    earlier: list[tuple[list, list[float] | None]] = field(default_factory=list)  # (clicks, box) before each change
     low_res: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     selected: int = 0
@@ -155,7 +157,9 @@ class ImageState:
         height, width = self.size
         click = check_click(x, y, label, width, height)
         obj_id = self._object(obj_id)
-        self._prompts[obj_id].clicks.append(click)
+        prompt = self._prompts[obj_id]
+        prompt.earlier.append((list(prompt.clicks), prompt.box))
+        prompt.clicks = [*prompt.clicks, click]
         self._decode(obj_id)
         return obj_id
 
@@ -164,12 +168,30 @@ class ImageState:
         height, width = self.size
         corners = check_corners(box, width, height)
         obj_id = self._object(obj_id)
-        self._prompts[obj_id].box = corners
+        prompt = self._prompts[obj_id]
+        prompt.earlier.append((list(prompt.clicks), prompt.box))
+        prompt.box = corners
         self._decode(obj_id)
         return obj_id
 
-    def clear_prompts(self, obj_id: int | None = None) -> None:
-        self._prompts[self._object(obj_id)] = _ImageObject()
+    def undo(self, obj_id: int | None = None) -> int:
+        """Take back the last click or box of an object (default: the active one); returns the object id."""
+        obj_id = self._object(obj_id)
+        prompt = self._prompts[obj_id]
+        if not prompt.earlier:
+            raise ValueError(f"Object {obj_id} has no click or box to take back")
+        prompt.clicks, prompt.box = prompt.earlier.pop()
+        if prompt.clicks or prompt.box is not None:
+            self._decode(obj_id)
+        else:
+            self._prompts[obj_id] = _ImageObject()
+        return obj_id
+
+    def clear_prompts(self, obj_id: int | None = None) -> int:
+        """Forget an object's clicks, box and mask (the object stays); returns the object id."""
+        obj_id = self._object(obj_id)
+        self._prompts[obj_id] = _ImageObject()
+        return obj_id
 
     def _object(self, obj_id: int | None) -> int:
         self._require_image()
@@ -239,27 +261,35 @@ class ImageState:
         return labels
 
     def view(self) -> np.ndarray:
-        """The image with the masks and the active object's clicks drawn in, `grid.size` pixels (see `ViewGrid`)."""
+        """The image with the masks, every object's clicks and the active object's box drawn in, `grid.size` pixels
+        (see `ViewGrid`)."""
         self._require_image()
         active = self._prompts.get(self.objects.active)
-        return self.grid.draw(self._view_frame, self.labels(), *((active.clicks, active.box) if active else ()))
+        clicks = [click for prompt in self._prompts.values() for click in prompt.clicks]
+        return self.grid.draw(self._view_frame, self.labels(), clicks, active.box if active else None)
 
-    def segment_everything(self, **settings) -> int:
-        """Replace the objects by the automatic mask generator's masks (largest first, at most 255); `settings` go
-        to `Sam2AutomaticMaskGenerator`, within the app's bounds (`check_everything_settings`). Shows a tqdm
-        progress bar. Returns the number of masks."""
+    def segment_everything(self, replace: bool = False, **settings) -> int:
+        """Add the automatic mask generator's masks as new objects (largest first, as many as there are free ids),
+        or with `replace` let them replace the objects; when it finds none, the objects are left as they are.
+        `settings` go to `Sam2AutomaticMaskGenerator`, within the app's bounds (`check_everything_settings`). Shows a
+        tqdm progress bar. Returns the number of masks added."""
         image = self._require_image()
         settings = check_everything_settings(settings)
+        side = settings.get("points_per_side", 32)  # batches small enough for the bar to move: 8 or more
+        settings.setdefault("points_per_batch", max(1, min(64, math.ceil(side * side / 8))))
         generator = Sam2AutomaticMaskGenerator(self.models.image, self.models.processor, **settings)
         with self.models.lock:
             records = generator.generate(image)
-        records = sorted(records, key=lambda r: -r["area"])[:MAX_OBJECT_ID]
-        self.objects, self._prompts = Objects(), {}
-        for index, record in enumerate(records):
+        if not records:
+            return 0
+        if replace:
+            self.objects, self._prompts = Objects(), {}
+        free = MAX_OBJECT_ID - len(self.objects.names)
+        for index, record in enumerate(sorted(records, key=lambda r: -r["area"])[:free]):
             obj_id = self.objects.add(f"mask {index + 1}")
             score = torch.tensor([record["predicted_iou"]])
             self._prompts[obj_id] = _ImageObject(scores=score, mask=np.asarray(record["segmentation"], dtype=bool))
-        return len(records)
+        return min(len(records), free)
 
 
 __all__ = [

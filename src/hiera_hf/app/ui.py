@@ -41,6 +41,12 @@ starts another one."""
 # whose event's `js` hands the box to the server as its last input. The click that ends a drag is swallowed; a
 # press that moves less than MIN_DRAG CSS pixels stays a click.
 DRAG_BOX_JS = (Path(__file__).parent / "drag_box.js").read_text()
+# Keyboard shortcuts (not while typing in a box): each presses the button (or picks the click mode) of the tab shown.
+SHORTCUTS_JS = (Path(__file__).parent / "shortcuts.js").read_text()
+KEYS_HELP = (
+    "Keys: **F** foreground, **B** background, **N** new object, **Z** undo the object's last click or box, **C** "
+    "clear the object's clicks and box, **T** track, **S** stop."
+)
 
 
 def _guarded(outputs_status):
@@ -89,16 +95,19 @@ def _found(objects, ids: list[int]) -> str:
     return ", ".join(f"object {obj_id} ({objects.names[obj_id]})" for obj_id in ids)
 
 
+def _selected(objects) -> int:
+    """The object selected in the page; `ValueError` when there is none."""
+    if objects.active is None:
+        raise ValueError("No object selected: click on an object first")
+    return objects.active
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _corners(box) -> str:
     return ", ".join(f"{v:.0f}" for v in box)
-
-
-def _source(file: str | None, path: str | None, what: str) -> str:
-    """The uploaded file, else the path typed in."""
-    source = file or (path or "").strip()
-    if not source:
-        raise ValueError(f"Choose {what} or give a path")
-    return source
 
 
 class _Tab:
@@ -109,12 +118,13 @@ class _Tab:
         self.sessions, self.status = sessions, status
         label, view_label = labels  # of the tab and of its view
         with gr.Tab(label, elem_id=f"{name}-tab"):
-            gr.Markdown(help_text)
+            gr.Markdown(f"{help_text}\n\n{KEYS_HELP}")
             with gr.Row():
                 with gr.Column(scale=3):
-                    self.view = gr.Image(
-                        label=view_label, type="numpy", format=VIEW_FORMAT, interactive=False, elem_id=f"{name}-view"
-                    )
+                    self.view = gr.Image(  # no corner label nor buttons: they would cover clickable pixels
+                        label=view_label, show_label=False, buttons=[], type="numpy", format=VIEW_FORMAT,
+                        interactive=False, elem_id=f"{name}-view",
+                    )  # fmt: skip
                     self._below_view()
                 with gr.Column(scale=1):
                     self._controls()
@@ -136,6 +146,34 @@ class _Tab:
         """`handler` with its errors reported in the page (`_guarded`)."""
         return _guarded(self.status)(handler)
 
+    def open(self, source: str, shown: str, request: gr.Request) -> dict:
+        """Open `source` (named `shown` in messages, as the person gave it); returns the tab's outputs."""
+        raise NotImplementedError
+
+    def _wire_open(self, outputs: set) -> None:
+        """An upload opens the file uploaded, Enter in the path box the path typed: the most recent wins, and the
+        other box is cleared. What belonged to the previous file (exports, the name being typed) is cleared too."""
+        self.file.upload(self.guarded(self.open_upload), self.file, outputs)
+        self.path.submit(self.guarded(self.open_path), self.path, outputs)
+
+    def open_upload(self, file, request: gr.Request) -> dict:
+        if not file:
+            return {}
+        return {**self._open(file, Path(file).name, request), self.path: ""}
+
+    def open_path(self, path, request: gr.Request) -> dict:
+        path = (path or "").strip()
+        if not path:
+            raise ValueError("Type the path of a file on the server, then Enter")
+        return {**self._open(path, path, request), self.file: None}
+
+    def _open(self, source: str, shown: str, request: gr.Request) -> dict:
+        try:
+            opened = self.open(source, shown, request)
+        except USER_ERRORS as error:  # the file named as the person gave it, not by the server's path
+            raise ValueError(user_message(error).replace(source, shown)) from None
+        return {**opened, self.files: None, self.name: ""}
+
     def _common_controls(self, tab: str, what: str, path_label: str) -> None:
         """The controls both tabs have (ids `<tab>-file` ...): the upload of `what` and the path box, the click
         mode, object picker, New / Remove buttons and rename box, and the hidden button `<tab>-box` that a drag on
@@ -146,8 +184,11 @@ class _Tab:
         self.box, self.box_value = gr.Button(visible="hidden", elem_id=f"{tab}-box"), gr.Textbox(visible=False)
         self.object = gr.Dropdown(label="Object", choices=[], elem_id=f"{tab}-object")
         with gr.Row():
-            self.new = gr.Button("New object", elem_id=f"{tab}-new")
+            self.new = gr.Button("New object (N)", elem_id=f"{tab}-new")
             self.remove = gr.Button("Remove object", elem_id=f"{tab}-remove")
+        with gr.Row():
+            self.undo = gr.Button("Undo (Z)", elem_id=f"{tab}-undo")
+            self.clear = gr.Button("Clear object (C)", elem_id=f"{tab}-clear")
         self.name = gr.Textbox(label="Rename the object (Enter)", elem_id=f"{tab}-name")
         self.find = gr.Textbox(label="Find objects by name: a dog. a red mug. (Enter)", elem_id=f"{tab}-find")
 
@@ -163,6 +204,10 @@ class ImageTab(_Tab):
         self._common_controls("image", "an image", "...or a path on the server (Enter)")
         self.candidate = gr.Radio([], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate")
         self.everything = gr.Button("Segment everything", elem_id="image-everything")
+        self.found = gr.Radio(
+            [("become new objects", "add"), ("replace the objects", "replace")], value="add",
+            label="The masks segment everything finds", elem_id="image-found",
+        )  # fmt: skip
         with gr.Accordion("Segment everything: settings", open=False):
             self.grid = gr.Number(
                 AMG_DEFAULTS["points_per_side"], label="Clicks per side of the grid", precision=0, minimum=1,
@@ -180,20 +225,24 @@ class ImageTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="image-files")
 
     def _wire(self) -> None:
-        self.outputs = {self.status, self.view, self.object, self.candidate, self.files}
+        opened = {self.files, self.file, self.path, self.name}  # what opening a file clears
+        self.outputs = {self.status, self.view, self.object, self.candidate, *opened}
         on, outputs = self.guarded, self.outputs
-        gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
+        self._wire_open(outputs)
         self.view.select(on(self.click), self.mode, outputs, show_progress=CLICK_PROGRESS)
         self.box.click(
             on(self.set_box), self.box_value, outputs, js="() => [window.hierahfBox]", show_progress=CLICK_PROGRESS
         )
         self.new.click(on(self.new_object), None, outputs)
         self.remove.click(on(self.remove_object), self.object, outputs)
+        self.undo.click(on(self.undo_prompt), None, outputs, show_progress=CLICK_PROGRESS)
+        self.clear.click(on(self.clear_object), None, outputs)
         self.object.input(on(self.select_object), self.object, outputs)
         self.name.submit(on(self.rename_object), [self.object, self.name], outputs)
         self.find.submit(on(self.find_objects), self.find, outputs)
         self.candidate.input(on(self.select_candidate), self.candidate, outputs)
-        self.everything.click(on(self.segment_everything), [self.grid, self.iou, self.stability], outputs)
+        everything = [self.found, self.grid, self.iou, self.stability]
+        self.everything.click(on(self.segment_everything), everything, outputs)
         self.export.click(on(self.export_masks), None, outputs)
 
     def panel(self, session: AppSession, message: str) -> dict:
@@ -208,11 +257,11 @@ class ImageTab(_Tab):
             self.candidate: gr.update(choices=choices, value=choices[state.selected()] if choices else None),
         }
 
-    def open(self, file, path, request: gr.Request):
+    def open(self, source: str, shown: str, request: gr.Request) -> dict:
         session = self.session(request)
-        session.image.open(_source(file, path, "an image file"))
+        session.image.open(source)
         height, width = session.image.size
-        return self.panel(session, f"Opened a {width}x{height} image: click on an object")
+        return self.panel(session, f"Opened a {width}x{height} image ({shown}): click on an object")
 
     def click(self, mode, evt: gr.SelectData, request: gr.Request):
         session = self.session(request)
@@ -237,6 +286,16 @@ class ImageTab(_Tab):
             raise ValueError("No object to remove")
         session.image.remove_object(obj_id)
         return self.panel(session, f"Removed object {obj_id}")
+
+    def undo_prompt(self, request: gr.Request):
+        session = self.session(request)
+        obj_id = session.image.undo(_selected(session.image.objects))
+        return self.panel(session, f"Took back the last click or box of object {obj_id}")
+
+    def clear_object(self, request: gr.Request):
+        session = self.session(request)
+        obj_id = session.image.clear_prompts(_selected(session.image.objects))
+        return self.panel(session, f"Cleared the clicks and box of object {obj_id}")
 
     def select_object(self, obj_id, request: gr.Request):
         session = self.session(request)
@@ -265,13 +324,16 @@ class ImageTab(_Tab):
         session.image.select_candidate(index)
         return self.panel(session, f"Showing candidate {index + 1}")
 
-    def segment_everything(self, grid, iou, stability, request: gr.Request, progress=TQDM_PROGRESS):
+    def segment_everything(self, found, grid, iou, stability, request: gr.Request, progress=TQDM_PROGRESS):
         session = self.session(request)
         if grid is None:
             raise ValueError("Give the number of clicks per side of the grid")
         settings = {"points_per_side": grid, "pred_iou_thresh": iou, "stability_score_thresh": stability}
-        count = session.image.segment_everything(**settings)
-        return self.panel(session, f"Found {count} masks")
+        count = session.image.segment_everything(replace=found == "replace", **settings)
+        if not count:
+            return self.panel(session, "Found no mask (the objects are unchanged): lower the scores to keep more")
+        added = "replacing the objects" if found == "replace" else "added as new objects"
+        return self.panel(session, f"Found {_plural(count, 'mask')}, {added}")
 
     def export_masks(self, request: gr.Request):
         files = [str(path) for path in self.session(request).export_image()]
@@ -299,10 +361,13 @@ class VideoTab(_Tab):
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="video-files")
 
     def _wire(self) -> None:
-        self.outputs = {self.status, self.view, self.frame, self.object, self.files}
+        opened = {self.files, self.file, self.path, self.name}  # what opening a file clears
+        self.outputs = {self.status, self.view, self.frame, self.object, *opened}
         on, outputs, frame = self.guarded, self.outputs, self.frame
-        gr.on([self.file.upload, self.path.submit], on(self.open), [self.file, self.path], outputs)
-        frame.release(on(self.show_frame), frame, outputs)
+        self._wire_open(outputs)
+        # unchecked by Gradio: a frame typed past the end is shown clamped (`show_frame`); Gradio's own check would
+        # fail the event, and every later one reading the slider
+        frame.release(on(self.show_frame), frame, outputs, preprocess=False)
         self.view.select(on(self.click), [frame, self.mode], outputs, show_progress=CLICK_PROGRESS)
         self.box.click(
             on(self.set_box), [frame, self.box_value], outputs, js="(frame) => [frame, window.hierahfBox]",
@@ -310,6 +375,8 @@ class VideoTab(_Tab):
         )  # fmt: skip
         self.new.click(on(self.new_object), frame, outputs)
         self.remove.click(on(self.remove_object), [frame, self.object], outputs)
+        self.undo.click(on(self.undo_prompt), frame, outputs, show_progress=CLICK_PROGRESS)
+        self.clear.click(on(self.clear_object), frame, outputs)
         self.object.input(on(self.select_object), [frame, self.object], outputs)
         self.name.submit(on(self.rename_object), [frame, self.object, self.name], outputs)
         self.find.submit(on(self.find_objects), [frame, self.find], outputs)
@@ -331,14 +398,18 @@ class VideoTab(_Tab):
             self.object: gr.update(choices=_object_choices(video.objects), value=video.objects.active),
         }
 
-    def open(self, file, path, request: gr.Request):
+    def open(self, source: str, shown: str, request: gr.Request) -> dict:
         session = self.session(request)
-        video = session.open_video(_source(file, path, "a video file"))
-        return self.panel(session, 0, f"Opened a video of {video.num_frames} frames: click on an object")
+        video = session.open_video(source)
+        return self.panel(session, 0, f"Opened a video of {video.num_frames} frames ({shown}): click on an object")
 
     def show_frame(self, frame_idx, request: gr.Request):
         session = self.session(request)
-        return {} if session.video is None else self.panel(session, session.video.frame_index(frame_idx), "")
+        if session.video is None:
+            return {}
+        shown = session.video.nearest_frame(frame_idx)
+        message = "" if shown == frame_idx else f"There is no frame {frame_idx:.0f}: showing frame {shown}"
+        return self.panel(session, shown, message)
 
     def click(self, frame_idx, mode, evt: gr.SelectData, request: gr.Request):
         session = self.session(request)
@@ -367,6 +438,20 @@ class VideoTab(_Tab):
             raise ValueError("No object to remove")
         session.require_video().remove_object(obj_id)
         return self.panel(session, frame_idx, f"Removed object {obj_id}")
+
+    def undo_prompt(self, frame_idx, request: gr.Request):
+        session = self.session(request)
+        video = session.require_video()
+        frame_idx = video.frame_index(frame_idx)
+        obj_id = video.undo(frame_idx, _selected(video.objects))
+        message = f"Took back the last click or box of object {obj_id} on frame {frame_idx}"
+        return self.panel(session, frame_idx, message)
+
+    def clear_object(self, frame_idx, request: gr.Request):
+        session = self.session(request)
+        video = session.require_video()
+        obj_id = video.clear_prompts(_selected(video.objects))
+        return self.panel(session, frame_idx, f"Cleared the clicks and boxes of object {obj_id} on every frame")
 
     def select_object(self, frame_idx, obj_id, request: gr.Request):
         session = self.session(request)
@@ -403,7 +488,10 @@ class VideoTab(_Tab):
 
     def export_masks(self, request: gr.Request):
         files = [str(path) for path in self.session(request).export_video()]
-        message = "Exported the masks as hiera-hf track writes them (zip) and the overlay video"
+        message = (
+            "Exported the masks as hiera-hf track writes them (zip), the overlay video and prompts.json "
+            "(hiera-hf track VIDEO --prompts prompts.json writes the same files)"
+        )
         return {self.status: message, self.files: files}
 
 
@@ -428,6 +516,7 @@ def build_app(model, device: str | None = None, detector=None, threshold: float 
         VideoTab(sessions, status)
         blocks.unload(close_session)
         blocks.load(None, js=DRAG_BOX_JS)
+        blocks.load(None, js=SHORTCUTS_JS)
 
     blocks.sessions = sessions
     blocks.models = models

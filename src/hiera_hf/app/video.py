@@ -4,16 +4,17 @@ shown. Nothing grows with the length of the video in memory but the session's bo
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..sam2 import Sam2VideoFrameResult, Sam2VideoSession
+from ..sam2 import Sam2VideoSession
 from ..sam2.prompts import check_index
-from ..sam2.video_output import label_map, read_label_map, write_palette_png
-from ..sam2.video_prompts import VideoPrompt, apply_prompt, check_direction, propagate
+from ..sam2.video_output import LabelMapFolder
+from ..sam2.video_prompts import PromptLog, VideoPrompt, check_direction
 from .models import Models
 from .objects import FOREGROUND, Objects, check_click, check_corners
 from .views import ViewGrid
@@ -22,8 +23,9 @@ from .views import ViewGrid
 class VideoState:
     """One video being tracked through a `Sam2VideoSession` (with `add_all_frames_to_correct_as_cond`, so that
     a correction click survives tracking again; prompts on frames not tracked yet behave the same either way).
-    Masks go to `folder/masks/00000.png ...` as `hiera-hf track` writes them; prompts are kept and applied as
-    `hiera-hf track` applies its flags (`sam2.video_prompts`)."""
+    Every click, box, tracking and removal goes through a `video_prompts.PromptLog`, whose steps `hiera-hf track
+    --prompts` replays into the same masks; the masks go to `folder/masks/00000.png ...` as `hiera-hf track` writes
+    them."""
 
     def __init__(self, models: Models, source, folder: str | os.PathLike):
         try:
@@ -35,19 +37,28 @@ class VideoState:
         self.models = models
         self.folder = Path(folder)
         self.masks = self.folder / "masks"
-        self.masks.mkdir(parents=True, exist_ok=True)
+        self.log = PromptLog(self.session, LabelMapFolder(self.masks), models.lock)
         self.grid = ViewGrid(self.session.video_height, self.session.video_width)  # the frames' views
         self.objects = Objects()
-        self.prompts: dict[tuple[int, int], VideoPrompt] = {}  # (frame, object) -> its prompts there
 
     @property
     def num_frames(self) -> int:
         return self.session.num_frames
 
+    @property
+    def prompts(self) -> dict[tuple[int, int], VideoPrompt]:
+        """(frame, object) -> its prompts there."""
+        return self.log.prompts
+
     def frame_index(self, frame_idx) -> int:
         """`frame_idx` checked against the video: an integer, or an integral float as the page's slider sends it;
         `ValueError` for a fraction, NaN, infinity or a frame out of range."""
         return self.session._check_frame(check_index(frame_idx, "Frame index"))
+
+    def nearest_frame(self, frame_idx) -> int:
+        """An integral frame number (as `frame_index` takes it) brought within the video: the last frame past the end,
+        the first below 0."""
+        return min(max(check_index(frame_idx, "Frame index", -math.inf), 0), self.num_frames - 1)
 
     def frame(self, frame_idx: int) -> np.ndarray:
         """The RGB frame `(H, W, 3)` uint8."""
@@ -55,15 +66,15 @@ class VideoState:
 
     def labels(self, frame_idx: int) -> np.ndarray | None:
         """The frame's label map `(H, W)` uint8 (`None` before any mask was computed on it)."""
-        path = self.masks / f"{self.frame_index(frame_idx):05d}.png"
-        return read_label_map(path) if path.is_file() else None
+        return self.log.labels.read(self.frame_index(frame_idx))
 
     def view(self, frame_idx: int) -> np.ndarray:
-        """The frame with its masks and the active object's clicks on it drawn in, `grid.size` pixels."""
+        """The frame with its masks, every object's clicks on it and the active object's box drawn in, `grid.size`
+        pixels."""
         frame_idx = self.frame_index(frame_idx)
-        prompt = self.prompts.get((frame_idx, self.objects.active), VideoPrompt())
-        view_frame = self.grid.frame(self.frame(frame_idx))
-        return self.grid.draw(view_frame, self.labels(frame_idx), prompt.clicks, prompt.box)
+        box = self.prompts.get((frame_idx, self.objects.active), VideoPrompt()).box
+        clicks = [click for (t, _), prompt in self.prompts.items() if t == frame_idx for click in prompt.clicks]
+        return self.grid.draw(self.grid.frame(self.frame(frame_idx)), self.labels(frame_idx), clicks, box)
 
     def add_object(self, name: str | None = None) -> int:
         return self.objects.add(name)
@@ -74,8 +85,7 @@ class VideoState:
         frame_idx = self.frame_index(frame_idx)
         click = check_click(x, y, label, self.session.video_width, self.session.video_height)
         obj_id = self.objects.check(obj_id)
-        self.prompts.setdefault((frame_idx, obj_id), VideoPrompt()).clicks.append(click)
-        self._apply(frame_idx, obj_id)
+        self.log.click(frame_idx, obj_id, click)
         return obj_id
 
     def set_box(self, frame_idx: int, box, obj_id: int | None = None) -> int:
@@ -83,29 +93,30 @@ class VideoState:
         frame_idx = self.frame_index(frame_idx)
         corners = check_corners(box, self.session.video_width, self.session.video_height)
         obj_id = self.objects.check(obj_id)
-        self.prompts.setdefault((frame_idx, obj_id), VideoPrompt()).box = corners
-        self._apply(frame_idx, obj_id)
+        self.log.box(frame_idx, obj_id, corners)
         return obj_id
 
-    def _apply(self, frame_idx: int, obj_id: int) -> None:
-        with self.models.lock:
-            result = apply_prompt(self.session, frame_idx, obj_id, self.prompts[frame_idx, obj_id])
-        self._write(result)
+    def undo(self, frame_idx: int, obj_id: int | None = None) -> int:
+        """Take back the last click or box of an object (default: the active one) on a frame; returns the object id."""
+        frame_idx = self.frame_index(frame_idx)
+        obj_id = self.objects.check(obj_id)
+        self.log.undo(frame_idx, obj_id)
+        return obj_id
 
-    def _write(self, result: Sam2VideoFrameResult) -> None:
-        write_palette_png(label_map(result), self.masks / f"{result.frame_idx:05d}.png")
+    def clear_prompts(self, obj_id: int | None = None) -> int:
+        """Forget an object's prompts on every frame, and its masks, keeping the object (its id and name); returns the
+        object id."""
+        obj_id = self.objects.check(obj_id)
+        if not any(o == obj_id for _, o in self.prompts):
+            raise ValueError(f"Object {obj_id} has no clicks or box to clear")
+        self.log.remove(obj_id)
+        return obj_id
 
     def remove_object(self, obj_id: int) -> None:
         """Forget an object (prompts and memory); its pixels are cleared from the masks computed so far."""
         self.objects.check(obj_id)
-        if obj_id in self.session.object_ids:
-            self.session.remove_object(obj_id)
+        self.log.remove(obj_id)
         self.objects.remove(obj_id)
-        self.prompts = {key: value for key, value in self.prompts.items() if key[1] != obj_id}
-        for path in self.masks.glob("*.png"):
-            labels = read_label_map(path)
-            if (labels == obj_id).any():
-                write_palette_png(np.where(labels == obj_id, 0, labels).astype(np.uint8), path)
 
     def track(
         self, start_frame: int | None = None, direction: str = "both", max_frames: int | None = None
@@ -114,28 +125,17 @@ class VideoState:
         `start_frame` (default: the earliest prompted frame) over at most `max_frames` frames each way; yields each
         frame index once its masks are written. The arguments are checked before the first frame."""
         check_direction(direction)
-        if not self.session.object_ids:
+        if not self.prompts:
             raise ValueError("Nothing to track: click on an object first")
         if start_frame is None:
             start_frame = min(frame_idx for frame_idx, _ in self.prompts)
         start_frame = self.frame_index(start_frame)
         if max_frames is not None:
             max_frames = check_index(max_frames, "max_frames", 1)
-        with self.models.lock:
-            results = propagate(self.session, start_frame, direction, max_frames)
-        return self._track(results)
-
-    def _track(self, results: Iterator[Sam2VideoFrameResult]) -> Iterator[int]:
-        while True:
-            with self.models.lock:
-                result = next(results, None)
-            if result is None:
-                return
-            self._write(result)
-            yield result.frame_idx
+        return self.log.track(start_frame, direction, max_frames)
 
     def tracked_frames(self) -> list[int]:
-        return sorted(int(p.stem) for p in self.masks.glob("*.png"))
+        return self.log.labels.frames()
 
     def close(self) -> None:
         self.session.close()

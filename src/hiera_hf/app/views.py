@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from ..visualization import palette
-from .objects import FOREGROUND, numbers
+from .objects import BACKGROUND, FOREGROUND, numbers
 
 _PALETTE = palette()
 _HALF_PALETTE = _PALETTE // 2
@@ -72,28 +72,39 @@ class ViewGrid:
         return blend(view_frame, self.labels(labels), clicks, box)
 
 
+CLICK_COLOURS = {FOREGROUND: (0, 220, 0), BACKGROUND: (230, 0, 0)}
+
+
 def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np.ndarray:
     """The frame `(H, W, 3)` uint8 with each object's pixels of `labels` `(H, W)` blended half with its colour (as
-    the overlay video is), the clicks `(x, y, label)` drawn as small squares (green foreground, red background)
-    and the outline of `box` (x0, y0, x1, y1; yellow, as the page draws a box being dragged)."""
+    the overlay video is) and its outline (pixels next to another label) in its full colour, the outline of `box`
+    (x0, y0, x1, y1; yellow, as the page draws a box being dragged) and the clicks `(x, y, label)` as discs ringed
+    in white (green foreground, red background), sized with the view so that they read at any zoom."""
     out = np.array(rgb, dtype=np.uint8)
     rows = np.flatnonzero(labels.any(axis=1)) if labels is not None else ()
     if len(rows):  # blend inside the labels' bounding box only
         columns = np.flatnonzero(labels.any(axis=0))
         inside = np.s_[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
         part, ids = out[inside], labels[inside]
-        out[inside] = np.where(ids[..., None] > 0, part // 2 + _HALF_PALETTE[ids], part)
-    radius = max(2, min(rgb.shape[:2]) // 150)
+        padded = np.pad(ids, 1)  # 0 around: the bounding box holds all the labels
+        neighbours = (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:])
+        edge = (ids > 0) & np.logical_or.reduce([neighbour != ids for neighbour in neighbours])
+        tinted = np.where(ids[..., None] > 0, part // 2 + _HALF_PALETTE[ids], part)
+        out[inside] = np.where(edge[..., None], _PALETTE[ids], tinted)
     if box is not None:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        for edge in (np.s_[y0 : y0 + 2, x0 : x1 + 1], np.s_[y1 - 1 : y1 + 1, x0 : x1 + 1],
+        for side in (np.s_[y0 : y0 + 2, x0 : x1 + 1], np.s_[y1 - 1 : y1 + 1, x0 : x1 + 1],
                      np.s_[y0 : y1 + 1, x0 : x0 + 2], np.s_[y0 : y1 + 1, x1 - 1 : x1 + 1]):  # fmt: skip
-            out[edge] = BOX_COLOUR
+            out[side] = BOX_COLOUR
+    radius = max(3, min(rgb.shape[:2]) // 100)
     for x, y, label in clicks:
-        x, y = int(x), int(y)
-        colour = (0, 220, 0) if label == FOREGROUND else (230, 0, 0)
-        out[max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1] = colour
+        top, left = max(int(y) - radius - 1, 0), max(int(x) - radius - 1, 0)
+        window = out[top : int(y) + radius + 2, left : int(x) + radius + 2]  # a view of `out`
+        rows, columns = np.ogrid[top : top + window.shape[0], left : left + window.shape[1]]
+        distance = np.hypot(rows - y, columns - x)
+        window[distance <= radius + 1] = (255, 255, 255)
+        window[distance <= radius] = CLICK_COLOURS[FOREGROUND if label == FOREGROUND else BACKGROUND]
     return out
 
 
-__all__ = ["BOX_COLOUR", "VIEW_MAX_SIDE", "ViewGrid", "blend", "object_colour"]
+__all__ = ["BOX_COLOUR", "CLICK_COLOURS", "VIEW_MAX_SIDE", "ViewGrid", "blend", "object_colour"]

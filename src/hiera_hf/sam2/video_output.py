@@ -24,7 +24,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,42 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
     """The `(H, W)` uint8 label map of a palette PNG (`write_palette_png`)."""
     with Image.open(path) as image:
         return np.asarray(image)
+
+
+class LabelMapFolder:
+    """The latest label map of each frame of a video, as palette PNGs `00000.png ...` in `folder` (created): what the
+    app keeps on disk and `hiera-hf track --prompts` replays into. A frame computed again replaces its earlier map."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, frame_idx: int) -> Path:
+        return self.folder / f"{frame_idx:05d}.png"
+
+    def write(self, result: Sam2VideoFrameResult) -> int:
+        """Keep a frame's result (`label_map`); returns its frame index."""
+        write_palette_png(label_map(result), self.path(result.frame_idx))
+        return result.frame_idx
+
+    def read(self, frame_idx: int) -> np.ndarray | None:
+        """The frame's `(H, W)` uint8 label map, `None` before any mask was computed on it."""
+        path = self.path(frame_idx)
+        return read_label_map(path) if path.is_file() else None
+
+    def frames(self) -> list[int]:
+        """The indices of the frames with a label map, in order."""
+        return sorted(int(path.stem) for path in self.folder.glob("*.png"))
+
+    def items(self) -> Iterator[tuple[int, np.ndarray]]:
+        """`(frame_idx, label map)` of each frame with one, in order (read as they are asked for)."""
+        return ((frame_idx, read_label_map(self.path(frame_idx))) for frame_idx in self.frames())
+
+    def clear_object(self, obj_id: int) -> None:
+        """Set an object's pixels to 0 (background) in every label map."""
+        for frame_idx, labels in self.items():
+            if (labels == obj_id).any():
+                write_palette_png(np.where(labels == obj_id, 0, labels).astype(np.uint8), self.path(frame_idx))
 
 
 def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> None:
@@ -184,8 +220,8 @@ def write_tracking(
 ) -> list[int]:
     """Write the label maps `frames` (`(frame_idx, (H, W) uint8)` pairs, in any order) of the objects `object_ids`
     into the folder `out` as `formats` ask (see the module docstring); `object_ids` may be a function giving them,
-read again at each frame (objects added during tracking, e.g. `lambda: session.object_ids`, are written from the
-frame they appear on; the boxes files give `0,0,0,0` before it); `names` are the objects' names where known,
+    read again at each frame (objects added during tracking, e.g. `lambda: session.object_ids`, are written from the
+    frame they appear on; the boxes files give `0,0,0,0` before it); `names` are the objects' names where known,
     `read_frame(t)` gives frame `t` `(H, W, 3)` uint8 for the overlay, played at `fps` (default 24). With
     `overwrite`, each folder replaces an earlier run's once every frame is written (`check_output(out, formats,
     overwrite, inputs)` tells beforehand whether it may). A failure (in `frames` too) leaves no folder it created.
@@ -269,6 +305,7 @@ def _video_stream(container, fps: float, width: int, height: int):
 
 __all__ = [
     "FORMATS",
+    "LabelMapFolder",
     "OVERLAY_MARK",
     "check_formats",
     "check_output",
