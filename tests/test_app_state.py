@@ -11,7 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_helpers import BOX_2, CLICK_2, CLICKS_1, CORRECTION, NUM_FRAMES, SIZE, assert_same_tracking
+from app_helpers import (
+    BOX_2,
+    CLICK_2,
+    CLICKS_1,
+    CORRECTION,
+    NUM_FRAMES,
+    SIZE,
+    VIDEO_SIZE,
+    assert_same_tracking,
+    first_frames,
+)
 from PIL import Image
 from pycocotools import mask as coco_mask
 from sam2_helpers import media
@@ -424,3 +434,35 @@ def test_app_flags():
     assert (args.model, args.host, args.port, args.device) == ("folder", "0.0.0.0", 8000, "cpu")
     with pytest.raises(ValueError, match="--port must be in 1..65535"):
         run_app(parser.parse_args(["--port", "70000"]))
+
+
+def test_tracking_strategy_is_a_replayed_step(session, app_model_folder, tmp_path):
+    """Tracking with SAMURAI in the app (the strategy of Track) is a step of its prompts file: `hiera-hf track
+    --prompts` replays it into the same files; going back to SAM 2 is a step too. 8 frames: SAMURAI's memory differs
+    from SAM 2's from frame 3 on (frames 0 and 1 never enter it), so its masks do too."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    clip = first_frames(folder, 8, VIDEO_SIZE)
+    video = session.open_video(str(clip))
+    one = video.add_object()
+    video.click(0, *CLICKS_1[0], obj_id=one)
+    assert list(video.track(0, "forward", strategy="samurai")) == list(range(8))
+    assert video.session.strategy.name == "samurai" and video.session.strategy.kalman
+    samurai = [video.labels(t) for t in range(8)]
+    assert list(video.track(0, "forward", max_frames=2, strategy="sam2")) == [0, 1]
+    exported = session.export_video()
+    steps = json.loads(exported[2].read_text())["steps"]
+    assert [step.get("strategy") for step in steps if "strategy" in step] == ["samurai", "sam2"]
+    assert steps[1]["settings"]["stable_frames_threshold"] == 15
+    shown = files_under(unzip_export(exported, tmp_path / "app"))
+    out = tmp_path / "cli"
+    argv = ["track", str(clip), "--model", str(app_model_folder), "--quiet", "--out", str(out)]
+    assert cli_main([*argv, "--prompts", str(exported[2]), *EVERY_FORMAT]) == 0
+    assert_same_tracking(shown, files_under(out))
+    # SAM 2 alone gives other masks on these frames (so the replay above used the strategy).
+    plain = session.open_video(str(clip))
+    plain.click(0, *CLICKS_1[0], obj_id=plain.add_object())
+    list(plain.track(0, "forward"))
+    assert any(not np.array_equal(plain.labels(t), samurai[t]) for t in range(2, 8))
+    # The strategy comes from the file: a --strategy beside --prompts is refused.
+    assert cli_main([*argv[:-1], str(tmp_path / "other"), "--prompts", str(exported[2]), "--strategy", "samurai"]) == 1

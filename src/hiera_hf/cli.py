@@ -784,8 +784,9 @@ def _track_inputs(args: argparse.Namespace):
     the steps of a prompts file (`video_prompts.read_prompts`)."""
     if args.prompts_file is None:
         return _track_prompts(args)
-    if args.prompts or args.start_frame is not None or args.direction is not None or args.max_frames is not None:
-        given = f"give no {TRACK_FLAGS} with it"
+    tracking = (args.start_frame, args.direction, args.max_frames)
+    if args.prompts or any(value is not None for value in tracking) or args.strategy != "sam2" or args.strategy_setting:
+        given = f"give no {TRACK_FLAGS} with it (nor --strategy: the file has the app's)"
         raise ValueError(f"--prompts replays a session of the app, its tracking included: {given}")
     from .sam2.video_prompts import read_prompts
 

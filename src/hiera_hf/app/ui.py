@@ -353,6 +353,10 @@ class VideoTab(_Tab):
     def _controls(self) -> None:
         self._common_controls("video", "a video", "...or a video file / frame folder on the server (Enter)")
         self.direction = gr.Radio(list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction")
+        self.strategy = gr.Radio(
+            [("SAM 2", "sam2"), ("SAMURAI (Kalman filter, gated memory)", "samurai")], value="sam2",
+            label="Tracking strategy (from the next Track)", elem_id="video-strategy",
+        )  # fmt: skip
         self.max_frames = gr.Number(label="At most N frames each way (0: all)", precision=0, elem_id="video-max")
         with gr.Row():
             self.track_button = gr.Button("Track", variant="primary", elem_id="video-track")
@@ -382,7 +386,7 @@ class VideoTab(_Tab):
         self.find.submit(on(self.find_objects), [frame, self.find], outputs)
         # progress = the frames and the message as they come; no spinner for the page to repaint meanwhile
         tracking = self.track_button.click(
-            on(self.track), [frame, self.direction, self.max_frames], outputs, show_progress="hidden"
+            on(self.track), [frame, self.direction, self.max_frames, self.strategy], outputs, show_progress="hidden"
         )
         self.stop.click(self.stopped, None, {self.status}, cancels=[tracking])
         self.export.click(on(self.export_masks), None, outputs)
@@ -474,10 +478,10 @@ class VideoTab(_Tab):
         found = find_in_video(video, frame_idx, session.models.detector, text)
         return self.panel(session, frame_idx, f"Found {_found(video.objects, found)} on frame {frame_idx}")
 
-    def track(self, frame_idx, direction, max_frames, request: gr.Request):
+    def track(self, frame_idx, direction, max_frames, strategy, request: gr.Request):
         session = self.session(request)
         limit = max_frames if max_frames else None  # empty or 0: all frames (the state checks the rest)
-        frames = session.require_video().track(frame_idx, direction, limit)
+        frames = session.require_video().track(frame_idx, direction, limit, strategy)
         count = 0
         for count, tracked in enumerate(frames, start=1):
             yield self.panel(session, tracked, f"Tracking: frame {tracked} ({count} done)")

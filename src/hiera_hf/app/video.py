@@ -13,6 +13,7 @@ import numpy as np
 
 from ..sam2 import Sam2VideoSession
 from ..sam2.prompts import check_index
+from ..sam2.tracking_strategies import strategy_settings
 from ..sam2.video_output import LabelMapFolder
 from ..sam2.video_prompts import PromptLog, VideoPrompt, check_direction
 from .models import Models
@@ -119,12 +120,20 @@ class VideoState:
         self.objects.remove(obj_id)
 
     def track(
-        self, start_frame: int | None = None, direction: str = "both", max_frames: int | None = None
+        self,
+        start_frame: int | None = None,
+        direction: str = "both",
+        max_frames: int | None = None,
+        strategy: str | None = None,
     ) -> Iterator[int]:
         """Propagate the objects (`direction` "forward", "backward" or "both", see `video_prompts.propagate`) from
-        `start_frame` (default: the earliest prompted frame) over at most `max_frames` frames each way; yields each
-        frame index once its masks are written. The arguments are checked before the first frame."""
+        `start_frame` (default: the earliest prompted frame) over at most `max_frames` frames each way, with the
+        tracking `strategy` (a name of `tracking_strategies.STRATEGY_NAMES` with its defaults; default: the one
+        tracked with last, at first SAM 2's); yields each frame index once its masks are written. The arguments are
+        checked before the first frame."""
         check_direction(direction)
+        if strategy is not None and strategy_settings(strategy) != self.session.strategy.settings:
+            self.log.strategy(strategy)
         if not self.prompts:
             raise ValueError("Nothing to track: click on an object first")
         if start_frame is None:

@@ -150,11 +150,18 @@ class Sam2OnnxVideoSession(VideoSessionBase):
             progress=progress,
             strategy=strategy,
         )
+
+    def set_strategy(self, strategy) -> None:
+        """See `VideoSessionBase.set_strategy`; a strategy that moves the object-presence threshold needs an export
+        whose decoder takes it (`object_score_threshold`, since tracking strategies)."""
+        previous = getattr(self, "strategy", None)
+        super().set_strategy(strategy)
         decoder_inputs = {node.name for node in self.graphs["mask_decoder"].get_inputs()}
         if self.strategy.presence_threshold != 0.0 and "object_score_threshold" not in decoder_inputs:
+            name, self.strategy = self.strategy.name, previous
             raise ValueError(
-                f"{folder} was exported before tracking strategies (its mask decoder has no object_score_threshold "
-                f"input): export it again with `hiera-hf export-onnx` to track with {self.strategy.name!r}"
+                "This export predates tracking strategies (its mask decoder has no object_score_threshold input): "
+                f"export the model again with `hiera-hf export-onnx` to track with {name!r}"
             )
 
     def _run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:

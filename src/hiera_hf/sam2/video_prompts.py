@@ -17,17 +17,20 @@ A prompts file is a JSON object::
                {"track": "both", "frame": 0, "max_frames": null, "frames": 3},
                {"frame": 1, "object": 1, "click": [120.0, 95.0, 0]},
                {"frame": 1, "object": 1, "undo": 1},
+               {"strategy": "samurai", "settings": {"kf_score_weight": 0.25, ...}},
                {"remove": 2}]}
 
 in video pixels; a click's label is 1 (foreground) or 0 (background); a box replaces the object's box on that frame
 and keeps its clicks there; an undo step takes back the object's last click or box on the frame; a track step goes
 `track` ("forward", "backward" or "both") from `frame` over at most `max_frames` frames each way (null: all) and
-stops after `frames` frames, as the app's Stop did; a remove step forgets an object (prompts, memory, masks).
+stops after `frames` frames, as the app's Stop did; a strategy step tracks with that strategy and its settings from
+then on (`tracking_strategies`); a remove step forgets an object (prompts, memory, masks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -39,6 +42,7 @@ import numpy as np
 
 from ..image_utils import open_image
 from .prompts import check_boxes, check_finite, check_index, check_labels
+from .tracking_strategies import strategy_settings
 from .video_output import LabelMapFolder
 from .video_tracking import Sam2VideoFrameResult, VideoSessionBase
 
@@ -139,6 +143,7 @@ STEP_KEYS = {
     "track": ("track", "frame", "max_frames", "frames"),
     "undo": ("frame", "object", "undo"),
     "remove": ("remove",),
+    "strategy": ("strategy", "settings"),
 }
 
 
@@ -232,6 +237,13 @@ class PromptLog:
             step["frames"] += 1
             yield result.frame_idx
 
+    def strategy(self, strategy) -> None:
+        """Track with another strategy from now on (`VideoSessionBase.set_strategy`: a name or a settings
+        object)."""
+        settings = strategy_settings(strategy)
+        self.session.set_strategy(settings)
+        self.steps.append({"strategy": settings.name, "settings": dataclasses.asdict(settings)})
+
     def remove(self, obj_id: int) -> None:
         """Forget an object (prompts and memory); its pixels are cleared from the label maps kept so far."""
         if obj_id in self.session.object_ids:
@@ -251,6 +263,8 @@ class PromptLog:
                         pass
                 elif "remove" in step:
                     self.remove(step["remove"])
+                elif "strategy" in step:
+                    self.strategy(strategy_settings(step["strategy"], step["settings"]))
                 elif "undo" in step:
                     self.undo(step["frame"], step["object"])
                 elif "click" in step:
@@ -295,6 +309,10 @@ def _check_step(step) -> dict:
         checked["box"] = check_boxes(step["box"], None, None, "box").tolist()
         if len(checked["box"]) != 4:
             raise ValueError(f"box must be [x0, y0, x1, y1], got {step['box']!r}")
+    elif kind == "strategy":
+        if not isinstance(step["settings"], dict):
+            raise ValueError(f"settings must map setting names to values, got {step['settings']!r}")
+        strategy_settings(step["strategy"], step["settings"])
     elif kind == "undo" and step["undo"] != 1:
         raise ValueError(f"undo must be 1 (one click or box taken back), got {step['undo']!r}")
     elif kind == "track":

@@ -185,12 +185,12 @@ class VideoSessionBase:
         strategy="sam2",
     ):
         self.image_size = int(config.image_size)
-        self.strategy = make_strategy(strategy, self.image_size, int(config.num_maskmem))
         self.fill_hole_area = config.fill_hole_area if fill_hole_area is None else int(fill_hole_area)
         self.non_overlap_masks = config.non_overlap_masks if non_overlap_masks is None else bool(non_overlap_masks)
         if max_conditioning_frames is not None:
             max_conditioning_frames = int(max_conditioning_frames)
         self.memory_rules = MemoryRules.from_config(config, max_conditioning_frames=max_conditioning_frames)
+        self.set_strategy(strategy)
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.read_ahead = bool(read_ahead)
         self.progress = progress
@@ -452,6 +452,11 @@ class VideoSessionBase:
             track.untrack(frame_idx)
         is_conditioning = any(t.pending.get(frame_idx, (False,))[0] for t in self._objects.values())
         return self._prompt_result(frame_idx, is_conditioning)
+
+    def set_strategy(self, strategy) -> None:
+        """Track with another strategy (a name or a settings object, see `tracking_strategies`) from now on; its
+        state (e.g. SAMURAI's Kalman filters and memory gates) starts afresh, the memories already made stay."""
+        self.strategy = make_strategy(strategy, self.image_size, self.memory_rules.num_maskmem)
 
     def remove_object(self, obj_id: int) -> None:
         """Forget an object: its prompts, memories and id."""
