@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import hiera
 import numpy as np
 import pytest
@@ -279,7 +280,11 @@ def test_track_mask_prompt_start_frame_direction_and_formats(sam2_folder, frames
             assert np.array_equal(decoded, labels == record["id"])  # the label map's pixels are the object's
             box = (out / "boxes" / f"{record['id']}.txt").read_text().splitlines()[t]
             assert [int(v) for v in box.split(",")] == record["bbox"]
-    assert (out / "overlay.mp4").is_file()
+    with av.open(str(out / "overlay.mp4")) as container:  # the click is marked on its frame (2), in green
+        overlay = [frame.to_ndarray(format="rgb24").astype(int) for frame in container.decode(video=0)]
+    centre = [frame[38:43, 48:53].mean(axis=(0, 1)) for frame in overlay]
+    assert centre[2][1] > 150 and centre[2][0] < 80 and centre[2][2] < 80, centre[2]
+    assert all(abs(c[1] - c[0]) < 60 for c in centre[:2]), centre[:2]  # frames 0 and 1 carry no mark there
     files = [p for p in out.rglob("*") if p.is_file()]
     assert {mode(p) for p in files if p.suffix in (".json", ".txt") or p.parent.parent.name == "objects"} == {0o644}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind

@@ -816,7 +816,7 @@ def _replay(session, recorded, args: argparse.Namespace, formats: Sequence[str],
         frames = log.labels.items()
         return write_tracking(
             args.out, formats, frames, session.object_ids, session.frame, session.fps, recorded.names,
-            args.overwrite, inputs,
+            args.overwrite, inputs, log.prompts,
         )  # fmt: skip
 
 
@@ -873,9 +873,10 @@ def run_track(args: argparse.Namespace) -> None:
                     failure = error
 
             names = None if tracker is None else tracker.names
+            marked = prompts if phrases is None else None
             order = write_tracking(
                 out, formats, label_maps(), lambda: session.object_ids, session.frame, session.fps, names,
-                args.overwrite, inputs,
+                args.overwrite, inputs, marked,
             )  # fmt: skip
     span = f" (frames {order[0]}-{order[-1]})" if order else ""
     folders = {"png": "masks/", "rle": "rle/", "objects": "objects/", "boxes": "boxes/", "mp4": "overlay.mp4"}

@@ -62,11 +62,26 @@ def draw(
         for index, mask in enumerate(stack, start=1):
             ids[mask] = index
         rgb = blend_labels(rgb, ids, alpha)
-    canvas = Image.fromarray(rgb)
+    boxes = np.asarray(boxes if boxes is not None else [], dtype=float).reshape(-1, 4)
+    return mark_prompts(rgb, points, labels, boxes, range(1, len(boxes) + 1), marker_size)
+
+
+def mark_prompts(
+    image: np.ndarray,
+    points: Sequence[Sequence[float]] | None = None,
+    labels: Sequence[int] | None = None,
+    boxes: Sequence[Sequence[float]] = (),
+    box_colours: Sequence[int] = (),
+    marker_size: int = 6,
+) -> Image.Image:
+    """`image` `(H, W, 3)` uint8 as a PIL image with `boxes` `(N, 4)` (x0, y0, x1, y1 pixels) outlined in the
+    `palette()` colours of `box_colours` (one index each), then the clicks `points` `(P, 2)` with their `labels`
+    (1 foreground, green; 0 background, red; default all 1) on top."""
+    canvas = Image.fromarray(image)
     pen = ImageDraw.Draw(canvas)
     colours = palette()
-    for index, box in enumerate(np.asarray(boxes if boxes is not None else [], dtype=float).reshape(-1, 4), start=1):
-        pen.rectangle(box.tolist(), outline=tuple(colours[index % 256].tolist()), width=max(2, marker_size // 2))
+    for box, colour in zip(np.asarray(boxes, dtype=float).reshape(-1, 4), box_colours):
+        pen.rectangle(box.tolist(), outline=tuple(colours[colour % 256].tolist()), width=max(2, marker_size // 2))
     points = np.asarray(points if points is not None else [], dtype=float).reshape(-1, 2)
     labels = [1] * len(points) if labels is None else list(labels)
     if len(labels) != len(points):
@@ -77,4 +92,4 @@ def draw(
     return canvas
 
 
-__all__ = ["blend_labels", "draw", "palette"]
+__all__ = ["blend_labels", "draw", "mark_prompts", "palette"]

@@ -65,7 +65,7 @@ def export_video(video: VideoState, folder: Path) -> list[Path]:
     out, names = folder / "tracking", video.objects.known_names()
     # into the tab's own folder: an earlier export is replaced
     write_tracking(out, FORMATS, video.log.labels.items(), video.session.object_ids, video.frame,
-                   video.session.fps, names, overwrite=True)  # fmt: skip
+                   video.session.fps, names, overwrite=True, prompts=video.log.prompts)  # fmt: skip
     folders = [out / FOLDERS[kind][0] for kind in FORMATS if kind in FOLDERS]
     members = {p.relative_to(out).as_posix(): p for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
     archive = _zip(folder / VIDEO_FILES[0], members)

@@ -9,7 +9,8 @@ logit, else 0. An object's mask on a frame is its pixels of the label map, so ev
 - "objects": `objects/OBJ/00000.png ...`, per object and frame a 0/255 PNG;
 - "boxes": `boxes/OBJ.txt`, per object one `x,y,w,h` line per frame (pixels; line N is frame N, as LaSOT's
   ground truth), `0,0,0,0` where the object is absent or the frame was not tracked;
-- "mp4": `overlay.mp4`, the tracked frames with their label maps blended in (50%).
+- "mp4": `overlay.mp4`, the tracked frames with their label maps blended in (50%) and, on prompted frames, the
+  prompts (clicks green / red, boxes in their object's colour), as `hiera-hf segment`'s overlay marks them.
 
 Every file is written through `hiera_hf.io_utils.atomic_write` and every folder is staged (`staged_folder`), so an
 interrupted run never leaves a truncated file, nor a folder that mixes two runs, nor an empty output folder. What is
@@ -20,18 +21,20 @@ holding only the names this module writes, an `overlay.mp4` carrying its mark (`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..io_utils import atomic_write, check_replaceable, created_folder, staged_folder
-from ..visualization import blend_labels, palette
+from ..visualization import blend_labels, mark_prompts, palette
 from .video_tracking import Sam2VideoFrameResult
 
 FORMATS = ("png", "rle", "objects", "boxes", "mp4")
@@ -217,6 +220,7 @@ def write_tracking(
     names: Mapping[int, str] | None = None,
     overwrite: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
+    prompts: Mapping[tuple[int, int], Any] | None = None,
 ) -> list[int]:
     """Write the label maps `frames` (`(frame_idx, (H, W) uint8)` pairs, in any order) of the objects `object_ids`
     into the folder `out` as `formats` ask (see the module docstring); `object_ids` may be a function giving them,
@@ -225,7 +229,8 @@ def write_tracking(
     `read_frame(t)` gives frame `t` `(H, W, 3)` uint8 for the overlay, played at `fps` (default 24). With
     `overwrite`, each folder replaces an earlier run's once every frame is written (`check_output(out, formats,
     overwrite, inputs)` tells beforehand whether it may). A failure (in `frames` too) leaves no folder it created.
-    Returns the indices of the frames written, in order."""
+    `prompts` (`(frame_idx, obj_id) -> video_prompts.VideoPrompt`: its `clicks` (x, y, label) and `box`) are drawn
+    on their frames of the overlay. Returns the indices of the frames written, in order."""
     inputs = list(inputs)
     check_output(out, formats, overwrite, inputs)
     out, names = Path(out), names or {}
@@ -264,23 +269,45 @@ def write_tracking(
         if "mp4" in formats:
             (out / OVERLAY).unlink(missing_ok=True)  # an earlier run's (checked), about to be stale
             label_maps = (read_label_map(staging["png"] / f"{t:05d}.png") for t in order)
-            write_overlay_video((read_frame(t) for t in order), label_maps, out / OVERLAY, fps or 24.0)
+            marks = (_marks(prompts or {}, t) for t in order)
+            write_overlay_video((read_frame(t) for t in order), label_maps, out / OVERLAY, fps or 24.0, marks)
     return order
 
 
+def _marks(prompts: Mapping[tuple[int, int], Any], frame_idx: int) -> dict:
+    """The clicks and boxes of a frame's prompts, as `visualization.mark_prompts` takes them."""
+    on_frame = [(obj_id, prompt) for (t, obj_id), prompt in prompts.items() if t == frame_idx]
+    clicks = [click for _, prompt in on_frame for click in prompt.clicks]
+    boxed = [(obj_id, prompt.box) for obj_id, prompt in on_frame if prompt.box is not None]
+    return {
+        "points": [click[:2] for click in clicks],
+        "labels": [click[2] for click in clicks],
+        "boxes": [box for _, box in boxed],
+        "box_colours": [obj_id for obj_id, _ in boxed],
+    }
+
+
 def write_overlay_video(
-    frames: Iterable[np.ndarray], labels: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 24.0
+    frames: Iterable[np.ndarray],
+    labels: Iterable[np.ndarray],
+    path: str | os.PathLike,
+    fps: float = 24.0,
+    marks: Iterable[dict] | None = None,
 ) -> None:
-    """Encode RGB frames `(H, W, 3)` with their label maps blended in (50%) as an H.264 (or MPEG-4) video."""
+    """Encode RGB frames `(H, W, 3)` with their label maps blended in (50%), and per frame the prompt `marks` (the
+    keyword arguments of `visualization.mark_prompts`), as an H.264 (or MPEG-4) video."""
     import av
 
     def encode(partial: str) -> None:
         with av.open(partial, "w", format="mp4") as container:
             container.metadata["comment"] = OVERLAY_MARK
             stream = None
-            for frame, label in zip(frames, labels):
+            for frame, label, mark in zip(frames, labels, marks if marks is not None else itertools.repeat({})):
                 height, width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2  # yuv420p needs even sizes
-                blended = blend_labels(frame, label)[:height, :width]
+                blended = blend_labels(frame, label)
+                if mark.get("points") or mark.get("boxes"):
+                    blended = np.asarray(mark_prompts(blended, **mark))
+                blended = blended[:height, :width]
                 if stream is None:
                     stream = _video_stream(container, fps, width, height)
                 packets = stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(blended), format="rgb24"))
