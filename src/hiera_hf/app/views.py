@@ -107,4 +107,46 @@ def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np
     return out
 
 
-__all__ = ["BOX_COLOUR", "CLICK_COLOURS", "VIEW_MAX_SIDE", "ViewGrid", "blend", "object_colour"]
+# The timeline under the video view: one cell per frame, `TIMELINE_WIDTH` pixels wide in all (or a pixel per frame
+# for longer videos); its upper band says whether the frame has masks (tracked, or prompted), its lower band whether
+# it has prompts, and a white bar on top marks the frame shown.
+TIMELINE_WIDTH, TIMELINE_HEIGHT = 1024, 24
+TIMELINE_COLOURS = {"empty": (64, 64, 64), "tracked": (70, 130, 220), "prompted": BOX_COLOUR, "shown": (255, 255, 255)}
+TIMELINE_ROWS = {"masks": slice(3, 15), "prompts": slice(16, TIMELINE_HEIGHT), "shown": slice(0, 3)}
+
+
+def timeline_cell(num_frames: int) -> int:
+    """Width in pixels of a frame's cell of the timeline."""
+    return max(1, TIMELINE_WIDTH // max(num_frames, 1))
+
+
+def timeline(num_frames: int, tracked, prompted, shown: int | None = None) -> np.ndarray:
+    """The timeline `(TIMELINE_HEIGHT, num_frames * timeline_cell(num_frames), 3)` uint8 of a video: `tracked` and
+    `prompted` frame indices in their colours (`TIMELINE_COLOURS`), the frame `shown` marked."""
+    cell = timeline_cell(num_frames)
+    strip = np.zeros((TIMELINE_HEIGHT, num_frames * cell, 3), np.uint8)
+    for rows, frames, colour in ((TIMELINE_ROWS["masks"], tracked, "tracked"),
+                                 (TIMELINE_ROWS["prompts"], prompted, "prompted")):  # fmt: skip
+        marked = np.zeros(num_frames, bool)
+        marked[[t for t in frames if 0 <= t < num_frames]] = True
+        columns = np.repeat(marked, cell)
+        strip[rows] = np.where(columns[:, None], TIMELINE_COLOURS[colour], TIMELINE_COLOURS["empty"])
+    if cell >= 4:  # a gap between the cells
+        strip[:, ::cell] = 0
+    if shown is not None and 0 <= shown < num_frames:
+        half = max(cell // 2, 1)  # at least 3 pixels wide when cells are thin
+        left, right = max(shown * cell + cell // 2 - half, 0), shown * cell + cell // 2 + half + (cell < 4)
+        strip[TIMELINE_ROWS["shown"], left:right] = TIMELINE_COLOURS["shown"]
+    return strip
+
+
+def timeline_frame(num_frames: int, x) -> int:
+    """The frame under column `x` of the timeline (as the page reports a click), within the video."""
+    (x,) = numbers((x,), 1, "A position")
+    return min(max(int(x // timeline_cell(num_frames)), 0), num_frames - 1)
+
+
+__all__ = [
+    "BOX_COLOUR", "CLICK_COLOURS", "TIMELINE_COLOURS", "TIMELINE_ROWS", "VIEW_MAX_SIDE", "ViewGrid", "blend",
+    "object_colour", "timeline", "timeline_cell", "timeline_frame",
+]  # fmt: skip
