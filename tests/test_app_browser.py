@@ -583,6 +583,23 @@ def test_the_corners_of_the_view_are_clickable(page, server):
     assert np.abs(np.subtract([c[:2] for c in clicks], corners)).max() <= step, clicks
 
 
+def test_a_small_video_is_shown_scaled_up_and_clicks_land_on_its_pixels(page, server, tmp_path):
+    blocks, _ = server
+    clip = first_frames(tmp_path, 1, (256, 144))
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-path textarea").fill(str(clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, "Opened a video of 1 frames")
+    assert _shown(page, "video-view").shape == (432, 768, 3)  # 3 times the frame
+    assert _wait_loaded(page, "video-view")["width"] > 600  # and shown that large
+    for x, y in ((100, 90), (1, 1), (254, 142)):
+        page.evaluate("document.querySelector('#status textarea').value = ''")
+        _click_pixel(page, "video-view", x, y, (256, 144))
+        _wait_status(page, f"Foreground click ({x}, {y}) on object 1, frame 0")
+    clicks = _session(blocks).require_video().prompts[0, 1].clicks
+    assert np.abs(np.subtract([c[:2] for c in clicks], [(100, 90), (1, 1), (254, 142)])).max() <= 1 / 3, clicks
+
+
 def test_closing_the_tab_frees_its_session(browser, server):
     blocks, url = server
     page = browser.new_page()

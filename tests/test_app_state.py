@@ -33,6 +33,7 @@ from hiera_hf.app.views import (
     CLICK_COLOURS,
     TIMELINE_COLOURS,
     TIMELINE_ROWS,
+    VIDEO_VIEW_MIN_SIDE,
     VIEW_MAX_SIDE,
     blend,
     object_colour,
@@ -136,6 +137,28 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     state.click(300, 200)
     view = state.view()
     assert tuple(view[100, 100]) == CLICK_COLOURS[1] and tuple(view[200, 300]) == CLICK_COLOURS[1]
+
+
+def test_views_of_small_videos_are_scaled_up_and_clicks_map_back(session, tmp_path):
+    clip = first_frames(tmp_path, 1, (256, 144))  # shown 3 times larger: 768x432
+    video = session.open_video(str(clip))
+    grid = video.grid
+    assert VIDEO_VIEW_MIN_SIDE == 768 and grid.size == (432, 768) and grid.scaled
+    assert np.allclose(grid.from_view(*grid.to_view(100.0, 90.0)), (100.0, 90.0))
+    assert grid.from_view(1, 1) == (0.0, 0.0) and grid.from_view(766, 430) == (255.0, 143.0)  # pixel centres
+    assert grid.box_from_view([1, 4, 766, 430]) == [0.0, 1.0, 255.0, 143.0]
+    obj_id = video.click(0, *grid.from_view(301, 271))  # view pixel (301, 271): frame pixel (100, 90)
+    assert video.prompts[0, obj_id].clicks == [(100.0, 90.0, 1)]
+    view, labels = video.view(0), video.labels(0)
+    assert view.shape == (432, 768, 3) and labels.shape == (144, 256)
+    plain = np.asarray(Image.fromarray(video.frame(0)).resize((768, 432), Image.Resampling.BILINEAR))
+    sampled = labels.repeat(3, axis=0).repeat(3, axis=1)  # each frame pixel, 3x3 view pixels
+    tinted = np.any(view != plain, axis=2)
+    tinted[261:282, 291:312] = sampled[261:282, 291:312] = 0  # the click's disc
+    np.testing.assert_array_equal(tinted, sampled > 0)
+    (tmp_path / "large").mkdir()
+    large = session.open_video(str(first_frames(tmp_path / "large", 1, (800, 450))))  # between the two: as it is
+    assert large.grid.size == (450, 800) and not large.grid.scaled
 
 
 def test_objects_labels_and_image_exports(session, tmp_path):

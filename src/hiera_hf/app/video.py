@@ -18,7 +18,7 @@ from ..sam2.video_output import LabelMapFolder
 from ..sam2.video_prompts import PromptLog, VideoPrompt, check_direction
 from .models import Models
 from .objects import FOREGROUND, Objects, check_click, check_corners
-from .views import ViewGrid, timeline, timeline_frame
+from .views import VIDEO_VIEW_MIN_SIDE, ViewGrid, timeline, timeline_frame
 
 PLAYBACK_MAX_FPS = 30.0  # playback never draws faster than this (nor than the video's rate)
 PLAYBACK_DEFAULT_FPS = 24.0  # when the video does not say its rate (a frame folder)
@@ -42,7 +42,8 @@ class VideoState:
         self.folder = Path(folder)
         self.masks = self.folder / "masks"
         self.log = PromptLog(self.session, LabelMapFolder(self.masks), models.lock)
-        self.grid = ViewGrid(self.session.video_height, self.session.video_width)  # the frames' views
+        height, width = self.session.video_height, self.session.video_width
+        self.grid = ViewGrid(height, width, VIDEO_VIEW_MIN_SIDE)  # the frames' views, small videos scaled up
         self.objects = Objects()
 
     @property

@@ -13,6 +13,8 @@ _HALF_PALETTE = _PALETTE // 2
 # The page is sent views of at most this many pixels a side (SAM 2's input side: a click in the view is as precise
 # as the model sees the frame).
 VIEW_MAX_SIDE = 1024
+# Videos smaller than this (their longer side) are shown scaled up to it: a 256 px video is not a thumbnail.
+VIDEO_VIEW_MIN_SIDE = 768
 BOX_COLOUR = (255, 212, 0)
 
 
@@ -23,11 +25,13 @@ def object_colour(obj_id: int) -> tuple[int, int, int]:
 
 class ViewGrid:
     """How a frame of `(height, width)` pixels maps to its view, the frame scaled to at most `VIEW_MAX_SIDE` pixels
-    a side (`size` = the view's (height, width)): the frame resized bilinearly, label maps sampled at the nearest
+    a side, and up to `min_side` pixels on its longer side when smaller (`size` = the view's (height, width)): the frame resized bilinearly, label maps sampled at the nearest
     frame pixel, and positions (pixel centres) between the two."""
 
-    def __init__(self, height: int, width: int):
+    def __init__(self, height: int, width: int, min_side: int = 0):
         scale = min(1.0, VIEW_MAX_SIDE / max(height, width))
+        if max(height, width) < min_side:  # a small frame scaled up to be seen and clicked at ease
+            scale = min(min_side, VIEW_MAX_SIDE) / max(height, width)
         self.frame_size = (height, width)
         self.size = (max(1, round(height * scale)), max(1, round(width * scale)))
         self._rows = ((np.arange(self.size[0]) + 0.5) * height / self.size[0]).astype(np.intp)[:, None]
@@ -147,6 +151,6 @@ def timeline_frame(num_frames: int, x) -> int:
 
 
 __all__ = [
-    "BOX_COLOUR", "CLICK_COLOURS", "TIMELINE_COLOURS", "TIMELINE_ROWS", "VIEW_MAX_SIDE", "ViewGrid", "blend",
-    "object_colour", "timeline", "timeline_cell", "timeline_frame",
+    "BOX_COLOUR", "CLICK_COLOURS", "TIMELINE_COLOURS", "TIMELINE_ROWS", "VIDEO_VIEW_MIN_SIDE", "VIEW_MAX_SIDE",
+    "ViewGrid", "blend", "object_colour", "timeline", "timeline_cell", "timeline_frame",
 ]  # fmt: skip
