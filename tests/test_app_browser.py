@@ -20,7 +20,7 @@ from PIL import Image
 from sam2_helpers import media
 
 from hiera_hf.app import AppSession
-from hiera_hf.app.views import VIEW_MAX_SIDE
+from hiera_hf.app.views import TIMELINE_COLOURS, VIEW_MAX_SIDE
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2 import Sam2VideoSession
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -411,6 +411,48 @@ def test_stop_interrupts_tracking_and_the_page_stays_usable(page, server, long_c
     assert video.tracked_frames() == list(range(max(len(tracked), frame + 2)))
 
 
+def _slider(page) -> int:
+    return int(page.locator("#video-frame input[type=number]").input_value())
+
+
+def test_playback_plays_the_tracked_frames_pauses_and_the_timeline_jumps(page, server, app_clip, monkeypatch):
+    """Play shows the tracked frames one after the other (slowed to 1 a second here), the slider following; Pause
+    stops it where it is; a click on the timeline's cell of a frame shows that frame, its timeline marked."""
+    from hiera_hf.app.video import VideoState
+
+    blocks, _ = server
+    monkeypatch.setattr(VideoState, "playback_fps", property(lambda self: 1.0))
+    _open_clip_and_click(page, app_clip, NUM_FRAMES)
+    timeline = _shown(page, "video-timeline")
+    cell = timeline.shape[1] // NUM_FRAMES
+    assert timeline.shape[0] == 24 and [tuple(timeline[8, t * cell + cell // 2]) for t in range(NUM_FRAMES)] == [
+        TIMELINE_COLOURS["tracked"], TIMELINE_COLOURS["empty"], TIMELINE_COLOURS["empty"]
+    ]  # fmt: skip
+    page.locator("#video-track").click()
+    _wait_status(page, f"Tracked {NUM_FRAMES} frames")
+    video = _session(blocks).require_video()
+    views = {t: video.view(t) for t in range(NUM_FRAMES)}
+    page.locator("#video-play").click()
+    _wait_status(page, f"Playing {NUM_FRAMES} tracked frames from frame 0")  # the slider was on the last frame
+    page.wait_for_function("() => document.querySelector('#video-frame input[type=number]').value === '1'")
+    page.locator("#video-pause").click()
+    _wait_status(page, "Paused at frame 1")
+    time.sleep(2.5)  # past the end of the playback, had it gone on
+    assert _slider(page) == 1 and _status(page) == "Paused at frame 1"
+    _wait_loaded(page, "video-view")
+    shown = _shown(page, "video-view").astype(float)  # JPEG: the nearest of the frames' views
+    distances = {t: np.abs(shown - view).mean() for t, view in views.items()}
+    assert min(distances, key=distances.get) == 1, distances
+
+    _click_pixel(page, "video-timeline", 2 * cell + cell // 2, 12, timeline.shape[1::-1])
+    _wait_status(page, "Frame 2")
+    assert _slider(page) == 2 and tuple(_shown(page, "video-timeline")[1, 2 * cell + cell // 2]) == (255, 255, 255)
+    assert [tuple(_shown(page, "video-timeline")[8, t * cell + cell // 2]) for t in range(NUM_FRAMES)] == [
+        TIMELINE_COLOURS["tracked"]
+    ] * NUM_FRAMES
+    assert _error_badges(page) == 0
+
+
 def test_bad_uploads_show_a_message(page, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
@@ -539,6 +581,23 @@ def test_the_corners_of_the_view_are_clickable(page, server):
     clicks = _session(blocks).image._prompts[1].clicks
     step = 1800 / VIEW_MAX_SIDE  # frame pixels per view pixel
     assert np.abs(np.subtract([c[:2] for c in clicks], corners)).max() <= step, clicks
+
+
+def test_a_small_video_is_shown_scaled_up_and_clicks_land_on_its_pixels(page, server, tmp_path):
+    blocks, _ = server
+    clip = first_frames(tmp_path, 1, (256, 144))
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-path textarea").fill(str(clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, "Opened a video of 1 frames")
+    assert _shown(page, "video-view").shape == (432, 768, 3)  # 3 times the frame
+    assert _wait_loaded(page, "video-view")["width"] > 600  # and shown that large
+    for x, y in ((100, 90), (1, 1), (254, 142)):
+        page.evaluate("document.querySelector('#status textarea').value = ''")
+        _click_pixel(page, "video-view", x, y, (256, 144))
+        _wait_status(page, f"Foreground click ({x}, {y}) on object 1, frame 0")
+    clicks = _session(blocks).require_video().prompts[0, 1].clicks
+    assert np.abs(np.subtract([c[:2] for c in clicks], [(100, 90), (1, 1), (254, 142)])).max() <= 1 / 3, clicks
 
 
 def test_closing_the_tab_frees_its_session(browser, server):

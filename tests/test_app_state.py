@@ -28,7 +28,18 @@ from sam2_helpers import media
 
 from hiera_hf import HieraConfig, Sam2Model, Sam2VideoSession
 from hiera_hf.app import AppSession, Models, Sessions
-from hiera_hf.app.views import BOX_COLOUR, CLICK_COLOURS, VIEW_MAX_SIDE, blend, object_colour
+from hiera_hf.app.views import (
+    BOX_COLOUR,
+    CLICK_COLOURS,
+    TIMELINE_COLOURS,
+    TIMELINE_ROWS,
+    VIDEO_VIEW_MIN_SIDE,
+    VIEW_MAX_SIDE,
+    blend,
+    object_colour,
+    timeline,
+    timeline_cell,
+)
 from hiera_hf.cli import add_app_arguments, run_app
 from hiera_hf.cli import main as cli_main
 from hiera_hf.sam2.video_output import label_map, write_palette_png
@@ -126,6 +137,28 @@ def test_views_of_large_images_are_scaled_down_and_clicks_map_back(session):
     state.click(300, 200)
     view = state.view()
     assert tuple(view[100, 100]) == CLICK_COLOURS[1] and tuple(view[200, 300]) == CLICK_COLOURS[1]
+
+
+def test_views_of_small_videos_are_scaled_up_and_clicks_map_back(session, tmp_path):
+    clip = first_frames(tmp_path, 1, (256, 144))  # shown 3 times larger: 768x432
+    video = session.open_video(str(clip))
+    grid = video.grid
+    assert VIDEO_VIEW_MIN_SIDE == 768 and grid.size == (432, 768) and grid.scaled
+    assert np.allclose(grid.from_view(*grid.to_view(100.0, 90.0)), (100.0, 90.0))
+    assert grid.from_view(1, 1) == (0.0, 0.0) and grid.from_view(766, 430) == (255.0, 143.0)  # pixel centres
+    assert grid.box_from_view([1, 4, 766, 430]) == [0.0, 1.0, 255.0, 143.0]
+    obj_id = video.click(0, *grid.from_view(301, 271))  # view pixel (301, 271): frame pixel (100, 90)
+    assert video.prompts[0, obj_id].clicks == [(100.0, 90.0, 1)]
+    view, labels = video.view(0), video.labels(0)
+    assert view.shape == (432, 768, 3) and labels.shape == (144, 256)
+    plain = np.asarray(Image.fromarray(video.frame(0)).resize((768, 432), Image.Resampling.BILINEAR))
+    sampled = labels.repeat(3, axis=0).repeat(3, axis=1)  # each frame pixel, 3x3 view pixels
+    tinted = np.any(view != plain, axis=2)
+    tinted[261:282, 291:312] = sampled[261:282, 291:312] = 0  # the click's disc
+    np.testing.assert_array_equal(tinted, sampled > 0)
+    (tmp_path / "large").mkdir()
+    large = session.open_video(str(first_frames(tmp_path / "large", 1, (800, 450))))  # between the two: as it is
+    assert large.grid.size == (450, 800) and not large.grid.scaled
 
 
 def test_objects_labels_and_image_exports(session, tmp_path):
@@ -356,6 +389,66 @@ def test_undo_and_clear_take_back_prompts(session, app_clip):
     video.click(1, *CLICKS_1[1], obj_id=one)
     assert video.clear_prompts(one) == one and video.prompts == {} and one in video.objects.names
     assert not any(video.labels(t).any() for t in video.tracked_frames())
+
+
+def _timeline_cells(strip: np.ndarray, num_frames: int) -> dict[str, list[str]]:
+    """Per band of a timeline, each frame's colour name (`TIMELINE_COLOURS`), read at the centre of its cell."""
+    cell, names = timeline_cell(num_frames), {colour: name for name, colour in TIMELINE_COLOURS.items()}
+    centres = np.arange(num_frames) * cell + cell // 2
+    rows = {band: (r.start + r.stop) // 2 for band, r in TIMELINE_ROWS.items()}
+    return {band: [names.get(tuple(strip[row, x]), "other") for x in centres] for band, row in rows.items()}
+
+
+def test_the_timeline_shows_prompted_and_tracked_frames_and_maps_clicks_to_frames(session, app_clip):
+    video = session.open_video(str(app_clip))
+    assert video.timeline(0).shape == (24, NUM_FRAMES * (1024 // NUM_FRAMES), 3)
+    cells = _timeline_cells(video.timeline(0), NUM_FRAMES)
+    assert cells == {"masks": ["empty"] * 3, "prompts": ["empty"] * 3, "shown": ["shown", "other", "other"]}
+    with pytest.raises(ValueError, match="Nothing to play"):
+        video.playback(0)
+    one = video.add_object()
+    video.click(1, *CLICKS_1[0], obj_id=one)  # the clicked frame has masks at once
+    cells = _timeline_cells(video.timeline(2), NUM_FRAMES)
+    assert cells["masks"] == ["empty", "tracked", "empty"] and cells["prompts"] == ["empty", "prompted", "empty"]
+    assert cells["shown"] == ["other", "other", "shown"]
+    list(video.track(1, "forward"))
+    assert _timeline_cells(video.timeline(), NUM_FRAMES)["masks"] == ["empty", "tracked", "tracked"]
+    video.undo(1, one)  # no prompt left
+    assert _timeline_cells(video.timeline(), NUM_FRAMES)["prompts"] == ["empty"] * 3
+    # a click on the timeline -> the frame under it; outside -> the nearest frame
+    cell = timeline_cell(NUM_FRAMES)
+    assert [video.timeline_frame(x) for x in (0, cell - 1, cell, 2.5 * cell, 3 * cell, -5)] == [0, 0, 1, 2, 2, 0]
+    with pytest.raises(ValueError, match="A position"):
+        video.timeline_frame("nan")
+    # long videos: a pixel per frame, the frame shown marked 3 pixels wide
+    long = timeline(5000, range(0, 5000, 2), [7], shown=10)
+    assert long.shape == (24, 5000, 3) and tuple(long[20, 7]) == BOX_COLOUR and tuple(long[20, 8]) != BOX_COLOUR
+    assert tuple(long[8, 0]) == TIMELINE_COLOURS["tracked"] and tuple(long[8, 1]) == TIMELINE_COLOURS["empty"]
+    assert [tuple(long[1, x]) == TIMELINE_COLOURS["shown"] for x in range(8, 13)] == [False, True, True, True, False]
+
+
+def test_playback_shows_the_tracked_frames_without_running_the_model(session, app_clip, monkeypatch):
+    video = session.open_video(str(app_clip))
+    video.click(0, *CLICKS_1[0], obj_id=video.add_object())
+    assert video.playback(0) == [0]  # only the clicked frame has masks yet
+    list(video.track(0, "forward", max_frames=2))
+    assert video.tracked_frames() == [0, 1]
+    views = {t: video.view(t) for t in range(NUM_FRAMES)}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("playback ran the model")
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", no_model)
+    monkeypatch.setattr(Sam2VideoSession, "propagate", no_model)
+    monkeypatch.setattr(video.log, "track", no_model)
+    assert video.playback(0) == [0, 1] and video.playback(1) == [0, 1]  # from the last: from the start again
+    assert video.playback(2) == [0, 1]
+    for t in video.playback(0):
+        np.testing.assert_array_equal(video.view(t), views[t])
+        assert video.labels(t).any()  # drawn from the masks tracked
+    assert video.playback_fps == 24.0  # a frame folder: no rate of its own
+    monkeypatch.setattr(Sam2VideoSession, "fps", property(lambda self: 60.0))
+    assert video.playback_fps == 30.0  # capped
 
 
 def test_bad_input_gets_a_short_message(session, app_models, app_clip, tmp_path):

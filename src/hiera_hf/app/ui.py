@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import os
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -349,6 +350,14 @@ class VideoTab(_Tab):
 
     def _below_view(self) -> None:
         self.frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
+        # which frames have masks (upper band, blue) and prompts (lower band, yellow); a click shows that frame
+        self.timeline = gr.Image(
+            label="Timeline", show_label=False, buttons=[], type="numpy", format="png", interactive=False,
+            elem_id="video-timeline",
+        )  # fmt: skip
+        with gr.Row():
+            self.play_button = gr.Button("Play the tracked frames", elem_id="video-play")
+            self.pause = gr.Button("Pause", elem_id="video-pause")
 
     def _controls(self) -> None:
         self._common_controls("video", "a video", "...or a video file / frame folder on the server (Enter)")
@@ -366,7 +375,7 @@ class VideoTab(_Tab):
 
     def _wire(self) -> None:
         opened = {self.files, self.file, self.path, self.name}  # what opening a file clears
-        self.outputs = {self.status, self.view, self.frame, self.object, *opened}
+        self.outputs = {self.status, self.view, self.frame, self.timeline, self.object, *opened}
         on, outputs, frame = self.guarded, self.outputs, self.frame
         self._wire_open(outputs)
         # unchecked by Gradio: a frame typed past the end is shown clamped (`show_frame`); Gradio's own check would
@@ -389,6 +398,9 @@ class VideoTab(_Tab):
             on(self.track), [frame, self.direction, self.max_frames, self.strategy], outputs, show_progress="hidden"
         )
         self.stop.click(self.stopped, None, {self.status}, cancels=[tracking])
+        self.timeline.select(on(self.jump), None, outputs)
+        playing = self.play_button.click(on(self.play), frame, outputs, show_progress="hidden")
+        self.pause.click(self.paused, frame, {self.status}, cancels=[playing])
         self.export.click(on(self.export_masks), None, outputs)
 
     def panel(self, session: AppSession, frame_idx: int, message: str) -> dict:
@@ -399,6 +411,7 @@ class VideoTab(_Tab):
             self.status: message,
             self.view: video.view(frame_idx),
             self.frame: gr.update(maximum=max(video.num_frames - 1, 1), value=frame_idx),
+            self.timeline: video.timeline(frame_idx),
             self.object: gr.update(choices=_object_choices(video.objects), value=video.objects.active),
         }
 
@@ -489,6 +502,28 @@ class VideoTab(_Tab):
 
     def stopped(self) -> dict:
         return {self.status: "Stopped"}
+
+    def jump(self, evt: gr.SelectData, request: gr.Request):
+        session = self.session(request)
+        frame_idx = session.require_video().timeline_frame(evt.index[0])
+        return self.panel(session, frame_idx, f"Frame {frame_idx}")
+
+    def play(self, frame_idx, request: gr.Request):
+        """Show the tracked frames from the slider's on (`VideoState.playback`) at the video's rate, as drawn from the
+        masks already computed; Pause cancels it."""
+        session = self.session(request)
+        video = session.require_video()
+        frames = video.playback(video.nearest_frame(frame_idx))
+        interval, due = 1 / video.playback_fps, time.monotonic()
+        yield {self.status: f"Playing {_plural(len(frames), 'tracked frame')} from frame {frames[0]}"}
+        for frame_idx in frames:
+            yield {self.view: video.view(frame_idx), self.frame: frame_idx, self.timeline: video.timeline(frame_idx)}
+            due += interval
+            time.sleep(max(due - time.monotonic(), 0))
+        yield {self.status: f"Played {_plural(len(frames), 'tracked frame')}, up to frame {frames[-1]}"}
+
+    def paused(self, frame_idx) -> dict:
+        return {self.status: f"Paused at frame {frame_idx:.0f}" if frame_idx is not None else "Paused"}
 
     def export_masks(self, request: gr.Request):
         files = [str(path) for path in self.session(request).export_video()]

@@ -18,7 +18,10 @@ from ..sam2.video_output import LabelMapFolder
 from ..sam2.video_prompts import PromptLog, VideoPrompt, check_direction
 from .models import Models
 from .objects import FOREGROUND, Objects, check_click, check_corners
-from .views import ViewGrid
+from .views import VIDEO_VIEW_MIN_SIDE, ViewGrid, timeline, timeline_frame
+
+PLAYBACK_MAX_FPS = 30.0  # playback never draws faster than this (nor than the video's rate)
+PLAYBACK_DEFAULT_FPS = 24.0  # when the video does not say its rate (a frame folder)
 
 
 class VideoState:
@@ -39,7 +42,8 @@ class VideoState:
         self.folder = Path(folder)
         self.masks = self.folder / "masks"
         self.log = PromptLog(self.session, LabelMapFolder(self.masks), models.lock)
-        self.grid = ViewGrid(self.session.video_height, self.session.video_width)  # the frames' views
+        height, width = self.session.video_height, self.session.video_width
+        self.grid = ViewGrid(height, width, VIDEO_VIEW_MIN_SIDE)  # the frames' views, small videos scaled up
         self.objects = Objects()
 
     @property
@@ -145,6 +149,30 @@ class VideoState:
 
     def tracked_frames(self) -> list[int]:
         return self.log.labels.frames()
+
+    def timeline(self, shown: int | None = None) -> np.ndarray:
+        """The video's timeline (`views.timeline`): which frames have masks, which prompts, and the frame `shown`."""
+        return timeline(self.num_frames, self.tracked_frames(), {t for t, _ in self.prompts}, shown)
+
+    def timeline_frame(self, x) -> int:
+        """The frame under column `x` of `timeline()`."""
+        return timeline_frame(self.num_frames, x)
+
+    @property
+    def playback_fps(self) -> float:
+        """The rate of `playback`: the video's, at most `PLAYBACK_MAX_FPS`."""
+        fps = self.session.fps
+        return min(fps if fps and math.isfinite(fps) and fps > 0 else PLAYBACK_DEFAULT_FPS, PLAYBACK_MAX_FPS)
+
+    def playback(self, start_frame: int = 0) -> list[int]:
+        """The frames a playback from `start_frame` shows, in order: the frames with masks from `start_frame` on, or
+        all of them when `start_frame` is at or past the last (play again from the start). Their views are drawn from
+        the label maps on disk (`view`): the model is not run. `ValueError` when no frame has masks yet."""
+        tracked = self.tracked_frames()
+        if not tracked:
+            raise ValueError("Nothing to play: track the objects first")
+        later = [t for t in tracked if t >= self.nearest_frame(start_frame)]
+        return later if len(later) > 1 else tracked
 
     def close(self) -> None:
         self.session.close()

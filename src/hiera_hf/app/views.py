@@ -13,6 +13,8 @@ _HALF_PALETTE = _PALETTE // 2
 # The page is sent views of at most this many pixels a side (SAM 2's input side: a click in the view is as precise
 # as the model sees the frame).
 VIEW_MAX_SIDE = 1024
+# Videos smaller than this (their longer side) are shown scaled up to it: a 256 px video is not a thumbnail.
+VIDEO_VIEW_MIN_SIDE = 768
 BOX_COLOUR = (255, 212, 0)
 
 
@@ -23,11 +25,13 @@ def object_colour(obj_id: int) -> tuple[int, int, int]:
 
 class ViewGrid:
     """How a frame of `(height, width)` pixels maps to its view, the frame scaled to at most `VIEW_MAX_SIDE` pixels
-    a side (`size` = the view's (height, width)): the frame resized bilinearly, label maps sampled at the nearest
+    a side, and up to `min_side` pixels on its longer side when smaller (`size` = the view's (height, width)): the frame resized bilinearly, label maps sampled at the nearest
     frame pixel, and positions (pixel centres) between the two."""
 
-    def __init__(self, height: int, width: int):
+    def __init__(self, height: int, width: int, min_side: int = 0):
         scale = min(1.0, VIEW_MAX_SIDE / max(height, width))
+        if max(height, width) < min_side:  # a small frame scaled up to be seen and clicked at ease
+            scale = min(min_side, VIEW_MAX_SIDE) / max(height, width)
         self.frame_size = (height, width)
         self.size = (max(1, round(height * scale)), max(1, round(width * scale)))
         self._rows = ((np.arange(self.size[0]) + 0.5) * height / self.size[0]).astype(np.intp)[:, None]
@@ -107,4 +111,46 @@ def blend(rgb: np.ndarray, labels: np.ndarray | None, clicks=(), box=None) -> np
     return out
 
 
-__all__ = ["BOX_COLOUR", "CLICK_COLOURS", "VIEW_MAX_SIDE", "ViewGrid", "blend", "object_colour"]
+# The timeline under the video view: one cell per frame, `TIMELINE_WIDTH` pixels wide in all (or a pixel per frame
+# for longer videos); its upper band says whether the frame has masks (tracked, or prompted), its lower band whether
+# it has prompts, and a white bar on top marks the frame shown.
+TIMELINE_WIDTH, TIMELINE_HEIGHT = 1024, 24
+TIMELINE_COLOURS = {"empty": (64, 64, 64), "tracked": (70, 130, 220), "prompted": BOX_COLOUR, "shown": (255, 255, 255)}
+TIMELINE_ROWS = {"masks": slice(3, 15), "prompts": slice(16, TIMELINE_HEIGHT), "shown": slice(0, 3)}
+
+
+def timeline_cell(num_frames: int) -> int:
+    """Width in pixels of a frame's cell of the timeline."""
+    return max(1, TIMELINE_WIDTH // max(num_frames, 1))
+
+
+def timeline(num_frames: int, tracked, prompted, shown: int | None = None) -> np.ndarray:
+    """The timeline `(TIMELINE_HEIGHT, num_frames * timeline_cell(num_frames), 3)` uint8 of a video: `tracked` and
+    `prompted` frame indices in their colours (`TIMELINE_COLOURS`), the frame `shown` marked."""
+    cell = timeline_cell(num_frames)
+    strip = np.zeros((TIMELINE_HEIGHT, num_frames * cell, 3), np.uint8)
+    for rows, frames, colour in ((TIMELINE_ROWS["masks"], tracked, "tracked"),
+                                 (TIMELINE_ROWS["prompts"], prompted, "prompted")):  # fmt: skip
+        marked = np.zeros(num_frames, bool)
+        marked[[t for t in frames if 0 <= t < num_frames]] = True
+        columns = np.repeat(marked, cell)
+        strip[rows] = np.where(columns[:, None], TIMELINE_COLOURS[colour], TIMELINE_COLOURS["empty"])
+    if cell >= 4:  # a gap between the cells
+        strip[:, ::cell] = 0
+    if shown is not None and 0 <= shown < num_frames:
+        half = max(cell // 2, 1)  # at least 3 pixels wide when cells are thin
+        left, right = max(shown * cell + cell // 2 - half, 0), shown * cell + cell // 2 + half + (cell < 4)
+        strip[TIMELINE_ROWS["shown"], left:right] = TIMELINE_COLOURS["shown"]
+    return strip
+
+
+def timeline_frame(num_frames: int, x) -> int:
+    """The frame under column `x` of the timeline (as the page reports a click), within the video."""
+    (x,) = numbers((x,), 1, "A position")
+    return min(max(int(x // timeline_cell(num_frames)), 0), num_frames - 1)
+
+
+__all__ = [
+    "BOX_COLOUR", "CLICK_COLOURS", "TIMELINE_COLOURS", "TIMELINE_ROWS", "VIDEO_VIEW_MIN_SIDE", "VIEW_MAX_SIDE",
+    "ViewGrid", "blend", "object_colour", "timeline", "timeline_cell", "timeline_frame",
+]  # fmt: skip
