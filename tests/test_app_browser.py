@@ -3,7 +3,7 @@ driver): open an image and click, a background click, open a clip, prompt two ob
 and bad uploads. Masks are read back through the app's session state and its exported files, then compared with
 what `ImageState` / `Sam2VideoSession` and the track writers give for the same prompts.
 
-Set HIERA_HF_APP_SCREENSHOT=path.png to save the screenshot made after the image clicks there (the README's)."""
+Set HIERA_HF_APP_LAYOUT=folder to save the screenshots of the page at laptop sizes there (the README's)."""
 
 import copy
 import io
@@ -73,7 +73,7 @@ def page(browser, server, request, tmp_path_factory):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
-    page.wait_for_selector("#status textarea")
+    page.wait_for_selector("#image-status textarea")
     yield page
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
@@ -83,8 +83,20 @@ def page(browser, server, request, tmp_path_factory):
     page.close()
 
 
+# the Messages box of the tab shown (each tab has its own, beside its view)
+SHOWN_STATUS = (
+    "Array.from(document.querySelectorAll('#image-status textarea, #video-status textarea'))"
+    ".find(box => box.offsetParent !== null)"
+)
+
+
 def _status(page) -> str:
-    return page.locator("#status textarea").input_value()
+    return page.evaluate(f"() => {SHOWN_STATUS}?.value ?? ''")
+
+
+def _clear_status(page) -> None:
+    """Empty the Messages box shown, so that the next message is known to be new."""
+    page.evaluate(f"() => {{ {SHOWN_STATUS}.value = ''; }}")
 
 
 def _wait_status(page, text: str, anywhere: bool = False) -> str:
@@ -94,7 +106,7 @@ def _wait_status(page, text: str, anywhere: bool = False) -> str:
     test = "includes" if anywhere else "startsWith"
     try:
         page.wait_for_function(
-            f"text => (document.querySelector('#status textarea')?.value || '').{test}(text)", arg=text
+            f"text => ({SHOWN_STATUS}?.value || '').{test}(text)", arg=text
         )
     except PlaywrightTimeout:
         raise AssertionError(f"The page never said {text!r}; it says {_status(page)!r}") from None
@@ -164,7 +176,7 @@ def _error_badges(page) -> int:
     )
 
 
-def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, app_models, tmp_path):
+def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, server, app_models):
     blocks, _ = server
     _open_dog(page)
     _click_pixel(page, "image-view", 250, 160, (500, 331))
@@ -191,10 +203,6 @@ def test_image_click_shows_the_mask_and_a_background_click_changes_it(page, serv
     exported = np.asarray(Image.open(_session(blocks).folder / "exports" / "masks.png"))
     np.testing.assert_array_equal(exported, state.labels())
     page.wait_for_selector("#image-files a")
-    screenshot = Path(os.environ.get("HIERA_HF_APP_SCREENSHOT", tmp_path / "app.png"))
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.stat().st_size > 0
 
 
 def test_image_drag_draws_a_box_and_a_short_press_stays_a_click(page, server, app_models):
@@ -223,6 +231,7 @@ def test_a_large_image_is_shown_scaled_down_and_clicks_land_on_its_pixels(page, 
     blocks, _ = server
     page.locator("#image-file input[type=file]").set_input_files(media("truck.jpg"))
     _wait_status(page, "Opened a 1800x1200 image")
+    _wait_loaded(page, "image-view")  # the message can come before the image is loaded
     assert page.locator("#image-view img").evaluate("image => [image.naturalWidth, image.naturalHeight]") == [
         VIEW_MAX_SIDE, 683
     ]
@@ -416,8 +425,8 @@ def _slider(page) -> int:
 
 
 def test_playback_plays_the_tracked_frames_pauses_and_the_timeline_jumps(page, server, app_clip, monkeypatch):
-    """Play shows the tracked frames one after the other (slowed to 1 a second here), the slider following; Pause
-    stops it where it is; a click on the timeline's cell of a frame shows that frame, its timeline marked."""
+    """Play (key P) shows the tracked frames one after the other (slowed to 1 a second here), the slider following;
+    Pause (key K) stops it where it is; a click on the timeline's cell of a frame shows that frame, its timeline marked."""
     from hiera_hf.app.video import VideoState
 
     blocks, _ = server
@@ -432,10 +441,10 @@ def test_playback_plays_the_tracked_frames_pauses_and_the_timeline_jumps(page, s
     _wait_status(page, f"Tracked {NUM_FRAMES} frames")
     video = _session(blocks).require_video()
     views = {t: video.view(t) for t in range(NUM_FRAMES)}
-    page.locator("#video-play").click()
+    page.keyboard.press("p")  # the Play button's key
     _wait_status(page, f"Playing {NUM_FRAMES} tracked frames from frame 0")  # the slider was on the last frame
     page.wait_for_function("() => document.querySelector('#video-frame input[type=number]').value === '1'")
-    page.locator("#video-pause").click()
+    page.keyboard.press("k")  # Pause's
     _wait_status(page, "Paused at frame 1")
     time.sleep(2.5)  # past the end of the playback, had it gone on
     assert _slider(page) == 1 and _status(page) == "Paused at frame 1"
@@ -451,6 +460,115 @@ def test_playback_plays_the_tracked_frames_pauses_and_the_timeline_jumps(page, s
         TIMELINE_COLOURS["tracked"]
     ] * NUM_FRAMES
     assert _error_badges(page) == 0
+
+
+def test_dragging_the_slider_shows_the_frames_under_it(page, server, long_clip):
+    """While the slider's knob is held and moved, the view follows it (the frame under the knob once the server is
+    free), before the button is released."""
+    blocks, _ = server
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-path textarea").fill(str(long_clip))
+    page.locator("#video-path textarea").press("Enter")
+    _wait_status(page, f"Opened a video of {LONG_CLIP} frames")
+    _wait_loaded(page, "video-view")
+    first = page.locator("#video-view img").get_attribute("src")
+    track = page.locator("#video-frame input[type=range]").bounding_box()
+    y = track["y"] + track["height"] / 2
+    page.mouse.move(track["x"] + 2, y)
+    page.mouse.down()
+    page.mouse.move(track["x"] + track["width"] * 0.6, y, steps=8)
+    page.wait_for_function(  # a new view, loaded, while the button is still down
+        "first => { const image = document.querySelector('#video-view img');"
+        " return image.getAttribute('src') !== first && image.complete && image.naturalWidth > 0; }",
+        arg=first,
+    )
+    time.sleep(1.5)  # the request of the knob's latest position answered
+    shown_frame = _slider(page)
+    assert 0 < shown_frame < LONG_CLIP
+    video = _session(blocks).require_video()
+    shown = _shown(page, "video-view").astype(float)  # JPEG: the nearest of the frames' views
+    distances = {t: np.abs(shown - video.view(t)).mean() for t in range(LONG_CLIP)}
+    page.mouse.up()
+    assert min(distances, key=distances.get) == shown_frame, distances
+    assert _error_badges(page) == 0
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1440, 900)], ids=["1366x768", "1440x900"])
+def test_the_view_its_controls_track_and_messages_fit_a_laptop_screen(browser, server, size, tmp_path):
+    """On a laptop's window the video's view, the slider, timeline and Play / Pause under it, and Track / Stop and
+    the Messages beside it are all on the screen at once, and pressing Track does not scroll the page (nor does a
+    click in the image's view). HIERA_HF_APP_LAYOUT=folder saves the screenshots (the README's)."""
+    width, height = size
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(server[1])
+        page.wait_for_selector("#image-status textarea")
+        _open_dog(page)
+        _click_pixel(page, "image-view", 250, 160, (500, 331))
+        _wait_status(page, "Foreground click")
+        _assert_on_screen(page, size, ["#image-view img", "#image-status", "#image-object", "#image-undo"])
+        _save_layout(page, f"app-image-{width}x{height}.jpg")
+        page.get_by_role("tab", name="Video").click()
+        clip = first_frames(tmp_path, 2, (1280, 720))  # a video as large as most: the view is scaled to fit
+        page.locator("#video-path textarea").fill(str(clip))
+        page.locator("#video-path textarea").press("Enter")
+        _wait_status(page, "Opened a video of 2 frames")
+        _click_pixel(page, "video-view", 530, 330, (1280, 720))
+        _wait_status(page, "Foreground click")
+        page.locator("#video-track").click()
+        _wait_status(page, "Tracked 2 frames")
+        shown = ["#video-view img", "#video-frame", "#video-timeline", "#video-play", "#video-pause", "#video-track",
+                 "#video-stop", "#video-status"]  # fmt: skip
+        _assert_on_screen(page, size, shown)
+        _save_layout(page, f"app-video-{width}x{height}.jpg")
+    finally:
+        page.close()
+
+
+def _assert_on_screen(page, size: tuple[int, int], selectors: list[str]) -> None:
+    """Every element of `selectors` lies whole inside the window of `size` (width, height), the page unscrolled."""
+    assert page.evaluate("() => window.scrollY") == 0
+    for selector in selectors:
+        box = page.locator(selector).bounding_box()
+        inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= size[0]
+        assert inside and box["y"] + box["height"] <= size[1], (selector, box, size)
+
+
+def _save_layout(page, name: str) -> None:
+    folder = os.environ.get("HIERA_HF_APP_LAYOUT")
+    if folder:
+        page.screenshot(path=str(Path(folder) / name), type="jpeg", quality=85)
+
+
+def test_a_waiting_tab_shows_its_place_in_the_queue(browser, server):
+    """While another tab's request holds the model, a tab's click waits in the queue, and its Messages box says so
+    (Gradio's "queue: 1/1"), not over its view; once the model is free both get their masks."""
+    blocks, url = server
+    pages = [browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    try:
+        for page in pages:
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            _open_dog(page)
+        with blocks.models.lock:  # the first tab's click runs and waits for the model; the second's is queued
+            _click_pixel(pages[0], "image-view", 250, 160, (500, 331))
+            pages[0].wait_for_function(
+                "() => (document.querySelector('#image-status [data-testid=status-tracker]')?.innerText || '')"
+                ".includes('processing')"
+            )
+            _click_pixel(pages[1], "image-view", 250, 160, (500, 331))
+            pages[1].wait_for_function(
+                "() => (document.querySelector('#image-status [data-testid=status-tracker]')?.innerText || '')"
+                ".includes('queue: 1/1')"
+            )
+            view_tracker = pages[1].locator("#image-view [data-testid=status-tracker]")
+            assert view_tracker.count() == 0 or "queue" not in view_tracker.first.inner_text()
+        for page in pages:
+            _wait_status(page, "Foreground click (250, 160) on object 1")
+    finally:
+        for page in pages:
+            page.close()
 
 
 def test_bad_uploads_show_a_message(page, tmp_path):
@@ -577,10 +695,13 @@ def test_the_corners_of_the_view_are_clickable(page, server):
     for x, y in corners:
         _click_pixel(page, "image-view", x, y, (1800, 1200))
         _wait_status(page, "Foreground click")
-        page.evaluate("document.querySelector('#status textarea').value = ''")  # the next click's message is new
+        _clear_status(page)
     clicks = _session(blocks).image._prompts[1].clicks
-    step = 1800 / VIEW_MAX_SIDE  # frame pixels per view pixel
-    assert np.abs(np.subtract([c[:2] for c in clicks], corners)).max() <= step, clicks
+    # the browser reports a click at whole CSS pixels and the page rounds it to a view pixel: off by at most one CSS
+    # pixel of the image as shown and half a view pixel, in frame pixels
+    shown = _wait_loaded(page, "image-view")["width"]
+    tolerance = 1800 / shown + 1800 / VIEW_MAX_SIDE / 2
+    assert np.abs(np.subtract([c[:2] for c in clicks], corners)).max() <= tolerance, clicks
 
 
 def test_a_small_video_is_shown_scaled_up_and_clicks_land_on_its_pixels(page, server, tmp_path):
@@ -593,7 +714,7 @@ def test_a_small_video_is_shown_scaled_up_and_clicks_land_on_its_pixels(page, se
     assert _shown(page, "video-view").shape == (432, 768, 3)  # 3 times the frame
     assert _wait_loaded(page, "video-view")["width"] > 600  # and shown that large
     for x, y in ((100, 90), (1, 1), (254, 142)):
-        page.evaluate("document.querySelector('#status textarea').value = ''")
+        _clear_status(page)
         _click_pixel(page, "video-view", x, y, (256, 144))
         _wait_status(page, f"Foreground click ({x}, {y}) on object 1, frame 0")
     clicks = _session(blocks).require_video().prompts[0, 1].clicks

@@ -3,7 +3,7 @@
   window.hierahfKeys = true;
   // key -> the id (after "image-" / "video-") of the button to press, or [radio id, choice]
   const KEYS = { f: ["mode", "foreground"], b: ["mode", "background"], n: "new", z: "undo", c: "clear", t: "track",
-                 s: "stop" };
+                 s: "stop", p: "play", k: "pause" };
   const shown = (id) => Array.from(document.querySelectorAll(`#image-${id}, #video-${id}`))
     .find((element) => element.offsetParent !== null);
   document.addEventListener("keydown", (event) => {

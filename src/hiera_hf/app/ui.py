@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
 import time
@@ -30,7 +31,7 @@ CLICK_MODES = ["foreground", "background"]
 VIEW_FORMAT = "jpeg"  # the views are sent as JPEG, much faster to encode than PNG/WebP (benchmarks/README)
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)  # shows the mask generator's tqdm bar in the page
 AMG_DEFAULTS = {name: p.default for name, p in inspect.signature(Sam2AutomaticMaskGenerator).parameters.items()}
-CLICK_PROGRESS = "minimal"  # no overlay over the view while a click is decoded: the next click can come at once
+PLAYBACKS = 4  # playbacks of tracked frames served at once (more wait in the queue, and their tab says so)
 
 HELP = """**Click on the image** to segment: a *foreground* click adds to the object, a *background* click removes
 from it; **drag** to draw a box around it (kept with its clicks). Each object has its own colour; *New object*
@@ -46,8 +47,17 @@ DRAG_BOX_JS = (Path(__file__).parent / "drag_box.js").read_text()
 SHORTCUTS_JS = (Path(__file__).parent / "shortcuts.js").read_text()
 KEYS_HELP = (
     "Keys: **F** foreground, **B** background, **N** new object, **Z** undo the object's last click or box, **C** "
-    "clear the object's clicks and box, **T** track, **S** stop."
+    "clear the object's clicks and box, **T** track, **S** stop, **P** play the tracked frames, **K** pause."
 )
+# The page's layout rules (`layout.css`), added by a script when the page loads (Gradio 6 takes CSS only in
+# `launch`, which the caller of `build_app` runs): the views are kept short enough for the controls under them.
+LAYOUT_JS = (
+    "() => { if (document.getElementById('hierahf-layout')) return; const style = document.createElement('style');"
+    f" style.id = 'hierahf-layout'; style.textContent = {json.dumps((Path(__file__).parent / 'layout.css').read_text())};"
+    " document.head.appendChild(style); }"
+)
+SMALL_BUTTON = 100  # pixels: the narrowest a button of a row gets before the row wraps
+UPLOAD_HEIGHT = 110  # pixels: the upload box is a strip, not a square that pushes the controls down
 
 
 def _guarded(outputs_status):
@@ -112,23 +122,27 @@ def _corners(box) -> str:
 
 
 class _Tab:
-    """A tab of the page: its layout (the view, `_below_view`, then `_controls` beside it; ids `<name>-...`) and what
-    its handlers share: the sessions of the open tabs and the page's "Messages" box. `_wire` connects the events."""
+    """A tab of the page: the view with `_below_view` under it, and beside it the tab's "Messages" box over its
+    `_controls` (ids `<name>-...`); the help and the keys under both. `_wire` connects the events; `LAYOUT_CSS` keeps
+    the view, the controls under it and the top of the column beside it on one laptop screen."""
 
-    def __init__(self, sessions: Sessions, status: gr.Textbox, name: str, labels: tuple[str, str], help_text: str):
-        self.sessions, self.status = sessions, status
+    def __init__(self, sessions: Sessions, name: str, labels: tuple[str, str], help_text: str, greeting: str):
+        self.sessions = sessions
         label, view_label = labels  # of the tab and of its view
         with gr.Tab(label, elem_id=f"{name}-tab"):
-            gr.Markdown(f"{help_text}\n\n{KEYS_HELP}")
-            with gr.Row():
+            with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
                     self.view = gr.Image(  # no corner label nor buttons: they would cover clickable pixels
                         label=view_label, show_label=False, buttons=[], type="numpy", format=VIEW_FORMAT,
                         interactive=False, elem_id=f"{name}-view",
                     )  # fmt: skip
                     self._below_view()
-                with gr.Column(scale=1):
+                with gr.Column(scale=1, min_width=320):
+                    self.status = gr.Textbox(
+                        greeting, label="Messages", elem_id=f"{name}-status", interactive=False, lines=2, max_lines=3
+                    )
                     self._controls()
+            gr.Markdown(f"{help_text}\n\n{KEYS_HELP}", elem_classes="hierahf-help")
         self._wire()
 
     def _below_view(self) -> None:
@@ -147,15 +161,24 @@ class _Tab:
         """`handler` with its errors reported in the page (`_guarded`)."""
         return _guarded(self.status)(handler)
 
+    def listen(self, event, handler, inputs, progress: str = "minimal", **options):
+        """Run `handler` (`guarded`) on `event` with the tab's `outputs`. Its progress shows on the Messages box
+        only, never over the view: the place in the queue while the request waits for another tab's, then the time
+        it has run (`progress="full"`: a progress bar too; "hidden": nothing). Returns Gradio's dependency."""
+        return event(
+            self.guarded(handler), inputs, self.outputs, show_progress=progress, show_progress_on=[self.status],
+            **options,
+        )  # fmt: skip
+
     def open(self, source: str, shown: str, request: gr.Request) -> dict:
         """Open `source` (named `shown` in messages, as the person gave it); returns the tab's outputs."""
         raise NotImplementedError
 
-    def _wire_open(self, outputs: set) -> None:
+    def _wire_open(self) -> None:
         """An upload opens the file uploaded, Enter in the path box the path typed: the most recent wins, and the
         other box is cleared. What belonged to the previous file (exports, the name being typed) is cleared too."""
-        self.file.upload(self.guarded(self.open_upload), self.file, outputs)
-        self.path.submit(self.guarded(self.open_path), self.path, outputs)
+        self.listen(self.file.upload, self.open_upload, self.file)
+        self.listen(self.path.submit, self.open_path, self.path)
 
     def open_upload(self, file, request: gr.Request) -> dict:
         if not file:
@@ -175,21 +198,24 @@ class _Tab:
             raise ValueError(user_message(error).replace(source, shown)) from None
         return {**opened, self.files: None, self.name: ""}
 
-    def _common_controls(self, tab: str, what: str, path_label: str) -> None:
-        """The controls both tabs have (ids `<tab>-file` ...): the upload of `what` and the path box, the click
-        mode, object picker, New / Remove buttons and rename box, and the hidden button `<tab>-box` that a drag on
-        the tab's view clicks (see `DRAG_BOX_JS`) with the textbox that carries the box to the server."""
-        self.file = gr.File(label=f"Open {what}", elem_id=f"{tab}-file")
+    def _open_controls(self, tab: str, what: str, path_label: str) -> None:
+        """The upload of `what` and the path box (ids `<tab>-file`, `<tab>-path`)."""
+        self.file = gr.File(label=f"Open {what}", height=UPLOAD_HEIGHT, elem_id=f"{tab}-file")
         self.path = gr.Textbox(label=path_label, elem_id=f"{tab}-path")
+
+    def _object_controls(self, tab: str) -> None:
+        """The controls of the objects both tabs have (ids `<tab>-mode` ...): the click mode, object picker, New /
+        Remove / Undo / Clear buttons, rename and Find boxes, and the hidden button `<tab>-box` that a drag on the
+        tab's view clicks (see `DRAG_BOX_JS`) with the textbox that carries the box to the server."""
         self.mode = gr.Radio(CLICK_MODES, value="foreground", label="A click adds", elem_id=f"{tab}-mode")
         self.box, self.box_value = gr.Button(visible="hidden", elem_id=f"{tab}-box"), gr.Textbox(visible=False)
         self.object = gr.Dropdown(label="Object", choices=[], elem_id=f"{tab}-object")
         with gr.Row():
-            self.new = gr.Button("New object (N)", elem_id=f"{tab}-new")
-            self.remove = gr.Button("Remove object", elem_id=f"{tab}-remove")
+            self.new = gr.Button("New object (N)", size="sm", min_width=SMALL_BUTTON, elem_id=f"{tab}-new")
+            self.remove = gr.Button("Remove object", size="sm", min_width=SMALL_BUTTON, elem_id=f"{tab}-remove")
         with gr.Row():
-            self.undo = gr.Button("Undo (Z)", elem_id=f"{tab}-undo")
-            self.clear = gr.Button("Clear object (C)", elem_id=f"{tab}-clear")
+            self.undo = gr.Button("Undo (Z)", size="sm", min_width=SMALL_BUTTON, elem_id=f"{tab}-undo")
+            self.clear = gr.Button("Clear object (C)", size="sm", min_width=SMALL_BUTTON, elem_id=f"{tab}-clear")
         self.name = gr.Textbox(label="Rename the object (Enter)", elem_id=f"{tab}-name")
         self.find = gr.Textbox(label="Find objects by name: a dog. a red mug. (Enter)", elem_id=f"{tab}-find")
 
@@ -198,11 +224,13 @@ class ImageTab(_Tab):
     """The Image tab: open an image, click or drag a box to segment objects, pick a candidate mask, segment
     everything, export."""
 
-    def __init__(self, sessions: Sessions, status: gr.Textbox):
-        super().__init__(sessions, status, "image", ("Image", "Image"), HELP)
+    def __init__(self, sessions: Sessions):
+        greeting = "Open an image (upload it, or type its path and Enter), then click on an object"
+        super().__init__(sessions, "image", ("Image", "Image"), HELP, greeting)
 
     def _controls(self) -> None:
-        self._common_controls("image", "an image", "...or a path on the server (Enter)")
+        self._open_controls("image", "an image", "...or a path on the server (Enter)")
+        self._object_controls("image")
         self.candidate = gr.Radio([], label="Candidate masks (predicted IoU)", type="index", elem_id="image-candidate")
         self.everything = gr.Button("Segment everything", elem_id="image-everything")
         self.found = gr.Radio(
@@ -228,23 +256,21 @@ class ImageTab(_Tab):
     def _wire(self) -> None:
         opened = {self.files, self.file, self.path, self.name}  # what opening a file clears
         self.outputs = {self.status, self.view, self.object, self.candidate, *opened}
-        on, outputs = self.guarded, self.outputs
-        self._wire_open(outputs)
-        self.view.select(on(self.click), self.mode, outputs, show_progress=CLICK_PROGRESS)
-        self.box.click(
-            on(self.set_box), self.box_value, outputs, js="() => [window.hierahfBox]", show_progress=CLICK_PROGRESS
-        )
-        self.new.click(on(self.new_object), None, outputs)
-        self.remove.click(on(self.remove_object), self.object, outputs)
-        self.undo.click(on(self.undo_prompt), None, outputs, show_progress=CLICK_PROGRESS)
-        self.clear.click(on(self.clear_object), None, outputs)
-        self.object.input(on(self.select_object), self.object, outputs)
-        self.name.submit(on(self.rename_object), [self.object, self.name], outputs)
-        self.find.submit(on(self.find_objects), self.find, outputs)
-        self.candidate.input(on(self.select_candidate), self.candidate, outputs)
+        listen = self.listen
+        self._wire_open()
+        listen(self.view.select, self.click, self.mode)
+        listen(self.box.click, self.set_box, self.box_value, js="() => [window.hierahfBox]")
+        listen(self.new.click, self.new_object, None)
+        listen(self.remove.click, self.remove_object, self.object)
+        listen(self.undo.click, self.undo_prompt, None)
+        listen(self.clear.click, self.clear_object, None)
+        listen(self.object.input, self.select_object, self.object)
+        listen(self.name.submit, self.rename_object, [self.object, self.name])
+        listen(self.find.submit, self.find_objects, self.find)
+        listen(self.candidate.input, self.select_candidate, self.candidate)
         everything = [self.found, self.grid, self.iou, self.stability]
-        self.everything.click(on(self.segment_everything), everything, outputs)
-        self.export.click(on(self.export_masks), None, outputs)
+        listen(self.everything.click, self.segment_everything, everything, progress="full")  # the generator's bar
+        listen(self.export.click, self.export_masks, None)
 
     def panel(self, session: AppSession, message: str) -> dict:
         """The tab's outputs after a change: the message, the view, the objects and the candidates."""
@@ -344,9 +370,10 @@ class ImageTab(_Tab):
 class VideoTab(_Tab):
     """The Video tab: open a video, click or drag a box on any frame, track (and stop), correct, export."""
 
-    def __init__(self, sessions: Sessions, status: gr.Textbox):
+    def __init__(self, sessions: Sessions):
         help_text = HELP.replace("the image", "a frame") + " *Track* propagates all objects; *Stop* interrupts."
-        super().__init__(sessions, status, "video", ("Video", "Frame"), help_text)
+        greeting = "Open a video (upload it, or type the path of a video or frame folder and Enter)"
+        super().__init__(sessions, "video", ("Video", "Frame"), help_text, greeting)
 
     def _below_view(self) -> None:
         self.frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-frame")
@@ -356,52 +383,49 @@ class VideoTab(_Tab):
             elem_id="video-timeline",
         )  # fmt: skip
         with gr.Row():
-            self.play_button = gr.Button("Play the tracked frames", elem_id="video-play")
-            self.pause = gr.Button("Pause", elem_id="video-pause")
+            self.play_button = gr.Button("Play the tracked frames (P)", size="sm", elem_id="video-play")
+            self.pause = gr.Button("Pause (K)", size="sm", elem_id="video-pause")
 
     def _controls(self) -> None:
-        self._common_controls("video", "a video", "...or a video file / frame folder on the server (Enter)")
+        self._open_controls("video", "a video", "...or a video file / frame folder on the server (Enter)")
+        with gr.Row():
+            self.track_button = gr.Button("Track (T)", variant="primary", min_width=SMALL_BUTTON, elem_id="video-track")
+            self.stop = gr.Button("Stop (S)", variant="stop", min_width=SMALL_BUTTON, elem_id="video-stop")
+        self._object_controls("video")
         self.direction = gr.Radio(list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction")
         self.strategy = gr.Radio(
             [("SAM 2", "sam2"), ("SAMURAI (Kalman filter, gated memory)", "samurai")], value="sam2",
             label="Tracking strategy (from the next Track)", elem_id="video-strategy",
         )  # fmt: skip
         self.max_frames = gr.Number(label="At most N frames each way (0: all)", precision=0, elem_id="video-max")
-        with gr.Row():
-            self.track_button = gr.Button("Track", variant="primary", elem_id="video-track")
-            self.stop = gr.Button("Stop", variant="stop", elem_id="video-stop")
         self.export = gr.Button("Export masks", elem_id="video-export")
         self.files = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="video-files")
 
     def _wire(self) -> None:
         opened = {self.files, self.file, self.path, self.name}  # what opening a file clears
         self.outputs = {self.status, self.view, self.frame, self.timeline, self.object, *opened}
-        on, outputs, frame = self.guarded, self.outputs, self.frame
-        self._wire_open(outputs)
+        listen, frame = self.listen, self.frame
+        self._wire_open()
+        # the frame under the slider as it is dragged (the latest position once the server is free) or typed;
         # unchecked by Gradio: a frame typed past the end is shown clamped (`show_frame`); Gradio's own check would
         # fail the event, and every later one reading the slider
-        frame.release(on(self.show_frame), frame, outputs, preprocess=False)
-        self.view.select(on(self.click), [frame, self.mode], outputs, show_progress=CLICK_PROGRESS)
-        self.box.click(
-            on(self.set_box), [frame, self.box_value], outputs, js="(frame) => [frame, window.hierahfBox]",
-            show_progress=CLICK_PROGRESS,
-        )  # fmt: skip
-        self.new.click(on(self.new_object), frame, outputs)
-        self.remove.click(on(self.remove_object), [frame, self.object], outputs)
-        self.undo.click(on(self.undo_prompt), frame, outputs, show_progress=CLICK_PROGRESS)
-        self.clear.click(on(self.clear_object), frame, outputs)
-        self.object.input(on(self.select_object), [frame, self.object], outputs)
-        self.name.submit(on(self.rename_object), [frame, self.object, self.name], outputs)
-        self.find.submit(on(self.find_objects), [frame, self.find], outputs)
-        # progress = the frames and the message as they come; no spinner for the page to repaint meanwhile
-        tracking = self.track_button.click(
-            on(self.track), [frame, self.direction, self.max_frames, self.strategy], outputs, show_progress="hidden"
-        )
+        listen(frame.input, self.show_frame, frame, "hidden", preprocess=False, trigger_mode="always_last")
+        listen(self.view.select, self.click, [frame, self.mode])
+        listen(self.box.click, self.set_box, [frame, self.box_value], js="(frame) => [frame, window.hierahfBox]")
+        listen(self.new.click, self.new_object, frame)
+        listen(self.remove.click, self.remove_object, [frame, self.object])
+        listen(self.undo.click, self.undo_prompt, frame)
+        listen(self.clear.click, self.clear_object, frame)
+        listen(self.object.input, self.select_object, [frame, self.object])
+        listen(self.name.submit, self.rename_object, [frame, self.object, self.name])
+        listen(self.find.submit, self.find_objects, [frame, self.find])
+        tracking = listen(self.track_button.click, self.track, [frame, self.direction, self.max_frames, self.strategy])
         self.stop.click(self.stopped, None, {self.status}, cancels=[tracking])
-        self.timeline.select(on(self.jump), None, outputs)
-        playing = self.play_button.click(on(self.play), frame, outputs, show_progress="hidden")
+        listen(self.timeline.select, self.jump, None)
+        # playbacks only read what is drawn: several tabs play at once (one tab's never holds up the others')
+        playing = listen(self.play_button.click, self.play, frame, concurrency_limit=PLAYBACKS)
         self.pause.click(self.paused, frame, {self.status}, cancels=[playing])
-        self.export.click(on(self.export_masks), None, outputs)
+        listen(self.export.click, self.export_masks, None)
 
     def panel(self, session: AppSession, frame_idx: int, message: str) -> dict:
         """The tab's outputs after a change: the message, the frame's view, the slider and the objects."""
@@ -549,13 +573,13 @@ def build_app(model, device: str | None = None, detector=None, threshold: float 
         sessions.close(request.session_hash)
 
     with gr.Blocks(title="hiera-hf SAM 2") as blocks:
-        gr.Markdown("## SAM 2 (hiera-hf): click to segment images and track objects through videos")
-        status = gr.Textbox(label="Messages", elem_id="status", interactive=False, max_lines=2)
-        ImageTab(sessions, status)
-        VideoTab(sessions, status)
+        gr.Markdown("### SAM 2 (hiera-hf): click to segment images and track objects through videos")
+        ImageTab(sessions)
+        VideoTab(sessions)
         blocks.unload(close_session)
         blocks.load(None, js=DRAG_BOX_JS)
         blocks.load(None, js=SHORTCUTS_JS)
+        blocks.load(None, js=LAYOUT_JS)
 
     blocks.sessions = sessions
     blocks.models = models
