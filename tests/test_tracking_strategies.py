@@ -10,24 +10,34 @@ Kalman starts, build-ups, resets and the stable phase, frames kept out of the me
 Kalman-weighted choice that differs from the highest predicted IoU.
 """
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sam2_helpers import MEDIA_FOLDER, load_converted, meta_video_predictor, randomize_meta_weights
 from samurai_helpers import run_samurai
 
-from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
+from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession, tracking_strategies
 from hiera_hf.sam2.memory_bank import MemoryRules, select_memory
 from hiera_hf.sam2.presets import get_sam2_preset
 from hiera_hf.sam2.tracking_strategies import (
+    STRATEGY_NAMES,
+    Dam4Sam,
+    Dam4SamSettings,
     KalmanBoxFilter,
     Samurai,
     SamuraiSettings,
     box_iou,
+    largest_component,
+    mask_box,
     strategy_settings,
+    vot_box_iou,
     xyxy_to_xyah,
 )
+from hiera_hf.sam2.video_tracking import resize_video_frame_antialiased
 
 SIZE, NUM_FRAMES, SCORE_SHIFT = 128, 16, 2.7
 # Raised near the random model's predicted IoUs (0.49-0.51) so that tracks reset and frames are gated out; the
@@ -282,3 +292,202 @@ def test_track_cli_strategy(tmp_path, capsys):
     assert "expected NAME=NUMBER" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*command, "--strategy", "kalman"])
+
+
+# DAM4SAM -------------------------------------------------------------------------------------------------------------
+
+DAM4SAM_DATA = Path(__file__).parent / "data" / "dam4sam"  # README.md there: how the reference was made
+DAM4SAM_FRAMES, DAM4SAM_VIDEO_SIZE, DAM4SAM_BOX = 40, (32, 18), [8, 4, 20, 14]
+
+
+@pytest.fixture(scope="module")
+def dam4sam_official(tmp_path_factory):
+    """The random-weight SAM 2.1 tiny (128 px) the DAM4SAM reference ran, rebuilt as its README says and converted;
+    the 40 frames it tracked (blocks.mp4 at 32x18); the stored reference."""
+    root = tmp_path_factory.mktemp("dam4sam")
+    meta = meta_video_predictor(get_sam2_preset("sam2.1_hiera_tiny").meta_config, SIZE)
+    randomize_meta_weights(meta, SCORE_SHIFT)
+    with torch.no_grad():
+        decoder = meta.sam_mask_decoder
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30)
+            mlp.layers[-1].bias.mul_(30)
+        iou_head = decoder.iou_prediction_head.layers[-1]
+        iou_head.weight.mul_(4.0)
+        iou_head.bias.add_(1.07)
+        decoder.output_upscaling[3].bias[0] += 10
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].bias[0] -= 1.58
+    ours, info = load_converted(meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=SIZE), root / "ours")
+    assert not any(info.values()), info
+    with av.open(str(MEDIA_FOLDER / "blocks.mp4")) as container:
+        frames = [
+            np.asarray(frame.to_image().resize(DAM4SAM_VIDEO_SIZE, Image.BILINEAR))
+            for _, frame in zip(range(DAM4SAM_FRAMES), container.decode(video=0))
+        ]
+    with np.load(DAM4SAM_DATA / "reference.npz") as saved:
+        reference = dict(saved)
+    return {"model": ours.eval(), "frames": frames, "reference": reference}
+
+
+def test_dam4sam_matches_official(dam4sam_official, monkeypatch):
+    """Ours against DAM4SAM's tracker on the same weights and frames: the box's mask, every frame's logits, the
+    frames that became anchors (the distractor-resolving memory), the gate's alternatives and what each frame's
+    memory read (frames, temporal positions, pointer offsets and their normaliser)."""
+    reference, gates, selections = dam4sam_official["reference"], {}, {}
+    gate, select, box_iou_of = Dam4Sam._gate, Dam4Sam.select, tracking_strategies.vot_box_iou
+
+    def recorded_gate(self, frame_idx, obj_ids, *arrays):
+        gates[frame_idx] = []
+        monkeypatch.setattr(tracking_strategies, "vot_box_iou", lambda *b: gates[frame_idx].append(box_iou_of(*b)) or gates[frame_idx][-1])
+        return gate(self, frame_idx, obj_ids, *arrays)
+
+    def recorded_select(self, obj_id, frame_idx, *args):
+        selections[frame_idx] = select(self, obj_id, frame_idx, *args)
+        return selections[frame_idx]
+
+    monkeypatch.setattr(Dam4Sam, "_gate", recorded_gate)
+    monkeypatch.setattr(Dam4Sam, "select", recorded_select)
+    session = Sam2VideoSession(dam4sam_official["model"], dam4sam_official["frames"], progress=False, strategy="dam4sam")
+    session.add_box(0, 1, DAM4SAM_BOX)
+    logits = [result.mask_logits[0] for result in session.propagate()]
+
+    assert len(logits) == DAM4SAM_FRAMES
+    worst = 0.0
+    for ours_logits, official_logits in zip(logits, torch.from_numpy(reference["mask_logits"])):
+        worst = max(worst, (ours_logits - official_logits).abs().max().item())
+        clear = official_logits.abs() > 1e-3
+        assert torch.equal((ours_logits > 0)[clear], (official_logits > 0)[clear])
+    assert worst < 1e-4, worst  # measured: 4.8e-5 (float32 rounding)
+    assert torch.equal(logits[0] > 0, torch.from_numpy(reference["init_mask"]))  # the box's mask, as a mask prompt
+
+    # The anchors, and the gate's measurements where the official gate measured alternatives.
+    added = np.flatnonzero(reference["added"]).tolist()
+    assert session.strategy.states[1].anchors == added == [22, 32]
+    assert sorted(session._objects[1].memory.conditioning) == [0, *added]
+    measured = ~np.isnan(reference["min_alternative_iou"])
+    assert sorted(t for t, ious in gates.items() if ious) == np.flatnonzero(measured).tolist()
+    for t in np.flatnonzero(measured):
+        assert min(gates[t]) == pytest.approx(reference["min_alternative_iou"][t], abs=1e-12)
+    # Both branches of both gates: frames whose first gate shut (area ratio), frames whose alternatives were all
+    # too close (IoU above 0.7), frames that became anchors.
+    assert (~reference["gate_a"][1:]).any() and (reference["gate_a"] & ~reference["added"]).any()
+    assert (reference["min_alternative_iou"][measured] > 0.7).any() and reference["added"].sum() == 2
+
+    # What every frame's memory read: anchors then recent frames, ranked temporal positions, pointers.
+    for t in range(1, DAM4SAM_FRAMES):
+        spatial = [(f, p) for f, p in zip(reference["spatial_frames"][t], reference["temporal_positions"][t]) if f >= 0]
+        selection = selections[t]
+        assert list(zip(selection.spatial_frames, selection.temporal_positions)) == spatial, t
+        assert list(selection.pointer_offsets) == [o for o in reference["pointer_offsets"][t] if o >= 0], t
+        assert selection.max_pointer_offset == reference["max_pointer_offset"][t]
+    assert selections[23].spatial_frames[-1] == 22 and selections[34].spatial_frames[:3] == (32, 0, 22)
+
+
+def test_dam4sam_changes_what_sam2_does(dam4sam_official):
+    """The strategy is not a no-op on these frames (so the parity above can fail)."""
+    session = Sam2VideoSession(dam4sam_official["model"], dam4sam_official["frames"], progress=False)
+    session.add_mask(0, 1, dam4sam_official["reference"]["init_mask"])
+    plain = [result.mask_logits[0] for result in session.propagate()]
+    official = torch.from_numpy(dam4sam_official["reference"]["mask_logits"])
+    assert max((a - b).abs().max().item() for a, b in zip(plain, official)) > 1e-2
+
+
+def test_dam4sam_objects_are_batched_and_independent(dam4sam_official):
+    """Two objects tracked together give each the masks and anchors it gets when tracked alone."""
+    boxes = {1: DAM4SAM_BOX, 2: [2, 2, 14, 12]}
+    settings = Dam4SamSettings(drm_iou_threshold=0.0, min_area_ratio=0.0, max_area_ratio=10.0)
+
+    def track(obj_ids):
+        session = Sam2VideoSession(
+            dam4sam_official["model"], dam4sam_official["frames"], progress=False, strategy=settings
+        )
+        for obj_id in obj_ids:
+            session.add_box(0, obj_id, boxes[obj_id])
+        return [r.mask_logits for r in session.propagate(max_frames=20)], session.strategy
+
+    together, strategy = track([1, 2])
+    for index, obj_id in enumerate([1, 2]):
+        alone, alone_strategy = track([obj_id])
+        for x, y in zip(together, alone):
+            assert (x[index] - y[0]).abs().max().item() < 1e-4
+        assert alone_strategy.states[obj_id].anchors == strategy.states[obj_id].anchors
+    assert any(state.anchors for state in strategy.states.values())
+
+
+def test_dam4sam_memory_stays_bounded_and_objects_can_be_removed(dam4sam_official):
+    """A stream of 60 frames with gates wide open (an anchor every other frame): the conditioning frames stay at
+    the prompt plus `max_anchor_frames`, the recent memories and the strategy's records stay bounded; `remove_object`
+    and `reset` forget the strategy's state too; reverse tracking is refused."""
+    model = dam4sam_official["model"]
+    config = model.config
+    settings = Dam4SamSettings(
+        drm_iou_threshold=-1.0, min_area_ratio=0.0, max_area_ratio=1e9, min_anchor_gap=1, alternative_iou_threshold=1.0
+    )
+    session = Sam2VideoSession(model, None, progress=False, strategy=settings)
+    frames = dam4sam_official["frames"] + dam4sam_official["frames"][::-1][:20]
+    session.push_frame(frames[0])
+    session.add_box(0, 1, DAM4SAM_BOX)
+    session.add_box(0, 2, [2, 2, 14, 12])
+    held, anchors = [], set()
+    for frame in frames[1:]:
+        session.push_frame(frame)
+        list(session.propagate())
+        held.append(max(len(session._objects[k].memory.recent) for k in (1, 2)))
+        for k in (1, 2):
+            conditioning = session._objects[k].memory.conditioning
+            assert len(conditioning) <= 1 + settings.max_anchor_frames and 0 in conditioning
+            anchors |= set(conditioning) - {0}
+    assert len(anchors) > 2 * settings.max_anchor_frames  # anchors came and went
+    assert max(held[20:]) <= config.max_obj_ptrs_in_encoder + config.num_maskmem
+    bound = config.max_obj_ptrs_in_encoder + config.num_maskmem
+    assert all(len(state.visible) <= bound for state in session.strategy.states.values())
+    assert all(len(state.areas) <= settings.area_window for state in session.strategy.states.values())
+    session.remove_object(2)
+    assert set(session.strategy.states) == {1}
+    session.reset()
+    assert not session.strategy.states
+    video = Sam2VideoSession(model, frames[:4], progress=False, strategy="dam4sam")
+    video.add_box(3, 1, DAM4SAM_BOX)
+    with pytest.raises(ValueError, match="forward only"):
+        list(video.propagate(reverse=True))
+
+
+def test_dam4sam_boxes_components_and_frames():
+    """The gate's host arithmetic as DAM4SAM's toolkits compute it: VOT boxes one pixel short, their rasterised IoU
+    (1 for boxes without extent), OpenCV's largest 8-connected component; frames resized as torchvision does."""
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:8] = True
+    assert mask_box(mask) == (3, 2, 4, 2) and mask_box(np.zeros((4, 4), bool)) == (0, 0, 0, 0)
+    assert vot_box_iou((3, 2, 4, 2), (3, 2, 4, 2)) == 1.0
+    assert vot_box_iou((3, 2, 4, 2), (3, 2, 8, 2)) == 0.5
+    assert vot_box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 1.0  # two empty masks
+    assert vot_box_iou((3, 2, 1, 5), (3, 2, 1, 5)) == 1.0  # one column: no extent across
+    assert vot_box_iou((3, 2, 4, 2), (9, 6, 2, 2)) == 0.0
+    pieces = np.zeros((8, 8), bool)
+    pieces[0:2, 0:2] = True
+    pieces[5:8, 5:7] = True
+    pieces[4, 4] = True  # touches the second piece diagonally: 8-connected
+    assert np.array_equal(largest_component(pieces), pieces & (np.arange(8)[:, None] >= 4))
+    import torchvision.transforms.functional as tvf
+
+    frame = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    for size in ((64, 64), (256, 256)):
+        expected = tvf.resize(torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0, list(size)).numpy()
+        np.testing.assert_allclose(resize_video_frame_antialiased(frame, size), expected, atol=2e-6, rtol=0)
+
+
+def test_dam4sam_settings_are_checked():
+    assert strategy_settings("dam4sam") == Dam4SamSettings()
+    assert strategy_settings("dam4sam", {"min_anchor_gap": 2}).min_anchor_gap == 2
+    assert "dam4sam" in STRATEGY_NAMES
+    with pytest.raises(ValueError, match="Unknown dam4sam setting.*max_drm.*max_anchor_frames"):
+        strategy_settings("dam4sam", {"max_drm": 3})
+    with pytest.raises(ValueError, match="max_anchor_frames must be at least 2"):
+        Dam4SamSettings(max_anchor_frames=1)
+    with pytest.raises(ValueError, match="min_area_ratio .* must not exceed"):
+        Dam4SamSettings(min_area_ratio=1.5)
+    with pytest.raises(ValueError, match="recent_stride must be an integer"):
+        Dam4SamSettings(recent_stride=2.5)
+    with pytest.raises(ValueError, match="below the model's num_maskmem"):
+        Dam4Sam(Dam4SamSettings(max_anchor_frames=7), image_size=64, num_maskmem=7)
