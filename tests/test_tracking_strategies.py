@@ -418,7 +418,7 @@ def test_dam4sam_objects_are_batched_and_independent(dam4sam_official):
 def test_dam4sam_memory_stays_bounded_and_objects_can_be_removed(dam4sam_official):
     """A stream of 60 frames with gates wide open (an anchor every other frame): the conditioning frames stay at
     the prompt plus `max_anchor_frames`, the recent memories and the strategy's records stay bounded; `remove_object`
-    and `reset` forget the strategy's state too; reverse tracking is refused."""
+    and `reset` forget the strategy's state too."""
     model = dam4sam_official["model"]
     config = model.config
     settings = Dam4SamSettings(
@@ -447,10 +447,6 @@ def test_dam4sam_memory_stays_bounded_and_objects_can_be_removed(dam4sam_officia
     assert set(session.strategy.states) == {1}
     session.reset()
     assert not session.strategy.states
-    video = Sam2VideoSession(model, frames[:4], progress=False, strategy="dam4sam")
-    video.add_box(3, 1, DAM4SAM_BOX)
-    with pytest.raises(ValueError, match="forward only"):
-        list(video.propagate(reverse=True))
 
 
 def test_dam4sam_boxes_components_and_frames():
@@ -491,3 +487,22 @@ def test_dam4sam_settings_are_checked():
         Dam4SamSettings(recent_stride=2.5)
     with pytest.raises(ValueError, match="below the model's num_maskmem"):
         Dam4Sam(Dam4SamSettings(max_anchor_frames=7), image_size=64, num_maskmem=7)
+
+
+def test_dam4sam_reverse_mirrors_forward(dam4sam_official):
+    """Tracked in reverse (not in the official code), DAM4SAM's rules are mirrored: a video tracked backwards from
+    its last frame gives what the time-reversed video gives tracked forwards (36 frames: the last index, 35, is on
+    the stride's grid, so both grids are the same frames), anchors included."""
+    frames = dam4sam_official["frames"][:36]
+    settings = Dam4SamSettings(min_area_ratio=0.5, max_area_ratio=2.0)
+    backward = Sam2VideoSession(dam4sam_official["model"], frames, progress=False, strategy=settings)
+    backward.add_box(35, 1, DAM4SAM_BOX)
+    backward_logits = {r.frame_idx: r.mask_logits[0] for r in backward.propagate(reverse=True)}
+    forward = Sam2VideoSession(dam4sam_official["model"], frames[::-1], progress=False, strategy=settings)
+    forward.add_box(0, 1, DAM4SAM_BOX)
+    forward_logits = {35 - r.frame_idx: r.mask_logits[0] for r in forward.propagate()}
+    assert sorted(backward_logits) == sorted(forward_logits) == list(range(36))
+    for t in range(36):
+        assert (backward_logits[t] - forward_logits[t]).abs().max().item() < 1e-5, t
+    anchors = backward.strategy.states[1].anchors
+    assert anchors and anchors == [35 - t for t in forward.strategy.states[1].anchors]

@@ -229,10 +229,16 @@ class TrackingStrategy:
         return self.choice(frame_idx, obj_ids)
 
     def select(
-        self, obj_id: int, frame_idx: int, bank: ObjectMemory, rules: MemoryRules, reverse: bool
+        self,
+        obj_id: int,
+        frame_idx: int,
+        bank: ObjectMemory,
+        rules: MemoryRules,
+        reverse: bool,
+        num_frames: int | None = None,
     ) -> MemorySelection | None:
-        """The whole memory selection of an object on a frame from what its `bank` holds; `None`: the memory
-        bank's (with `recent_frames`)."""
+        """The whole memory selection of an object on a frame from what its `bank` holds (`num_frames`: the
+        video's length, `None` for a stream); `None`: the memory bank's (with `recent_frames`)."""
         return None
 
     def recent_frames(
@@ -504,6 +510,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
+def _grid_below(frame: int, stride: int, last: int | None) -> int:
+    """The frame before `frame` (in mirrored indices when tracking in reverse, `last` the video's last frame) on
+    the grid of every `stride`-th frame: DAM4SAM's `((frame - 1) // stride) * stride` forward; in reverse the same
+    grid of frame indices, so the next multiple of `stride` after the real frame."""
+    if last is None:
+        return (frame - 1) // stride * stride
+    real = last - frame
+    return last - (-(-(real + 1) // stride) * stride)
+
+
 @dataclass
 class AnchorState:
     """One object's DAM4SAM state: recent mask areas at the video's resolution (`areas`, the last
@@ -532,7 +548,8 @@ class Dam4Sam(TrackingStrategy):
             )
         self.states: dict[int, AnchorState] = {}
         self._added: dict[int, set[int]] = {}  # frame -> objects that made it an anchor, until the session asks
-        self._pointer_reach = 15
+        self._pointer_reach = 15  # the memory rules' (seen at each selection)
+        self._reverse = False  # the direction of the last selection
 
     def _state(self, obj_id: int) -> AnchorState:
         if obj_id not in self.states:
@@ -582,7 +599,7 @@ class Dam4Sam(TrackingStrategy):
             if len(state.areas) > 1 and area >= 1:
                 recent = [a for a in state.areas if a >= 1][-settings.area_history :]
                 ratio = area / np.median(recent)
-            gap = state.last_anchor is None or frame_idx - state.last_anchor > settings.min_anchor_gap
+            gap = state.last_anchor is None or abs(frame_idx - state.last_anchor) > settings.min_anchor_gap
             steady = settings.min_area_ratio <= ratio <= settings.max_area_ratio
             if not (float(ious[index, kept]) > settings.drm_iou_threshold and steady and area >= 1 and gap):
                 continue
@@ -610,45 +627,58 @@ class Dam4Sam(TrackingStrategy):
         return anchors
 
     def select(
-        self, obj_id: int, frame_idx: int, bank: ObjectMemory, rules: MemoryRules, reverse: bool
+        self,
+        obj_id: int,
+        frame_idx: int,
+        bank: ObjectMemory,
+        rules: MemoryRules,
+        reverse: bool,
+        num_frames: int | None = None,
     ) -> MemorySelection:
-        if reverse:
-            raise ValueError("DAM4SAM tracks forward only (as its official code); propagate with reverse=False")
+        if reverse and num_frames is None:
+            raise ValueError("DAM4SAM tracks a stream forward only")
         self._pointer_reach = rules.pointer_reach
+        self._reverse = reverse
         state = self._state(obj_id)
-        t, stride = frame_idx, self.settings.recent_stride
         conditioning = list(bank.conditioning)
         if not conditioning:
             raise ValueError("A frame with memory needs at least one conditioning frame (a prompt with encoded memory)")
-        prompts = [f for f in conditioning if f not in state.anchors] or conditioning
-        visible = state.visible
+        # Written for forward tracking; in reverse every frame index `f` is read as `last - f` (mirrored).
+        last = (num_frames - 1) if reverse else 0
+        mirror = (lambda f: last - f) if reverse else (lambda f: f)
+        t, stride, visible = mirror(frame_idx), self.settings.recent_stride, state.visible
+        anchors = {mirror(f) for f in state.anchors}
+        stored = {mirror(f) for f in conditioning}
+        held = {mirror(f) for f in bank.memory_frames}
+        prompts = [mirror(f) for f in conditioning if mirror(f) not in anchors] or sorted(stored)
+
+        def shown(f: int, default: bool = False) -> bool:
+            return visible.get(mirror(f), default)
 
         # Distractor-resolving memory: the latest conditioning frame before the previous one, the first prompt,
         # then the nearest others, never the previous frame (it is the recent memory's first).
+        ordered = [mirror(f) for f in conditioning]
         selected = []
-        before = max((f for f in conditioning if f < t - 1), default=None)
+        before = max((f for f in ordered if f < t - 1), default=None)
         if before is not None:
             selected.append(before)
         if min(prompts) not in selected:
             selected.append(min(prompts))
-        nearest = sorted((f for f in conditioning if f not in selected and f != t - 1), key=lambda f: abs(f - t))
+        nearest = sorted((f for f in ordered if f not in selected and f != t - 1), key=lambda f: abs(f - t))
         selected += nearest[: max(self.settings.max_anchor_frames - len(selected), 0)]
 
         # Recent-appearance memory: the previous frame where the object was visible, then visible frames on the
-        # stride's grid below it, walking back over frames where it was not; ranked by recency.
-        held = bank.memory_frames
-
+        # stride's grid below it, walking back over frames where it was not (never frame 0); ranked by recency.
         def usable(f: int) -> bool:
-            return f in held and visible.get(f, False)
+            return f in held and shown(f)
 
         recent, frame = [], t - 1
         for slot in range(rules.num_maskmem - len(selected)):
             step = 1 if slot == 0 else stride
             if slot == 0:  # the previous frame, conditioning or not
-                stored = frame in bank.conditioning or frame in held
-                found = stored and visible.get(frame, True) and frame not in selected
+                found = (frame in stored or frame in held) and shown(frame, True) and frame not in selected
             elif frame >= 0:
-                frame = (frame - 1) // stride * stride
+                frame = _grid_below(frame, stride, mirror(0) if reverse else None)
                 found = usable(frame)
             else:
                 continue
@@ -664,30 +694,32 @@ class Dam4Sam(TrackingStrategy):
 
         # Object pointers: the selected conditioning frames, then the visible frames just before.
         limit = min(t + 1, rules.max_pointers)  # the official tracker has seen t + 1 frames
-        unselected = set(conditioning) - set(selected)
+        unselected = stored - set(selected)
+        recent_pointers = {mirror(f) for f in bank.recent}
         pointers = [(t - f, f) for f in selected if f <= t or not rules.only_past_pointers]
         for offset in range(1, limit):
             f = t - offset
             if f < 0:
                 break
-            if (f in bank.recent or f in unselected) and visible.get(f, True):
+            if (f in recent_pointers or f in unselected) and shown(f, True):
                 pointers.append((offset, f))
         return MemorySelection(
-            spatial_frames=tuple(selected + recent),
+            spatial_frames=tuple(mirror(f) for f in selected + recent),
             temporal_positions=tuple(positions),
-            pointer_frames=tuple(f for _, f in pointers),
+            pointer_frames=tuple(mirror(f) for _, f in pointers),
             pointer_offsets=tuple(o for o, _ in pointers),
             max_pointer_offset=max(limit - 1, 1),
         )
 
     def kept_frames(self, obj_id: int, frame_idx: int, held: Collection[int]) -> set[int]:
         state = self._state(obj_id)
+        reverse = self._reverse
         reach = self._pointer_reach
-        state.visible = {f: v for f, v in state.visible.items() if f in held or frame_idx - f <= reach}
-        shown = sorted((f for f in held if state.visible.get(f)), reverse=True)
-        # What any later frame's recent memory can read: the last visible frame and the grid frames below it.
-        grid = [f for f in shown if f % self.settings.recent_stride == 0][: self.num_maskmem - 1]
-        return set(shown[:1]) | set(grid)
+        state.visible = {f: v for f, v in state.visible.items() if f in held or abs(frame_idx - f) <= reach}
+        shown = sorted((f for f in held if state.visible.get(f)), reverse=not reverse)
+        # What any later frame's recent memory can read: the last visible frame and the grid frames before it.
+        on_grid = [f for f in shown if f % self.settings.recent_stride == 0]
+        return set(shown[:1]) | set(on_grid[: self.num_maskmem - 1])
 
     def forget(self, obj_id: int | None = None) -> None:
         if obj_id is None:

@@ -549,7 +549,7 @@ class VideoSessionBase:
     def _selection(self, track: ObjectTrack, frame_idx: int, reverse: bool) -> MemorySelection:
         """What an object attends to on a frame, from the memories the session still holds."""
         bank = track.memory
-        selection = self.strategy.select(track.obj_id, frame_idx, bank, self.memory_rules, reverse)
+        selection = self.strategy.select(track.obj_id, frame_idx, bank, self.memory_rules, reverse, self.num_frames)
         if selection is not None:
             return selection
         recent = self.strategy.recent_frames(track.obj_id, frame_idx, bank.memory_frames, reverse, self.num_frames)
