@@ -506,3 +506,29 @@ def test_dam4sam_reverse_mirrors_forward(dam4sam_official):
         assert (backward_logits[t] - forward_logits[t]).abs().max().item() < 1e-5, t
     anchors = backward.strategy.states[1].anchors
     assert anchors and anchors == [35 - t for t in forward.strategy.states[1].anchors]
+
+
+def test_track_cli_dam4sam(tmp_path):
+    """`hiera-hf track --strategy dam4sam --strategy-setting ...` writes what the session gives with those settings
+    (the box turned into a mask first, as DAM4SAM initialises)."""
+    from sam2_helpers import write_mp4
+
+    from hiera_hf.cli import main
+    from hiera_hf.sam2.video_output import label_map
+
+    torch.manual_seed(0)
+    model = Sam2VideoModel(Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=64)).eval()
+    model.save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    video = write_mp4(tmp_path / "clip.mp4", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)])
+    out = tmp_path / "out"
+    command = ["track", str(video), "--model", str(tmp_path / "model"), "--box", "0,1,10,8,40,30", "--out", str(out)]
+    flags = ["--strategy", "dam4sam", "--strategy-setting", "min_anchor_gap=2", "--format", "png", "--quiet"]
+    assert main([*command, *flags]) == 0
+    session = Sam2VideoSession(model, str(video), progress=False, strategy=Dam4SamSettings(min_anchor_gap=2))
+    session.add_box(0, 1, [10, 8, 40, 30])
+    assert session._objects[1].mask_frames == {0}  # the box became a mask prompt
+    for result in session.propagate():
+        with Image.open(out / "masks" / f"{result.frame_idx:05d}.png") as image:
+            assert np.array_equal(np.asarray(image), label_map(result))
+    assert session.strategy.states[1].areas

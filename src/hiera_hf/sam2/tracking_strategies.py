@@ -1,17 +1,21 @@
-"""Tracking strategies of the video sessions: plain SAM 2 (the default) and SAMURAI, written once for both runtimes
-(numpy on the host; device arrays only through `frame_arithmetic`).
+"""Tracking strategies of the video sessions: plain SAM 2 (the default), SAMURAI and DAM4SAM, written once for both
+runtimes (numpy on the host; device arrays only through `frame_arithmetic`).
 
-A strategy changes three things of a tracking step, each per object, so objects stay batched:
+A strategy changes, per object (so objects stay batched):
 
 - which of the decoder's candidate masks an object keeps (`CandidateChoice`, called by `Sam2VideoModel.track_step`
   and by the ONNX Runtime session where plain SAM 2 takes the highest predicted IoU), and below which object-score
   logit an object counts as absent for its mask and pointer;
-- which earlier frames give a frame its recent spatial memories (`recent_frames`, read by the memory bank's
-  selection);
-- which stored frames the bounded memory bank must keep (`kept_frames`).
+- which earlier frames give a frame its memories: the recent spatial memories only (`recent_frames`, read by the
+  memory bank's selection) or the whole selection (`select`);
+- which tracked frames become conditioning frames ("anchors", `new_anchors`) and which stored frames the bounded
+  memory bank must keep (`kept_frames`);
+- how frames are resized (`antialiased_frames`), whether holes are filled (`fills_holes`) and whether a box alone
+  is first turned into a mask prompt (`box_as_mask`).
 
 Choose one with `strategy=` on `Sam2VideoSession` / `Sam2OnnxVideoSession` or `--strategy` on `hiera-hf track`:
-a name (`"sam2"`, `"samurai"`) for the published defaults, or a settings object (`SamuraiSettings(...)`).
+a name (`"sam2"`, `"samurai"`, `"dam4sam"`) for the published defaults, or a settings object
+(`SamuraiSettings(...)`, `Dam4SamSettings(...)`).
 
 **SAMURAI** (Yang et al., arXiv 2411.11922; official code yangchris11/samurai, Apache-2.0), reproduced exactly:
 
@@ -36,6 +40,49 @@ a name (`"sam2"`, `"samurai"`) for the published defaults, or a settings object 
 
 The one cost on an accelerator: SAMURAI's choice and memory gate read each frame's candidate boxes, predicted IoUs
 and object scores back to the host, so a tracked frame waits for the device once (plain SAM 2 never does).
+
+**DAM4SAM** (SAM 2.1++; Videnovic, Lukezic and Kristan, "A Distractor-Aware Memory for Visual Object Tracking with
+SAM2", CVPR 2025, arXiv 2411.17576; official code jovanavidenovic/DAM4SAM, commit 9c95450), reproduced exactly
+(`tests/data/dam4sam/README.md`: the reference run). The kept candidate is still the highest predicted IoU; what
+changes is the memory, split into a distractor-resolving memory (DRM) of anchor frames and a recent-appearance
+memory (RAM):
+
+- Anchors. A tracked frame becomes an anchor (a conditioning frame, its memory encoded again from the binarised mask
+  as a prompt's) when the object is confidently and steadily tracked but a distractor shows in the other candidates:
+  the kept mask's predicted IoU is above `drm_iou_threshold` (0.8), its area at the video's resolution divided by the
+  median of the last `area_history` (10) non-empty areas among the last `area_window` (300) frames (the current one
+  included; never on the first tracked frame) lies in [`min_area_ratio`, `max_area_ratio`] (0.8, 1.2), more than
+  `min_anchor_gap` (5) frames passed since the last anchor, and some other candidate, reduced to the largest
+  8-connected part of it outside the kept mask and joined to the kept mask, has a bounding box whose IoU with the
+  kept mask's is at most `alternative_iou_threshold` (0.7). Boxes and IoUs are the VOT toolkit's: a box spans from
+  the first to the last pixel column and row (one pixel short of the mask), its IoU counts rasterised pixels, and
+  boxes without extent across the joint bounds have IoU 1.
+- DRM: at most `max_anchor_frames` (4) conditioning frames, all at temporal position 0: the latest one before the
+  previous frame, the first prompt, then the nearest others; never the previous frame.
+- RAM: the other `num_maskmem - |DRM|` slots: the previous frame (or, if the object was not visible there, the
+  latest earlier non-anchor frame where it was), then frames on the grid of every `recent_stride`-th (5) frame
+  before it, each walking back over frames where the object was not visible; never frame 0. They take the last
+  temporal positions by recency (the most recent `num_maskmem - 1`). "Visible": the kept low-resolution mask has a
+  positive logit.
+- Object pointers: those of the selected anchors and prompts, then of the frames among the last
+  `max_obj_ptrs_in_encoder - 1` where the object was visible; distances normalised by `min(t, max - 1)` (the official
+  tracker has seen `t + 1` frames).
+- Frames are resized as the official code does (float pixels, antialiased bilinear, not Pillow's 8-bit bicubic),
+  holes are never filled (the official hole filling is a no-op), and a box alone is first turned into a mask: the
+  decoder's mask on the frame without memory, whatever its object score, at the video's resolution, thresholded at
+  0, then given as a mask prompt.
+
+Differences by design: any number of objects, each with its own areas, anchors and visibility (the official tracker
+follows one); prompts on any frame, and clicks (SAM 2's prompt path: the official tracker takes a box or a mask on
+frame 0 only), "frame 0" of the rules being the first prompt in the tracking direction; reverse tracking mirrors the
+rules (the official code tracks forward only); the bank keeps the prompts and the last `max_anchor_frames` anchors
+(older ones are never selected again, nor, with the default gap, within pointer reach), the recent frames the RAM
+may still read and the pointers' reach. A frame prompted again replays its stored output, anchors included.
+
+Cost: each tracked frame waits for the device once (the predicted IoUs, the kept masks' low-resolution pixel counts
+and all candidates at the video's resolution, as bytes, come back in one transfer) and the host measures areas,
+components and boxes; an anchor frame runs the memory encoder once more. The memory attends to no more frames
+than SAM 2's.
 """
 
 from __future__ import annotations
@@ -562,7 +609,10 @@ class Dam4Sam(TrackingStrategy):
     def box_choice(self) -> CandidateChoice:
         """The choice of the box prompt turned into a mask: the highest predicted IoU, and no candidate set to "no
         object" whatever the object score (the official code reads the decoder's mask as it is)."""
-        return CandidateChoice(-np.inf, lambda iou_scores, masks, scores, multimask: best_candidates(iou_scores, multimask))
+        def choose(iou_scores, mask_logits, object_score_logits, multimask: bool):
+            return best_candidates(iou_scores, multimask)
+
+        return CandidateChoice(-np.inf, choose)
 
     def choice(
         self, frame_idx: int, obj_ids: Sequence[int], video_size: tuple[int, int] | None = None

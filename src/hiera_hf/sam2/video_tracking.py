@@ -162,8 +162,9 @@ class VideoSessionBase:
             the current frame's work (pays when the model runs on an accelerator and the host would otherwise sit
             idle; on the CPU it competes with the model for the cores).
         progress: show a progress bar while propagating.
-        strategy: the tracking strategy: `"sam2"` (Meta's, the default), `"samurai"`, or a settings object such as
-            `SamuraiSettings(kf_score_weight=0.3)` (see `tracking_strategies`: what each changes and costs).
+        strategy: the tracking strategy: `"sam2"` (Meta's, the default), `"samurai"`, `"dam4sam"`, or a settings
+            object such as `SamuraiSettings(kf_score_weight=0.3)` (see `tracking_strategies`: what each changes and
+            costs).
 
     Frames are decoded when needed and only the frame being processed is kept (with the image features of
     frames that have prompts not yet propagated, and the frame read ahead). Results are yielded, never stored.
