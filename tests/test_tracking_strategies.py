@@ -532,3 +532,4 @@ def test_track_cli_dam4sam(tmp_path):
         with Image.open(out / "masks" / f"{result.frame_idx:05d}.png") as image:
             assert np.array_equal(np.asarray(image), label_map(result))
     assert session.strategy.states[1].areas
+

@@ -79,7 +79,7 @@ rules (the official code tracks forward only); the bank keeps the prompts and th
 (older ones are never selected again, nor, with the default gap, within pointer reach), the recent frames the RAM
 may still read and the pointers' reach. A frame prompted again replays its stored output, anchors included.
 
-Cost: each tracked frame waits for the device once (the predicted IoUs, the kept masks' low-resolution pixel counts
+Cost: each tracked frame waits for the device once (per batch of objects; the predicted IoUs, the kept masks' low-resolution pixel counts
 and all candidates at the video's resolution, as bytes, come back in one transfer) and the host measures areas,
 components and boxes; an anchor frame runs the memory encoder once more. The memory attends to no more frames
 than SAM 2's.
