@@ -364,6 +364,7 @@ def test_dam4sam_matches_official(dam4sam_official, monkeypatch):
     # The anchors, and the gate's measurements where the official gate measured alternatives.
     added = np.flatnonzero(reference["added"]).tolist()
     assert session.strategy.states[1].anchors == added == [22, 32]
+    assert list(session.strategy.states[1].areas) == reference["n_pixels"][1:].tolist()  # at the video's resolution
     assert sorted(session._objects[1].memory.conditioning) == [0, *added]
     measured = ~np.isnan(reference["min_alternative_iou"])
     assert sorted(t for t, ious in gates.items() if ious) == np.flatnonzero(measured).tolist()
