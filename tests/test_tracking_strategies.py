@@ -536,3 +536,46 @@ def test_track_cli_dam4sam(tmp_path):
             assert np.array_equal(np.asarray(image), label_map(result))
     assert session.strategy.states[1].areas
 
+
+
+def test_dam4sam_memory_rule():
+    """DAM4SAM's selection worked out by hand from its code, where the reference run does not go: recent frames
+    walking back over frames where the object was not visible (the previous frame, a grid frame), pointers skipping
+    them; anchors beyond the cap of 4 (the latest before the previous frame, the prompt, then the nearest)."""
+    from collections import deque
+
+    from hiera_hf.sam2.memory_bank import ObjectMemory, StoredMemory
+    from hiera_hf.sam2.tracking_strategies import AnchorState
+
+    def bank(conditioning, recent):
+        memory = ObjectMemory()
+        for frames, store in ((conditioning, memory.conditioning), (recent, memory.recent)):
+            for t in frames:
+                store[t] = StoredMemory(pred_masks=None, pointer=t, object_score=0, maskmem=t)
+        return memory
+
+    rules = MemoryRules(num_maskmem=7, max_pointers=16, only_past_pointers=True)
+    strategy = Dam4Sam(Dam4SamSettings(), image_size=64, num_maskmem=7)
+    strategy.states[1] = AnchorState(deque(), visible={t: t not in (10, 11) for t in range(1, 40)})
+    selection = strategy.select(1, 12, bank([0], range(1, 12)), rules, False)
+    assert list(zip(selection.spatial_frames, selection.temporal_positions)) == [(0, 0), (5, 5), (9, 6)]
+    assert selection.pointer_frames == (0, 9, 8, 7, 6, 5, 4, 3, 2, 1) and selection.pointer_offsets[:2] == (12, 3)
+    assert selection.max_pointer_offset == 12
+
+    strategy.states[1].visible = {t: t != 15 for t in range(1, 40)}
+    selection = strategy.select(1, 23, bank([0], range(1, 23)), rules, False)
+    assert list(zip(selection.spatial_frames, selection.temporal_positions)) == [
+        (0, 0), (5, 3), (10, 4), (20, 5), (22, 6)
+    ]  # fmt: skip
+    assert 15 not in selection.pointer_frames and selection.max_pointer_offset == 15
+
+    # Six anchors (7..37 every 6 frames) on frame 38: the latest before frame 37 (31), the prompt, then the nearest
+    # others but the previous frame (25, 19); frame 37 is the first recent memory, its pointer an unselected one;
+    # the selected anchors' pointers are not taken twice.
+    anchors = [7, 13, 19, 25, 31, 37]
+    strategy.states[1] = AnchorState(deque(), anchors=anchors, visible={t: True for t in range(1, 40)})
+    selection = strategy.select(1, 38, bank([0, *anchors], [t for t in range(1, 38) if t not in anchors]), rules, False)
+    assert selection.spatial_frames == (31, 0, 25, 19, 30, 35, 37)
+    assert selection.temporal_positions == (0, 0, 0, 0, 4, 5, 6)
+    assert selection.pointer_frames[:5] == (31, 0, 25, 19, 37) and selection.pointer_offsets[:5] == (7, 38, 13, 19, 1)
+    assert 25 not in selection.pointer_frames[4:] and len(selection.pointer_frames) == 4 + 15 - 2
