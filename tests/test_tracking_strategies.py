@@ -300,13 +300,11 @@ DAM4SAM_DATA = Path(__file__).parent / "data" / "dam4sam"  # README.md there: ho
 DAM4SAM_FRAMES, DAM4SAM_VIDEO_SIZE, DAM4SAM_BOX = 40, (32, 18), [8, 4, 20, 14]
 
 
-@pytest.fixture(scope="module")
-def dam4sam_official(tmp_path_factory):
-    """The random-weight SAM 2.1 tiny (128 px) the DAM4SAM reference ran, rebuilt as its README says and converted;
+def _dam4sam_setup(root: Path, score_shift: float, reference: str) -> dict:
+    """The random-weight SAM 2.1 tiny (128 px) a DAM4SAM reference ran, rebuilt as its README says and converted;
     the 40 frames it tracked (blocks.mp4 at 32x18); the stored reference."""
-    root = tmp_path_factory.mktemp("dam4sam")
     meta = meta_video_predictor(get_sam2_preset("sam2.1_hiera_tiny").meta_config, SIZE)
-    randomize_meta_weights(meta, SCORE_SHIFT)
+    randomize_meta_weights(meta, score_shift)
     with torch.no_grad():
         decoder = meta.sam_mask_decoder
         for mlp in decoder.output_hypernetworks_mlps:
@@ -325,18 +323,32 @@ def dam4sam_official(tmp_path_factory):
             np.asarray(frame.to_image().resize(DAM4SAM_VIDEO_SIZE, Image.BILINEAR))
             for _, frame in zip(range(DAM4SAM_FRAMES), container.decode(video=0))
         ]
-    with np.load(DAM4SAM_DATA / "reference.npz") as saved:
-        reference = dict(saved)
-    return {"model": ours.eval(), "frames": frames, "reference": reference}
+    with np.load(DAM4SAM_DATA / f"{reference}.npz") as saved:
+        return {"model": ours.eval(), "frames": frames, "reference": dict(saved)}
 
 
-def test_dam4sam_matches_official(dam4sam_official, monkeypatch):
+@pytest.fixture(scope="module")
+def dam4sam_official(tmp_path_factory):
+    """`reference.npz`'s run: the object visible throughout, two anchors."""
+    return _dam4sam_setup(tmp_path_factory.mktemp("dam4sam"), SCORE_SHIFT, "reference")
+
+
+@pytest.fixture(scope="module")
+def dam4sam_absent(tmp_path_factory):
+    """`reference_absent.npz`'s run (object scores shifted by 2.93): the object absent on frames 25-34, so that the
+    recent memories and pointers walk back over them."""
+    return _dam4sam_setup(tmp_path_factory.mktemp("dam4sam_absent"), 2.93, "reference_absent")
+
+
+@pytest.mark.parametrize("run", ["dam4sam_official", "dam4sam_absent"])
+def test_dam4sam_matches_official(run, request, monkeypatch):
     """Ours against DAM4SAM's tracker on the same weights and frames: the box's mask, every frame's logits, the
     frames that became anchors (the distractor-resolving memory), the gate's areas and alternatives and what each
     frame's memory read (frames, temporal positions, pointer offsets and their normaliser). The discrete decisions
     do not hang on float rounding: the kept masks' predicted IoUs are at least 1.3e-5 from the 0.8 threshold and the
     official logits at least 1.4e-3 from 0, against differences of ~5e-5 at most."""
-    reference, gates, selections = dam4sam_official["reference"], {}, {}
+    official = request.getfixturevalue(run)
+    reference, gates, selections = official["reference"], {}, {}
     gate, select, box_iou_of = Dam4Sam._gate, Dam4Sam.select, tracking_strategies.vot_box_iou
 
     def recorded_gate(self, frame_idx, obj_ids, *arrays):
@@ -350,11 +362,14 @@ def test_dam4sam_matches_official(dam4sam_official, monkeypatch):
 
     monkeypatch.setattr(Dam4Sam, "_gate", recorded_gate)
     monkeypatch.setattr(Dam4Sam, "select", recorded_select)
-    session = Sam2VideoSession(dam4sam_official["model"], dam4sam_official["frames"], progress=False, strategy="dam4sam")
+    session = Sam2VideoSession(official["model"], official["frames"], progress=False, strategy="dam4sam")
     session.add_box(0, 1, DAM4SAM_BOX)
-    logits = [result.mask_logits[0] for result in session.propagate()]
+    results = list(session.propagate())
+    logits = [result.mask_logits[0] for result in results]
 
     assert len(logits) == DAM4SAM_FRAMES
+    scores = torch.stack([result.object_score_logits[0] for result in results])
+    assert scores.abs().min() > 1e-3  # presence does not hang on rounding either (measured: 4e-3 at least)
     worst = 0.0
     for ours_logits, official_logits in zip(logits, torch.from_numpy(reference["mask_logits"])):
         worst = max(worst, (ours_logits - official_logits).abs().max().item())
@@ -365,7 +380,7 @@ def test_dam4sam_matches_official(dam4sam_official, monkeypatch):
 
     # The anchors, and the gate's measurements where the official gate measured alternatives.
     added = np.flatnonzero(reference["added"]).tolist()
-    assert session.strategy.states[1].anchors == added == [22, 32]
+    assert session.strategy.states[1].anchors == added == ([22, 32] if run == "dam4sam_official" else [22])
     assert list(session.strategy.states[1].areas) == reference["n_pixels"][1:].tolist()  # at the video's resolution
     assert sorted(session._objects[1].memory.conditioning) == [0, *added]
     measured = ~np.isnan(reference["min_alternative_iou"])
@@ -375,7 +390,7 @@ def test_dam4sam_matches_official(dam4sam_official, monkeypatch):
     # Both branches of both gates: frames whose first gate shut (area ratio), frames whose alternatives were all
     # too close (IoU above 0.7), frames that became anchors.
     assert (~reference["gate_a"][1:]).any() and (reference["gate_a"] & ~reference["added"]).any()
-    assert (reference["min_alternative_iou"][measured] > 0.7).any() and reference["added"].sum() == 2
+    assert (reference["min_alternative_iou"][measured] > 0.7).any() and reference["added"].any()
 
     # What every frame's memory read: anchors then recent frames, ranked temporal positions, pointers.
     for t in range(1, DAM4SAM_FRAMES):
@@ -384,7 +399,11 @@ def test_dam4sam_matches_official(dam4sam_official, monkeypatch):
         assert list(zip(selection.spatial_frames, selection.temporal_positions)) == spatial, t
         assert list(selection.pointer_offsets) == [o for o in reference["pointer_offsets"][t] if o >= 0], t
         assert selection.max_pointer_offset == reference["max_pointer_offset"][t]
-    assert selections[23].spatial_frames[-1] == 22 and selections[34].spatial_frames[:3] == (32, 0, 22)
+    if run == "dam4sam_official":  # the anchor at t - 1 as the first recent memory; three anchors
+        assert selections[23].spatial_frames[-1] == 22 and selections[34].spatial_frames[:3] == (32, 0, 22)
+    else:  # frames 25-34 without the object: walks back to frame 24 and over the grid frames 25 and 30
+        assert (reference["n_pixels"][25:35] == 0).all() and selections[34].spatial_frames[-1] == 24
+        assert selections[36].spatial_frames[-2:] == (20, 35)
 
 
 def test_dam4sam_changes_what_sam2_does(dam4sam_official):
