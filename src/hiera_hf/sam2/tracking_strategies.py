@@ -43,7 +43,7 @@ and object scores back to the host, so a tracked frame waits for the device once
 
 **DAM4SAM** (SAM 2.1++; Videnovic, Lukezic and Kristan, "A Distractor-Aware Memory for Visual Object Tracking with
 SAM2", CVPR 2025, arXiv 2411.17576; official code jovanavidenovic/DAM4SAM, commit 9c95450), reproduced exactly
-(`tests/data/dam4sam/README.md`: the reference run). The kept candidate is still the highest predicted IoU; what
+(`tests/data/dam4sam/README.md`: the reference runs). The kept candidate is still the highest predicted IoU; what
 changes is the memory, split into a distractor-resolving memory (DRM) of anchor frames and a recent-appearance
 memory (RAM):
 
