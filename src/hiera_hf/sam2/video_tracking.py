@@ -416,7 +416,8 @@ class VideoSessionBase:
 
     def add_box(self, frame_idx: int, obj_id: int, box, points=None, labels=None) -> Sam2VideoFrameResult:
         """A box (x0, y0, x1, y1) in video pixels, optionally with clicks, replacing the object's prompts on the
-        frame (see `add_points`)."""
+        frame (see `add_points`). Under DAM4SAM a box alone is first turned into a mask prompt, as its tracker
+        initialises (`tracking_strategies`)."""
         return self.add_points(frame_idx, obj_id, points, labels, clear_old=True, box=box)
 
     def add_mask(self, frame_idx: int, obj_id: int, mask) -> Sam2VideoFrameResult:
