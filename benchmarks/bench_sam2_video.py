@@ -48,7 +48,7 @@ from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession  # noqa: 
 from hiera_hf.video_io import open_video  # noqa: E402
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "blocks.mp4"  # ../shared/media next to the checkout
-IMPLEMENTATIONS = ("ours", "ours-bf16", "meta", "transformers", "ours-samurai")
+IMPLEMENTATIONS = ("ours", "ours-bf16", "meta", "transformers", "ours-samurai", "ours-dam4sam")
 SAMURAI = Path(__file__).resolve().parents[1] / ".references" / "samurai"
 
 
@@ -169,6 +169,7 @@ def trackers(models, frames_dir: Path, size: tuple[int, int], image_size: int, d
         "meta": run_meta,
         "transformers": run_transformers,
         "ours-samurai": run_ours(torch.float32, "samurai"),
+        "ours-dam4sam": run_ours(torch.float32, "dam4sam"),
     }
 
 
@@ -301,6 +302,8 @@ def speed(args, tmp: Path) -> None:
                     f"{ours_fps / fps:.2f}x ours' time per frame; {fps / samurai_fps:.2f}x official SAMURAI's "
                     f"frames/s; max |logit - official| {samurai_worst:.1e}"
                 )
+            if name == "ours-dam4sam":  # DAM4SAM's official tracker is not packaged: no official column
+                note = f"{ours_fps / fps:.2f}x ours' time per frame"
             note = "official code (objects one by one)" if name == "samurai" else note
             rows.append((num_objects, name, fps, fps / meta_fps, note))
     print(f"\n### Propagation speed ({args.frames} frames of {Path(args.video).name}, {args.image_size} px input)\n")
@@ -332,7 +335,7 @@ def memory(args, tmp: Path) -> None:
     frames_dir.mkdir()
     write_jpegs(args.video, frames_dir, 4 * n)
     rows = []
-    for name in ("ours", "ours-samurai", "meta", "transformers"):
+    for name in ("ours", "ours-samurai", "ours-dam4sam", "meta", "transformers"):
         command = [sys.executable, __file__, "--worker", name, "--frames-dir", str(frames_dir)]
         command += ["--memory-frames", str(n), "--memory-size", str(args.memory_size), "--device", str(args.device)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
@@ -365,7 +368,9 @@ def main() -> None:
     parser.add_argument("--memory-frames", type=int, default=25, help="N of the memory runs (0 skips them)")
     parser.add_argument("--memory-size", type=int, default=256, help="model input size of the memory runs")
     parser.add_argument("--quick", action="store_true", help="2 frames, 1 object, 256 px, no memory runs")
-    parser.add_argument("--worker", choices=("ours", "ours-samurai", "meta", "transformers"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=("ours", "ours-samurai", "ours-dam4sam", "meta", "transformers"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--frames-dir", help=argparse.SUPPRESS)
     parser.add_argument("--samurai-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)

@@ -356,12 +356,22 @@ def test_video_session_matches_torch_session(exported, clip):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("strategy", ["samurai"])
+@pytest.mark.parametrize("strategy", ["samurai", "dam4sam"])
 def test_video_session_strategies_match_torch_session(exported, clip, strategy):
     """The same script with a tracking strategy (SAMURAI: its stable phase after 2 frames, so the Kalman-weighted
-    choice runs within the clip): the same results on both runtimes, as above."""
+    choice runs within the clip; DAM4SAM: its gates opened wide so that frames become anchors): the same results on
+    both runtimes, as above."""
     video, _, folder = exported
-    settings = strategy_settings(strategy, {"stable_frames_threshold": 2} if strategy == "samurai" else None)
+    overrides = {
+        "samurai": {"stable_frames_threshold": 2},
+        "dam4sam": {
+            "drm_iou_threshold": 0.0,
+            "min_area_ratio": 0.0,
+            "max_area_ratio": 10.0,
+            "alternative_iou_threshold": 1.0,
+        },
+    }
+    settings = strategy_settings(strategy, overrides[strategy])
     torch_session = Sam2VideoSession(video, clip, progress=False, strategy=settings)
     expected = _tracking_script(torch_session)
     onnx_session = Sam2OnnxVideoSession(folder, clip, progress=False, strategy=settings)
@@ -380,6 +390,10 @@ def test_video_session_strategies_match_torch_session(exported, clip, strategy):
             np.testing.assert_allclose(other.mean, state.mean, rtol=1e-6)
         assert onnx_session.strategy.memory_gate == torch_session.strategy.memory_gate
         assert max(state.stable_frames for state in torch_session.strategy.kalman.values()) >= 2
+    if strategy == "dam4sam":  # the same anchors, and some frames became anchors
+        anchors = {obj_id: state.anchors for obj_id, state in torch_session.strategy.states.items()}
+        assert {obj_id: state.anchors for obj_id, state in onnx_session.strategy.states.items()} == anchors
+        assert any(anchors.values())
 
 
 def test_bfloat16_rounding_matches_torch():

@@ -10,24 +10,34 @@ Kalman starts, build-ups, resets and the stable phase, frames kept out of the me
 Kalman-weighted choice that differs from the highest predicted IoU.
 """
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sam2_helpers import MEDIA_FOLDER, load_converted, meta_video_predictor, randomize_meta_weights
 from samurai_helpers import run_samurai
 
-from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession
+from hiera_hf.sam2 import Sam2Config, Sam2VideoModel, Sam2VideoSession, tracking_strategies
 from hiera_hf.sam2.memory_bank import MemoryRules, select_memory
 from hiera_hf.sam2.presets import get_sam2_preset
 from hiera_hf.sam2.tracking_strategies import (
+    STRATEGY_NAMES,
+    Dam4Sam,
+    Dam4SamSettings,
     KalmanBoxFilter,
     Samurai,
     SamuraiSettings,
     box_iou,
+    largest_component,
+    mask_box,
     strategy_settings,
+    vot_box_iou,
     xyxy_to_xyah,
 )
+from hiera_hf.sam2.video_tracking import resize_video_frame_antialiased
 
 SIZE, NUM_FRAMES, SCORE_SHIFT = 128, 16, 2.7
 # Raised near the random model's predicted IoUs (0.49-0.51) so that tracks reset and frames are gated out; the
@@ -282,3 +292,309 @@ def test_track_cli_strategy(tmp_path, capsys):
     assert "expected NAME=NUMBER" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*command, "--strategy", "kalman"])
+
+
+# DAM4SAM -------------------------------------------------------------------------------------------------------------
+
+DAM4SAM_DATA = Path(__file__).parent / "data" / "dam4sam"  # README.md there: how the reference was made
+DAM4SAM_FRAMES, DAM4SAM_VIDEO_SIZE, DAM4SAM_BOX = 40, (32, 18), [8, 4, 20, 14]
+
+
+def _dam4sam_setup(root: Path, score_shift: float, reference: str) -> dict:
+    """The random-weight SAM 2.1 tiny (128 px) a DAM4SAM reference ran, rebuilt as its README says and converted;
+    the 40 frames it tracked (blocks.mp4 at 32x18); the stored reference."""
+    meta = meta_video_predictor(get_sam2_preset("sam2.1_hiera_tiny").meta_config, SIZE)
+    randomize_meta_weights(meta, score_shift)
+    with torch.no_grad():
+        decoder = meta.sam_mask_decoder
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30)
+            mlp.layers[-1].bias.mul_(30)
+        iou_head = decoder.iou_prediction_head.layers[-1]
+        iou_head.weight.mul_(4.0)
+        iou_head.bias.add_(1.07)
+        decoder.output_upscaling[3].bias[0] += 10
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].bias[0] -= 1.58
+    ours, info = load_converted(meta, Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=SIZE), root / "ours")
+    assert not any(info.values()), info
+    with av.open(str(MEDIA_FOLDER / "blocks.mp4")) as container:
+        frames = [
+            np.asarray(frame.to_image().resize(DAM4SAM_VIDEO_SIZE, Image.BILINEAR))
+            for _, frame in zip(range(DAM4SAM_FRAMES), container.decode(video=0))
+        ]
+    with np.load(DAM4SAM_DATA / f"{reference}.npz") as saved:
+        return {"model": ours.eval(), "frames": frames, "reference": dict(saved)}
+
+
+@pytest.fixture(scope="module")
+def dam4sam_official(tmp_path_factory):
+    """`reference.npz`'s run: the object visible throughout, two anchors."""
+    return _dam4sam_setup(tmp_path_factory.mktemp("dam4sam"), SCORE_SHIFT, "reference")
+
+
+@pytest.fixture(scope="module")
+def dam4sam_absent(tmp_path_factory):
+    """`reference_absent.npz`'s run (object scores shifted by 2.93): the object absent on frames 25-34, so that the
+    recent memories and pointers walk back over them."""
+    return _dam4sam_setup(tmp_path_factory.mktemp("dam4sam_absent"), 2.93, "reference_absent")
+
+
+@pytest.mark.parametrize("run", ["dam4sam_official", "dam4sam_absent"])
+def test_dam4sam_matches_official(run, request, monkeypatch):
+    """Ours against DAM4SAM's tracker on the same weights and frames: the box's mask, every frame's logits, the
+    frames that became anchors (the distractor-resolving memory), the gate's areas and alternatives and what each
+    frame's memory read (frames, temporal positions, pointer offsets and their normaliser). The discrete decisions
+    do not hang on float rounding: the kept masks' predicted IoUs are at least 1.3e-5 from the 0.8 threshold and the
+    official logits at least 1.4e-3 from 0, against differences of ~5e-5 at most."""
+    official = request.getfixturevalue(run)
+    reference, gates, selections = official["reference"], {}, {}
+    gate, select, box_iou_of = Dam4Sam._gate, Dam4Sam.select, tracking_strategies.vot_box_iou
+
+    def recorded_gate(self, frame_idx, obj_ids, *arrays):
+        gates[frame_idx] = []
+        monkeypatch.setattr(tracking_strategies, "vot_box_iou", lambda *b: gates[frame_idx].append(box_iou_of(*b)) or gates[frame_idx][-1])
+        return gate(self, frame_idx, obj_ids, *arrays)
+
+    def recorded_select(self, obj_id, frame_idx, *args):
+        selections[frame_idx] = select(self, obj_id, frame_idx, *args)
+        return selections[frame_idx]
+
+    monkeypatch.setattr(Dam4Sam, "_gate", recorded_gate)
+    monkeypatch.setattr(Dam4Sam, "select", recorded_select)
+    session = Sam2VideoSession(official["model"], official["frames"], progress=False, strategy="dam4sam")
+    session.add_box(0, 1, DAM4SAM_BOX)
+    results = list(session.propagate())
+    logits = [result.mask_logits[0] for result in results]
+
+    assert len(logits) == DAM4SAM_FRAMES
+    scores = torch.stack([result.object_score_logits[0] for result in results])
+    assert scores.abs().min() > 1e-3  # presence does not hang on rounding either (measured: 4e-3 at least)
+    worst = 0.0
+    for ours_logits, official_logits in zip(logits, torch.from_numpy(reference["mask_logits"])):
+        worst = max(worst, (ours_logits - official_logits).abs().max().item())
+        clear = official_logits.abs() > 1e-3
+        assert torch.equal((ours_logits > 0)[clear], (official_logits > 0)[clear])
+    assert worst < 1e-4, worst  # measured: 4.8e-5 (float32 rounding)
+    assert torch.equal(logits[0] > 0, torch.from_numpy(reference["init_mask"]))  # the box's mask, as a mask prompt
+
+    # The anchors, and the gate's measurements where the official gate measured alternatives.
+    added = np.flatnonzero(reference["added"]).tolist()
+    assert session.strategy.states[1].anchors == added == ([22, 32] if run == "dam4sam_official" else [22])
+    assert list(session.strategy.states[1].areas) == reference["n_pixels"][1:].tolist()  # at the video's resolution
+    assert sorted(session._objects[1].memory.conditioning) == [0, *added]
+    measured = ~np.isnan(reference["min_alternative_iou"])
+    assert sorted(t for t, ious in gates.items() if ious) == np.flatnonzero(measured).tolist()
+    for t in np.flatnonzero(measured):
+        assert min(gates[t]) == pytest.approx(reference["min_alternative_iou"][t], abs=1e-12)
+    # Both branches of both gates: frames whose first gate shut (area ratio), frames whose alternatives were all
+    # too close (IoU above 0.7), frames that became anchors.
+    assert (~reference["gate_a"][1:]).any() and (reference["gate_a"] & ~reference["added"]).any()
+    assert (reference["min_alternative_iou"][measured] > 0.7).any() and reference["added"].any()
+
+    # What every frame's memory read: anchors then recent frames, ranked temporal positions, pointers.
+    for t in range(1, DAM4SAM_FRAMES):
+        spatial = [(f, p) for f, p in zip(reference["spatial_frames"][t], reference["temporal_positions"][t]) if f >= 0]
+        selection = selections[t]
+        assert list(zip(selection.spatial_frames, selection.temporal_positions)) == spatial, t
+        assert list(selection.pointer_offsets) == [o for o in reference["pointer_offsets"][t] if o >= 0], t
+        assert selection.max_pointer_offset == reference["max_pointer_offset"][t]
+    if run == "dam4sam_official":  # the anchor at t - 1 as the first recent memory; three anchors
+        assert selections[23].spatial_frames[-1] == 22 and selections[34].spatial_frames[:3] == (32, 0, 22)
+    else:  # frames 25-34 without the object: walks back to frame 24 and over the grid frames 25 and 30
+        assert (reference["n_pixels"][25:35] == 0).all() and selections[34].spatial_frames[-1] == 24
+        assert selections[36].spatial_frames[-2:] == (20, 35)
+
+
+def test_dam4sam_changes_what_sam2_does(dam4sam_official):
+    """The strategy is not a no-op on these frames (so the parity above can fail)."""
+    session = Sam2VideoSession(dam4sam_official["model"], dam4sam_official["frames"], progress=False)
+    session.add_mask(0, 1, dam4sam_official["reference"]["init_mask"])
+    plain = [result.mask_logits[0] for result in session.propagate()]
+    official = torch.from_numpy(dam4sam_official["reference"]["mask_logits"])
+    assert max((a - b).abs().max().item() for a, b in zip(plain, official)) > 1e-2
+
+
+def test_dam4sam_objects_are_batched_and_independent(dam4sam_official):
+    """Two objects tracked together give each the masks and anchors it gets when tracked alone."""
+    boxes = {1: DAM4SAM_BOX, 2: [2, 2, 14, 12]}
+    settings = Dam4SamSettings(drm_iou_threshold=0.0, min_area_ratio=0.0, max_area_ratio=10.0)
+
+    def track(obj_ids):
+        session = Sam2VideoSession(
+            dam4sam_official["model"], dam4sam_official["frames"], progress=False, strategy=settings
+        )
+        for obj_id in obj_ids:
+            session.add_box(0, obj_id, boxes[obj_id])
+        return [r.mask_logits for r in session.propagate(max_frames=20)], session.strategy
+
+    together, strategy = track([1, 2])
+    for index, obj_id in enumerate([1, 2]):
+        alone, alone_strategy = track([obj_id])
+        for x, y in zip(together, alone):
+            assert (x[index] - y[0]).abs().max().item() < 1e-4
+        assert alone_strategy.states[obj_id].anchors == strategy.states[obj_id].anchors
+    assert any(state.anchors for state in strategy.states.values())
+
+
+def test_dam4sam_memory_stays_bounded_and_objects_can_be_removed(dam4sam_official):
+    """A stream of 60 frames with gates wide open (an anchor every other frame): the conditioning frames stay at
+    the prompt plus `max_anchor_frames`, the recent memories and the strategy's records stay bounded; `remove_object`
+    and `reset` forget the strategy's state too."""
+    model = dam4sam_official["model"]
+    config = model.config
+    settings = Dam4SamSettings(
+        drm_iou_threshold=-1.0, min_area_ratio=0.0, max_area_ratio=1e9, min_anchor_gap=1, alternative_iou_threshold=1.0
+    )
+    session = Sam2VideoSession(model, None, progress=False, strategy=settings)
+    frames = dam4sam_official["frames"] + dam4sam_official["frames"][::-1][:20]
+    session.push_frame(frames[0])
+    session.add_box(0, 1, DAM4SAM_BOX)
+    session.add_box(0, 2, [2, 2, 14, 12])
+    held, anchors = [], set()
+    for frame in frames[1:]:
+        session.push_frame(frame)
+        list(session.propagate())
+        held.append(max(len(session._objects[k].memory.recent) for k in (1, 2)))
+        for k in (1, 2):
+            conditioning = session._objects[k].memory.conditioning
+            assert len(conditioning) <= 1 + settings.max_anchor_frames and 0 in conditioning
+            anchors |= set(conditioning) - {0}
+    assert len(anchors) > 2 * settings.max_anchor_frames  # anchors came and went
+    assert max(held[20:]) <= config.max_obj_ptrs_in_encoder + config.num_maskmem
+    bound = config.max_obj_ptrs_in_encoder + config.num_maskmem
+    assert all(len(state.visible) <= bound for state in session.strategy.states.values())
+    assert all(len(state.areas) <= settings.area_window for state in session.strategy.states.values())
+    session.remove_object(2)
+    assert set(session.strategy.states) == {1}
+    session.reset()
+    assert not session.strategy.states
+
+
+def test_dam4sam_boxes_components_and_frames():
+    """The gate's host arithmetic as DAM4SAM's toolkits compute it: VOT boxes one pixel short, their rasterised IoU
+    (1 for boxes without extent), OpenCV's largest 8-connected component; frames resized as torchvision does."""
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:8] = True
+    assert mask_box(mask) == (3, 2, 4, 2) and mask_box(np.zeros((4, 4), bool)) == (0, 0, 0, 0)
+    assert vot_box_iou((3, 2, 4, 2), (3, 2, 4, 2)) == 1.0
+    assert vot_box_iou((3, 2, 4, 2), (3, 2, 8, 2)) == 0.5
+    assert vot_box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 1.0  # two empty masks
+    assert vot_box_iou((3, 2, 1, 5), (3, 2, 1, 5)) == 1.0  # one column: no extent across
+    assert vot_box_iou((3, 2, 4, 2), (9, 6, 2, 2)) == 0.0
+    pieces = np.zeros((8, 8), bool)
+    pieces[0:2, 0:2] = True
+    pieces[5:8, 5:7] = True
+    pieces[4, 4] = True  # touches the second piece diagonally: 8-connected
+    assert np.array_equal(largest_component(pieces), pieces & (np.arange(8)[:, None] >= 4))
+    import torchvision.transforms.functional as tvf
+
+    frame = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    for size in ((64, 64), (256, 256)):
+        expected = tvf.resize(torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0, list(size)).numpy()
+        np.testing.assert_allclose(resize_video_frame_antialiased(frame, size), expected, atol=2e-6, rtol=0)
+
+
+def test_dam4sam_settings_are_checked():
+    assert strategy_settings("dam4sam") == Dam4SamSettings()
+    assert strategy_settings("dam4sam", {"min_anchor_gap": 2}).min_anchor_gap == 2
+    assert "dam4sam" in STRATEGY_NAMES
+    with pytest.raises(ValueError, match="Unknown dam4sam setting.*max_drm.*max_anchor_frames"):
+        strategy_settings("dam4sam", {"max_drm": 3})
+    with pytest.raises(ValueError, match="max_anchor_frames must be at least 2"):
+        Dam4SamSettings(max_anchor_frames=1)
+    with pytest.raises(ValueError, match="min_area_ratio .* must not exceed"):
+        Dam4SamSettings(min_area_ratio=1.5)
+    with pytest.raises(ValueError, match="recent_stride must be an integer"):
+        Dam4SamSettings(recent_stride=2.5)
+    with pytest.raises(ValueError, match="below the model's num_maskmem"):
+        Dam4Sam(Dam4SamSettings(max_anchor_frames=7), image_size=64, num_maskmem=7)
+
+
+def test_dam4sam_reverse_mirrors_forward(dam4sam_official):
+    """Tracked in reverse (not in the official code), DAM4SAM's rules are mirrored: a video tracked backwards from
+    its last frame gives what the time-reversed video gives tracked forwards (36 frames: the last index, 35, is on
+    the stride's grid, so both grids are the same frames), anchors included."""
+    frames = dam4sam_official["frames"][:36]
+    settings = Dam4SamSettings(min_area_ratio=0.5, max_area_ratio=2.0)
+    backward = Sam2VideoSession(dam4sam_official["model"], frames, progress=False, strategy=settings)
+    backward.add_box(35, 1, DAM4SAM_BOX)
+    backward_logits = {r.frame_idx: r.mask_logits[0] for r in backward.propagate(reverse=True)}
+    forward = Sam2VideoSession(dam4sam_official["model"], frames[::-1], progress=False, strategy=settings)
+    forward.add_box(0, 1, DAM4SAM_BOX)
+    forward_logits = {35 - r.frame_idx: r.mask_logits[0] for r in forward.propagate()}
+    assert sorted(backward_logits) == sorted(forward_logits) == list(range(36))
+    for t in range(36):
+        assert (backward_logits[t] - forward_logits[t]).abs().max().item() < 1e-5, t
+    anchors = backward.strategy.states[1].anchors
+    assert anchors and anchors == [35 - t for t in forward.strategy.states[1].anchors]
+
+
+def test_track_cli_dam4sam(tmp_path):
+    """`hiera-hf track --strategy dam4sam --strategy-setting ...` writes what the session gives with those settings
+    (the box turned into a mask first, as DAM4SAM initialises)."""
+    from sam2_helpers import write_mp4
+
+    from hiera_hf.cli import main
+    from hiera_hf.sam2.video_output import label_map
+
+    torch.manual_seed(0)
+    model = Sam2VideoModel(Sam2Config.from_preset("sam2.1_hiera_tiny", image_size=64)).eval()
+    model.save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    video = write_mp4(tmp_path / "clip.mp4", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)])
+    out = tmp_path / "out"
+    command = ["track", str(video), "--model", str(tmp_path / "model"), "--box", "0,1,10,8,40,30", "--out", str(out)]
+    flags = ["--strategy", "dam4sam", "--strategy-setting", "min_anchor_gap=2", "--format", "png", "--quiet"]
+    assert main([*command, *flags]) == 0
+    session = Sam2VideoSession(model, str(video), progress=False, strategy=Dam4SamSettings(min_anchor_gap=2))
+    session.add_box(0, 1, [10, 8, 40, 30])
+    assert session._objects[1].mask_frames == {0}  # the box became a mask prompt
+    for result in session.propagate():
+        with Image.open(out / "masks" / f"{result.frame_idx:05d}.png") as image:
+            assert np.array_equal(np.asarray(image), label_map(result))
+    assert session.strategy.states[1].areas
+
+
+
+def test_dam4sam_memory_rule():
+    """DAM4SAM's selection worked out by hand from its code, where the reference run does not go: recent frames
+    walking back over frames where the object was not visible (the previous frame, a grid frame), pointers skipping
+    them; anchors beyond the cap of 4 (the latest before the previous frame, the prompt, then the nearest)."""
+    from collections import deque
+
+    from hiera_hf.sam2.memory_bank import ObjectMemory, StoredMemory
+    from hiera_hf.sam2.tracking_strategies import AnchorState
+
+    def bank(conditioning, recent):
+        memory = ObjectMemory()
+        for frames, store in ((conditioning, memory.conditioning), (recent, memory.recent)):
+            for t in frames:
+                store[t] = StoredMemory(pred_masks=None, pointer=t, object_score=0, maskmem=t)
+        return memory
+
+    rules = MemoryRules(num_maskmem=7, max_pointers=16, only_past_pointers=True)
+    strategy = Dam4Sam(Dam4SamSettings(), image_size=64, num_maskmem=7)
+    strategy.states[1] = AnchorState(deque(), visible={t: t not in (10, 11) for t in range(1, 40)})
+    selection = strategy.select(1, 12, bank([0], range(1, 12)), rules, False)
+    assert list(zip(selection.spatial_frames, selection.temporal_positions)) == [(0, 0), (5, 5), (9, 6)]
+    assert selection.pointer_frames == (0, 9, 8, 7, 6, 5, 4, 3, 2, 1) and selection.pointer_offsets[:2] == (12, 3)
+    assert selection.max_pointer_offset == 12
+
+    strategy.states[1].visible = {t: t != 15 for t in range(1, 40)}
+    selection = strategy.select(1, 23, bank([0], range(1, 23)), rules, False)
+    assert list(zip(selection.spatial_frames, selection.temporal_positions)) == [
+        (0, 0), (5, 3), (10, 4), (20, 5), (22, 6)
+    ]  # fmt: skip
+    assert 15 not in selection.pointer_frames and selection.max_pointer_offset == 15
+
+    # Six anchors (7..37 every 6 frames) on frame 38: the latest before frame 37 (31), the prompt, then the nearest
+    # others but the previous frame (25, 19); frame 37 is the first recent memory, its pointer an unselected one;
+    # the selected anchors' pointers are not taken twice.
+    anchors = [7, 13, 19, 25, 31, 37]
+    strategy.states[1] = AnchorState(deque(), anchors=anchors, visible={t: True for t in range(1, 40)})
+    selection = strategy.select(1, 38, bank([0, *anchors], [t for t in range(1, 38) if t not in anchors]), rules, False)
+    assert selection.spatial_frames == (31, 0, 25, 19, 30, 35, 37)
+    assert selection.temporal_positions == (0, 0, 0, 0, 4, 5, 6)
+    assert selection.pointer_frames[:5] == (31, 0, 25, 19, 37) and selection.pointer_offsets[:5] == (7, 38, 13, 19, 1)
+    assert 25 not in selection.pointer_frames[4:] and len(selection.pointer_frames) == 4 + 15 - 2

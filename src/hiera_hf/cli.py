@@ -702,7 +702,10 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
         "--strategy",
         choices=STRATEGY_NAMES,
         default="sam2",
-        help="tracking strategy (default sam2, Meta's; samurai: Kalman-filtered mask choice and a gated memory)",
+        help=(
+            "tracking strategy (default sam2, Meta's; samurai: Kalman-filtered mask choice and a gated memory; "
+            "dam4sam: distractor-aware memory)"
+        ),
     )
     parser.add_argument(
         "--strategy-setting",

@@ -394,7 +394,12 @@ class VideoTab(_Tab):
         self._object_controls("video")
         self.direction = gr.Radio(list(DIRECTIONS), value="both", label="Track direction", elem_id="video-direction")
         self.strategy = gr.Radio(
-            [("SAM 2", "sam2"), ("SAMURAI (Kalman filter, gated memory)", "samurai")], value="sam2",
+            [
+                ("SAM 2", "sam2"),
+                ("SAMURAI (Kalman filter, gated memory)", "samurai"),
+                ("DAM4SAM (distractor-aware memory)", "dam4sam"),
+            ],
+            value="sam2",
             label="Tracking strategy (from the next Track)", elem_id="video-strategy",
         )  # fmt: skip
         self.max_frames = gr.Number(label="At most N frames each way (0: all)", precision=0, elem_id="video-max")

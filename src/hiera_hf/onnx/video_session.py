@@ -192,7 +192,7 @@ class Sam2OnnxVideoSession(VideoSessionBase):
         maskmem = [None] * count
         if encode_memory:
             maskmem = self._memory(features, resize(masks, (self.image_size,) * 2), scores, points is not None)
-        masks = fill_holes(masks, self.fill_hole_area)
+        masks = fill_holes(masks, self._hole_area)
         return [
             StoredMemory(
                 pred_masks=masks[index],

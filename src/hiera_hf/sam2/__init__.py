@@ -5,6 +5,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "SAM2_PRESETS": ".presets",
+    "Dam4SamSettings": ".tracking_strategies",
     "HieraHfSam2ImageProcessor": ".processing_sam2",
     "Sam2Base": ".modeling_sam2",
     "Sam2Config": ".configuration_sam2",

@@ -166,6 +166,20 @@ def to_host(arrays: list) -> list[np.ndarray]:
     return [part.reshape(tuple(array.shape)) for part, array in zip(np.split(flat, sizes), arrays)]
 
 
+def to_host_with_masks(arrays: list, masks) -> tuple[list[np.ndarray], np.ndarray]:
+    """`to_host` of float arrays together with a boolean array `masks`, in one transfer (the masks as bytes, not
+    as float32): (the float32 arrays, the masks as a bool array)."""
+    torch = _torch(masks)
+    if torch is None:
+        return [np.asarray(array, dtype=np.float32) for array in arrays], np.asarray(masks, dtype=bool)
+    values = torch.cat([array.reshape(-1).float() for array in arrays])
+    flat = torch.cat([values.view(torch.uint8), masks.reshape(-1).to(torch.uint8)]).cpu().numpy()
+    numbers = flat[: values.numel() * 4].view(np.float32)  # the floats first: aligned at the start
+    sizes = np.cumsum([array.numel() for array in arrays])[:-1]
+    parts = [part.reshape(tuple(array.shape)) for part, array in zip(np.split(numbers, sizes), arrays)]
+    return parts, flat[values.numel() * 4 :].reshape(tuple(masks.shape)).astype(bool)
+
+
 def from_host(array: np.ndarray, like):
     """A numpy array as an array of `like`'s kind and device (a non-blocking copy to a device)."""
     torch = _torch(like)
@@ -288,4 +302,5 @@ __all__ = [
     "small_regions",
     "take_candidates",
     "to_host",
+    "to_host_with_masks",
 ]

@@ -139,7 +139,7 @@ class Sam2VideoSession(VideoSessionBase):
                 prompts["prompt_masks"] = previous.clamp(-PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)
         with self._autocast():
             output = self.model.track_step(fpn, position, **prompts)
-        masks = fill_holes(output.pred_masks.float(), self.fill_hole_area)
+        masks = fill_holes(output.pred_masks.float(), self._hole_area)
         return [self._store(output, masks, index) for index in range(len(tracks))]
 
     def _memory_tokens(self, tracks: list[ObjectTrack], selections: list[MemorySelection]) -> MemoryTokens:

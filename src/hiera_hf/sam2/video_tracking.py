@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..image_utils import to_rgb_array
 from ..video_io import VideoFrames, open_video
-from .frame_arithmetic import frame_logits
+from .frame_arithmetic import frame_logits, resize, to_host
 from .memory_bank import MemoryRules, MemorySelection, ObjectMemory, StoredMemory
 from .prompts import BOX_LABELS, check_box, check_clicks, check_mask
 from .tracking_strategies import CandidateChoice, make_strategy
@@ -55,6 +55,14 @@ def resize_video_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     `(3, height, width)` in [0, 1]."""
     resized = np.asarray(Image.fromarray(frame).resize(size[::-1])) / 255.0
     return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+
+
+def resize_video_frame_antialiased(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """DAM4SAM's preprocessing: an RGB `uint8` frame `(H, W, 3)` divided by 255 in float32, then stretched to
+    `size` `(height, width)` by antialiased bilinear interpolation (torchvision's `resize` of a float tensor):
+    float32 `(3, height, width)`."""
+    pixels = frame.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(resize(pixels, size, antialias=True), dtype=np.float32)
 
 
 @dataclass
@@ -154,8 +162,9 @@ class VideoSessionBase:
             the current frame's work (pays when the model runs on an accelerator and the host would otherwise sit
             idle; on the CPU it competes with the model for the cores).
         progress: show a progress bar while propagating.
-        strategy: the tracking strategy: `"sam2"` (Meta's, the default), `"samurai"`, or a settings object such as
-            `SamuraiSettings(kf_score_weight=0.3)` (see `tracking_strategies`: what each changes and costs).
+        strategy: the tracking strategy: `"sam2"` (Meta's, the default), `"samurai"`, `"dam4sam"`, or a settings
+            object such as `SamuraiSettings(kf_score_weight=0.3)` (see `tracking_strategies`: what each changes and
+            costs).
 
     Frames are decoded when needed and only the frame being processed is kept (with the image features of
     frames that have prompts not yet propagated, and the frame read ahead). Results are yielded, never stored.
@@ -327,7 +336,17 @@ class VideoSessionBase:
         read = self._reads.pop(frame_idx, None)
         if read is not None:
             return read.result()
-        return resize_video_frame(self.frame(frame_idx), (self.image_size, self.image_size))
+        return self._resize_frame(self.frame(frame_idx))
+
+    def _resize_frame(self, frame: np.ndarray) -> np.ndarray:
+        """A frame's pixels resized to the model input, as the tracking strategy reads frames."""
+        resize_frame = resize_video_frame_antialiased if self.strategy.antialiased_frames else resize_video_frame
+        return resize_frame(frame, (self.image_size, self.image_size))
+
+    @property
+    def _hole_area(self) -> int:
+        """The hole-filling area the model's steps apply (0 under a strategy that never fills holes)."""
+        return self.fill_hole_area if self.strategy.fills_holes else 0
 
     def _prefetch(self, frame_idx: int, upcoming: int | None) -> None:
         """Before tracking `frame_idx`: keep its read if one was started, and start reading the `upcoming` frame's
@@ -337,8 +356,7 @@ class VideoSessionBase:
             return
         if self._reader is None:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hiera-hf-frames")
-        size = (self.image_size, self.image_size)
-        self._reads[upcoming] = self._reader.submit(lambda: resize_video_frame(self.frame(upcoming), size))
+        self._reads[upcoming] = self._reader.submit(lambda: self._resize_frame(self.frame(upcoming)))
 
     def _frame_features(self, frame_idx: int) -> tuple:
         """The features of a frame (`_encode_frame`), computed once and cached while prompts on it are pending."""
@@ -386,6 +404,8 @@ class VideoSessionBase:
             point_labels = np.concatenate([np.asarray(BOX_LABELS, dtype=np.int64), point_labels])
         scale = np.asarray([self.video_width, self.video_height], dtype=np.float32)
         coords = coords / scale * np.float32(self.image_size)
+        if box is not None and len(coords) == 2 and self.strategy.box_as_mask:
+            return self.add_mask(frame_idx, obj_id, self._box_mask(frame_idx, (coords, point_labels)))
         track = self._object(obj_id, create=True)
         if not clear_old and frame_idx in track.points:
             old_coords, old_labels = track.points[frame_idx]
@@ -396,7 +416,8 @@ class VideoSessionBase:
 
     def add_box(self, frame_idx: int, obj_id: int, box, points=None, labels=None) -> Sam2VideoFrameResult:
         """A box (x0, y0, x1, y1) in video pixels, optionally with clicks, replacing the object's prompts on the
-        frame (see `add_points`)."""
+        frame (see `add_points`). Under DAM4SAM a box alone is first turned into a mask prompt, as its tracker
+        initialises (`tracking_strategies`)."""
         return self.add_points(frame_idx, obj_id, points, labels, clear_old=True, box=box)
 
     def add_mask(self, frame_idx: int, obj_id: int, mask) -> Sam2VideoFrameResult:
@@ -409,6 +430,24 @@ class VideoSessionBase:
         track.points.pop(frame_idx, None)
         track.mask_frames.add(frame_idx)
         return self._prompt(track, frame_idx, mask=mask)
+
+    def _box_mask(self, frame_idx: int, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """A box prompt (corners in model-input pixels, labels 2 and 3) turned into a mask `(H, W)` at the video's
+        size as DAM4SAM initialises: the decoder's mask on the frame without memory, whatever the object score,
+        resized to the video and thresholded at 0."""
+        with self._no_grad():
+            features = self._frame_features(frame_idx)
+            (output,) = self._predict(features, [ObjectTrack(-1)], None, box, choice=self.strategy.box_choice())
+            logits, _ = frame_logits(
+                [output.pred_masks],
+                [output.object_score],
+                self._array_kind,
+                (self.image_size // 4,) * 2,
+                (self.video_height, self.video_width),
+                False,
+            )
+        (mask,) = to_host([logits[0] > 0])
+        return mask > 0
 
     def _prompt(
         self,
@@ -427,7 +466,7 @@ class VideoSessionBase:
             previous = track.previous_output(frame_idx, is_conditioning)
             if previous is not None and previous.pred_masks is not None:
                 previous_masks = previous.pred_masks
-        choice = self.strategy.choice(frame_idx, [track.obj_id])
+        choice = self.strategy.prompt_choice(frame_idx, [track.obj_id])
         with self._no_grad():
             features = self._frame_features(frame_idx)
             (output,) = self._predict(features, [track], selections, points, mask, previous_masks, choice=choice)
@@ -512,8 +551,28 @@ class VideoSessionBase:
     def _selection(self, track: ObjectTrack, frame_idx: int, reverse: bool) -> MemorySelection:
         """What an object attends to on a frame, from the memories the session still holds."""
         bank = track.memory
+        selection = self.strategy.select(track.obj_id, frame_idx, bank, self.memory_rules, reverse, self.num_frames)
+        if selection is not None:
+            return selection
         recent = self.strategy.recent_frames(track.obj_id, frame_idx, bank.memory_frames, reverse, self.num_frames)
         return bank.select(frame_idx, self.memory_rules, reverse, self.num_frames, recent)
+
+    def _anchor_frame(self, frame_idx: int, features: tuple, batch: list[ObjectTrack]) -> None:
+        """Make the tracked frame a conditioning frame of the objects the strategy names (DAM4SAM's anchors): their
+        memories encoded again, in one batch, from the binarised masks as a prompt's; anchors they no longer need
+        are dropped."""
+        anchors = self.strategy.new_anchors(frame_idx, [track.obj_id for track in batch])
+        owners = [track for track in batch if track.obj_id in anchors]
+        if not owners:
+            return
+        outputs = [track.memory.recent.pop(frame_idx) for track in owners]
+        with self._no_grad():
+            maskmem = self._encode_memories(features, outputs)
+        for track, output, memory in zip(owners, outputs, maskmem):
+            output.maskmem = memory
+            track.memory.conditioning[frame_idx] = output
+            for retired in anchors[track.obj_id]:
+                track.memory.conditioning.pop(retired, None)
 
     def _prune(self, frame_idx: int) -> None:
         """Drop what no later frame can attend to: keep memories near the current frame and the last start."""
@@ -603,11 +662,13 @@ class VideoSessionBase:
         for indices in groups.values():
             features = self._frame_features(frame_idx)
             batch = [tracks[i] for i in indices]
-            choice = self.strategy.choice(frame_idx, [track.obj_id for track in batch])
+            video_size = (self.video_height, self.video_width)
+            choice = self.strategy.choice(frame_idx, [track.obj_id for track in batch], video_size)
             batch_selections = [selections[i] for i in indices]
             stored = self._predict(features, batch, batch_selections, encode_memory=True, choice=choice)
             for index, output in zip(indices, stored):
                 outputs[index] = tracks[index].memory.recent[frame_idx] = output
+            self._anchor_frame(frame_idx, features, batch)
         for track in tracks:
             track.mark_tracked(frame_idx, reverse)
         self._prune(frame_idx)
@@ -635,4 +696,11 @@ def _open(source) -> VideoFrames:
     return video
 
 
-__all__ = ["ObjectTrack", "Sam2VideoFrameResult", "TrackedSpan", "VideoSessionBase", "resize_video_frame"]
+__all__ = [
+    "ObjectTrack",
+    "Sam2VideoFrameResult",
+    "TrackedSpan",
+    "VideoSessionBase",
+    "resize_video_frame",
+    "resize_video_frame_antialiased",
+]
