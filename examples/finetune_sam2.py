@@ -159,3 +159,4 @@ def main(argv: list[str] | None = None) -> Trainer:
 
 if __name__ == "__main__":
     main()
+    PartialState().destroy_process_group()  # before exit: a process group left to exit can abort the rank

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from finetune_sam2 import ModelArguments, build_model, fit
 from pretrain_mae import write_parameter_checksum
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
@@ -117,3 +118,4 @@ def main(argv: list[str] | None = None) -> Trainer:
 
 if __name__ == "__main__":
     main()
+    PartialState().destroy_process_group()  # before exit: a process group left to exit can abort the rank

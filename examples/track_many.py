@@ -76,3 +76,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    PartialState().destroy_process_group()  # before exit: a process group left to exit can abort the rank
