@@ -153,25 +153,35 @@ def test_samurai_changes_what_sam2_does(official, monkeypatch):
     assert session.strategy.name == "sam2" and session.strategy.choice(0, [1]) is None
 
 
-def test_samurai_objects_are_batched_and_independent(official):
-    """Two objects tracked together give each the masks (and Kalman state) it gets when tracked alone."""
-    prompts = {1: [640, 300, 900, 600], 2: [200, 80, 520, 420]}
+def _track_together_and_alone(model, frames, boxes: dict, max_frames: int, **options):
+    """Track the objects of `boxes` (obj_id -> box on frame 0) together, then each alone, with
+    `Sam2VideoSession(model, frames, **options)`; asserts that each object's masks are the same both ways and returns
+    the strategy of the run together and those of the runs alone (by object)."""
 
     def track(obj_ids):
-        session = Sam2VideoSession(
-            official["model"], official["frames"], fill_hole_area=8, progress=False, strategy=SamuraiSettings(**SETTINGS)
-        )
+        session = Sam2VideoSession(model, frames, progress=False, **options)
         for obj_id in obj_ids:
-            session.add_box(0, obj_id, prompts[obj_id])
-        return [r.mask_logits for r in session.propagate(max_frames=8)], session.strategy
+            session.add_box(0, obj_id, boxes[obj_id])
+        return [r.mask_logits for r in session.propagate(max_frames=max_frames)], session.strategy
 
-    together, strategy = track([1, 2])
-    for index, obj_id in enumerate([1, 2]):
-        alone, alone_strategy = track([obj_id])
+    together, strategy = track(list(boxes))
+    alone_strategies = {}
+    for index, obj_id in enumerate(boxes):
+        alone, alone_strategies[obj_id] = track([obj_id])
         for x, y in zip(together, alone):
             assert (x[index] - y[0]).abs().max().item() < 1e-4
-        assert alone_strategy.kalman[obj_id].stable_frames == strategy.kalman[obj_id].stable_frames
-        np.testing.assert_allclose(alone_strategy.kalman[obj_id].mean, strategy.kalman[obj_id].mean, rtol=1e-6)
+    return strategy, alone_strategies
+
+
+def test_samurai_objects_are_batched_and_independent(official):
+    """Two objects tracked together give each the masks (and Kalman state) it gets when tracked alone."""
+    boxes = {1: [640, 300, 900, 600], 2: [200, 80, 520, 420]}
+    strategy, alone = _track_together_and_alone(
+        official["model"], official["frames"], boxes, 8, fill_hole_area=8, strategy=SamuraiSettings(**SETTINGS)
+    )
+    for obj_id in boxes:
+        assert alone[obj_id].kalman[obj_id].stable_frames == strategy.kalman[obj_id].stable_frames
+        np.testing.assert_allclose(alone[obj_id].kalman[obj_id].mean, strategy.kalman[obj_id].mean, rtol=1e-6)
 
 
 def test_samurai_memory_stays_bounded_and_objects_can_be_removed():
@@ -419,21 +429,11 @@ def test_dam4sam_objects_are_batched_and_independent(dam4sam_official):
     """Two objects tracked together give each the masks and anchors it gets when tracked alone."""
     boxes = {1: DAM4SAM_BOX, 2: [2, 2, 14, 12]}
     settings = Dam4SamSettings(drm_iou_threshold=0.0, min_area_ratio=0.0, max_area_ratio=10.0)
-
-    def track(obj_ids):
-        session = Sam2VideoSession(
-            dam4sam_official["model"], dam4sam_official["frames"], progress=False, strategy=settings
-        )
-        for obj_id in obj_ids:
-            session.add_box(0, obj_id, boxes[obj_id])
-        return [r.mask_logits for r in session.propagate(max_frames=20)], session.strategy
-
-    together, strategy = track([1, 2])
-    for index, obj_id in enumerate([1, 2]):
-        alone, alone_strategy = track([obj_id])
-        for x, y in zip(together, alone):
-            assert (x[index] - y[0]).abs().max().item() < 1e-4
-        assert alone_strategy.states[obj_id].anchors == strategy.states[obj_id].anchors
+    strategy, alone = _track_together_and_alone(
+        dam4sam_official["model"], dam4sam_official["frames"], boxes, 20, strategy=settings
+    )
+    for obj_id in boxes:
+        assert alone[obj_id].states[obj_id].anchors == strategy.states[obj_id].anchors
     assert any(state.anchors for state in strategy.states.values())
 
 
