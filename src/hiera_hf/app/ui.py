@@ -123,7 +123,7 @@ def _corners(box) -> str:
 
 class _Tab:
     """A tab of the page: the view with `_below_view` under it, and beside it the tab's "Messages" box over its
-    `_controls` (ids `<name>-...`); the help and the keys under both. `_wire` connects the events; `LAYOUT_CSS` keeps
+    `_controls` (ids `<name>-...`); the help and the keys under both. `_wire` connects the events; `layout.css` (`LAYOUT_JS`) keeps
     the view, the controls under it and the top of the column beside it on one laptop screen."""
 
     def __init__(self, sessions: Sessions, name: str, labels: tuple[str, str], help_text: str, greeting: str):
